@@ -1,0 +1,1 @@
+"""TuneForge backend: config, data, models, training jobs and chat. Never imports gradio."""

@@ -1,0 +1,148 @@
+"""The chat engine: talk to the base model or any finished run, streaming the reply.
+
+Targets are "base" (the embedded default), "base:<model>" (any other model spec), or a run
+id. One model is kept loaded at a time: on a small machine two would not fit beside a job.
+torch and transformers are imported on first use, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from backend.errors import TuneForgeError
+from backend.jobs import JobManager
+from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+
+BASE = "base"
+
+
+def normalize_history(history: list[Any] | None) -> list[dict[str, str]]:
+    """Chat history from a UI or API client as plain {role, content} text messages."""
+    messages = []
+    for item in history or []:
+        if isinstance(item, (list, tuple)) and len(item) == 2:  # [user, assistant] pairs
+            messages += [{"role": "user", "content": str(item[0])}, {"role": "assistant", "content": str(item[1] or "")}]
+            continue
+        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant", "system"):
+            raise TuneForgeError("history must be a list of {role, content} messages")
+        content = item.get("content")
+        if isinstance(content, list):  # Gradio's content blocks
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        messages.append({"role": item["role"], "content": str(content or "")})
+    return messages
+
+
+class ChatEngine:
+    def __init__(self, jobs: JobManager):
+        self.jobs = jobs
+        self._lock = threading.Lock()
+        self._loaded: tuple[str, Any, Any] | None = None  # (target, model, tokenizer)
+
+    def targets(self) -> list[str]:
+        return [BASE] + self.jobs.finished_runs()
+
+    def _load(self, target: str):
+        if self._loaded and self._loaded[0] == target:
+            return self._loaded[1], self._loaded[2]
+        self._loaded = None  # free the previous model before loading the next
+        if target == BASE or target.startswith(BASE + ":"):
+            path = resolve_model(target.partition(":")[2] or "default")
+            model, tokenizer = load_causal_lm(path), load_tokenizer(path)
+        else:
+            model, tokenizer = self._load_run(target)
+        model.eval()
+        self._loaded = (target, model, tokenizer)
+        return model, tokenizer
+
+    def _load_run(self, run_id: str):
+        status = self.jobs.status(run_id)
+        if status["status"] != "completed":
+            raise TuneForgeError(f"run '{run_id}' is {status['status']}; only completed runs can chat")
+        run_dir = Path(status["run_dir"])
+        config = self.jobs.config(run_id)
+        tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"))
+        if not is_adapter_dir(run_dir):
+            return load_causal_lm(str(run_dir)), tokenizer
+        from peft import PeftModel
+
+        base = load_causal_lm(resolve_model(config.get("model", "default")))
+        return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
+
+    def stream(
+        self,
+        target: str,
+        message: str,
+        history: list[Any] | None = None,
+        system_prompt: str = "",
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int = 256,
+    ) -> Iterator[str]:
+        """Yield the reply so far, growing as tokens arrive."""
+        if not str(message).strip():
+            raise TuneForgeError("type a message first")
+        messages = normalize_history(history)
+        if system_prompt.strip():
+            messages = [m for m in messages if m["role"] != "system"]
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        messages.append({"role": "user", "content": str(message)})
+        with self._lock:
+            model, tokenizer = self._load(str(target or BASE))
+            yield from self._generate(model, tokenizer, messages, temperature, top_p, int(max_new_tokens))
+
+    def reply(self, target: str, message: str, history: list[Any] | None = None, **options) -> str:
+        text = ""
+        for text in self.stream(target, message, history, **options):
+            pass
+        return text
+
+    @staticmethod
+    def _generate(model, tokenizer, messages, temperature, top_p, max_new_tokens) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class StopWhenClosed(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return closed.is_set()
+
+        closed = threading.Event()
+        inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(model.device)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        kwargs = dict(
+            **inputs,
+            **sampling,
+            max_new_tokens=max_new_tokens,
+            streamer=streamer,
+            pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([StopWhenClosed()]),
+        )
+        failure: list[BaseException] = []
+        worker = threading.Thread(target=_run_generate, args=(torch, model, kwargs, streamer, failure), daemon=True)
+        worker.start()
+        text = ""
+        try:
+            for piece in streamer:
+                text += piece
+                yield text
+        finally:
+            closed.set()  # a client that stops listening stops the generation too
+            worker.join()
+        if failure:
+            raise TuneForgeError(f"generation failed: {failure[0]}")
+        if not text:
+            yield ""
+
+
+def _run_generate(torch, model, kwargs, streamer, failure: list) -> None:
+    try:
+        with torch.no_grad():
+            model.generate(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported to the caller, which is waiting on the streamer
+        failure.append(exc)
+        streamer.end()

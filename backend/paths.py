@@ -1,0 +1,13 @@
+"""Where things live on disk: the project's assets and the per-user model cache."""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = PROJECT_ROOT / "assets"
+
+
+def model_cache_dir() -> Path:
+    """Converted models live here; TUNEFORGE_CACHE moves it (tests and CI share one cache)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tuneforge"
+    return Path(os.environ.get("TUNEFORGE_CACHE", default)) / "models"

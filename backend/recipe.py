@@ -1,0 +1,211 @@
+"""The supervised fine-tuning recipe: setup(), train(), save().
+
+Built on transformers' Trainer, with one callback that turns its logs into events. The
+order of setup matters: the tokenizer comes first because tokenising the data needs it,
+and the data comes before the model so that a bad dataset fails in seconds, before the
+slow model load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+from backend.config import TrainConfig
+from backend.data import load_conversations
+from backend.errors import TuneForgeError
+from backend.events import EventLog
+from backend.models import load_causal_lm, load_tokenizer, resolve_model
+from backend.templates import IGNORE_INDEX, encode_conversation
+
+METRICS_FILE = "metrics.json"
+
+
+def eta_seconds(elapsed_s: float, step: int, max_steps: int) -> float | None:
+    if step <= 0 or max_steps <= 0:
+        return None
+    return round(max(0.0, elapsed_s / step * (max_steps - step)), 1)
+
+
+def finite_or_none(value) -> float | None:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+class EventsCallback(TrainerCallback):
+    """Trainer logs → events.jsonl, and a one-line summary per log into train.log."""
+
+    def __init__(self, events: EventLog, run_dir: Path):
+        self.events, self.run_dir = events, run_dir
+        self.started = time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.time()
+        self.events.emit("status", message="training", max_steps=state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        elapsed = time.time() - self.started
+        if "loss" in logs:
+            tokens = state.num_input_tokens_seen
+            event = self.events.emit(
+                "log",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                epoch=round(state.epoch or 0.0, 4),
+                loss=finite_or_none(logs["loss"]),
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=finite_or_none(logs.get("grad_norm")),
+                elapsed_s=round(elapsed, 2),
+                tokens_seen=tokens,
+                tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
+                eta_s=eta_seconds(elapsed, state.global_step, state.max_steps),
+            )
+            print(
+                f"step {event['step']}/{event['max_steps']} | epoch {event['epoch']:.2f} | loss {logs['loss']:.4f} "
+                f"| lr {event['learning_rate']:.2e} | {event['tokens_per_s']} tok/s | {elapsed:.1f}s",
+                flush=True,
+            )
+        if "eval_loss" in logs:
+            self.events.emit("eval", step=state.global_step, eval_loss=finite_or_none(logs["eval_loss"]))
+            print(f"step {state.global_step} | eval_loss {logs['eval_loss']:.4f}", flush=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        path = self.run_dir / f"checkpoint-{state.global_step}"
+        self.events.emit("checkpoint", step=state.global_step, path=str(path))
+
+
+class SftRecipe:
+    """Supervised fine-tuning of a causal LM on chat data, with answers-only loss.
+
+    Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
+    """
+
+    def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path):
+        self.config, self.events, self.run_dir = config, events, run_dir
+
+    def setup(self) -> None:
+        cfg = self.config
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.events.emit("status", message="reading dataset")
+        conversations = load_conversations(cfg.dataset, cfg.max_samples)
+
+        self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
+        self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
+        self.tokenizer = load_tokenizer(self.model_path, cfg.template)
+        self.train_set, self.eval_set = self._tokenize_and_split(conversations)
+
+        self.events.emit("status", message="loading model")
+        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        model = load_causal_lm(self.model_path, dtype=dtype)
+        model.config.use_cache = False
+        self.model = self._wrap_lora(model) if cfg.method == "lora" else model
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
+
+    def _tokenize_and_split(self, conversations):
+        cfg = self.config
+        examples = [encode_conversation(self.tokenizer, m, cfg.cutoff_len) for m in conversations]
+        kept = [e for e in examples if any(label != IGNORE_INDEX for label in e["labels"])]
+        if not kept:
+            raise TuneForgeError(f"no example has an answer within cutoff_len={cfg.cutoff_len} tokens; raise cutoff_len")
+        if len(kept) < len(examples):
+            print(f"{len(examples) - len(kept)} examples dropped: their answers start beyond cutoff_len", flush=True)
+        random.Random(cfg.seed).shuffle(kept)
+        n_val = int(cfg.val_size) if cfg.val_size >= 1 else int(round(len(kept) * cfg.val_size))
+        if n_val >= len(kept):
+            raise TuneForgeError(f"val_size={cfg.val_size} leaves no training rows out of {len(kept)}")
+        return kept[n_val:], kept[:n_val]
+
+    def _wrap_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        target = "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=target,
+            task_type="CAUSAL_LM",
+        )
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:
+            raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
+
+    def _training_args(self) -> TrainingArguments:
+        cfg = self.config
+        has_eval = len(self.eval_set) > 0
+        return TrainingArguments(
+            output_dir=str(self.run_dir),
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.num_train_epochs,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            per_device_eval_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            warmup_steps=cfg.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
+            logging_steps=cfg.logging_steps,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=cfg.eval_steps,
+            save_strategy="steps" if cfg.save_steps else "no",
+            save_steps=cfg.save_steps or 500,
+            seed=cfg.seed,
+            bf16=self.model.dtype == torch.bfloat16,
+            include_num_input_tokens_seen="non_padding",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+
+    def train(self) -> dict:
+        self.trainer = Trainer(
+            model=self.model,
+            args=self._training_args(),
+            train_dataset=self.train_set,
+            eval_dataset=self.eval_set or None,
+            data_collator=DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
+            callbacks=[EventsCallback(self.events, self.run_dir)],
+        )
+        result = self.trainer.train()
+        metrics = {
+            "train_loss": finite_or_none(result.training_loss),
+            "global_step": result.global_step,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+            "tokens_seen": self.trainer.state.num_input_tokens_seen,
+        }
+        if metrics["train_runtime_s"]:
+            metrics["tokens_per_s"] = round(metrics["tokens_seen"] / metrics["train_runtime_s"], 1)
+        if self.eval_set:
+            already = self.trainer.state.global_step % self.config.eval_steps == 0
+            eval_loss = self._last_eval_loss() if already else None
+            if eval_loss is None:
+                eval_loss = self.trainer.evaluate()["eval_loss"]  # the callback emits the eval event
+            metrics["eval_loss"] = finite_or_none(eval_loss)
+        return metrics
+
+    def _last_eval_loss(self):
+        history = [h for h in self.trainer.state.log_history if "eval_loss" in h]
+        return history[-1]["eval_loss"] if history else None
+
+    def save(self, metrics: dict) -> None:
+        """Weights in standard formats, then metrics.json, each written before the end event."""
+        self.events.emit("status", message="saving weights")
+        self.model.save_pretrained(self.run_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(self.run_dir)
+        tmp = self.run_dir / f".{METRICS_FILE}.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        os.replace(tmp, self.run_dir / METRICS_FILE)

@@ -1,0 +1,142 @@
+"""Run one training job: `python -m backend.train --config run.yaml`.
+
+This is the only way anything trains; the UI runs exactly this command. The job reports
+through `<output_dir>/events.jsonl` (see backend.events) and `<output_dir>/train.log`, and
+leaves its weights in standard formats:
+  lora  a PEFT adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer
+  full  config.json + model.safetensors and the tokenizer
+
+Supports: sft on chat data with prompt tokens masked, LoRA or full fine-tuning, validation
+loss, periodic checkpoints, and abort by SIGTERM (the run is marked aborted at once).
+Refuses: unknown options and out-of-range values, before any model is loaded.
+
+Exit codes: 0 completed, 2 user error (one line on stderr), 1 crash (traceback in train.log),
+143 aborted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from backend.config import TrainConfig
+from backend.errors import TuneForgeError
+from backend.events import EventLog
+from backend.paths import PROJECT_ROOT
+
+LOG_FILE = "train.log"
+CONFIG_FILE = "config.yaml"
+# Set by the job manager, which already sends the process's stdout/stderr to train.log.
+LOG_REDIRECTED_ENV = "TUNEFORGE_LOG_REDIRECTED"
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("TUNEFORGE_WORKSPACE", PROJECT_ROOT / "workspace"))
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + f"{random.randrange(16**4):04x}"
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    """Resolve output_dir and write the fully resolved config into it."""
+    if not config.output_dir:
+        config.output_dir = str(default_workspace() / "runs" / new_run_id())
+    run_dir = Path(config.output_dir).expanduser().resolve()
+    config.output_dir = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(config.to_yaml(), encoding="utf-8")
+    os.replace(tmp, run_dir / CONFIG_FILE)
+    return run_dir
+
+
+class _Tee:
+    """Write to the terminal and to train.log, for runs started by hand from a shell."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self):
+        return False
+
+
+def _capture_output(run_dir: Path) -> None:
+    if os.environ.get(LOG_REDIRECTED_ENV):
+        return
+    log = open(run_dir / LOG_FILE, "a", encoding="utf-8", buffering=1)
+    sys.stdout = _Tee(sys.__stdout__, log)
+    sys.stderr = _Tee(sys.__stderr__, log)
+
+
+def _install_abort_handler(events: EventLog) -> None:
+    def on_terminate(signum, frame):
+        events.emit("end", status="aborted", error="aborted by the user")
+        print("aborted", file=sys.stderr, flush=True)
+        # Stop now, not at the next step boundary: a CPU step can take many seconds.
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_terminate)
+
+
+def run(config: TrainConfig, events: EventLog, run_dir: Path) -> dict:
+    """Train according to config; returns the final metrics."""
+    from backend.recipe import SftRecipe
+
+    recipe = SftRecipe(config, events, run_dir)
+    recipe.setup()
+    metrics = recipe.train()
+    recipe.save(metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend.train", description="Run one TuneForge training job.")
+    parser.add_argument("--config", required=True, help="YAML file of training options (see README)")
+    args = parser.parse_args(argv)
+    try:
+        config = TrainConfig.from_yaml(args.config)
+        run_dir = prepare_run_dir(config)
+    except TuneForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _capture_output(run_dir)
+    events = EventLog(run_dir)
+    events.emit("start", world_size=int(os.environ.get("WORLD_SIZE", 1)), pid=os.getpid(), config=config.to_dict())
+    _install_abort_handler(events)
+    print(f"run directory: {run_dir}", flush=True)
+    try:
+        metrics = run(config, events, run_dir)
+    except TuneForgeError as exc:
+        events.emit("end", status="failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - any crash must still end the run visibly
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (details in train.log)"
+        events.emit("end", status="failed", error=message)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 1
+    events.emit("end", status="completed", **metrics)
+    print("completed: " + json.dumps(metrics), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

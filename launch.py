@@ -1,0 +1,36 @@
+"""Start the TuneForge web UI: `python launch.py [--workspace DIR] [--port 7860]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="TuneForge: fine-tune language models from your browser.")
+    parser.add_argument("--workspace", default="workspace", help="folder for runs and uploads (default: ./workspace)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    args = parser.parse_args()
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Imported late so that --help answers at once.
+    from backend.chat import ChatEngine
+    from backend.jobs import JobManager
+    from webui.app import CSS, build_app
+
+    workspace = Path(args.workspace).expanduser().resolve()
+    # Jobs read TUNEFORGE_WORKSPACE for their own default output folder.
+    os.environ["TUNEFORGE_WORKSPACE"] = str(workspace)
+    jobs = JobManager(workspace)
+    app = build_app(jobs, ChatEngine(jobs))
+    print(f"TuneForge workspace: {workspace}")
+    app.queue(default_concurrency_limit=4).launch(
+        server_name=args.host, server_port=args.port, share=args.share, css=CSS, footer_links=["api"]
+    )
+
+
+if __name__ == "__main__":
+    main()

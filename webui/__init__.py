@@ -1,0 +1,1 @@
+"""TuneForge web UI (Gradio). Presentation only: never imports torch, transformers or peft."""

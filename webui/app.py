@@ -1,0 +1,69 @@
+"""The TuneForge app: tabs in the order a person works, plus the stable API endpoints."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.chat import ChatEngine
+from backend.errors import TuneForgeError
+from backend.jobs import JobManager
+from webui import tab_chat, tab_dataset, tab_evaluate, tab_model, tab_train
+from webui.context import AppContext
+
+CSS = """
+.tf-bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
+.tf-fill { height: 100%; background: #d97706; transition: width .4s; }
+.tf-progress-text { margin-top: 6px; font-size: 0.95em; }
+.tf-error { color: #b91c1c; }
+"""
+
+
+def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
+    with gr.Blocks(title="TuneForge") as blocks:
+        ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks)
+        gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
+        with gr.Tabs():
+            with gr.Tab("Dataset", id="dataset"):
+                options = tab_dataset.build(ctx)
+            with gr.Tab("Model", id="model"):
+                options.update(tab_model.build())
+            with gr.Tab("Train", id="train"):
+                tab_train.build(ctx, options)
+            with gr.Tab("Evaluate", id="evaluate"):
+                tab_evaluate.build(ctx)
+            with gr.Tab("Chat", id="chat"):
+                tab_chat.build(ctx)
+        register_api(jobs, chat)
+    return blocks
+
+
+def register_api(jobs: JobManager, chat: ChatEngine) -> None:
+    """The stable endpoints for gradio_client; errors come back as one-line gr.Error messages."""
+
+    def train_start(config: dict) -> str:
+        """Validate a config dict (TrainConfig keys) and start or queue a job; returns the run id."""
+        return _api(jobs.start, config)
+
+    def train_status(run_id: str) -> dict:
+        """status (queued|running|completed|failed|aborted), step, max_steps, loss, eval_loss, error, ..."""
+        return _api(jobs.status, run_id)
+
+    def train_abort(run_id: str) -> None:
+        """Stop a run's whole process tree; the run is marked aborted."""
+        _api(jobs.abort, run_id)
+
+    def chat_reply(target: str, message: str, history: list) -> str:
+        """Reply from 'base' or a completed run id, given [{role, content}] history."""
+        return _api(chat.reply, target, message, history)
+
+    gr.api(train_start, api_name="train_start")
+    gr.api(train_status, api_name="train_status")
+    gr.api(train_abort, api_name="train_abort")
+    gr.api(chat_reply, api_name="chat")
+
+
+def _api(fn, *args):
+    try:
+        return fn(*args)
+    except TuneForgeError as exc:
+        raise gr.Error(str(exc)) from None

@@ -1,0 +1,36 @@
+"""Widgets built from the config dataclass: one field, one control, never defined twice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from backend.config import fields
+
+Field = dataclasses.Field
+
+
+def option_fields(group: str | None = None) -> list[Field]:
+    return [f for f in fields() if group is None or f.metadata["group"] == group]
+
+
+def control(f: Field, **overrides) -> gr.components.Component:
+    """A Gradio control for one option: choices become a dropdown or radio, numbers get bounds."""
+    meta = f.metadata
+    common = {"label": meta["label"] or f.name, "info": meta["help"], "value": f.default, "elem_id": f"opt-{f.name}"}
+    common.update(overrides)
+    if meta["choices"]:
+        widget = gr.Radio if len(meta["choices"]) <= 3 else gr.Dropdown
+        return widget(choices=list(meta["choices"]), **common)
+    if f.type in ("int", "float"):
+        precision = 0 if f.type == "int" else None
+        lo, hi = meta["min"], meta["max"]
+        if f.type == "float" and lo == 0.0 and hi is not None and hi <= 1.0:  # shares and rates, not lr
+            return gr.Slider(minimum=lo, maximum=hi, step=0.01, **common)
+        return gr.Number(minimum=lo, maximum=hi, precision=precision, **common)
+    return gr.Textbox(**common)
+
+
+def controls(group: str) -> dict[str, gr.components.Component]:
+    return {f.name: control(f) for f in option_fields(group)}

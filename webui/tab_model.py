@@ -1,0 +1,15 @@
+"""Model tab: the embedded default is preselected; a local folder or hub id can replace it."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.forms import controls
+
+
+def build() -> dict:
+    gr.Markdown(
+        "`default` is the embedded **SmolLM2-135M-Instruct** (135M parameters). It ships with TuneForge and "
+        "works offline. Put a local Hugging Face model folder or a hub id (when online) here to use another model."
+    )
+    return controls("model")

@@ -1,0 +1,130 @@
+"""Train tab: hyperparameters, Start/Abort, the command preview, and the live view of a run."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from backend.config import fields
+from backend.errors import TuneForgeError
+from webui.context import AppContext
+from webui.forms import controls
+
+REFRESH_S = 1.0
+RUN_COLUMNS = ["run_id", "status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
+
+
+def options_from(values) -> dict:
+    """Positional widget values, in config field order, as an options dict."""
+    return {f.name: value for f, value in zip(fields(), values)}
+
+
+def format_eta(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_html(status: dict | None) -> str:
+    if not status:
+        return "<div id='run-progress' class='tf-progress-text'>No run selected.</div>"
+    done = status["step"] / status["max_steps"] if status["max_steps"] else 0.0
+    if status["status"] == "completed":
+        done = 1.0
+    loss = f"{status['loss']:.4f}" if status["loss"] is not None else "–"
+    detail = (
+        f"<b>{status['status']}</b> · {status['phase']} · step {status['step']}/{status['max_steps'] or '?'} · "
+        f"epoch {status['epoch']:.2f} · loss {loss} · {status['tokens_per_s'] or '–'} tok/s · ETA {format_eta(status['eta_s'])}"
+    )
+    if status["error"]:
+        detail += f"<br><span class='tf-error'>{status['error']}</span>"
+    return (
+        f"<div id='run-progress' data-status='{status['status']}' data-step='{status['step']}'>"
+        f"<div class='tf-bar'><div class='tf-fill' style='width:{100 * done:.1f}%'></div></div>"
+        f"<div class='tf-progress-text'>{detail}</div></div>"
+    )
+
+
+def loss_frame(events: list[dict]) -> pd.DataFrame:
+    rows = [{"step": e["step"], "loss": e["loss"], "series": "train"} for e in events if e["type"] == "log"]
+    rows += [{"step": e["step"], "loss": e["eval_loss"], "series": "eval"} for e in events if e["type"] == "eval"]
+    frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return frame.dropna()
+
+
+def runs_frame(ctx: AppContext) -> pd.DataFrame:
+    return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS)
+
+
+def build(ctx: AppContext, options: dict) -> dict:
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Group():
+                options.update(controls("basic"))
+            with gr.Accordion("LoRA", open=False):
+                options.update(controls("lora"))
+            with gr.Accordion("Advanced", open=False):
+                options.update(controls("advanced"))
+            with gr.Accordion("Preview command", open=False):
+                preview_yaml = gr.Code(language="yaml", label="run.yaml", elem_id="preview-yaml")
+                preview_cmd = gr.Textbox(label="Run it from a terminal", elem_id="preview-cmd", interactive=False)
+                preview_btn = gr.Button("Preview", size="sm")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="start-btn")
+                abort = gr.Button("Abort", variant="stop", elem_id="abort-btn")
+            message = gr.Markdown(elem_id="train-message")
+        with gr.Column(scale=3):
+            run = gr.Dropdown(label="Run", choices=[r["run_id"] for r in ctx.jobs.list_runs()], elem_id="run-select")
+            progress = gr.HTML(progress_html(None))
+            chart = gr.LinePlot(
+                loss_frame([]), x="step", y="loss", color="series", title="Loss", elem_id="loss-chart", height=300
+            )
+            chart_caption = gr.Markdown(elem_id="chart-caption")
+            log = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, elem_id="log-tail", interactive=False)
+    runs = gr.Dataframe(runs_frame(ctx), label="Runs", interactive=False, elem_id="runs-table")
+
+    inputs = [options[f.name] for f in fields()]
+
+    def on_preview(*values):
+        try:
+            text, cmd = ctx.jobs.preview(options_from(values))
+        except TuneForgeError as exc:
+            return "", "", f"**Cannot start:** {exc}"
+        return text, cmd, ""
+
+    def on_start(*values):
+        try:
+            run_id = ctx.jobs.start(options_from(values))
+        except TuneForgeError as exc:
+            return gr.update(), f"**Cannot start:** {exc}"
+        choices = [r["run_id"] for r in ctx.jobs.list_runs()]
+        return gr.update(choices=choices, value=run_id), f"Started run `{run_id}`. It keeps running if you close this page."
+
+    def on_abort(run_id):
+        if not run_id:
+            return "Select a run to abort."
+        try:
+            ctx.jobs.abort(run_id)
+        except TuneForgeError as exc:
+            return f"**Cannot abort:** {exc}"
+        return f"Run `{run_id}` aborted."
+
+    def refresh(run_id):
+        if not run_id:
+            return progress_html(None), loss_frame([]), "", "", runs_frame(ctx)
+        try:
+            status, events = ctx.jobs.status(run_id), ctx.jobs.events(run_id)
+        except TuneForgeError as exc:
+            return progress_html(None), loss_frame([]), "", str(exc), runs_frame(ctx)
+        frame = loss_frame(events)
+        caption = f"{(frame.series == 'train').sum()} train points · {(frame.series == 'eval').sum()} eval points"
+        return progress_html(status), frame, caption, ctx.jobs.log_tail(run_id), runs_frame(ctx)
+
+    preview_btn.click(on_preview, inputs, [preview_yaml, preview_cmd, message])
+    start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message])
+    abort.click(on_abort, run, message)
+    live = [progress, chart, chart_caption, log, runs]
+    run.change(refresh, run, live)
+    gr.Timer(REFRESH_S).tick(refresh, run, live, show_progress="hidden")
+    return {"run": run}
