@@ -24,7 +24,10 @@ def normalize_history(history: list[Any] | None) -> list[dict[str, str]]:
     messages = []
     for item in history or []:
         if isinstance(item, (list, tuple)) and len(item) == 2:  # [user, assistant] pairs
-            messages += [{"role": "user", "content": str(item[0])}, {"role": "assistant", "content": str(item[1] or "")}]
+            messages += [
+                {"role": "user", "content": str(item[0])},
+                {"role": "assistant", "content": str(item[1] or "")},
+            ]
             continue
         if not isinstance(item, dict) or item.get("role") not in ("user", "assistant", "system"):
             raise TuneForgeError("history must be a list of {role, content} messages")
@@ -94,10 +97,8 @@ class ChatEngine:
             yield from self._generate(model, tokenizer, messages, temperature, top_p, int(max_new_tokens))
 
     def reply(self, target: str, message: str, history: list[Any] | None = None, **options) -> str:
-        text = ""
-        for text in self.stream(target, message, history, **options):
-            pass
-        return text
+        chunks = list(self.stream(target, message, history, **options))
+        return chunks[-1] if chunks else ""
 
     @staticmethod
     def _generate(model, tokenizer, messages, temperature, top_p, max_new_tokens) -> Iterator[str]:
@@ -113,7 +114,9 @@ class ChatEngine:
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         ).to(model.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        )
         kwargs = dict(
             **inputs,
             **sampling,

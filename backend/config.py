@@ -31,14 +31,17 @@ class TrainConfig:
     # What to train
     model: str = option(
         "default",
-        "'default' is the embedded SmolLM2-135M-Instruct (works offline); or a local model folder, or a hub id when online.",
+        "'default' is the embedded SmolLM2-135M-Instruct (works offline); "
+        "or a local model folder, or a hub id when online.",
         group="model",
     )
     method: str = option(
         "lora", "lora trains a small adapter; full updates every weight.", choices=("lora", "full"), group="model"
     )
     dataset: str = option(
-        "demo_identity", "A bundled demo name (see assets/) or a path to a CSV/JSON/JSONL/Parquet file.", group="dataset"
+        "demo_identity",
+        "A bundled demo name (see assets/) or a path to a CSV/JSON/JSONL/Parquet file.",
+        group="dataset",
     )
     task: str = option("sft", "sft: supervised fine-tuning on conversations.", choices=("sft",), group="dataset")
     output_dir: str = option("", "Run directory. Empty: a new folder under the workspace's runs/.", group="advanced")
@@ -52,8 +55,12 @@ class TrainConfig:
 
     # Optimisation
     learning_rate: float = option(2e-4, "Peak learning rate.", min=1e-8, max=1.0)
-    num_train_epochs: float = option(3.0, "Passes over the training data (ignored when max_steps > 0).", min=0.01, max=1000.0)
-    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: use num_train_epochs).", min=-1, max=10_000_000)
+    num_train_epochs: float = option(
+        3.0, "Passes over the training data (ignored when max_steps > 0).", min=0.01, max=1000.0
+    )
+    max_steps: int = option(
+        -1, "Stop after this many optimizer steps (-1: use num_train_epochs).", min=-1, max=10_000_000
+    )
     per_device_train_batch_size: int = option(4, "Examples per forward pass.", min=1, max=1024)
     gradient_accumulation_steps: int = option(
         1, "Forward passes per optimizer step; effective batch = batch size x this.", min=1, max=1024
@@ -68,13 +75,19 @@ class TrainConfig:
         choices=("linear", "cosine", "constant", "constant_with_warmup"),
         group="advanced",
     )
-    warmup_ratio: float = option(0.0, "Share of steps spent warming the learning rate up from 0.", min=0.0, max=0.5, group="advanced")
+    warmup_ratio: float = option(
+        0.0, "Share of steps spent warming the learning rate up from 0.", min=0.0, max=0.5, group="advanced"
+    )
     weight_decay: float = option(0.0, "L2 penalty on weights (AdamW).", min=0.0, max=1.0, group="advanced")
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0: off).", min=0.0, max=1000.0, group="advanced")
-    seed: int = option(42, "Random seed for shuffling, splitting and initialisation.", min=0, max=2**31 - 1, group="advanced")
+    seed: int = option(
+        42, "Random seed for shuffling, splitting and initialisation.", min=0, max=2**31 - 1, group="advanced"
+    )
 
     # Reporting
-    logging_steps: int = option(1, "Log loss every N steps (each log is a chart point).", min=1, max=100_000, group="advanced")
+    logging_steps: int = option(
+        1, "Log loss every N steps (each log is a chart point).", min=1, max=100_000, group="advanced"
+    )
     eval_steps: int = option(
         50, "Compute validation loss every N steps (needs val_size > 0).", min=1, max=1_000_000, group="advanced"
     )
@@ -83,7 +96,9 @@ class TrainConfig:
     )
 
     # LoRA
-    lora_rank: int = option(8, "LoRA rank r: adapter size; higher learns more, costs more.", min=1, max=1024, group="lora")
+    lora_rank: int = option(
+        8, "LoRA rank r: adapter size; higher learns more, costs more.", min=1, max=1024, group="lora"
+    )
     lora_alpha: int = option(16, "LoRA scaling alpha; usually 2 x rank.", min=1, max=4096, group="lora")
     lora_dropout: float = option(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9, group="lora")
     lora_target: str = option(

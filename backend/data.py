@@ -66,7 +66,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         records = _read_table(path)
     else:
         text = _read_text(path)
-        records = _read_jsonl(path, text) if suffix == ".jsonl" or not text.lstrip().startswith("[") else _read_json(path, text)
+        records = (
+            _read_jsonl(path, text)
+            if suffix == ".jsonl" or not text.lstrip().startswith("[")
+            else _read_json(path, text)
+        )
     if not records:
         raise TuneForgeError(f"{path.name}: file has no rows")
     return records
@@ -122,7 +126,9 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise TuneForgeError(f"{path.name}: not valid UTF-8 ({exc.reason})") from None
     except Exception as exc:  # pandas raises many parser types; the user needs the message, not the class
-        raise TuneForgeError(f"{path.name}: cannot parse {path.suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
+        raise TuneForgeError(
+            f"{path.name}: cannot parse {path.suffix[1:].upper()} ({str(exc).splitlines()[0]})"
+        ) from None
     return frame.to_dict(orient="records")
 
 

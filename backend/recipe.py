@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from backend.config import TrainConfig
 from backend.data import load_conversations
@@ -116,7 +116,9 @@ class SftRecipe:
         examples = [encode_conversation(self.tokenizer, m, cfg.cutoff_len) for m in conversations]
         kept = [e for e in examples if any(label != IGNORE_INDEX for label in e["labels"])]
         if not kept:
-            raise TuneForgeError(f"no example has an answer within cutoff_len={cfg.cutoff_len} tokens; raise cutoff_len")
+            raise TuneForgeError(
+                f"no example has an answer within cutoff_len={cfg.cutoff_len} tokens; raise cutoff_len"
+            )
         if len(kept) < len(examples):
             print(f"{len(examples) - len(kept)} examples dropped: their answers start beyond cutoff_len", flush=True)
         random.Random(cfg.seed).shuffle(kept)
@@ -129,7 +131,9 @@ class SftRecipe:
         from peft import LoraConfig, get_peft_model
 
         cfg = self.config
-        target = "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
+        target = (
+            "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
+        )
         lora = LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,
@@ -180,6 +184,7 @@ class SftRecipe:
             data_collator=DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
             callbacks=[EventsCallback(self.events, self.run_dir)],
         )
+        self.trainer.remove_callback(PrinterCallback)  # EventsCallback prints a readable line instead
         result = self.trainer.train()
         metrics = {
             "train_loss": finite_or_none(result.training_loss),

