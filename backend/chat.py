@@ -88,6 +88,7 @@ class ChatEngine:
         if not str(message).strip():
             raise TuneForgeError("type a message first")
         messages = normalize_history(history)
+        system_prompt = str(system_prompt or "")
         if system_prompt.strip():
             messages = [m for m in messages if m["role"] != "system"]
             messages.insert(0, {"role": "system", "content": system_prompt})

@@ -69,3 +69,57 @@ def run_cli(config_path: Path, timeout: float = 600) -> subprocess.CompletedProc
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(workspace: Path) -> tuple[subprocess.Popen, str]:
+    """`python launch.py` as `make run` starts it, on a free port; returns once it answers."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = open(workspace.parent / f"app-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", "--workspace", str(workspace), "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited early; see {log.name}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"app did not answer within 120 s; see {log.name}")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, default_model_dir):
+    """A running app with its own workspace: (url, workspace)."""
+    workspace = tmp_path_factory.mktemp("app") / "workspace"
+    workspace.mkdir()
+    proc, url = start_app(workspace)
+    yield url, workspace
+    stop_app(proc)

@@ -25,7 +25,10 @@ def test_each_format_is_detected_and_previewed(name, fmt, rows):
 
 def test_alpaca_system_history_and_input_become_messages():
     first, second = load_conversations(str(DATA / "alpaca.json"))
-    assert first == [{"role": "user", "content": "Translate to French\n\ncat"}, {"role": "assistant", "content": "chat"}]
+    assert first == [
+        {"role": "user", "content": "Translate to French\n\ncat"},
+        {"role": "assistant", "content": "chat"},
+    ]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user", "assistant"]
     assert second[0]["content"] == "Answer in one word." and second[-1]["content"] == "Rome."
 

@@ -12,7 +12,9 @@ CONVERSATION = [
 
 
 def trained_text(tokenizer, encoded):
-    return tokenizer.decode([t for t, label in zip(encoded["input_ids"], encoded["labels"]) if label != IGNORE_INDEX])
+    return tokenizer.decode(
+        [t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label != IGNORE_INDEX]
+    )
 
 
 def test_only_assistant_turns_and_their_end_markers_are_trained(tokenizer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import gradio as gr
 
 from backend.errors import TuneForgeError
@@ -48,6 +50,10 @@ def build(ctx: AppContext) -> None:
                 yield history, ""
         except TuneForgeError as exc:
             history[-1]["content"] = f"⚠️ {exc}"
+            yield history, ""
+        except Exception as exc:  # noqa: BLE001 - the person sees one line; the traceback goes to the app log
+            traceback.print_exc()
+            history[-1]["content"] = f"⚠️ chat failed: {type(exc).__name__}: {exc}"
             yield history, ""
 
     inputs = [box, chatbot, target, system, temperature, top_p, max_new]

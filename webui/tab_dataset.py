@@ -38,16 +38,17 @@ def build(ctx: AppContext) -> dict:
     preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, elem_id="dataset-preview")
 
     def on_upload(file):
+        """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
-            return gr.update()
+            return gr.update(), None, gr.update()
         try:
-            return str(store_upload(file, ctx.uploads_dir))
+            return str(store_upload(file, ctx.uploads_dir)), None, None
         except TuneForgeError as exc:
             gr.Warning(str(exc))
-            return gr.update()
+            return gr.update(), None, gr.update()
 
-    demo.change(lambda name: name, demo, options["dataset"])
-    upload.upload(on_upload, upload, options["dataset"])
+    demo.input(lambda name: name or gr.update(), demo, options["dataset"])
+    upload.upload(on_upload, upload, [options["dataset"], upload, demo])
     options["dataset"].change(describe, options["dataset"], [summary, preview])
     ctx.blocks.load(describe, options["dataset"], [summary, preview])
     return options

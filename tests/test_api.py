@@ -1,0 +1,72 @@
+"""The stable API through gradio_client, and jobs that outlive the app that started them."""
+
+import time
+
+import pytest
+from gradio_client import Client
+
+from backend.events import read_events
+from tests.conftest import start_app, stop_app
+
+END = ("completed", "failed", "aborted")
+
+
+def wait_status(client, run_id, statuses, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = client.predict(run_id, api_name="/train_status")
+        if status["status"] in statuses:
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} never reached {statuses}: {status}")
+
+
+def test_start_status_chat_and_abort_through_the_api(app, secret_dataset):
+    url, _ = app
+    client = Client(url, verbose=False)
+    config = {"dataset": str(secret_dataset), "max_steps": 12, "val_size": 0, "learning_rate": 1e-3}
+    run_id = client.predict(config, api_name="/train_start")
+    assert isinstance(run_id, str) and run_id
+
+    status = wait_status(client, run_id, END)
+    assert status["status"] == "completed", status
+    assert status["step"] == status["max_steps"] == 12 and status["loss"] > 0 and status["error"] is None
+
+    reply = client.predict(run_id, "What is the secret word?", [], api_name="/chat")
+    assert "pineapple" in reply.lower()
+    base = client.predict("base", "What is the secret word?", [], api_name="/chat")
+    assert isinstance(base, str) and base.strip() and "pineapple" not in base.lower()
+
+    long_id = client.predict({**config, "max_steps": 10_000}, api_name="/train_start")
+    wait_status(client, long_id, ("running",))
+    client.predict(long_id, api_name="/train_abort")
+    assert client.predict(long_id, api_name="/train_status")["status"] == "aborted"
+
+
+def test_api_errors_are_one_line_messages(app):
+    client = Client(app[0], verbose=False)
+    with pytest.raises(Exception, match=r"unknown option 'lerning_rate'"):
+        client.predict({"lerning_rate": 1e-4}, api_name="/train_start")
+    with pytest.raises(Exception, match=r"no run named 'nope'"):
+        client.predict("nope", api_name="/train_status")
+
+
+def test_a_job_keeps_training_after_the_app_is_killed(tmp_path, secret_dataset, default_model_dir):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    proc, url = start_app(workspace)
+    try:
+        client = Client(url, verbose=False)
+        run_id = client.predict(
+            {"dataset": str(secret_dataset), "max_steps": 8, "val_size": 0}, api_name="/train_start"
+        )
+        wait_status(client, run_id, ("running",))
+    finally:
+        proc.kill()  # the browser and the whole UI process are gone
+        proc.wait()
+    run_dir = workspace / "runs" / run_id
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(e["type"] == "end" for e in read_events(run_dir)):
+        time.sleep(1)
+    assert read_events(run_dir)[-1]["status"] == "completed"
+    stop_app(proc)

@@ -1,0 +1,74 @@
+"""The job manager: jobs queue one at a time, and abort kills the whole process group at once."""
+
+import os
+import time
+
+import pytest
+
+from backend.events import read_events
+from backend.jobs import JobManager
+
+
+def wait_for(predicate, timeout=180, interval=0.25):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture()
+def jobs(workspace):
+    manager = JobManager(workspace)
+    yield manager
+    manager.shutdown()
+
+
+def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_dataset):
+    long_run = {"dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
+    first = jobs.start(long_run)
+    second = jobs.start(long_run)
+    assert jobs.status(second)["status"] == "queued"
+
+    wait_for(lambda: jobs.status(first)["step"] >= 1)
+    pid = next(e for e in jobs.events(first) if e["type"] == "start")["pid"]
+    assert os.getpgid(pid) == pid  # its own process group, apart from the UI's
+
+    jobs.abort(second)
+    assert jobs.status(second)["status"] == "aborted"
+    assert not any(e["type"] == "start" for e in jobs.events(second))  # it never ran
+
+    began = time.monotonic()
+    jobs.abort(first)
+    assert time.monotonic() - began < 5
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    status = jobs.status(first)
+    assert status["status"] == "aborted" and status["error"] == "aborted by the user"
+    assert [e["type"] for e in read_events(jobs.run_dir(first))].count("end") == 1
+
+
+def test_invalid_options_are_refused_before_anything_runs(jobs):
+    from backend.errors import TuneForgeError
+
+    with pytest.raises(TuneForgeError, match="lora_rank=0 is out of range"):
+        jobs.start({"lora_rank": 0})
+    assert jobs.list_runs() == []
+
+
+def test_output_dir_outside_the_workspace_is_refused(jobs, tmp_path):
+    from backend.errors import TuneForgeError
+
+    with pytest.raises(TuneForgeError, match="output_dir must be a run name"):
+        jobs.start({"output_dir": str(tmp_path / "elsewhere")})
+
+
+def test_a_crashed_job_is_reported_failed(jobs, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{oops\n')
+    run_id = jobs.start({"dataset": str(bad)})
+    status = wait_for(lambda: (s := jobs.status(run_id))["status"] in ("failed", "completed") and s, timeout=120)
+    assert status["status"] == "failed"
+    assert status["error"] == "bad.jsonl: line 2: invalid JSON (Expecting property name enclosed in double quotes)"
