@@ -172,6 +172,7 @@ class SftRecipe:
             report_to="none",
             disable_tqdm=True,
             dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
         )
 
@@ -195,15 +196,16 @@ class SftRecipe:
         if metrics["train_runtime_s"]:
             metrics["tokens_per_s"] = round(metrics["tokens_seen"] / metrics["train_runtime_s"], 1)
         if self.eval_set:
-            already = self.trainer.state.global_step % self.config.eval_steps == 0
-            eval_loss = self._last_eval_loss() if already else None
+            eval_loss = self._eval_loss_at_last_step()
             if eval_loss is None:
                 eval_loss = self.trainer.evaluate()["eval_loss"]  # the callback emits the eval event
             metrics["eval_loss"] = finite_or_none(eval_loss)
         return metrics
 
-    def _last_eval_loss(self):
-        history = [h for h in self.trainer.state.log_history if "eval_loss" in h]
+    def _eval_loss_at_last_step(self):
+        """The Trainer already evaluates at the last step on some schedules; never evaluate twice."""
+        state = self.trainer.state
+        history = [h for h in state.log_history if "eval_loss" in h and h.get("step") == state.global_step]
         return history[-1]["eval_loss"] if history else None
 
     def save(self, metrics: dict) -> None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from backend.config import TrainConfig
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _capture_output(run_dir)
+    # Library deprecation chatter would bury the lines a person reads in the log tail.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU-kernel notices, irrelevant here
     events = EventLog(run_dir)
     events.emit("start", world_size=int(os.environ.get("WORLD_SIZE", 1)), pid=os.getpid(), config=config.to_dict())
     _install_abort_handler(events)

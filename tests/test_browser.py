@@ -76,12 +76,14 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
         f"() => /([0-9]+) train points/.exec(document.querySelector('#chart-caption').innerText)?.[1] > {first}",
         timeout=120_000,
     )
-    expect(page.locator("#loss-chart canvas, #loss-chart svg").first).to_be_visible()
+    expect(page.locator("#loss-chart .scatterlayer .trace").first).to_be_visible()
     expect(page.locator("#run-progress")).to_have_attribute("data-status", "completed", timeout=180_000)
     expect(page.locator("#run-progress")).to_contain_text("step 8/8")
     expect(page.locator("#log-tail textarea")).to_have_value(re.compile("step 8/8"))
     expect(page.locator("#runs-table")).to_contain_text(run_id)
     assert chart_points(page) == 8
+    expect(page.locator("#chart-caption")).to_contain_text("1 eval points")
+    expect(page.locator("#loss-chart .scatterlayer .trace")).to_have_count(2)  # train and eval lines
 
     page.get_by_role("tab", name="Chat").click()
     page.get_by_role("button", name="↻ runs").click()

@@ -6,8 +6,8 @@ import gradio as gr
 import pandas as pd
 
 from backend.errors import TuneForgeError
+from webui.charts import loss_figure
 from webui.context import AppContext
-from webui.tab_train import loss_frame
 
 METRIC_COLUMNS = ["run_id", "status", "train_loss", "eval_loss", "global_step", "tokens_per_s", "train_runtime_s"]
 
@@ -25,16 +25,16 @@ def build(ctx: AppContext) -> None:
     refresh = gr.Button("Refresh", size="sm")
     table = gr.Dataframe(metrics_frame(ctx), label="Runs", interactive=False, elem_id="eval-table")
     run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run")
-    chart = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Train vs validation loss")
+    chart = gr.Plot(None, label="Train vs validation loss", elem_id="eval-chart")
 
     def on_refresh():
         return metrics_frame(ctx), gr.update(choices=[r["run_id"] for r in ctx.jobs.list_runs()])
 
     def on_run(run_id):
         try:
-            return loss_frame(ctx.jobs.events(run_id)) if run_id else loss_frame([])
+            return loss_figure(ctx.jobs.events(run_id), "Train vs validation loss") if run_id else None
         except TuneForgeError:
-            return loss_frame([])
+            return None
 
     refresh.click(on_refresh, None, [table, run])
     ctx.blocks.load(on_refresh, None, [table, run])

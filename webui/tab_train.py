@@ -9,10 +9,12 @@ import pandas as pd
 
 from backend.config import fields
 from backend.errors import TuneForgeError
+from webui.charts import loss_figure, loss_points
 from webui.context import AppContext
 from webui.forms import controls
 
 REFRESH_S = 1.0
+LOG_LINES = 14
 RUN_COLUMNS = ["run_id", "status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
 
 
@@ -54,15 +56,8 @@ def progress_html(status: dict | None) -> str:
     )
 
 
-def loss_frame(events: list[dict]) -> pd.DataFrame:
-    rows = [{"step": e["step"], "loss": e["loss"], "series": "train"} for e in events if e["type"] == "log"]
-    rows += [{"step": e["step"], "loss": e["eval_loss"], "series": "eval"} for e in events if e["type"] == "eval"]
-    frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
-    return frame.dropna()
-
-
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
-    return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS)
+    return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS).round({"loss": 4, "eval_loss": 4})
 
 
 def build(ctx: AppContext, options: dict) -> dict:
@@ -85,12 +80,15 @@ def build(ctx: AppContext, options: dict) -> dict:
         with gr.Column(scale=3):
             run = gr.Dropdown(label="Run", choices=[r["run_id"] for r in ctx.jobs.list_runs()], elem_id="run-select")
             progress = gr.HTML(progress_html(None))
-            chart = gr.LinePlot(
-                loss_frame([]), x="step", y="loss", color="series", title="Loss", elem_id="loss-chart", height=300
-            )
+            chart = gr.Plot(None, label="Loss", elem_id="loss-chart")
             chart_caption = gr.Markdown(elem_id="chart-caption")
             log = gr.Textbox(
-                label="Log", lines=12, max_lines=12, autoscroll=True, elem_id="log-tail", interactive=False
+                label=f"Log (last {LOG_LINES} lines; the full log is train.log in the run folder)",
+                lines=LOG_LINES,
+                max_lines=LOG_LINES,
+                autoscroll=True,
+                elem_id="log-tail",
+                interactive=False,
             )
     runs = gr.Dataframe(runs_frame(ctx), label="Runs", interactive=False, elem_id="runs-table")
 
@@ -124,15 +122,22 @@ def build(ctx: AppContext, options: dict) -> dict:
 
     def refresh(run_id):
         if not run_id:
-            return progress_html(None), loss_frame([]), "", "", runs_frame(ctx)
+            return progress_html(None), None, "", "", runs_frame(ctx)
         try:
             status, events = ctx.jobs.status(run_id), ctx.jobs.events(run_id)
         except TuneForgeError as exc:
-            return progress_html(None), loss_frame([]), "", str(exc), runs_frame(ctx)
-        frame = loss_frame(events)
-        caption = f"{(frame.series == 'train').sum()} train points · {(frame.series == 'eval').sum()} eval points"
-        return progress_html(status), frame, caption, ctx.jobs.log_tail(run_id), runs_frame(ctx)
+            return progress_html(None), None, "", str(exc), runs_frame(ctx)
+        train, evals = loss_points(events)
+        caption = f"{len(train)} train points · {len(evals)} eval points"
+        log = ctx.jobs.log_tail(run_id, LOG_LINES)
+        return progress_html(status), loss_figure(events), caption, log, runs_frame(ctx)
 
+    def on_load():
+        """A reopened page picks up the newest run, so a closed tab loses nothing."""
+        choices = [r["run_id"] for r in ctx.jobs.list_runs()]
+        return gr.update(choices=choices, value=choices[0] if choices else None)
+
+    ctx.blocks.load(on_load, None, run)
     preview_btn.click(on_preview, inputs, [preview_yaml, preview_cmd, message])
     start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message])
     abort.click(on_abort, run, message)
