@@ -36,7 +36,8 @@ test: dev lint
 	$(PY) -m pytest -q -rs
 
 bench: setup
-	$(PY) bench/train_speed.py
+	$(PY) bench/demo_run.py
+	$(PY) bench/ui_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
