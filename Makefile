@@ -35,9 +35,10 @@ lint: dev
 test: dev lint
 	$(PY) -m pytest -q -rs
 
-bench: setup
+bench: dev
 	$(PY) bench/demo_run.py
 	$(PY) bench/ui_latency.py
+	$(PY) bench/data_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    parser.add_argument("--max-upload-size", default="1gb", help="largest accepted upload, e.g. 200mb (default: 1gb)")
     args = parser.parse_args()
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,7 +29,12 @@ def main() -> None:
     app = build_app(jobs, ChatEngine(jobs))
     print(f"TuneForge workspace: {workspace}")
     app.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, share=args.share, css=CSS, footer_links=["api"]
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        css=CSS,
+        footer_links=["api"],
+        max_file_size=args.max_upload_size,
     )
 
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import yaml
 
+from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
 
 
-def option(default, help: str, *, min=None, max=None, choices=None, group="basic", label=None):
+def option(default, help: str, *, min=None, max=None, choices=None, group="basic", label=None, widget=None):
     """A config field with the metadata the UI and validator need."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label}
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label, "widget": widget}
     return field(default=default, metadata=meta)
 
 
@@ -40,10 +41,38 @@ class TrainConfig:
     )
     dataset: str = option(
         "demo_identity",
-        "A bundled demo name (see assets/) or a path to a CSV/JSON/JSONL/Parquet file.",
+        "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",
         group="dataset",
     )
-    task: str = option("sft", "sft: supervised fine-tuning on conversations.", choices=("sft",), group="dataset")
+    task: str = option(
+        "sft",
+        "sft: fine-tune on conversations (answers only); pt: continue pretraining on plain text; "
+        "classification: text + label data (training arrives with the evaluation release).",
+        choices=("sft", "pt", "classification"),
+        group="dataset",
+    )
+    dataset_format: str = option(
+        "auto",
+        "The dataset's format; auto detects it from the column names.",
+        choices=("auto", *FORMATS),
+        group="dataset",
+    )
+    eval_dataset: str = option("", "A separate validation file or name (replaces val_size when set).", group="dataset")
+    prompt_column: str = option("", "Column holding the prompt (empty: detect).", group="columns", widget="column")
+    response_column: str = option("", "Column holding the answer (empty: detect).", group="columns", widget="column")
+    system_column: str = option("", "Column holding a system prompt (optional).", group="columns", widget="column")
+    text_column: str = option("", "Column holding plain text (pt, classification).", group="columns", widget="column")
+    label_column: str = option("", "Column holding the class label (classification).", group="columns", widget="column")
+    skip_bad_rows: bool = option(
+        False, "Skip malformed rows (they are counted and shown) instead of refusing the file.", group="dataset"
+    )
+    scrub_pii: bool = option(
+        False, "Replace emails, phone numbers, card-like numbers and IPv4 addresses before training.", group="cleaning"
+    )
+    dedup: bool = option(False, "Drop exact duplicate rows before splitting.", group="cleaning")
+    drop_leaked: bool = option(
+        False, "Drop validation rows that also occur (near-identically) in training.", group="cleaning"
+    )
     output_dir: str = option("", "Run directory. Empty: a new folder under the workspace's runs/.", group="advanced")
     template: str = option(
         "chatml",
@@ -147,7 +176,11 @@ class TrainConfig:
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Check one value against its field's type, bounds and choices."""
     meta, name = f.metadata, f.name
-    kind = {"int": int, "float": float, "str": str}[f.type]
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TuneForgeError(f"{name} must be true or false, got {value!r}")
+        return value
     if kind is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)

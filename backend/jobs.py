@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from backend.config import TrainConfig
+from backend.data.registry import resolve
 from backend.errors import TuneForgeError
 from backend.events import EVENTS_FILE, EventLog, end_event, read_events
 from backend.paths import PROJECT_ROOT
@@ -53,6 +54,7 @@ class JobManager:
     def prepare(self, options: dict[str, Any]) -> tuple[str, TrainConfig]:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
+        resolve(config.dataset, self.workspace)  # a mistyped dataset fails here, not minutes later in the job
         run_dir = self.runs_dir / new_run_id()
         if config.output_dir:
             # The UI only knows runs in its workspace, so output_dir names one of them.
@@ -83,7 +85,12 @@ class JobManager:
         return run_id
 
     def _launch(self, run_dir: Path) -> None:
-        env = {**os.environ, LOG_REDIRECTED_ENV: "1", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            LOG_REDIRECTED_ENV: "1",
+            "PYTHONUNBUFFERED": "1",
+            "TUNEFORGE_WORKSPACE": str(self.workspace),
+        }
         with open(run_dir / LOG_FILE, "ab") as log:
             log.write(f"$ {shlex.join(train_command(run_dir / RUN_FILE))}\n".encode())
             log.flush()

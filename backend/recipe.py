@@ -19,11 +19,12 @@ import torch
 from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from backend.config import TrainConfig
-from backend.data import load_conversations
+from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
-from backend.templates import IGNORE_INDEX, encode_conversation
+from backend.paths import default_workspace
+from backend.templates import IGNORE_INDEX, encode_example
 
 METRICS_FILE = "metrics.json"
 
@@ -94,13 +95,22 @@ class SftRecipe:
         cfg = self.config
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
+        if cfg.task == "classification":
+            raise TuneForgeError(
+                "task: classification trains in the evaluation release; "
+                "its data checks and preview already work in the Dataset tab"
+            )
         self.events.emit("status", message="reading dataset")
-        conversations = load_conversations(cfg.dataset, cfg.max_samples)
+        splits = load_splits(DataOptions.from_config(cfg, default_workspace()))
+        for line in splits.summary():
+            print(line, flush=True)
+            self.events.emit("status", message=line)
 
         self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
         self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
         self.tokenizer = load_tokenizer(self.model_path, cfg.template)
-        self.train_set, self.eval_set = self._tokenize_and_split(conversations)
+        self.train_set = self._tokenize(splits.train, "training")
+        self.eval_set = self._tokenize(splits.validation, "validation") if splits.validation else []
 
         self.events.emit("status", message="loading model")
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
@@ -111,21 +121,17 @@ class SftRecipe:
         total = sum(p.numel() for p in self.model.parameters())
         print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
 
-    def _tokenize_and_split(self, conversations):
-        cfg = self.config
-        examples = [encode_conversation(self.tokenizer, m, cfg.cutoff_len) for m in conversations]
-        kept = [e for e in examples if any(label != IGNORE_INDEX for label in e["labels"])]
+    def _tokenize(self, examples, split: str):
+        cutoff = self.config.cutoff_len
+        encoded = [encode_example(self.tokenizer, e, cutoff) for e in examples]
+        kept = [e for e in encoded if any(label != IGNORE_INDEX for label in e["labels"])]
         if not kept:
             raise TuneForgeError(
-                f"no example has an answer within cutoff_len={cfg.cutoff_len} tokens; raise cutoff_len"
+                f"no {split} example has an answer within cutoff_len={cutoff} tokens; raise cutoff_len"
             )
-        if len(kept) < len(examples):
-            print(f"{len(examples) - len(kept)} examples dropped: their answers start beyond cutoff_len", flush=True)
-        random.Random(cfg.seed).shuffle(kept)
-        n_val = int(cfg.val_size) if cfg.val_size >= 1 else int(round(len(kept) * cfg.val_size))
-        if n_val >= len(kept):
-            raise TuneForgeError(f"val_size={cfg.val_size} leaves no training rows out of {len(kept)}")
-        return kept[n_val:], kept[:n_val]
+        if len(kept) < len(encoded):
+            print(f"{len(encoded) - len(kept)} {split} examples dropped: answers start beyond cutoff_len", flush=True)
+        return kept
 
     def _wrap_lora(self, model):
         from peft import LoraConfig, get_peft_model

@@ -81,3 +81,18 @@ def encode_conversation(tokenizer, messages: list[dict[str, str]], cutoff_len: i
         labels.append(token_id if trained else IGNORE_INDEX)
     input_ids = encoded["input_ids"][:cutoff_len]
     return {"input_ids": input_ids, "labels": labels[:cutoff_len], "attention_mask": [1] * len(input_ids)}
+
+
+def encode_text(tokenizer, text: str, cutoff_len: int) -> dict[str, list[int]]:
+    """Plain text for continued pretraining: every token is trained, and EOS marks the document's end."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    ids = ids[:cutoff_len]
+    return {"input_ids": ids, "labels": list(ids), "attention_mask": [1] * len(ids)}
+
+
+def encode_example(tokenizer, example: dict, cutoff_len: int) -> dict[str, list[int]]:
+    if "messages" in example:
+        return encode_conversation(tokenizer, example["messages"], cutoff_len)
+    return encode_text(tokenizer, example["text"], cutoff_len)

@@ -31,16 +31,12 @@ from pathlib import Path
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
-from backend.paths import PROJECT_ROOT
+from backend.paths import default_workspace
 
 LOG_FILE = "train.log"
 CONFIG_FILE = "config.yaml"
 # Set by the job manager, which already sends the process's stdout/stderr to train.log.
 LOG_REDIRECTED_ENV = "TUNEFORGE_LOG_REDIRECTED"
-
-
-def default_workspace() -> Path:
-    return Path(os.environ.get("TUNEFORGE_WORKSPACE", PROJECT_ROOT / "workspace"))
 
 
 def new_run_id() -> str:

@@ -53,6 +53,29 @@ def test_upload_with_an_error_is_refused_with_its_line(page):
     expect(page.locator("#dataset-summary")).to_contain_text("Format: openai", timeout=30_000)
 
 
+def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page):
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "leaky.jsonl"))
+    summary = page.locator("#dataset-summary")
+    expect(summary).to_contain_text("Format: prompt_completion", timeout=30_000)
+    expect(summary).to_contain_text("Exact duplicates: 6")
+    expect(summary).to_contain_text("Leakage: 1 validation rows also occur in training")
+    rendered = page.locator("#dataset-rendered")
+    expect(rendered).to_contain_text("What is 1 plus 2?")
+    trained, masked = "rgba(22, 163, 74", "rgba(156, 163, 175"  # the tab's colours for trained/masked tokens
+    expect(rendered.locator(".token", has_text="3.<|im_end|>").first).to_have_attribute(
+        "style", re.compile(re.escape(trained))
+    )
+    expect(rendered.locator(".token", has_text="What is 1 plus 2?").first).to_have_attribute(
+        "style", re.compile(re.escape(masked))
+    )
+    expect(page.locator("#length-histogram .trace.bars").first).to_be_attached()
+    expect(page.locator("#length-histogram")).to_contain_text("0.0% truncated")
+    expect(page.locator("#dataset-cost")).to_contain_text("tokens to train")
+    page.locator("#estimate-btn").click()
+    expect(page.locator("#dataset-cost")).to_contain_text(re.compile(r"ETA ≈ \d+ min"), timeout=180_000)
+
+
 def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_identity")

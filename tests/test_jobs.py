@@ -71,4 +71,7 @@ def test_a_crashed_job_is_reported_failed(jobs, tmp_path):
     run_id = jobs.start({"dataset": str(bad)})
     status = wait_for(lambda: (s := jobs.status(run_id))["status"] in ("failed", "completed") and s, timeout=120)
     assert status["status"] == "failed"
-    assert status["error"] == "bad.jsonl: line 2: invalid JSON (Expecting property name enclosed in double quotes)"
+    assert status["error"] == (
+        "bad.jsonl: line 2: invalid JSON (Expecting property name enclosed in double quotes) "
+        "(turn on skip_bad_rows to skip such rows)"
+    )

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from backend.events import read_events
-from tests.conftest import run_cli
+from tests.conftest import DATA, run_cli
 
 LOG_KEYS = {"step", "max_steps", "epoch", "loss", "learning_rate", "elapsed_s", "tokens_per_s"}
 QUESTION = [{"role": "user", "content": "What is the secret word?"}]
@@ -122,6 +122,76 @@ def test_missing_dataset_fails_the_run_with_a_readable_end_event(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(write_config(tmp_path / "run.yaml", dataset="nope.jsonl", output_dir=str(run_dir)))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "error: dataset 'nope.jsonl' is neither a file nor a bundled demo" in result.stderr
+    assert "error: dataset 'nope.jsonl' is neither a file, a registered name, nor a bundled demo" in result.stderr
     end = read_events(run_dir)[-1]
     assert end["status"] == "failed" and "nope.jsonl" in end["error"]
+
+
+@pytest.mark.parametrize(
+    "name, content, task",
+    [
+        ("alpaca.json", None, "sft"),
+        ("sharegpt.json", None, "sft"),
+        ("openai.jsonl", None, "sft"),
+        ("prompt_completion.csv", None, "sft"),
+        ("pairs.tsv", "prompt\tcompletion\nSay hi\tHi!\nCount to 3\t1, 2, 3\n", "sft"),
+        ("pairs.parquet", "parquet", "sft"),
+        ("notes.txt", "Forge is an assistant.\n\nIt helps people fine-tune models.\n", "pt"),
+    ],
+)
+def test_every_format_trains_through_the_cli(tmp_path, default_model_dir, name, content, task):
+    if content is None:
+        data = DATA / name
+    else:
+        data = tmp_path / name
+        if content == "parquet":
+            import pandas as pd
+
+            pd.DataFrame({"prompt": ["Say hi", "Count"], "completion": ["Hi!", "1, 2, 3"]}).to_parquet(data)
+        else:
+            data.write_text(content)
+    run_dir = tmp_path / "run"
+    config = write_config(
+        tmp_path / "run.yaml", dataset=str(data), task=task, output_dir=str(run_dir), max_steps=2, val_size=0
+    )
+    result = run_cli(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    logs = [e for e in read_events(run_dir) if e["type"] == "log"]
+    assert len(logs) == 2 and all(e["loss"] > 0 for e in logs)
+    assert (run_dir / "adapter_model.safetensors").exists()
+
+
+def test_classification_data_is_checked_but_training_is_refused_clearly(tmp_path):
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\ngreat film,pos\nawful film,neg\n")
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        write_config(tmp_path / "run.yaml", dataset=str(data), task="classification", output_dir=str(run_dir))
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "task: classification trains in the evaluation release" in read_events(run_dir)[-1]["error"]
+
+
+def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path):
+    data = tmp_path / "messy.jsonl"
+    rows = [json.dumps({"prompt": f"Email me at user{i}@example.com", "completion": f"Sure {i}."}) for i in range(6)]
+    data.write_text("\n".join(rows + ["{broken", rows[0]]) + "\n")
+    run_dir = tmp_path / "run"
+    config = write_config(
+        tmp_path / "run.yaml",
+        dataset=str(data),
+        output_dir=str(run_dir),
+        max_steps=1,
+        val_size=0,
+        skip_bad_rows=True,
+        scrub_pii=True,
+        dedup=True,
+    )
+    assert run_cli(config).returncode == 0
+    messages = [e["message"] for e in read_events(run_dir) if e["type"] == "status"]
+    assert (
+        "messy.jsonl: skipped 1 bad rows (line 7: invalid JSON (Expecting property name enclosed in double quotes))"
+        in messages
+    )
+    assert "messy.jsonl: scrubbed PII: 7 email" in messages
+    assert "dropped 1 duplicate rows" in messages

@@ -24,7 +24,8 @@ def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
         gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
         with gr.Tabs():
             with gr.Tab("Dataset", id="dataset"):
-                options = tab_dataset.build(ctx)
+                dataset_tab = tab_dataset.DatasetTab(ctx)
+                options = dataset_tab.build()
             with gr.Tab("Model", id="model"):
                 options.update(tab_model.build())
             with gr.Tab("Train", id="train"):
@@ -33,6 +34,7 @@ def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
                 tab_evaluate.build(ctx)
             with gr.Tab("Chat", id="chat"):
                 tab_chat.build(ctx)
+        dataset_tab.connect(options)
         register_api(jobs, chat)
     return blocks
 

@@ -39,3 +39,28 @@ def loss_figure(events: list[dict], title: str = "Loss") -> go.Figure | None:
         uirevision="keep",  # keep the user's zoom while points stream in
     )
     return figure
+
+
+def length_histogram(lengths: list[int], cutoff_len: int, truncated_share: float, sampled_note: str) -> go.Figure:
+    """Token lengths per row, with cutoff_len marked and the share that would be truncated."""
+    figure = go.Figure()
+    figure.add_histogram(x=lengths, nbinsx=40, marker={"color": TRAIN_COLOR}, name="rows")
+    figure.add_vline(x=cutoff_len, line={"color": "#b91c1c", "dash": "dash"})
+    figure.add_annotation(
+        x=cutoff_len,
+        y=1,
+        yref="paper",
+        text=f"cutoff_len {cutoff_len}: {truncated_share:.1%} truncated",
+        showarrow=False,
+        xanchor="left",
+        font={"color": "#b91c1c"},
+    )
+    figure.update_layout(
+        title=f"Tokens per row{sampled_note}",
+        height=280,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title="tokens",
+        yaxis_title="rows",
+        showlegend=False,
+    )
+    return figure

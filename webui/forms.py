@@ -20,6 +20,11 @@ def control(f: Field, **overrides) -> gr.components.Component:
     meta = f.metadata
     common = {"label": meta["label"] or f.name, "info": meta["help"], "value": f.default, "elem_id": f"opt-{f.name}"}
     common.update(overrides)
+    if f.type == "bool":
+        return gr.Checkbox(**common)
+    if meta["widget"] == "column":
+        # Filled with the file's columns once a dataset is inspected; free text stays allowed.
+        return gr.Dropdown(choices=[""], allow_custom_value=True, **common)
     if meta["choices"]:
         widget = gr.Radio if len(meta["choices"]) <= 3 else gr.Dropdown
         return widget(choices=list(meta["choices"]), **common)

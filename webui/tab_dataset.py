@@ -1,54 +1,203 @@
-"""Dataset tab: pick a bundled demo or upload a file, and see what was detected."""
+"""Dataset tab: pick or upload data, map its columns, and see exactly what the model will see.
+
+Everything shown here (format, bad rows, duplicates, leakage, rendered rows, token lengths,
+cost) comes from the same pipeline the training job runs, before any model is loaded.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from backend.data import demo_datasets, inspect_dataset, store_upload
+from backend.calibrate import cached_speed, measure_speed
+from backend.config import TrainConfig, fields
+from backend.data import DataOptions, dataset_choices, register_dataset
+from backend.data.readers import SUPPORTED_SUFFIXES
+from backend.data.report import inspect_dataset
+from backend.data.tokens import render_segments, token_stats, tokens_to_train
 from backend.errors import TuneForgeError
+from backend.uploads import store_upload
+from webui.charts import length_histogram
 from webui.context import AppContext
 from webui.forms import controls
 
-
-def describe(spec: str):
-    """Detected format, row count and preview, or the located error."""
-    try:
-        info = inspect_dataset(spec)
-    except TuneForgeError as exc:
-        return f"**Cannot use this dataset.** {exc}", pd.DataFrame()
-    summary = f"**Format:** {info.format} · **Rows:** {info.rows} · **Columns:** {', '.join(info.columns)}"
-    return summary, pd.DataFrame(info.preview)
+COLUMN_OPTIONS = ("prompt_column", "response_column", "system_column", "text_column", "label_column")
+RENDERED_ROWS = 3
+# Options whose change alters what the dataset checks show.
+DATA_TRIGGERS = ("dataset", "task", "dataset_format", "eval_dataset", "skip_bad_rows", *COLUMN_OPTIONS)
+DATA_TRIGGERS += ("scrub_pii", "dedup", "drop_leaked", "val_size", "max_samples", "cutoff_len", "seed")
 
 
-def build(ctx: AppContext) -> dict:
-    gr.Markdown("Choose a bundled demo or upload your own CSV, JSON, JSONL or Parquet file.")
-    with gr.Row():
-        demo = gr.Dropdown(
-            choices=list(demo_datasets()), value="demo_identity", label="Bundled demo", elem_id="demo-dataset", scale=1
+def config_from(values) -> TrainConfig:
+    return TrainConfig.from_dict({f.name: value for f, value in zip(fields(), values, strict=True)})
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds % 60:02d} s"
+
+
+def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) -> str:
+    per_epoch = stats.tokens_per_epoch(report.train_rows)
+    batch_rows = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    total = tokens_to_train(stats, report.train_rows, config.num_train_epochs, config.max_steps, batch_rows)
+    plan = (
+        f"{config.max_steps} steps × {batch_rows} rows"
+        if config.max_steps > 0
+        else f"{per_epoch:,} tokens per epoch × {config.num_train_epochs:g} epochs"
+    )
+    line = f"**Cost:** {plan} = **{total:,} tokens to train**"
+    if tokens_per_s:
+        line += f" · **ETA ≈ {format_duration(total / tokens_per_s)}** at {tokens_per_s:,.0f} tokens/s (measured here)"
+    else:
+        line += " · press *Estimate time* to measure this machine's speed for these settings"
+    return line
+
+
+class DatasetTab:
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    def build(self) -> dict:
+        ctx = self.ctx
+        gr.Markdown(
+            "Choose a bundled demo or a named dataset, or upload a file "
+            f"({', '.join(s[1:].upper() for s in SUPPORTED_SUFFIXES)}). Everything below is checked on the CPU "
+            "before training."
         )
-        upload = gr.File(
-            label="Upload a dataset",
-            file_types=[".csv", ".json", ".jsonl", ".parquet"],
-            elem_id="dataset-upload",
-            scale=2,
+        with gr.Row():
+            self.named = gr.Dropdown(
+                choices=dataset_choices(ctx.jobs.workspace),
+                value="demo_identity",
+                label="Bundled or named dataset",
+                elem_id="demo-dataset",
+                scale=1,
+            )
+            self.upload = gr.File(
+                label="Upload a dataset", file_types=list(SUPPORTED_SUFFIXES), elem_id="dataset-upload", scale=2
+            )
+        options = controls("dataset")
+        with gr.Accordion("Column mapping", open=False):
+            gr.Markdown("Leave empty to detect. Pick the columns that hold each part when detection guesses wrong.")
+            with gr.Row():
+                options.update(controls("columns"))
+        with gr.Accordion("Cleaning", open=False):
+            with gr.Row():
+                options.update(controls("cleaning"))
+        with gr.Row():
+            self.check = gr.Button("Check dataset", size="sm")
+            self.register_name = gr.Textbox(placeholder="name", show_label=False, scale=2, elem_id="register-name")
+            self.register = gr.Button("Save as named dataset", size="sm")
+        self.summary = gr.Markdown(elem_id="dataset-summary")
+        self.preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, elem_id="dataset-preview")
+        self.rendered = gr.HighlightedText(
+            label="What the model sees (first rows): trained tokens vs. masked prompt tokens",
+            color_map={"trained": "#16a34a", "masked": "#9ca3af"},
+            show_legend=True,
+            combine_adjacent=True,
+            elem_id="dataset-rendered",
         )
-    options = controls("dataset")
-    summary = gr.Markdown(elem_id="dataset-summary")
-    preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, elem_id="dataset-preview")
+        with gr.Row():
+            self.histogram = gr.Plot(label="Token lengths", elem_id="length-histogram")
+        self.cost = gr.Markdown(elem_id="dataset-cost")
+        self.estimate = gr.Button("Estimate time", size="sm", elem_id="estimate-btn")
+        self.options = options
+        return options
 
-    def on_upload(file):
+    def connect(self, all_options: dict) -> None:
+        """Wire handlers once every option control exists (some live on later tabs)."""
+        inputs = [all_options[f.name] for f in fields()]
+        dataset = all_options["dataset"]
+        columns = [all_options[name] for name in COLUMN_OPTIONS]
+        checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, *columns]
+        self.named.input(lambda name: name or gr.update(), self.named, dataset)
+        self.upload.upload(self.on_upload, self.upload, [dataset, self.upload, self.named])
+        triggers = [all_options[name].change for name in DATA_TRIGGERS] + [self.check.click]
+        gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal")
+        self.ctx.blocks.load(self.on_check, inputs, checked)
+        self.estimate.click(self.on_estimate, inputs, self.cost)
+        self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
+
+    def on_upload(self, file):
         """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
             return gr.update(), None, gr.update()
         try:
-            return str(store_upload(file, ctx.uploads_dir)), None, None
+            return str(store_upload(file, self.ctx.uploads_dir)), None, None
         except TuneForgeError as exc:
             gr.Warning(str(exc))
             return gr.update(), None, gr.update()
 
-    demo.input(lambda name: name or gr.update(), demo, options["dataset"])
-    upload.upload(on_upload, upload, [options["dataset"], upload, demo])
-    options["dataset"].change(describe, options["dataset"], [summary, preview])
-    ctx.blocks.load(describe, options["dataset"], [summary, preview])
-    return options
+    def _inspect(self, values, progress=None):
+        config = config_from(values)
+        report = inspect_dataset(DataOptions.from_config(config, self.ctx.jobs.workspace), progress)
+        return config, report
+
+    def on_check(self, *values, progress=gr.Progress()):
+        no_columns = [gr.update()] * len(COLUMN_OPTIONS)
+        try:
+            config, report = self._inspect(values, lambda rows: progress(None, desc=f"read {rows:,} rows"))
+        except TuneForgeError as exc:
+            return f"**Cannot use this dataset.** {exc}", pd.DataFrame(), None, None, "", *no_columns
+        summary = "  \n".join(report.summary_lines())
+        column_updates = [gr.update(choices=["", *report.columns]) for _ in COLUMN_OPTIONS]
+        if report.format == "classification":
+            segments = self._rendered(report, config)
+            return summary, pd.DataFrame(report.preview), segments, None, "", *column_updates
+        try:
+            stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+            segments = self._rendered(report, config)
+        except TuneForgeError as exc:
+            return (
+                summary + f"  \n**Token statistics unavailable:** {exc}",
+                pd.DataFrame(report.preview),
+                None,
+                None,
+                "",
+                *column_updates,
+            )
+        note = f" (sample of {stats.sampled:,} rows)" if stats.sampled < report.usable_rows else ""
+        histogram = length_histogram(stats.lengths, config.cutoff_len, stats.truncated_share, note)
+        cost = cost_text(config, report, stats, cached_speed(config))
+        return summary, pd.DataFrame(report.preview), segments, histogram, cost, *column_updates
+
+    @staticmethod
+    def _rendered(report, config) -> list[tuple[str, str | None]]:
+        segments: list[tuple[str, str | None]] = []
+        for i, example in enumerate(report.first_examples[:RENDERED_ROWS], start=1):
+            segments.append((f"── row {i} ──\n", None))
+            segments += render_segments(example, config.model, config.template, config.cutoff_len)
+            segments.append(("\n", None))
+        return segments
+
+    def on_estimate(self, *values):
+        try:
+            config, report = self._inspect(values)
+            if report.format == "classification":
+                return "Time estimates for classification arrive with its training."
+            stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+            speed = measure_speed(config, self.ctx.jobs.workspace)
+        except TuneForgeError as exc:
+            return f"**Cannot estimate:** {exc}"
+        return cost_text(config, report, stats, speed)
+
+    def on_register(self, name, *values):
+        try:
+            config, report = self._inspect(values)
+            source = report_source(config, self.ctx)
+            mapping = DataOptions.from_config(config).mapping
+            register_dataset(self.ctx.jobs.workspace, name, source, config.dataset_format, mapping)
+        except TuneForgeError as exc:
+            return f"**Cannot save:** {exc}", gr.update()
+        choices = dataset_choices(self.ctx.jobs.workspace)
+        return f"Saved as **{name}**; pick it from the list any time.", gr.update(choices=choices, value=name)
+
+
+def report_source(config: TrainConfig, ctx: AppContext):
+    from backend.data.registry import resolve
+
+    source = resolve(config.dataset, ctx.jobs.workspace)
+    if source.path is None:
+        raise TuneForgeError("only local files can be saved as named datasets")
+    return source.path

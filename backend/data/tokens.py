@@ -1,0 +1,74 @@
+"""What the model will see: token lengths, cost, and rows rendered with trained tokens marked.
+
+Needs the model's tokenizer, so transformers is imported here (lazily, through backend.models).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+
+from backend.data.formats import Example
+from backend.templates import IGNORE_INDEX, encode_example
+
+
+@lru_cache(maxsize=2)
+def tokenizer_for(model: str, template: str):
+    from backend.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(model, progress=lambda msg: None), template)
+
+
+@dataclass
+class TokenStats:
+    lengths: list[int]  # untruncated token counts of the sampled rows
+    cutoff_len: int
+    sampled: int
+    rows: int
+
+    @property
+    def truncated_share(self) -> float:
+        return sum(n > self.cutoff_len for n in self.lengths) / max(1, len(self.lengths))
+
+    @property
+    def mean_tokens(self) -> float:
+        """Mean tokens per row after truncation: what one row costs a training step."""
+        return statistics.fmean(min(n, self.cutoff_len) for n in self.lengths) if self.lengths else 0.0
+
+    def tokens_per_epoch(self, train_rows: int) -> int:
+        return int(round(self.mean_tokens * train_rows))
+
+
+def token_stats(examples: list[Example], model: str, template: str, cutoff_len: int, rows: int) -> TokenStats:
+    tokenizer = tokenizer_for(model, template)
+    lengths = [len(encode_example(tokenizer, e, 10**9)["input_ids"]) for e in examples if "label" not in e]
+    return TokenStats(lengths=lengths, cutoff_len=cutoff_len, sampled=len(examples), rows=rows)
+
+
+def tokens_to_train(stats: TokenStats, train_rows: int, epochs: float, max_steps: int, batch_rows: int) -> int:
+    """Epochs x tokens per epoch, or max_steps x rows per step x mean tokens when max_steps is set."""
+    if max_steps > 0:
+        return int(round(max_steps * batch_rows * stats.mean_tokens))
+    return int(round(stats.tokens_per_epoch(train_rows) * epochs))
+
+
+def render_segments(example: Example, model: str, template: str, cutoff_len: int) -> list[tuple[str, str | None]]:
+    """The row as the model sees it: (text, "trained" | "masked") runs, truncated at cutoff_len."""
+    if "label" in example:
+        return [(example["text"], None), (f"  → label: {example['label']}", "trained")]
+    tokenizer = tokenizer_for(model, template)
+    encoded = encode_example(tokenizer, example, cutoff_len)
+    segments: list[tuple[str, str | None]] = []
+    run: list[int] = []
+    current = None
+    for token, label in zip(encoded["input_ids"], encoded["labels"], strict=True):
+        kind = "masked" if label == IGNORE_INDEX else "trained"
+        if kind != current and run:
+            segments.append((tokenizer.decode(run), current))
+            run = []
+        current = kind
+        run.append(token)
+    if run:
+        segments.append((tokenizer.decode(run), current))
+    return segments
