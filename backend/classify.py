@@ -1,0 +1,119 @@
+"""Text classification: a classification head on an encoder (default all-MiniLM-L6-v2) or a decoder.
+
+Supports LoRA (the head stays fully trainable) and full fine-tuning, string or integer labels,
+and early stopping on eval_loss, accuracy or f1_macro. Final metrics (accuracy, macro
+precision/recall/F1, per-class scores, confusion matrix, ROC AUC and ROC curves) go to
+metrics.json and an `eval` event. The label order is saved in the model's config.json
+(id2label), so plain transformers can load and use the result.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from backend.errors import TuneForgeError
+from backend.metrics import classification_metrics, roc_curves
+from backend.models import resolve_model
+from backend.recipe import Recipe, finite_or_none
+
+SCALAR_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+
+
+def label_order(labels: set[str]) -> list[str]:
+    """Integer labels sort numerically (2 before 10), others alphabetically."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class ClassificationRecipe(Recipe):
+    task_metrics = ("eval_loss", "accuracy", "f1_macro")
+
+    def setup(self) -> None:
+        cfg = self.config
+        splits = self.load_data()
+        self.labels = label_order({e["label"] for e in splits.train + splits.validation})
+        if len(self.labels) < 2:
+            raise TuneForgeError(f"classification needs at least two labels; found only {self.labels!r}")
+        self.model_path = resolve_model(cfg.model, lambda msg: self.events.emit("status", message=msg), cfg.task)
+        self.events.emit("status", message=f"loading {self.model_path} with a {len(self.labels)}-label head")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.train_set = self._encode(splits.train)
+        self.eval_set = self._encode(splits.validation)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            self.model_path,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={label: i for i, label in enumerate(self.labels)},
+            dtype=torch.float32,
+        )
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = self._wrap_lora(model) if cfg.method == "lora" else model
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        print(f"labels: {', '.join(self.labels)}", flush=True)
+        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
+
+    def _encode(self, examples) -> list[dict]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        encoded = []
+        for example in examples:
+            row = self.tokenizer(example["text"], truncation=True, max_length=self.config.cutoff_len)
+            encoded.append({**row, "labels": index[example["label"]]})
+        return encoded
+
+    def _wrap_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        target = (
+            "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
+        )
+        # SEQ_CLS makes PEFT keep the new head ("classifier" / "score") fully trainable and saved.
+        lora = LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
+            task_type="SEQ_CLS",
+        )  # fmt: skip
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:
+            raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
+
+    def collator(self):
+        return DataCollatorWithPadding(self.tokenizer)
+
+    def compute_metrics(self):
+        def scores(prediction) -> dict:
+            probs = softmax(np.asarray(prediction.predictions))
+            result = classification_metrics(prediction.label_ids, probs, self.labels)
+            return {k: result[k] for k in SCALAR_METRICS if result[k] is not None}
+
+        return scores
+
+    def save(self, metrics: dict) -> None:
+        super().save(metrics)
+        # An adapter folder has no config.json to carry id2label; keep the label order beside it.
+        (self.run_dir / "labels.json").write_text(json.dumps(self.labels, ensure_ascii=False), encoding="utf-8")
+
+    def final_evaluation(self) -> dict:
+        """Full metrics of the final (or best) weights, as metrics.json keys and one `eval` event."""
+        prediction = self.trainer.predict(self.eval_set)
+        probs = softmax(np.asarray(prediction.predictions))
+        result = classification_metrics(prediction.label_ids, probs, self.labels)
+        result["roc_curve"] = roc_curves(prediction.label_ids, probs, self.labels)
+        result["eval_loss"] = finite_or_none(prediction.metrics.get("test_loss"))
+        step = self.trainer.state.global_step
+        self.events.emit("eval", step=step, final=True, **{k: result[k] for k in ("eval_loss", *SCALAR_METRICS)})
+        print("final: " + " | ".join(f"{k} {result[k]:.4f}" for k in SCALAR_METRICS if result[k] is not None))
+        return result

@@ -1,0 +1,254 @@
+"""Evaluation after training: did fine-tuning help, and what did it cost?
+
+Generation (sft/pt runs and the base model): eval loss and perplexity on held-out rows, batch
+generation, ROUGE-1/2/L, BLEU and exact match, a prompt/reference/prediction table, a base vs
+tuned comparison, and a forgetting check (perplexity on assets/general_text.txt).
+Classification: the metrics of metrics.json, or the same metrics on another dataset, and
+class probabilities for typed text.
+
+Models come from the chat engine, which keeps one loaded at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backend.chat import BASE, ChatEngine
+from backend.config import TrainConfig
+from backend.data import DataOptions, ExampleReader, load_splits
+from backend.errors import TuneForgeError
+from backend.jobs import JobManager
+from backend.metrics import classification_metrics, generation_metrics, perplexity
+from backend.paths import ASSETS_DIR
+from backend.templates import IGNORE_INDEX, encode_example
+
+GENERAL_TEXT = ASSETS_DIR / "general_text.txt"
+Progress = Callable[[int, int, float | None], None]  # (done, total, eta_s)
+
+
+class Evaluator:
+    def __init__(self, jobs: JobManager, chat: ChatEngine):
+        self.jobs, self.chat = jobs, chat
+
+    # ---- what to evaluate -------------------------------------------------------------
+    def _run_config(self, target: str) -> TrainConfig:
+        if target == BASE:
+            return TrainConfig()
+        status = self.jobs.status(target)
+        if status["status"] != "completed":
+            raise TuneForgeError(f"run '{target}' is {status['status']}; only completed runs can be evaluated")
+        return TrainConfig.from_dict(self.jobs.config(target))
+
+    def base_of(self, run_id: str) -> str:
+        model = self._run_config(run_id).model
+        return BASE if model == "default" else f"{BASE}:{model}"
+
+    def held_out(self, target: str, dataset: str | None, max_rows: int) -> list[dict]:
+        """The given dataset, or the run's own validation split (the demo's for the base model)."""
+        config = self._run_config(target)
+        options = DataOptions.from_config(config, self.jobs.workspace)
+        if dataset:
+            options.dataset, options.eval_dataset = dataset, ""
+            examples = list(ExampleReader(dataset, options))
+        else:
+            examples = load_splits(options).validation
+            if not examples:
+                raise TuneForgeError("this run has no validation split (val_size 0); choose a dataset to evaluate on")
+        return examples[:max_rows] if max_rows else examples
+
+    # ---- generation -------------------------------------------------------------------
+    def _score(self, model_target: str, examples, max_new_tokens, temperature, progress=None) -> dict[str, Any]:
+        chats = [e for e in examples if "messages" in e]
+        with self.chat.model_for(model_target) as (model, tokenizer):
+            loss = mean_loss(model, tokenizer, examples)
+            rows = generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress)
+        scores = {"eval_loss": loss, "perplexity": perplexity(loss)}
+        if rows:
+            scores.update(generation_metrics([r["prediction"] for r in rows], [r["reference"] for r in rows]))
+        return {"metrics": scores, "rows": rows}
+
+    def evaluate_generation(
+        self,
+        target: str,
+        dataset: str | None = None,
+        max_rows: int = 20,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        examples = self.held_out(target, dataset, max_rows)
+        scored = self._score(target, examples, max_new_tokens, temperature, progress)
+        return {"target": target, "rows_evaluated": len(examples), **scored}
+
+    def compare_with_base(
+        self,
+        run_id: str,
+        dataset: str | None = None,
+        max_rows: int = 20,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """The run's held-out rows through its base model and through the run, side by side."""
+        examples = self.held_out(run_id, dataset, max_rows)
+        tuned = self._score(run_id, examples, max_new_tokens, temperature, progress)
+        base_target = self.base_of(run_id)
+        base = self._score(base_target, examples, max_new_tokens, temperature, progress)
+        table = []
+        for key, value in tuned["metrics"].items():
+            before = base["metrics"].get(key)
+            diff = value - before if value is not None and before is not None else None
+            table.append({"metric": key, "base": before, "tuned": value, "difference": diff})
+        rows = [{**t, "base_prediction": b["prediction"]} for t, b in zip(tuned["rows"], base["rows"], strict=True)]
+        return {"run_id": run_id, "base": base_target, "comparison": table, "rows": rows}
+
+    def forgetting(self, run_id: str) -> dict[str, Any]:
+        """Perplexity on general text before and after fine-tuning; a large rise means forgetting."""
+        texts = [{"text": p.strip()} for p in GENERAL_TEXT.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        result = {}
+        for name, target in (("base", self.base_of(run_id)), ("tuned", run_id)):
+            with self.chat.model_for(target) as (model, tokenizer):
+                result[name] = perplexity(mean_loss(model, tokenizer, texts))
+        result["change_pct"] = 100 * (result["tuned"] / result["base"] - 1) if result["base"] else None
+        return result
+
+    # ---- classification ---------------------------------------------------------------
+    def classification_metrics(self, run_id: str, dataset: str | None = None) -> dict[str, Any]:
+        config = self._run_config(run_id)
+        if config.task != "classification":
+            raise TuneForgeError(f"run '{run_id}' is a {config.task} run, not classification")
+        if not dataset:
+            return json.loads((self.jobs.run_dir(run_id) / "metrics.json").read_text(encoding="utf-8"))
+        examples = self.held_out(run_id, dataset, 0)
+        with self.chat.model_for(run_id) as (model, tokenizer):
+            labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            probs = class_probabilities(model, tokenizer, [e["text"] for e in examples])
+        unknown = sorted({e["label"] for e in examples} - set(labels))
+        if unknown:
+            raise TuneForgeError(f"labels {', '.join(unknown)} were not in training (known: {', '.join(labels)})")
+        from backend.metrics import roc_curves
+
+        y_true = [labels.index(e["label"]) for e in examples]
+        result = classification_metrics(y_true, probs, labels)
+        result["roc_curve"] = roc_curves(y_true, probs, labels)
+        return result
+
+    def predict_class(self, run_id: str, text: str) -> dict[str, float]:
+        if not str(text).strip():
+            raise TuneForgeError("type some text to classify")
+        with self.chat.model_for(run_id) as (model, tokenizer):
+            labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            (probs,) = class_probabilities(model, tokenizer, [text])
+        return dict(zip(labels, map(float, probs), strict=True))
+
+    # ---- one API for both -------------------------------------------------------------
+    def evaluate(self, run_id: str, dataset: str | None = None, max_rows: int = 20) -> dict[str, Any]:
+        """What the `evaluate` API returns: a flat metrics dict for the run."""
+        if run_id != BASE and self._run_config(run_id).task == "classification":
+            metrics = self.classification_metrics(run_id, dataset)
+            return {k: v for k, v in metrics.items() if k != "roc_curve"}
+        return self.evaluate_generation(run_id, dataset, max_rows)["metrics"]
+
+    def batch_predict(self, target: str, prompts_file: str, out_dir: Path, max_new_tokens: int = 128) -> list[Path]:
+        """Answers for a file of prompts (any supported format, or one prompt a line in .txt)."""
+        path = Path(prompts_file)
+        options = DataOptions(dataset=str(path), task="pt", workspace=self.jobs.workspace)
+        prompts = []
+        if path.suffix.lower() == ".txt":
+            prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            try:
+                prompts = [e["text"] for e in ExampleReader(str(path), options)]
+            except TuneForgeError:
+                options.task = "sft"
+                options.skip_bad_rows = False
+                prompts = [_prompt_of(e["messages"])[-1]["content"] for e in ExampleReader(str(path), options)]
+        if not prompts:
+            raise TuneForgeError(f"{path.name}: no prompts found")
+        chats = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": ""}]} for p in prompts]
+        with self.chat.model_for(target) as (model, tokenizer):
+            rows = generate_rows(model, tokenizer, chats, max_new_tokens, 0.0, None, need_reference=False)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return write_table(
+            [{"prompt": r["prompt"], "prediction": r["prediction"]} for r in rows], out_dir, f"predictions-{stamp}"
+        )
+
+
+def _prompt_of(messages: list[dict]) -> list[dict]:
+    """The conversation up to (not including) its last assistant answer."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
+def mean_loss(model, tokenizer, examples: list[dict]) -> float | None:
+    """Token-weighted mean loss over the trained tokens of each example."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for example in examples:
+            if "label" in example:
+                continue
+            encoded = encode_example(tokenizer, example, 1024)
+            labels = torch.tensor([encoded["labels"]])
+            n = int((labels != IGNORE_INDEX).sum())
+            if n == 0:
+                continue
+            out = model(input_ids=torch.tensor([encoded["input_ids"]]), labels=labels)
+            total += float(out.loss) * n
+            count += n
+    return total / count if count else None
+
+
+def generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress, need_reference=True) -> list[dict]:
+    import torch
+
+    rows = []
+    began = time.perf_counter()
+    for i, example in enumerate(chats, start=1):
+        prompt = _prompt_of(example["messages"])
+        inputs = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.no_grad():
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            )
+        prediction = tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        row = {"prompt": prompt[-1]["content"], "prediction": prediction}
+        if need_reference:
+            row["reference"] = example["messages"][-1]["content"]
+        rows.append(row)
+        if progress:
+            elapsed = time.perf_counter() - began
+            progress(i, len(chats), elapsed / i * (len(chats) - i))
+    return rows
+
+
+def class_probabilities(model, tokenizer, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+    import torch
+
+    probs = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+            probs += torch.softmax(model(**batch).logits, dim=-1).tolist()
+    return probs
+
+
+def write_table(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
+    """The same rows as JSONL and CSV, for download."""
+    jsonl, table = out_dir / f"{stem}.jsonl", out_dir / f"{stem}.csv"
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with open(table, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["prompt"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return [jsonl, table]
