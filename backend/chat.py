@@ -85,30 +85,6 @@ class ChatEngine:
         base = load_causal_lm(resolve_model(config.get("model", "default")))
         return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
 
-
-def load_classifier(run_dir: Path, config: dict):
-    """A classification run: the full model folder, or the base encoder plus the PEFT adapter and head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
-    if not is_adapter_dir(run_dir):
-        return AutoModelForSequenceClassification.from_pretrained(run_dir), tokenizer
-    from peft import PeftModel
-
-    base_path = resolve_model(config.get("model", "default"), task="classification")
-    labels_file = run_dir / "labels.json"
-    if not labels_file.exists():
-        raise TuneForgeError(f"run folder {run_dir} has no labels.json; was it trained by TuneForge?")
-    labels = json.loads(labels_file.read_text(encoding="utf-8"))
-    base = AutoModelForSequenceClassification.from_pretrained(
-        base_path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={v: i for i, v in enumerate(labels)},
-    )
-    base.config.pad_token_id = tokenizer.pad_token_id
-    return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
-
     def stream(
         self,
         target: str,
@@ -184,3 +160,27 @@ def _run_generate(torch, model, kwargs, streamer, failure: list) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the caller, which is waiting on the streamer
         failure.append(exc)
         streamer.end()
+
+
+def load_classifier(run_dir: Path, config: dict):
+    """A classification run: the full model folder, or the base encoder plus the PEFT adapter and head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    if not is_adapter_dir(run_dir):
+        return AutoModelForSequenceClassification.from_pretrained(run_dir), tokenizer
+    from peft import PeftModel
+
+    base_path = resolve_model(config.get("model", "default"), task="classification")
+    labels_file = run_dir / "labels.json"
+    if not labels_file.exists():
+        raise TuneForgeError(f"run folder {run_dir} has no labels.json; was it trained by TuneForge?")
+    labels = json.loads(labels_file.read_text(encoding="utf-8"))
+    base = AutoModelForSequenceClassification.from_pretrained(
+        base_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={v: i for i, v in enumerate(labels)},
+    )
+    base.config.pad_token_id = tokenizer.pad_token_id
+    return PeftModel.from_pretrained(base, str(run_dir)), tokenizer

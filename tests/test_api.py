@@ -37,6 +37,10 @@ def test_start_status_chat_and_abort_through_the_api(app, secret_dataset):
     base = client.predict("base", "What is the secret word?", [], api_name="/chat")
     assert isinstance(base, str) and base.strip() and "pineapple" not in base.lower()
 
+    metrics = client.predict(run_id, str(secret_dataset), api_name="/evaluate")
+    assert {"eval_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "exact_match"} <= metrics.keys()
+    assert metrics["perplexity"] < 3 and metrics["rouge1"] > 50
+
     long_id = client.predict({**config, "max_steps": 10_000}, api_name="/train_start")
     wait_status(client, long_id, ("running",))
     client.predict(long_id, api_name="/train_abort")

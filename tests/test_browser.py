@@ -38,6 +38,33 @@ def set_number(page, elem_id, value):
     box.press("Tab")
 
 
+def start_run(page) -> str:
+    """Click Start and return the new run's id (the message still names the previous run until then)."""
+    pattern = r"Started run (\S+)\."
+    previous = re.search(pattern, page.locator("#train-message").inner_text())
+    page.locator("#start-btn").click()
+    page.wait_for_function(
+        "previous => { const m = /Started run (\\S+)\\./.exec(document.querySelector('#train-message').innerText);"
+        " return m && m[1] !== previous; }",
+        arg=previous.group(1) if previous else None,
+        timeout=60_000,
+    )
+    return re.search(pattern, page.locator("#train-message").inner_text()).group(1)
+
+
+def refresh_eval_runs(page, run_id: str) -> None:
+    """Refresh the Evaluate tab until it lists run_id as completed."""
+    for _ in range(30):
+        page.locator("#eval-refresh").click()
+        row = page.locator("#eval-table tbody tr", has_text=run_id)
+        try:
+            expect(row).to_contain_text("completed", timeout=2_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"{run_id} never appeared as completed on the Evaluate tab")
+
+
 def chart_points(page) -> int:
     caption = page.locator("#chart-caption").inner_text()
     match = re.search(r"(\d+) train points", caption)
@@ -46,7 +73,7 @@ def chart_points(page) -> int:
 
 def test_upload_with_an_error_is_refused_with_its_line(page):
     page.get_by_role("tab", name="Dataset").click()
-    expect(page.locator("#dataset-summary")).to_contain_text("Format: alpaca")
+    expect(page.locator("#dataset-summary")).to_contain_text("Format: alpaca", timeout=60_000)
     page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "bad_line.jsonl"))
     expect(page.locator("#dataset-summary")).to_contain_text("line 3: invalid JSON", timeout=30_000)
     page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "openai.jsonl"))
@@ -80,8 +107,8 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_identity")
     expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
-    expect(page.locator("#dataset-summary")).to_contain_text("Format: alpaca")
-    expect(page.locator("#dataset-preview")).to_contain_text("Forge")
+    expect(page.locator("#dataset-summary")).to_contain_text("Format: alpaca", timeout=60_000)
+    expect(page.locator("#dataset-preview")).to_contain_text("Forge", timeout=30_000)
 
     page.get_by_role("tab", name="Model").click()
     expect(page.locator("#opt-model textarea, #opt-model input").first).to_have_value("default")
@@ -89,9 +116,7 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-max_steps", 8)
     set_number(page, "opt-learning_rate", 0.001)
-    page.locator("#start-btn").click()
-    expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
-    run_id = re.search(r"Started run (\S+)\.", page.locator("#train-message").inner_text()).group(1)
+    run_id = start_run(page)
 
     expect(page.locator("#chart-caption")).to_contain_text(re.compile(r"[1-9]\d* train points"), timeout=180_000)
     first = chart_points(page)
@@ -100,7 +125,9 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
         timeout=120_000,
     )
     expect(page.locator("#loss-chart .scatterlayer .trace").first).to_be_visible()
-    expect(page.locator("#run-progress")).to_have_attribute("data-status", "completed", timeout=180_000)
+    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
+        "data-status", "completed", timeout=180_000
+    )
     expect(page.locator("#run-progress")).to_contain_text("step 8/8")
     expect(page.locator("#log-tail textarea")).to_have_value(re.compile("step 8/8"))
     expect(page.locator("#runs-table")).to_contain_text(run_id)
@@ -115,3 +142,45 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     page.locator("#chat-send").click()
     bot = page.locator("#chatbot [data-testid=bot]").last
     expect(bot).to_have_text(re.compile(r"\w{2,}"), timeout=120_000)
+    assert "⚠️" not in bot.inner_text()  # an error is shown in the bubble, and is not a reply
+
+
+def test_generation_run_is_evaluated_against_its_base(page):
+    page.get_by_role("tab", name="Evaluate").click()
+    run_id = page.locator("#runs-table tbody tr").first.locator("td").first.inner_text().strip()
+    refresh_eval_runs(page, run_id)
+    pick(page, "eval-run", run_id)
+    expect(page.locator("#eval-chart .scatterlayer .trace").first).to_be_visible(timeout=30_000)
+    set_number(page, "eval-max-rows", 2)
+    set_number(page, "eval-max-new", 16)
+    page.locator("#evaluate-btn").click()
+    comparison = page.locator("#eval-comparison")
+    expect(comparison).to_contain_text("rouge1", timeout=180_000)
+    expect(comparison).to_contain_text("difference")
+    expect(page.locator("#eval-rows")).to_contain_text("base_prediction")
+    page.locator("#forgetting-btn").click()
+    expect(page.locator("#forgetting-note")).to_contain_text("Perplexity on general text", timeout=180_000)
+
+
+def test_classification_run_trains_and_shows_its_plots(page):
+    page.get_by_role("tab", name="Dataset").click()
+    pick(page, "demo-dataset", "demo_reviews")
+    page.locator("#opt-task").get_by_text("classification", exact=True).click()
+    expect(page.locator("#dataset-summary")).to_contain_text("Format: classification", timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    set_number(page, "opt-max_steps", 30)
+    set_number(page, "opt-learning_rate", 0.001)
+    run_id = start_run(page)
+    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
+        "data-status", "completed", timeout=300_000
+    )
+
+    page.get_by_role("tab", name="Evaluate").click()
+    refresh_eval_runs(page, run_id)
+    pick(page, "eval-run", run_id)
+    expect(page.locator("#cls-scores")).to_contain_text("accuracy", timeout=30_000)
+    expect(page.locator("#confusion-plot .heatmaplayer").first).to_be_attached()
+    expect(page.locator("#roc-plot .scatterlayer .trace")).to_have_count(2)  # the curve and the chance line
+    page.locator("#cls-text textarea").fill("Dreadful. It broke on the first day and nobody helped.")
+    page.locator("#cls-btn").click()
+    expect(page.locator("#cls-probs")).to_contain_text("negative", timeout=60_000)

@@ -161,17 +161,6 @@ def test_every_format_trains_through_the_cli(tmp_path, default_model_dir, name, 
     assert (run_dir / "adapter_model.safetensors").exists()
 
 
-def test_classification_data_is_checked_but_training_is_refused_clearly(tmp_path):
-    data = tmp_path / "reviews.csv"
-    data.write_text("text,label\ngreat film,pos\nawful film,neg\n")
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        write_config(tmp_path / "run.yaml", dataset=str(data), task="classification", output_dir=str(run_dir))
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "task: classification trains in the evaluation release" in read_events(run_dir)[-1]["error"]
-
-
 def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path):
     data = tmp_path / "messy.jsonl"
     rows = [json.dumps({"prompt": f"Email me at user{i}@example.com", "completion": f"Sure {i}."}) for i in range(6)]

@@ -48,15 +48,25 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
     )
     with gr.Row():
         run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run", scale=3)
-        refresh = gr.Button("↻ runs", size="sm", scale=0)
+        refresh = gr.Button("↻ runs", size="sm", scale=0, elem_id="eval-refresh")
     summary = gr.Dataframe(runs_summary(ctx), label="Runs", interactive=False, elem_id="eval-table")
     chart = gr.Plot(None, label="Train vs validation loss", elem_id="eval-chart")
 
     with gr.Group(visible=True) as generation:
         with gr.Row():
             dataset = gr.Textbox(label="Held-out dataset", placeholder="empty: the run's validation split", scale=3)
-            max_rows = gr.Slider(1, 500, value=20, step=1, label="rows", info="How many rows to generate for")
-            max_new = gr.Slider(8, 512, value=64, step=8, label="max_new_tokens", info="Longest generated answer")
+            max_rows = gr.Slider(
+                1, 500, value=20, step=1, label="rows", info="How many rows to generate for", elem_id="eval-max-rows"
+            )
+            max_new = gr.Slider(
+                8,
+                512,
+                value=64,
+                step=8,
+                label="max_new_tokens",
+                info="Longest generated answer",
+                elem_id="eval-max-new",
+            )
             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature", info="0: greedy, repeatable")
         with gr.Row():
             evaluate = gr.Button("Evaluate against base", variant="primary", elem_id="evaluate-btn")

@@ -50,7 +50,8 @@ def progress_html(status: dict | None) -> str:
     if status["error"]:
         detail += f"<br><span class='tf-error'>{html.escape(status['error'])}</span>"
     return (
-        f"<div id='run-progress' data-status='{status['status']}' data-step='{status['step']}'>"
+        f"<div id='run-progress' data-run='{html.escape(status['run_id'])}' data-status='{status['status']}' "
+        f"data-step='{status['step']}'>"
         f"<div class='tf-bar'><div class='tf-fill' style='width:{100 * done:.1f}%'></div></div>"
         f"<div class='tf-progress-text'>{detail}</div></div>"
     )
