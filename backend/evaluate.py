@@ -24,6 +24,7 @@ from backend.data import DataOptions, ExampleReader, load_splits
 from backend.errors import TuneForgeError
 from backend.jobs import JobManager
 from backend.metrics import classification_metrics, generation_metrics, perplexity
+from backend.models import resolve_model
 from backend.paths import ASSETS_DIR
 from backend.templates import IGNORE_INDEX, encode_example
 
@@ -137,6 +138,32 @@ class Evaluator:
         result = classification_metrics(y_true, probs, labels)
         result["roc_curve"] = roc_curves(y_true, probs, labels)
         return result
+
+    def compare_classification(self, run_id: str, dataset: str | None = None) -> dict[str, Any]:
+        """Scores of the base model (its new head untrained, seeded) and the run on the same held-out rows."""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        config = self._run_config(run_id)
+        examples = self.held_out(run_id, dataset, 0)
+        texts = [e["text"] for e in examples]
+        with self.chat.model_for(run_id) as (model, tokenizer):
+            labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            tuned_probs = class_probabilities(model, tokenizer, texts)
+        torch.manual_seed(config.seed)  # the same "before" model every time
+        base = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(config.model, task="classification"), num_labels=len(labels)
+        ).eval()
+        base.config.pad_token_id = tokenizer.pad_token_id
+        base_probs = class_probabilities(base, tokenizer, texts)
+        y_true = [labels.index(e["label"]) for e in examples if e["label"] in labels]
+        before = classification_metrics(y_true, base_probs, labels)
+        after = classification_metrics(y_true, tuned_probs, labels)
+        table = []
+        for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"):
+            diff = after[key] - before[key] if after[key] is not None and before[key] is not None else None
+            table.append({"metric": key, "base": before[key], "tuned": after[key], "difference": diff})
+        return {"run_id": run_id, "rows_evaluated": len(y_true), "comparison": table}
 
     def predict_class(self, run_id: str, text: str) -> dict[str, float]:
         if not str(text).strip():

@@ -181,6 +181,8 @@ def test_classification_run_trains_and_shows_its_plots(page):
     expect(page.locator("#cls-scores")).to_contain_text("accuracy", timeout=30_000)
     expect(page.locator("#confusion-plot .heatmaplayer").first).to_be_attached()
     expect(page.locator("#roc-plot .scatterlayer .trace")).to_have_count(2)  # the curve and the chance line
+    page.locator("#cls-compare-btn").click()
+    expect(page.locator("#cls-comparison")).to_contain_text("difference", timeout=60_000)
     page.locator("#cls-text textarea").fill("Dreadful. It broke on the first day and nobody helped.")
     page.locator("#cls-btn").click()
     expect(page.locator("#cls-probs")).to_contain_text("negative", timeout=60_000)

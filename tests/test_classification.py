@@ -80,6 +80,15 @@ def test_a_decoder_gets_a_classification_head_too(tmp_path, default_model_dir):
     assert "accuracy" in json.loads((run_dir / "metrics.json").read_text())
 
 
+def test_full_finetuning_saves_a_plain_sequence_classifier(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run_dir = train(tmp_path, dataset="demo_reviews", method="full", max_steps=3, val_size=0.25)
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert not (run_dir / "adapter_config.json").exists()
+
+
 def test_metric_that_does_not_fit_the_task_is_refused(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"metric_for_best_model": "accuracy", "output_dir": str(tmp_path / "run")}))

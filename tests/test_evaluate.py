@@ -75,6 +75,8 @@ def test_classification_scores_and_typed_text(evaluated, tmp_path):
     probabilities = evaluator.predict_class(cls, "I adored every minute of this film.")
     assert max(probabilities, key=probabilities.get) == "positive"
     assert sum(probabilities.values()) == pytest.approx(1.0)
+    table = {row["metric"]: row for row in evaluator.compare_classification(cls)["comparison"]}
+    assert table["accuracy"]["tuned"] >= 0.9 and table["accuracy"]["difference"] > 0.2  # base head is untrained
     with pytest.raises(TuneForgeError, match="labels maybe were not in training"):
         bad = tmp_path / "bad.csv"
         bad.write_text("text,label\nfine,maybe\nok,positive\n")

@@ -91,6 +91,8 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
         with gr.Row():
             confusion = gr.Plot(label="Confusion matrix", elem_id="confusion-plot")
             roc = gr.Plot(label="ROC", elem_id="roc-plot")
+        compare_cls = gr.Button("Compare with base (untrained head)", elem_id="cls-compare-btn")
+        cls_comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="cls-comparison")
         with gr.Row():
             text = gr.Textbox(label="Classify this text", elem_id="cls-text", scale=3)
             classify = gr.Button("Classify", elem_id="cls-btn", scale=1)
@@ -166,6 +168,12 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
         except TuneForgeError as exc:
             raise gr.Error(str(exc)) from None
 
+    def on_compare_classification(run_id):
+        try:
+            return pd.DataFrame(evaluator.compare_classification(run_id)["comparison"]).round(3)
+        except TuneForgeError as exc:
+            raise gr.Error(str(exc)) from None
+
     def on_classify(run_id, text):
         try:
             return evaluator.predict_class(run_id, text)
@@ -179,4 +187,5 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
     forgetting.click(on_forgetting, run, forgetting_note)
     batch.click(on_batch, [run, prompts], batch_out)
     classify.click(on_classify, [run, text], probabilities)
+    compare_cls.click(on_compare_classification, run, cls_comparison)
     text.submit(on_classify, [run, text], probabilities)
