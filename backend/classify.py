@@ -37,6 +37,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class ClassificationRecipe(Recipe):
     task_metrics = ("eval_loss", "accuracy", "f1_macro")
+    # SEQ_CLS makes PEFT keep the new head ("classifier" / "score") fully trainable and saved.
+    lora_task_type = "SEQ_CLS"
 
     def setup(self) -> None:
         cfg = self.config
@@ -60,10 +62,8 @@ class ClassificationRecipe(Recipe):
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = self._wrap_lora(model) if cfg.method == "lora" else model
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.model.parameters())
         print(f"labels: {', '.join(self.labels)}", flush=True)
-        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
+        self.report_size()
 
     def _encode(self, examples) -> list[dict]:
         index = {label: i for i, label in enumerate(self.labels)}
@@ -72,23 +72,6 @@ class ClassificationRecipe(Recipe):
             row = self.tokenizer(example["text"], truncation=True, max_length=self.config.cutoff_len)
             encoded.append({**row, "labels": index[example["label"]]})
         return encoded
-
-    def _wrap_lora(self, model):
-        from peft import LoraConfig, get_peft_model
-
-        cfg = self.config
-        target = (
-            "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
-        )
-        # SEQ_CLS makes PEFT keep the new head ("classifier" / "score") fully trainable and saved.
-        lora = LoraConfig(
-            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
-            task_type="SEQ_CLS",
-        )  # fmt: skip
-        try:
-            return get_peft_model(model, lora)
-        except ValueError as exc:
-            raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
 
     def collator(self):
         return DataCollatorWithPadding(self.tokenizer)

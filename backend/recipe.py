@@ -103,6 +103,7 @@ class Recipe:
     """
 
     task_metrics: tuple[str, ...] = ("eval_loss",)
+    lora_task_type = "CAUSAL_LM"
 
     def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path):
         self.config, self.events, self.run_dir = config, events, run_dir
@@ -125,6 +126,30 @@ class Recipe:
         if cfg.early_stopping_patience and not splits.validation:
             raise TuneForgeError("early stopping needs validation data: set val_size or eval_dataset")
         return splits
+
+    def _wrap_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        target = (
+            "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
+        )
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=target,
+            task_type=self.lora_task_type,
+        )
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:
+            raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
+
+    def report_size(self) -> None:
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
 
     def collator(self):
         raise NotImplementedError
@@ -254,9 +279,7 @@ class SftRecipe(Recipe):
         model = load_causal_lm(self.model_path, dtype=dtype)
         model.config.use_cache = False
         self.model = self._wrap_lora(model) if cfg.method == "lora" else model
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.model.parameters())
-        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
+        self.report_size()
 
     def _tokenize(self, examples, split: str):
         cutoff = self.config.cutoff_len
@@ -269,25 +292,6 @@ class SftRecipe(Recipe):
         if len(kept) < len(encoded):
             print(f"{len(encoded) - len(kept)} {split} examples dropped: answers start beyond cutoff_len", flush=True)
         return kept
-
-    def _wrap_lora(self, model):
-        from peft import LoraConfig, get_peft_model
-
-        cfg = self.config
-        target = (
-            "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
-        )
-        lora = LoraConfig(
-            r=cfg.lora_rank,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=target,
-            task_type="CAUSAL_LM",
-        )
-        try:
-            return get_peft_model(model, lora)
-        except ValueError as exc:
-            raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
 
     def collator(self):
         return DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
