@@ -21,9 +21,15 @@ from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
 
 
-def option(default, help: str, *, min=None, max=None, choices=None, group="basic", label=None, widget=None):
-    """A config field with the metadata the UI and validator need."""
+def option(
+    default, help: str, *, min=None, max=None, choices=None, group="basic", label=None, widget=None, task_defaults=None
+):
+    """A config field with the metadata the UI and validator need.
+
+    task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
+    """
     meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label, "widget": widget}
+    meta["task_defaults"] = task_defaults or {}
     return field(default=default, metadata=meta)
 
 
@@ -83,7 +89,13 @@ class TrainConfig:
     max_samples: int = option(0, "Use at most this many examples (0: all).", min=0, max=100_000_000, group="advanced")
 
     # Optimisation
-    learning_rate: float = option(2e-4, "Peak learning rate.", min=1e-8, max=1.0)
+    learning_rate: float = option(
+        2e-4,
+        "Peak learning rate (default 2e-4; 5e-4 for classification, where a small encoder learns a new head).",
+        min=1e-8,
+        max=1.0,
+        task_defaults={"classification": 5e-4},
+    )
     num_train_epochs: float = option(
         3.0, "Passes over the training data (ignored when max_steps > 0).", min=0.01, max=1000.0
     )
@@ -159,6 +171,10 @@ class TrainConfig:
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise TuneForgeError(f"unknown option '{key}'{suggestion}")
         values = {name: _coerce(f, raw[name]) for name, f in known.items() if name in raw}
+        task = values.get("task", known["task"].default)
+        for name, f in known.items():
+            if name not in values and task in f.metadata["task_defaults"]:
+                values[name] = f.metadata["task_defaults"][task]
         return cls(**values)
 
     @classmethod
@@ -219,6 +235,10 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if meta["choices"] and value not in meta["choices"]:
         raise TuneForgeError(f"{name}={value!r} is not one of: {', '.join(meta['choices'])}")
     return value
+
+
+def default_for(f: dataclasses.Field, task: str):
+    return f.metadata["task_defaults"].get(task, f.default)
 
 
 def fields() -> list[dataclasses.Field]:

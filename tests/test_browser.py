@@ -163,11 +163,14 @@ def test_generation_run_is_evaluated_against_its_base(page):
 
 
 def test_classification_run_trains_and_shows_its_plots(page):
+    page.get_by_role("tab", name="Train").click()
+    set_number(page, "opt-learning_rate", 0.0002)  # back to the sft default, which the task switch then follows
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_reviews")
     page.locator("#opt-task").get_by_text("classification", exact=True).click()
     expect(page.locator("#dataset-summary")).to_contain_text("Format: classification", timeout=30_000)
     page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")  # the task's default
     set_number(page, "opt-max_steps", 30)
     set_number(page, "opt-learning_rate", 0.001)
     run_id = start_run(page)

@@ -71,3 +71,9 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path):
     path.write_text("- learning_rate\n", encoding="utf-8")
     with pytest.raises(TuneForgeError, match="expected a mapping"):
         TrainConfig.from_yaml(path)
+
+
+def test_classification_gets_its_own_learning_rate_unless_one_is_given():
+    assert TrainConfig.from_dict({"task": "classification"}).learning_rate == 5e-4
+    assert TrainConfig.from_dict({"task": "classification", "learning_rate": 1e-4}).learning_rate == 1e-4
+    assert TrainConfig.from_dict({}).learning_rate == 2e-4

@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from backend.calibrate import cached_speed, measure_speed
-from backend.config import TrainConfig, fields
+from backend.config import TrainConfig, default_for, fields
 from backend.data import DataOptions, dataset_choices, register_dataset
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.data.report import inspect_dataset
@@ -30,6 +30,10 @@ DATA_TRIGGERS += ("scrub_pii", "dedup", "drop_leaked", "val_size", "max_samples"
 
 def config_from(values) -> TrainConfig:
     return TrainConfig.from_dict({f.name: value for f, value in zip(fields(), values, strict=True)})
+
+
+def task_default_values(f) -> set:
+    return {f.default, *f.metadata["task_defaults"].values()}
 
 
 def format_duration(seconds: float) -> str:
@@ -116,6 +120,14 @@ class DatasetTab:
         triggers = [all_options[name].change for name in DATA_TRIGGERS] + [self.check.click]
         gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal")
         self.ctx.blocks.load(self.on_check, inputs, checked)
+        for f in fields():
+            if f.metadata["task_defaults"]:
+                # Follow the task's default unless the person already chose their own value.
+                all_options["task"].change(
+                    lambda task, value, f=f: default_for(f, task) if value in task_default_values(f) else gr.update(),
+                    [all_options["task"], all_options[f.name]],
+                    all_options[f.name],
+                )
         self.estimate.click(self.on_estimate, inputs, self.cost)
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
 
