@@ -39,3 +39,8 @@ def control(f: Field, **overrides) -> gr.components.Component:
 
 def controls(group: str) -> dict[str, gr.components.Component]:
     return {f.name: control(f) for f in option_fields(group)}
+
+
+def options_from(values) -> dict:
+    """Positional widget values, in config field order, as an options dict."""
+    return {f.name: value for f, value in zip(fields(), values, strict=True)}

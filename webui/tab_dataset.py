@@ -19,7 +19,7 @@ from backend.errors import TuneForgeError
 from backend.uploads import store_upload
 from webui.charts import length_histogram
 from webui.context import AppContext
-from webui.forms import controls
+from webui.forms import controls, options_from
 
 COLUMN_OPTIONS = ("prompt_column", "response_column", "system_column", "text_column", "label_column")
 RENDERED_ROWS = 3
@@ -29,7 +29,7 @@ DATA_TRIGGERS += ("scrub_pii", "dedup", "drop_leaked", "val_size", "max_samples"
 
 
 def config_from(values) -> TrainConfig:
-    return TrainConfig.from_dict({f.name: value for f, value in zip(fields(), values, strict=True)})
+    return TrainConfig.from_dict(options_from(values))
 
 
 def task_default_values(f) -> set:

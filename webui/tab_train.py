@@ -11,16 +11,11 @@ from backend.config import fields
 from backend.errors import TuneForgeError
 from webui.charts import loss_figure, loss_points
 from webui.context import AppContext
-from webui.forms import controls
+from webui.forms import controls, options_from
 
 REFRESH_S = 1.0
 LOG_LINES = 14
 RUN_COLUMNS = ["run_id", "status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
-
-
-def options_from(values) -> dict:
-    """Positional widget values, in config field order, as an options dict."""
-    return {f.name: value for f, value in zip(fields(), values, strict=True)}
 
 
 def format_eta(seconds) -> str:
