@@ -12,16 +12,28 @@ def main() -> None:
     parser.add_argument("--workspace", default="workspace", help="folder for runs and uploads (default: ./workspace)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    parser.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    parser.add_argument(
+        "--share", action="store_true", help="also open a public Gradio link (a password is generated if no --auth)"
+    )
+    parser.add_argument("--auth", metavar="USER:PASS", help="require this login")
+    parser.add_argument("--auth-file", metavar="FILE", help="require a login from FILE (one user:pass a line)")
     parser.add_argument("--max-upload-size", default="1gb", help="largest accepted upload, e.g. 200mb (default: 1gb)")
     args = parser.parse_args()
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Imported late so that --help answers at once.
     from backend.chat import ChatEngine
+    from backend.errors import TuneForgeError
     from backend.jobs import JobManager
+    from webui.access import credentials
     from webui.app import CSS, build_app
 
+    try:
+        logins, notes = credentials(args.auth, args.auth_file, args.share, args.host)
+    except TuneForgeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for note in notes:
+        print(note, flush=True)
     workspace = Path(args.workspace).expanduser().resolve()
     # Jobs read TUNEFORGE_WORKSPACE for their own default output folder.
     os.environ["TUNEFORGE_WORKSPACE"] = str(workspace)
@@ -35,6 +47,7 @@ def main() -> None:
         css=CSS,
         footer_links=["api"],
         max_file_size=args.max_upload_size,
+        auth=logins or None,
     )
 
 

@@ -79,15 +79,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(workspace: Path) -> tuple[subprocess.Popen, str]:
+def start_app(workspace: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`python launch.py` as `make run` starts it, on a free port; returns once it answers."""
     import time
+    import urllib.error
     import urllib.request
 
     port = free_port()
     log = open(workspace.parent / f"app-{port}.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "launch.py", "--workspace", str(workspace), "--port", str(port)],
+        [sys.executable, "launch.py", "--workspace", str(workspace), "--port", str(port), *extra],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -101,6 +102,8 @@ def start_app(workspace: Path) -> tuple[subprocess.Popen, str]:
         try:
             urllib.request.urlopen(url, timeout=2)
             return proc, url
+        except urllib.error.HTTPError:
+            return proc, url  # it answers, behind a login
         except OSError:
             time.sleep(0.5)
     proc.kill()
