@@ -113,7 +113,7 @@ class JobManager:
                     continue
                 del self._running[key]
                 if end_event(read_events(key)) is None:
-                    EventLog(key).emit("end", status="failed", error=f"the job exited with code {code}; see train.log")
+                    EventLog(key).emit("end", status="failed", error=exit_reason(code))
             while self._pending and not self._running:
                 self._launch(Path(self._pending.popleft()))
 
@@ -206,6 +206,15 @@ class JobManager:
             running = list(self._running)
         for key in running:
             self.abort(Path(key).name)
+
+
+def exit_reason(code: int) -> str:
+    """One line for a job that died without reporting its end."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        hint = " (the system may have run out of memory)" if -code == signal.SIGKILL else ""
+        return f"the job was killed by {name}{hint}; its log and checkpoints are kept in the run folder"
+    return f"the job exited with code {code} without reporting why; see train.log"
 
 
 def _stop_group(pid: int, exited) -> None:

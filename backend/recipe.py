@@ -60,6 +60,12 @@ class EventsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         elapsed = time.time() - self.started
+        if "loss" in logs and finite_or_none(logs["loss"]) is None:
+            # Training cannot recover from a non-finite loss; stop at once rather than waste the run.
+            raise TuneForgeError(
+                f"the loss became {logs['loss']} at step {state.global_step}; lower learning_rate "
+                f"(now {args.learning_rate:g}) or set max_grad_norm"
+            )
         if "loss" in logs:
             tokens = state.num_input_tokens_seen
             event = self.events.emit(
@@ -186,6 +192,7 @@ class Recipe:
             seed=cfg.seed,
             bf16=self.model.dtype == torch.bfloat16,
             include_num_input_tokens_seen="non_padding",
+            logging_nan_inf_filter=False,  # a non-finite loss must reach the callback, which stops the run
             report_to="none",
             disable_tqdm=True,
             dataloader_num_workers=0,
