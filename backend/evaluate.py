@@ -23,7 +23,7 @@ from backend.config import TrainConfig
 from backend.data import DataOptions, ExampleReader, load_splits
 from backend.errors import TuneForgeError
 from backend.jobs import JobManager
-from backend.metrics import classification_metrics, generation_metrics, perplexity
+from backend.metrics import classification_metrics, generation_metrics, perplexity, roc_curves
 from backend.models import resolve_model
 from backend.paths import ASSETS_DIR
 from backend.templates import IGNORE_INDEX, encode_example
@@ -125,6 +125,13 @@ class Evaluator:
             raise TuneForgeError(f"run '{run_id}' is a {config.task} run, not classification")
         if not dataset:
             return json.loads((self.jobs.run_dir(run_id) / "metrics.json").read_text(encoding="utf-8"))
+        labels, y_true, probs, _, _ = self._classify_rows(run_id, dataset)
+        result = classification_metrics(y_true, probs, labels)
+        result["roc_curve"] = roc_curves(y_true, probs, labels)
+        return result
+
+    def _classify_rows(self, run_id: str, dataset: str | None):
+        """(labels, true label ids, the run's probabilities, tokenizer, rows) for the held-out rows."""
         examples = self.held_out(run_id, dataset, 0)
         with self.chat.model_for(run_id) as (model, tokenizer):
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -132,12 +139,7 @@ class Evaluator:
         unknown = sorted({e["label"] for e in examples} - set(labels))
         if unknown:
             raise TuneForgeError(f"labels {', '.join(unknown)} were not in training (known: {', '.join(labels)})")
-        from backend.metrics import roc_curves
-
-        y_true = [labels.index(e["label"]) for e in examples]
-        result = classification_metrics(y_true, probs, labels)
-        result["roc_curve"] = roc_curves(y_true, probs, labels)
-        return result
+        return labels, [labels.index(e["label"]) for e in examples], probs, tokenizer, examples
 
     def compare_classification(self, run_id: str, dataset: str | None = None) -> dict[str, Any]:
         """Scores of the base model (its new head untrained, seeded) and the run on the same held-out rows."""
@@ -145,18 +147,13 @@ class Evaluator:
         from transformers import AutoModelForSequenceClassification
 
         config = self._run_config(run_id)
-        examples = self.held_out(run_id, dataset, 0)
-        texts = [e["text"] for e in examples]
-        with self.chat.model_for(run_id) as (model, tokenizer):
-            labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-            tuned_probs = class_probabilities(model, tokenizer, texts)
+        labels, y_true, tuned_probs, tokenizer, examples = self._classify_rows(run_id, dataset)
         torch.manual_seed(config.seed)  # the same "before" model every time
         base = AutoModelForSequenceClassification.from_pretrained(
             resolve_model(config.model, task="classification"), num_labels=len(labels)
         ).eval()
         base.config.pad_token_id = tokenizer.pad_token_id
-        base_probs = class_probabilities(base, tokenizer, texts)
-        y_true = [labels.index(e["label"]) for e in examples if e["label"] in labels]
+        base_probs = class_probabilities(base, tokenizer, [e["text"] for e in examples])
         before = classification_metrics(y_true, base_probs, labels)
         after = classification_metrics(y_true, tuned_probs, labels)
         table = []
@@ -193,7 +190,6 @@ class Evaluator:
                 prompts = [e["text"] for e in ExampleReader(str(path), options)]
             except TuneForgeError:
                 options.task = "sft"
-                options.skip_bad_rows = False
                 prompts = [_prompt_of(e["messages"])[-1]["content"] for e in ExampleReader(str(path), options)]
         if not prompts:
             raise TuneForgeError(f"{path.name}: no prompts found")
