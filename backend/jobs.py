@@ -134,6 +134,7 @@ class JobManager:
         return path
 
     def status(self, run_id: str) -> dict[str, Any]:
+        self._advance()  # reap a job that just died, so its end names the cause rather than a guess
         return summarize(self.run_dir(run_id), queued=self._is_pending(run_id), alive=self._is_alive(run_id))
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -152,6 +153,7 @@ class JobManager:
         return "\n".join(cleaned[-lines:])
 
     def list_runs(self) -> list[dict[str, Any]]:
+        self._advance()
         runs = []
         for path in sorted(self.runs_dir.iterdir(), reverse=True):
             if path.is_dir() and ((path / RUN_FILE).exists() or (path / EVENTS_FILE).exists()):
