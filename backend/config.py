@@ -133,7 +133,30 @@ class TrainConfig:
         50, "Compute validation loss every N steps (needs val_size > 0).", min=1, max=1_000_000, group="advanced"
     )
     save_steps: int = option(
-        0, "Save a checkpoint every N steps (0: only the final weights).", min=0, max=1_000_000, group="advanced"
+        50,
+        "Save a checkpoint every N steps, to resume from if the job dies (0: only the final weights).",
+        min=0,
+        max=1_000_000,
+        group="advanced",
+    )
+    save_total_limit: int = option(
+        2,
+        "Keep at most this many checkpoints; older ones are deleted (0: keep all).",
+        min=0,
+        max=1000,
+        group="advanced",
+    )
+    resume_from_checkpoint: str = option(
+        "",
+        "Continue an interrupted run in output_dir: 'last' (its newest whole checkpoint) or a checkpoint folder.",
+        group="advanced",
+    )
+    report_to: str = option(
+        "tensorboard",
+        "Also log to this tracker (TensorBoard event files go to the run's tensorboard/ folder; "
+        "mlflow and wandb need their packages installed).",
+        choices=("none", "tensorboard", "mlflow", "wandb"),
+        group="advanced",
     )
 
     early_stopping_patience: int = option(
@@ -244,3 +267,8 @@ def default_for(f: dataclasses.Field, task: str):
 def fields() -> list[dataclasses.Field]:
     """The option fields in definition order, for building forms."""
     return list(dataclasses.fields(TrainConfig))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A saved config file as validated options, for filling the form ("Load config")."""
+    return TrainConfig.from_yaml(path).to_dict()

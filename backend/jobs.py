@@ -7,6 +7,10 @@ job carries on if the browser (or this whole app) goes away, and runs started fr
 terminal show up here too.
 
 Jobs run one at a time (two on a 2-core machine would each crawl); later ones wait as queued.
+A job that a previous app process started and that still runs is adopted: it counts as the
+running job, its status streams as before, and abort reaches it through the pid it recorded.
+A job that died without reporting its end is `interrupted`, and resume() continues it from its
+last whole checkpoint.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import yaml
 from backend.config import TrainConfig
 from backend.data.registry import resolve
 from backend.errors import TuneForgeError
-from backend.events import EVENTS_FILE, EventLog, end_event, read_events
+from backend.events import EVENTS_FILE, EventLog, EventsCache, end_event, timeline
 from backend.paths import PROJECT_ROOT
+from backend.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
 from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, new_run_id
 
 RUN_FILE = "run.yaml"  # what the user asked for; config.yaml is what the job resolved
 ABORT_GRACE_S = 3.0
+RESUMABLE = ("interrupted", "failed", "aborted")
 
 
 def train_command(config_path: str | Path) -> list[str]:
@@ -47,6 +53,8 @@ class JobManager:
         self._lock = threading.RLock()
         self._pending: deque[str] = deque()
         self._running: dict[str, subprocess.Popen] = {}
+        self._events = EventsCache()
+        self._adopted = self._find_live_jobs()  # run dir -> pid, for jobs an earlier app process started
         self._watcher = threading.Thread(target=self._watch, name="job-watcher", daemon=True)
         self._watcher.start()
 
@@ -84,6 +92,28 @@ class JobManager:
         self._advance()
         return run_id
 
+    def resume(self, run_id: str, overrides: dict[str, Any] | None = None) -> str:
+        """Queue an interrupted (or failed, or aborted) run to continue from its last whole checkpoint.
+
+        overrides may change hyperparameters such as num_train_epochs, but not the model, method or
+        adapter shape, which the checkpoint was trained with.
+        """
+        run_dir = self.run_dir(run_id)
+        state = self.status(run_id)["status"]
+        if state not in RESUMABLE:
+            raise TuneForgeError(f"run {run_id} is {state}; only an interrupted, failed or aborted run can resume")
+        options = {**self.config(run_id), **(overrides or {})}
+        options.update(output_dir=str(run_dir), resume_from_checkpoint="last")
+        config = TrainConfig.from_dict(options)
+        check_compatible(previous_config(run_dir), config.to_dict())
+        checkpoint, _ = pick_checkpoint(run_dir, "last")  # refuse now, in the UI, rather than in the job
+        (run_dir / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
+        with self._lock:
+            self._pending.append(str(run_dir))
+        self._advance()
+        return run_dir.name
+
     def _launch(self, run_dir: Path) -> None:
         env = {
             **os.environ,
@@ -112,10 +142,25 @@ class JobManager:
                 if code is None:
                     continue
                 del self._running[key]
-                if end_event(read_events(key)) is None:
-                    EventLog(key).emit("end", status="failed", error=exit_reason(code))
-            while self._pending and not self._running:
+                if end_event(self._events.read(key)) is None:
+                    EventLog(key).emit("end", **exit_reason(code, Path(key)))
+            for key, pid in list(self._adopted.items()):
+                if _is_job_process(pid):
+                    continue
+                del self._adopted[key]
+                if end_event(self._events.read(key)) is None:
+                    EventLog(key).emit("end", **exit_reason(None, Path(key)))
+            while self._pending and not self._running and not self._adopted:
                 self._launch(Path(self._pending.popleft()))
+
+    def _find_live_jobs(self) -> dict[str, int]:
+        live = {}
+        for path in self.runs_dir.iterdir():
+            events = self._events.read(path) if (path / EVENTS_FILE).exists() else []
+            pid = _job_pid(events)
+            if pid and end_event(events) is None and _is_job_process(pid):
+                live[str(path)] = pid
+        return live
 
     def _watch(self) -> None:
         while True:
@@ -135,10 +180,19 @@ class JobManager:
 
     def status(self, run_id: str) -> dict[str, Any]:
         self._advance()  # reap a job that just died, so its end names the cause rather than a guess
-        return summarize(self.run_dir(run_id), queued=self._is_pending(run_id), alive=self._is_alive(run_id))
+        return self._summary(self.run_dir(run_id))
+
+    def _summary(self, run_dir: Path) -> dict[str, Any]:
+        return summarize(
+            run_dir,
+            self._events.read(run_dir),
+            queue_position=self._queue_position(run_dir.name),
+            alive=self._is_alive(run_dir.name),
+        )
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        return read_events(self.run_dir(run_id))
+        """The run's events as one history: a resume replaces what its earlier attempt logged past the checkpoint."""
+        return timeline(self._events.read(self.run_dir(run_id)))
 
     def log_tail(self, run_id: str, lines: int = 40) -> str:
         try:
@@ -157,8 +211,13 @@ class JobManager:
         runs = []
         for path in sorted(self.runs_dir.iterdir(), reverse=True):
             if path.is_dir() and ((path / RUN_FILE).exists() or (path / EVENTS_FILE).exists()):
-                runs.append(summarize(path, queued=self._is_pending(path.name), alive=self._is_alive(path.name)))
+                runs.append(self._summary(path))
         return runs
+
+    def queue(self) -> list[str]:
+        """Queued run ids, next to start first."""
+        with self._lock:
+            return [Path(p).name for p in self._pending]
 
     def finished_runs(self) -> list[str]:
         return [r["run_id"] for r in self.list_runs() if r["status"] == "completed"]
@@ -170,16 +229,21 @@ class JobManager:
                 return yaml.safe_load((run_dir / name).read_text(encoding="utf-8")) or {}
         return {}
 
-    def _is_pending(self, run_id: str) -> bool:
+    def _queue_position(self, run_id: str) -> int | None:
+        """1 for the next run to start; None when the run is not queued."""
         with self._lock:
-            return any(Path(p).name == run_id for p in self._pending)
+            names = [Path(p).name for p in self._pending]
+        return names.index(run_id) + 1 if run_id in names else None
 
     def _is_alive(self, run_id: str) -> bool | None:
-        """True/False for jobs this manager started; None when it cannot know (started elsewhere)."""
+        """True/False for jobs this manager runs or adopted; None when it cannot know (started elsewhere)."""
         with self._lock:
             for key, proc in self._running.items():
                 if Path(key).name == run_id:
                     return proc.poll() is None
+            for key, pid in self._adopted.items():
+                if Path(key).name == run_id:
+                    return _is_job_process(pid)
         return None
 
     # ---- stopping ---------------------------------------------------------------------
@@ -194,10 +258,10 @@ class JobManager:
         if proc is not None:
             _stop_group(proc.pid, lambda: proc.poll() is not None)
         else:
-            pid = _job_pid(read_events(run_dir))
-            if pid is not None:
-                _stop_group(pid, lambda: not _pid_alive(pid))
-        if end_event(read_events(run_dir)) is None:
+            pid = _job_pid(self._events.read(run_dir))
+            if pid is not None and _is_job_process(pid):
+                _stop_group(pid, lambda: not _is_job_process(pid))
+        if end_event(self._events.read(run_dir)) is None:
             EventLog(run_dir).emit("end", status="aborted", error="aborted by the user")
         self._advance()
 
@@ -210,13 +274,25 @@ class JobManager:
             self.abort(Path(key).name)
 
 
-def exit_reason(code: int) -> str:
-    """One line for a job that died without reporting its end."""
+def exit_reason(code: int | None, run_dir: Path) -> dict[str, str]:
+    """The end event for a job that died without reporting its end (code None: its exit is unknown).
+
+    A job killed by a signal, or one that vanished, was interrupted mid-run and can resume; one that
+    exited with an error code without saying why failed.
+    """
+    resumable = bool(checkpoints(run_dir))
+    after = (
+        "; resume it to continue from its last checkpoint"
+        if resumable
+        else "; its log is kept in the run folder (it saved no checkpoint to resume from)"
+    )
+    if code is None:
+        return {"status": "interrupted", "error": "the job stopped without reporting an end" + after}
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
         hint = " (the system may have run out of memory)" if -code == signal.SIGKILL else ""
-        return f"the job was killed by {name}{hint}; its log and checkpoints are kept in the run folder"
-    return f"the job exited with code {code} without reporting why; see train.log"
+        return {"status": "interrupted", "error": f"the job was killed by {name}{hint}" + after}
+    return {"status": "failed", "error": f"the job exited with code {code} without reporting why; see train.log"}
 
 
 def _stop_group(pid: int, exited) -> None:
@@ -239,24 +315,41 @@ def _job_pid(events: list[dict[str, Any]]) -> int | None:
     return start.get("pid") if start else None
 
 
-def _pid_alive(pid: int) -> bool:
+def _is_job_process(pid: int) -> bool:
+    """Whether pid is alive and still a training job (pids are reused after a reboot or long uptime)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc here: trust the signal check
+    return state != b"Z" and b"backend.train" in cmdline
 
 
-def summarize(run_dir: Path, queued: bool = False, alive: bool | None = None) -> dict[str, Any]:
-    """A run's state from its files: what train_status returns and the run list shows."""
-    events = read_events(run_dir)
+def summarize(
+    run_dir: Path,
+    events: list[dict[str, Any]],
+    queue_position: int | None = None,
+    alive: bool | None = None,
+) -> dict[str, Any]:
+    """A run's state from its events: what train_status returns and the run list shows."""
+    events = timeline(events)
     logs = [e for e in events if e["type"] == "log"]
     evals = [e for e in events if e["type"] == "eval"]
     statuses = [e for e in events if e["type"] == "status"]
+    starts = [e for e in events if e["type"] == "start"]
     end = end_event(events)
     last = logs[-1] if logs else {}
+    config = starts[-1].get("config", {}) if starts else {}
     summary: dict[str, Any] = {
         "run_id": run_dir.name,
         "run_dir": str(run_dir),
@@ -272,16 +365,48 @@ def summarize(run_dir: Path, queued: bool = False, alive: bool | None = None) ->
         "eta_s": last.get("eta_s"),
         "error": None,
         "started": events[0]["time"] if events else None,
+        "duration_s": _duration(events),
+        "queue_position": queue_position,
+        "resumes": sum(1 for e in starts if e.get("resumed_from") is not None),
+        "model": config.get("model"),
+        "method": config.get("method"),
+        "task": config.get("task"),
+        "dataset": config.get("dataset"),
+        "metric": None,
     }
-    if end is not None:
+    if queue_position is not None:
+        summary.update(status="queued", phase=f"queued, #{queue_position} in line")
+    elif end is not None:
         summary.update(status=end["status"], error=end.get("error"), phase=end["status"])
         if end["status"] == "completed":
             summary["eval_loss"] = end.get("eval_loss", summary["eval_loss"])
             summary["eta_s"] = 0
-    elif queued:
-        summary.update(status="queued", phase="waiting for the running job to finish")
+            summary["metric"] = _headline_metric(end)
     elif not events and alive is None:
         summary.update(status="queued", phase="not started")
-    elif alive is False or (alive is None and events and not _pid_alive(_job_pid(events) or -1)):
-        summary.update(status="failed", error="the job stopped without reporting an end; see train.log")
+    elif alive is False or (alive is None and not _is_job_process(_job_pid(events) or -1)):
+        summary.update(
+            status="interrupted", phase="interrupted", error="the job stopped without reporting an end; see train.log"
+        )
     return summary
+
+
+def _duration(events: list[dict[str, Any]]) -> float | None:
+    """Wall time spent training, summed over attempts (a resumed run's pause does not count)."""
+    total, begun, last = 0.0, None, None
+    for event in events:
+        if event["type"] == "start":
+            if begun is not None:
+                total += last - begun
+            begun = event["time"]
+        last = event["time"]
+    if begun is None:
+        return None
+    return round(total + last - begun, 1)
+
+
+def _headline_metric(end: dict[str, Any]) -> str | None:
+    for key in ("accuracy", "f1_macro", "eval_loss"):
+        if end.get(key) is not None:
+            return f"{key} {end[key]:.4f}"
+    return None

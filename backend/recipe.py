@@ -8,6 +8,7 @@ slow model load.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -52,9 +53,12 @@ class EventsCallback(TrainerCallback):
     def __init__(self, events: EventLog, run_dir: Path):
         self.events, self.run_dir = events, run_dir
         self.started = time.time()
+        self.first_step = self.first_tokens = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.time()
+        # A resumed run starts from a checkpoint's step and token count; speed counts this attempt only.
+        self.first_step, self.first_tokens = state.global_step, state.num_input_tokens_seen
         self.events.emit("status", message="training", max_steps=state.max_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -68,6 +72,7 @@ class EventsCallback(TrainerCallback):
             )
         if "loss" in logs:
             tokens = state.num_input_tokens_seen
+            done = state.global_step - self.first_step
             event = self.events.emit(
                 "log",
                 step=state.global_step,
@@ -78,8 +83,8 @@ class EventsCallback(TrainerCallback):
                 grad_norm=finite_or_none(logs.get("grad_norm")),
                 elapsed_s=round(elapsed, 2),
                 tokens_seen=tokens,
-                tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else None,
-                eta_s=eta_seconds(elapsed, state.global_step, state.max_steps),
+                tokens_per_s=round((tokens - self.first_tokens) / elapsed, 1) if elapsed > 0 else None,
+                eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
             )
             print(
                 f"step {event['step']}/{event['max_steps']} | epoch {event['epoch']:.2f} | loss {logs['loss']:.4f} "
@@ -111,8 +116,9 @@ class Recipe:
     task_metrics: tuple[str, ...] = ("eval_loss",)
     lora_task_type = "CAUSAL_LM"
 
-    def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path):
+    def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
         self.config, self.events, self.run_dir = config, events, run_dir
+        self.resume_from = resume_from
         self.best: dict | None = None
 
     def load_data(self):
@@ -186,6 +192,7 @@ class Recipe:
             eval_steps=cfg.eval_steps,
             save_strategy="steps" if (cfg.save_steps or early) else "no",
             save_steps=save_steps,
+            save_total_limit=cfg.save_total_limit or None,
             load_best_model_at_end=early,
             metric_for_best_model=cfg.metric_for_best_model if early else None,
             greater_is_better=cfg.metric_for_best_model != "eval_loss" if early else None,
@@ -193,12 +200,23 @@ class Recipe:
             bf16=self.model.dtype == torch.bfloat16,
             include_num_input_tokens_seen="non_padding",
             logging_nan_inf_filter=False,  # a non-finite loss must reach the callback, which stops the run
-            report_to="none",
+            report_to=self._trackers(),
             disable_tqdm=True,
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
         )
+
+    def _trackers(self) -> str:
+        tracker = self.config.report_to
+        if tracker == "none":
+            return "none"
+        package = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}[tracker]
+        if importlib.util.find_spec(package) is None:
+            raise TuneForgeError(f"report_to={tracker} needs the {package} package: pip install {package}")
+        if tracker == "tensorboard":
+            os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
+        return tracker
 
     def train(self) -> dict:
         callbacks = [EventsCallback(self.events, self.run_dir)]
@@ -214,7 +232,7 @@ class Recipe:
             callbacks=callbacks,
         )
         self.trainer.remove_callback(PrinterCallback)  # EventsCallback prints a readable line instead
-        result = self.trainer.train()
+        result = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         metrics = {
             "train_loss": finite_or_none(result.training_loss),
             "global_step": result.global_step,
@@ -304,9 +322,9 @@ class SftRecipe(Recipe):
         return DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
-def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path) -> Recipe:
+def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> Recipe:
     if config.task == "classification":
         from backend.classify import ClassificationRecipe
 
-        return ClassificationRecipe(config, events, run_dir)
-    return SftRecipe(config, events, run_dir)
+        return ClassificationRecipe(config, events, run_dir, resume_from)
+    return SftRecipe(config, events, run_dir, resume_from)

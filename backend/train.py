@@ -7,7 +7,8 @@ leaves its weights in standard formats:
   full  config.json + model.safetensors and the tokenizer
 
 Supports: sft on chat data with prompt tokens masked, LoRA or full fine-tuning, validation
-loss, periodic checkpoints, and abort by SIGTERM (the run is marked aborted at once).
+loss, periodic checkpoints, resume from the last whole checkpoint (resume_from_checkpoint),
+and abort by SIGTERM (the run is marked aborted at once).
 Refuses: unknown options and out-of-range values, before any model is loaded.
 
 Exit codes: 0 completed, 2 user error (one line on stderr), 1 crash (traceback in train.log),
@@ -32,6 +33,7 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.paths import default_workspace
+from backend.resume import checkpoint_step
 
 LOG_FILE = "train.log"
 CONFIG_FILE = "config.yaml"
@@ -93,37 +95,69 @@ def _install_abort_handler(events: EventLog) -> None:
     signal.signal(signal.SIGTERM, on_terminate)
 
 
-def run(config: TrainConfig, events: EventLog, run_dir: Path) -> dict:
+def resume_point(config: TrainConfig) -> tuple[Path, list[str]]:
+    """The checkpoint a resume continues from, checked against the run's earlier config."""
+    from backend.resume import check_compatible, pick_checkpoint, previous_config
+
+    if not config.output_dir:
+        raise TuneForgeError("resume_from_checkpoint needs output_dir: the run folder to continue")
+    run_dir = Path(config.output_dir).expanduser().resolve()
+    check_compatible(previous_config(run_dir), config.to_dict())
+    return pick_checkpoint(run_dir, config.resume_from_checkpoint)
+
+
+def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> dict:
     """Train according to config; returns the final metrics."""
     from backend.recipe import recipe_for
 
-    recipe = recipe_for(config, events, run_dir)
+    recipe = recipe_for(config, events, run_dir, resume_from)
     recipe.setup()
     metrics = recipe.train()
     recipe.save(metrics)
     return metrics
 
 
+def _record_refusal(config_path: str, exc: TuneForgeError) -> None:
+    """A refused resume of a run the UI shows must end visibly in that run, not only on stderr."""
+    try:
+        run_dir = Path(TrainConfig.from_yaml(config_path).output_dir or "").expanduser()
+    except TuneForgeError:
+        return
+    if str(run_dir) not in ("", ".") and (run_dir / "events.jsonl").exists():
+        EventLog(run_dir).emit("end", status="failed", error=str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.train", description="Run one TuneForge training job.")
     parser.add_argument("--config", required=True, help="YAML file of training options (see README)")
     args = parser.parse_args(argv)
+    resume_from, notes = None, []
     try:
         config = TrainConfig.from_yaml(args.config)
+        if config.resume_from_checkpoint:
+            resume_from, notes = resume_point(config)  # before config.yaml is overwritten: it is checked against
         run_dir = prepare_run_dir(config)
     except TuneForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _record_refusal(args.config, exc)
         return 2
     _capture_output(run_dir)
     # Library deprecation chatter would bury the lines a person reads in the log tail.
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU-kernel notices, irrelevant here
     events = EventLog(run_dir)
-    events.emit("start", world_size=int(os.environ.get("WORLD_SIZE", 1)), pid=os.getpid(), config=config.to_dict())
+    resumed = {"resumed_from": checkpoint_step(resume_from)} if resume_from else {}
+    events.emit(
+        "start", world_size=int(os.environ.get("WORLD_SIZE", 1)), pid=os.getpid(), config=config.to_dict(), **resumed
+    )
     _install_abort_handler(events)
     print(f"run directory: {run_dir}", flush=True)
+    for note in notes:
+        print(note, flush=True)
+    if resume_from:
+        print(f"resuming from {resume_from.name}", flush=True)
     try:
-        metrics = run(config, events, run_dir)
+        metrics = run(config, events, run_dir, resume_from)
     except TuneForgeError as exc:
         events.emit("end", status="failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -126,3 +126,16 @@ def app(tmp_path_factory, default_model_dir):
     proc, url = start_app(workspace)
     yield url, workspace
     stop_app(proc)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids still running in a process group; zombies waiting for init to reap them do not count."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members

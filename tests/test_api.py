@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 
 from backend.events import read_events
-from tests.conftest import start_app, stop_app
+from tests.conftest import live_group_members, start_app, stop_app
 
 END = ("completed", "failed", "aborted")
 
@@ -55,22 +55,40 @@ def test_api_errors_are_one_line_messages(app):
         client.predict("nope", api_name="/train_status")
 
 
-def test_a_job_keeps_training_after_the_app_is_killed(tmp_path, secret_dataset, default_model_dir):
+def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts_it(tmp_path, secret_dataset):
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     proc, url = start_app(workspace)
     try:
         client = Client(url, verbose=False)
-        run_id = client.predict(
-            {"dataset": str(secret_dataset), "max_steps": 8, "val_size": 0}, api_name="/train_start"
-        )
+        config = {"dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
+        run_id = client.predict(config, api_name="/train_start")
         wait_status(client, run_id, ("running",))
     finally:
         proc.kill()  # the browser and the whole UI process are gone
         proc.wait()
     run_dir = workspace / "runs" / run_id
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(e["type"] == "end" for e in read_events(run_dir)):
-        time.sleep(1)
-    assert read_events(run_dir)[-1]["status"] == "completed"
-    stop_app(proc)
+    step_logs = lambda: sum(1 for e in read_events(run_dir) if e["type"] == "log")  # noqa: E731
+    seen = step_logs()
+    deadline = time.time() + 120
+    while time.time() < deadline and step_logs() < seen + 2:
+        time.sleep(0.5)
+    assert step_logs() >= seen + 2  # still training with no app at all
+    pid = next(e for e in read_events(run_dir) if e["type"] == "start")["pid"]
+
+    proc, url = start_app(workspace)
+    try:
+        client = Client(url, verbose=False)
+        runs = client.predict(api_name="/runs_list")
+        assert [(r["run_id"], r["status"]) for r in runs] == [(run_id, "running")]
+        # A second run waits behind the adopted one instead of running beside it.
+        queued = client.predict({**config, "max_steps": 2}, api_name="/train_start")
+        assert client.predict(queued, api_name="/train_status")["queue_position"] == 1
+        client.predict(queued, api_name="/train_abort")
+
+        client.predict(run_id, api_name="/train_abort")
+        status = client.predict(run_id, api_name="/train_status")
+        assert status["status"] == "aborted" and status["step"] > 0
+        assert live_group_members(pid) == []
+    finally:
+        stop_app(proc)

@@ -24,15 +24,60 @@ def test_a_non_finite_loss_stops_training_with_a_hint(tmp_path, loss):
         callback.on_log(args, state, TrainerControl(), logs={"loss": loss})
 
 
-def test_a_job_killed_by_the_os_is_failed_with_the_signal_and_keeps_its_log(workspace, secret_dataset):
+def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(workspace, secret_dataset):
     jobs = JobManager(workspace)
     try:
-        run_id = jobs.start({"dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0})
-        wait_for(lambda: jobs.status(run_id)["step"] >= 1)
+        options = {"dataset": str(secret_dataset), "max_steps": 9, "save_steps": 2, "val_size": 0, "logging_steps": 1}
+        run_id = jobs.start(options)
+        run_dir = jobs.run_dir(run_id)
+        wait_for(lambda: any(e["type"] == "checkpoint" and e["step"] >= 4 for e in jobs.events(run_id)))
         pid = next(e for e in jobs.events(run_id) if e["type"] == "start")["pid"]
         os.kill(pid, signal.SIGKILL)  # what the kernel's OOM killer does
-        status = wait_for(lambda: (s := jobs.status(run_id))["status"] == "failed" and s, timeout=30)
+        status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=30)
+        assert status["status"] == "interrupted"
         assert status["error"].startswith("the job was killed by SIGKILL (the system may have run out of memory)")
-        assert "step 1/" in (jobs.run_dir(run_id) / "train.log").read_text()
+        assert "step 1/" in (run_dir / "train.log").read_text()
+        killed_at = status["step"]
+
+        with pytest.raises(TuneForgeError, match=r"cannot resume: method was 'lora', now 'full'"):
+            jobs.resume(run_id, {"method": "full"})
+
+        # A crash while saving leaves the newest checkpoint half-written: resume passes over it.
+        newest = max((p for p in run_dir.glob("checkpoint-*")), key=lambda p: int(p.name.split("-")[1]))
+        (newest / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
+        older = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p != newest)
+
+        jobs.resume(run_id)
+        status = wait_for(lambda: (s := jobs.status(run_id))["status"] not in ("running", "queued") and s)
+        assert status["status"] == "completed", status
+        assert status["step"] == 9 and status["resumes"] == 1
+
+        events = jobs.events(run_id)
+        restart = [e for e in events if e["type"] == "start"][-1]
+        assert restart["resumed_from"] == older < killed_at
+        steps = [e["step"] for e in events if e["type"] == "log"]
+        assert steps == list(range(1, 10))  # one point a step: the attempt's points past the checkpoint are replaced
+        log = (run_dir / "train.log").read_text()
+        assert f"skipped {newest.name}: adapter_model.safetensors is damaged" in log
+        assert f"resuming from checkpoint-{older}" in log
+        assert (run_dir / "adapter_model.safetensors").exists()
+    finally:
+        jobs.shutdown()
+
+
+def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so(workspace, secret_dataset):
+    jobs = JobManager(workspace)
+    try:
+        run_id = jobs.start({"dataset": str(secret_dataset), "max_steps": 3, "save_steps": 0, "val_size": 0})
+        wait_for(lambda: jobs.status(run_id)["status"] == "completed")
+        with pytest.raises(
+            TuneForgeError, match=r"is completed; only an interrupted, failed or aborted run can resume"
+        ):
+            jobs.resume(run_id)
+        long_id = jobs.start({"dataset": str(secret_dataset), "max_steps": 1000, "save_steps": 0, "val_size": 0})
+        wait_for(lambda: jobs.status(long_id)["step"] >= 1)
+        jobs.abort(long_id)
+        with pytest.raises(TuneForgeError, match=r"nothing to resume: .* has no usable checkpoint \(set save_steps"):
+            jobs.resume(long_id)
     finally:
         jobs.shutdown()

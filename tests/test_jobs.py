@@ -75,3 +75,20 @@ def test_a_crashed_job_is_reported_failed(jobs, tmp_path):
         "bad.jsonl: line 2: invalid JSON (Expecting property name enclosed in double quotes) "
         "(turn on skip_bad_rows to skip such rows)"
     )
+
+
+def test_queued_runs_start_in_order_once_the_one_before_ends(jobs, secret_dataset):
+    short = {"dataset": str(secret_dataset), "max_steps": 2, "val_size": 0}
+    ids = [jobs.start(short) for _ in range(3)]
+    assert [jobs.status(i)["queue_position"] for i in ids] == [None, 1, 2]
+    assert jobs.queue() == ids[1:]
+    wait_for(lambda: all(jobs.status(i)["status"] == "completed" for i in ids), timeout=300)
+    spans = []
+    for run_id in ids:
+        events = jobs.events(run_id)
+        spans.append((events[0]["time"], events[-1]["time"]))
+    assert spans[0][1] <= spans[1][0] and spans[1][1] <= spans[2][0]  # never two at once
+    # Every run also leaves TensorBoard event files, for tools users already know.
+    assert list((jobs.run_dir(ids[0]) / "tensorboard").glob("events.out.tfevents.*"))
+    listed = {r["run_id"]: r for r in jobs.list_runs()}
+    assert all(listed[i]["duration_s"] > 0 and listed[i]["metric"] is None for i in ids)  # no validation: no metric
