@@ -1,0 +1,233 @@
+"""Exporting a finished run: a merged full model, or the adapter alone, as a folder, a zip, or a hub repo.
+
+Everything lands in `<run dir>/export/<kind>/`, written into a staging folder first and renamed
+into place, so a crash or a full disk mid-export never leaves a half model where a whole one
+was. Each export carries a model card (README.md) with the base model, dataset, method,
+hyperparameters, metrics and the loss curve (loss_curve.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from backend.errors import TuneForgeError
+from backend.events import loss_points, read_events, timeline
+from backend.jobs import JobManager
+from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.recipe import METRICS_FILE
+
+KINDS = ("merged", "adapter")
+SHARD_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB)$", re.IGNORECASE)
+HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+# The hyperparameters a model card lists; paths and UI-only switches would only confuse a reader.
+CARD_KEYS = (
+    "method",
+    "task",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "cutoff_len",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "weight_decay",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target",
+    "seed",
+)
+
+
+class Exporter:
+    def __init__(self, jobs: JobManager):
+        self.jobs = jobs
+
+    def export(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB") -> Path:
+        """Write the run's model as `kind` into <run dir>/export/<kind>/ and return that folder."""
+        if kind not in KINDS:
+            raise TuneForgeError(f"export kind {kind!r}: use one of {', '.join(KINDS)}")
+        max_shard_size = str(max_shard_size).strip().upper()
+        if not SHARD_SIZE.match(max_shard_size):
+            raise TuneForgeError(f"max_shard_size {max_shard_size!r}: use a size like 500MB or 2GB")
+        status = self.jobs.status(run_id)
+        if status["status"] != "completed":
+            raise TuneForgeError(f"run '{run_id}' is {status['status']}; only completed runs can be exported")
+        run_dir = Path(status["run_dir"])
+        config = self.jobs.config(run_id)
+        if kind == "adapter" and not is_adapter_dir(run_dir):
+            raise TuneForgeError(f"run '{run_id}' trained every weight (method full); export it as merged")
+
+        target = run_dir / "export" / kind
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+        try:
+            if kind == "adapter":
+                _copy_adapter(run_dir, staging)
+            else:
+                _save_merged(run_dir, config, staging, max_shard_size)
+            write_model_card(staging, run_dir, config, kind)
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise TuneForgeError(f"export failed while writing {target}: {exc.strerror or exc}") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    def zip(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB") -> Path:
+        """The export as one zip file beside its folder (exported first if needed)."""
+        folder = self.export(run_id, kind, max_shard_size)
+        archive = folder.parent / f"{run_id}-{kind}.zip"
+        partial = archive.with_suffix(".zip.partial")
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, Path(f"{run_id}-{kind}") / path.relative_to(folder))
+        os.replace(partial, archive)
+        return archive
+
+    def push(self, run_id: str, repo_id: str, token: str, private: bool = True, kind: str = "merged") -> str:
+        """Upload the export to the Hugging Face Hub; returns the repo URL. Offline, one line says why."""
+        repo_id, token = str(repo_id or "").strip(), str(token or "").strip()
+        if not HUB_REPO.match(repo_id):
+            raise TuneForgeError(f"repo id {repo_id!r}: use owner/name, e.g. alice/my-model")
+        if not token:
+            raise TuneForgeError("a Hugging Face access token (write scope) is needed to push")
+        folder = self.export(run_id, kind)
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        try:
+            url = api.create_repo(repo_id, private=bool(private), exist_ok=True)
+            api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=f"TuneForge run {run_id}")
+        except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all become one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TuneForgeError(
+                f"push to {repo_id} failed: {reason}. The local export in {folder} is intact"
+            ) from None
+        return str(url)
+
+
+def _copy_adapter(run_dir: Path, out: Path) -> None:
+    """The adapter, tokenizer, chat template and metrics: what a user needs beside the base model."""
+    for path in run_dir.iterdir():
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".jinja", ".txt", ".model"):
+            shutil.copy2(path, out / path.name)
+
+
+def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) -> None:
+    """The base model with the adapter folded in (or the full fine-tune), as sharded safetensors."""
+    task = config.get("task", "sft")
+    if task == "classification":
+        from backend.chat import load_classifier
+
+        model, tokenizer = load_classifier(run_dir, config)
+    else:
+        tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"))
+        if is_adapter_dir(run_dir):
+            from peft import PeftModel
+
+            base = load_causal_lm(resolve_model(config.get("model", "default")))
+            model = PeftModel.from_pretrained(base, str(run_dir))
+        else:
+            model = load_causal_lm(str(run_dir))
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(out)  # with the chat template, so chat UIs format prompts as in training
+    if (run_dir / "labels.json").exists():
+        shutil.copy2(run_dir / "labels.json", out / "labels.json")
+
+
+def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
+    metrics = _read_metrics(run_dir)
+    has_curve = draw_loss_curve(timeline(read_events(run_dir)), out / "loss_curve.png")
+    base = config.get("model", "default")
+    if base == "default":
+        base = (
+            "HuggingFaceTB/SmolLM2-135M-Instruct"
+            if config.get("task") != "classification"
+            else ("sentence-transformers/all-MiniLM-L6-v2")
+        )
+    library = "peft" if kind == "adapter" else "transformers"
+    lines = [
+        "---",
+        f"base_model: {base}",
+        f"library_name: {library}",
+        "tags:",
+        "- tuneforge",
+        f"- {config.get('method', 'lora')}",
+        "---",
+        "",
+        f"# {run_dir.name}",
+        "",
+        f"Fine-tuned with TuneForge from **{base}** on **{config.get('dataset', '?')}** "
+        f"({config.get('method', '?')}, task {config.get('task', '?')}).",
+        "",
+        "This folder is "
+        + (
+            "a PEFT adapter: load it with `peft.AutoPeftModelForCausalLM.from_pretrained`."
+            if kind == "adapter"
+            else "a full model: load it with `transformers.AutoModelForCausalLM.from_pretrained`."
+        ),
+        "",
+        "## Hyperparameters",
+        "",
+        "| option | value |",
+        "|---|---|",
+        *(f"| {key} | {config[key]} |" for key in CARD_KEYS if key in config),
+        "",
+        "## Metrics",
+        "",
+    ]
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    lines += (
+        ["| metric | value |", "|---|---|", *(f"| {k} | {v:g} |" for k, v in shown.items())]
+        if shown
+        else ["No metrics were recorded."]
+    )
+    if has_curve:
+        lines += ["", "## Loss curve", "", "![loss curve](loss_curve.png)"]
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def draw_loss_curve(events: list[dict], path: Path) -> bool:
+    """Train and eval loss as a PNG for the model card; False when the run logged no loss."""
+    train, evals = loss_points(events)
+    if not train and not evals:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.2), dpi=100)
+    axes = figure.add_subplot()
+    for label, points, color, marker in (("train", train, "#d97706", None), ("eval", evals, "#2563eb", "o")):
+        if points:
+            axes.plot(*zip(*points, strict=True), label=label, color=color, marker=marker)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    return True
