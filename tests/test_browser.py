@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import yaml
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import DATA
@@ -189,3 +190,54 @@ def test_classification_run_trains_and_shows_its_plots(page):
     page.locator("#cls-text textarea").fill("Dreadful. It broke on the first day and nobody helped.")
     page.locator("#cls-btn").click()
     expect(page.locator("#cls-probs")).to_contain_text("negative", timeout=60_000)
+
+
+def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_path):
+    runs = sorted((app[1] / "runs").iterdir())
+    run_a = next(r.name for r in runs if yaml.safe_load((r / "config.yaml").read_text())["dataset"] == "demo_identity")
+    page.get_by_role("tab", name="Runs").click()
+    expect(page.locator("#runs-history")).to_contain_text(run_a, timeout=30_000)
+
+    pick(page, "runs-selected", run_a)
+    page.locator("#runs-clone").click()
+    expect(page.locator("#runs-message")).to_contain_text(f"The form now holds run {run_a}", timeout=30_000)
+    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.001", timeout=30_000)
+    expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("8")
+    expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
+
+    # B differs from A in one option, loaded from a saved YAML as a user would.
+    saved = tmp_path / "b.yaml"
+    saved.write_text("dataset: demo_identity\nmax_steps: 8\nlearning_rate: 0.0005\n")
+    page.get_by_text("Preview command").click()
+    page.locator("input[type=file][accept*='.yaml']").set_input_files(str(saved))
+    expect(page.locator("#train-message")).to_contain_text("Loaded b.yaml", timeout=30_000)
+    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")
+    run_b = start_run(page)
+    expect(page.locator(f"#run-progress[data-run='{run_b}']")).to_have_attribute(
+        "data-status", "completed", timeout=300_000
+    )
+
+    page.get_by_role("tab", name="Runs").click()
+    pick(page, "runs-selected", run_b)
+    page.locator("#runs-compare").click()
+    expect(page.locator("#compare-chart .scatterlayer .trace")).to_have_count(4, timeout=30_000)  # 2 runs x train/eval
+    diff = page.locator("#compare-diff")
+    expect(diff).to_contain_text("learning_rate")
+    expect(diff.locator("tbody tr")).to_have_count(1)  # only what differs
+    expect(diff).to_contain_text("0.0005")
+    expect(page.locator("#compare-metrics")).to_contain_text("eval_loss")
+
+    # A second browser tab (another user) sees the same history.
+    other = page.context.new_page()
+    other.goto(page.url)
+    other.get_by_role("tab", name="Runs").click()
+    expect(other.locator("#runs-history")).to_contain_text(run_b, timeout=30_000)
+    expect(other.locator("#runs-history")).to_contain_text(run_a)
+    other.close()
+
+    page.get_by_text("Ask the base model and two runs the same question").click()
+    page.locator("#three-way-prompt textarea").fill("What is your name?")
+    page.locator("#three-way-ask").click()
+    for key in ("base", "a", "b"):
+        expect(page.locator(f"#three-way-{key} textarea")).to_have_value(re.compile(r"\w{2,}"), timeout=120_000)
+        assert "⚠️" not in page.locator(f"#three-way-{key} textarea").input_value()

@@ -7,8 +7,9 @@ import gradio as gr
 from backend.chat import ChatEngine
 from backend.errors import TuneForgeError
 from backend.evaluate import Evaluator
+from backend.export import Exporter
 from backend.jobs import JobManager
-from webui import tab_chat, tab_dataset, tab_evaluate, tab_model, tab_train
+from webui import tab_chat, tab_dataset, tab_evaluate, tab_export, tab_model, tab_runs, tab_train
 from webui.context import AppContext
 
 CSS = """
@@ -22,26 +23,30 @@ CSS = """
 def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
     with gr.Blocks(title="TuneForge") as blocks:
         ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks)
-        evaluator = Evaluator(jobs, chat)
+        evaluator, exporter = Evaluator(jobs, chat), Exporter(jobs)
         gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab = tab_dataset.DatasetTab(ctx)
                 options = dataset_tab.build()
             with gr.Tab("Model", id="model"):
                 options.update(tab_model.build())
             with gr.Tab("Train", id="train"):
-                tab_train.build(ctx, options)
+                train = tab_train.build(ctx, options)
             with gr.Tab("Evaluate", id="evaluate"):
                 tab_evaluate.build(ctx, evaluator)
             with gr.Tab("Chat", id="chat"):
                 tab_chat.build(ctx)
+            with gr.Tab("Runs", id="runs"):
+                tab_runs.build(ctx, train, options, tabs)
+            with gr.Tab("Export", id="export"):
+                tab_export.build(ctx, exporter)
         dataset_tab.connect(options)
-        register_api(jobs, chat, evaluator)
+        register_api(jobs, chat, evaluator, exporter)
     return blocks
 
 
-def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator) -> None:
+def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, exporter: Exporter) -> None:
     """The stable endpoints for gradio_client; errors come back as one-line gr.Error messages."""
 
     def train_start(config: dict) -> str:
@@ -56,6 +61,14 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator) -> No
         """Stop a run's whole process tree; the run is marked aborted."""
         _api(jobs.abort, run_id)
 
+    def runs_list() -> list:
+        """Every run in the workspace, newest first: status, step, loss, eval_loss, duration, queue position, ..."""
+        return _api(jobs.list_runs)
+
+    def train_resume(run_id: str, overrides: dict | None = None) -> str:
+        """Continue an interrupted, failed or aborted run from its last whole checkpoint (queued like a start)."""
+        return _api(jobs.resume, run_id, overrides or None)
+
     def chat_reply(target: str, message: str, history: list) -> str:
         """Reply from 'base' or a completed run id, given [{role, content}] history."""
         return _api(chat.reply, target, message, history)
@@ -64,10 +77,29 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator) -> No
         """Metrics for a completed run (or 'base'): classification scores, or generation loss/perplexity/ROUGE/BLEU."""
         return _api(evaluator.evaluate, run_id, dataset or None)
 
+    def export(run_id: str, options: dict | None = None) -> dict:
+        """Export a completed run. options: kind (merged|adapter), max_shard_size ('2GB'), and to push:
+        repo_id, token, private (default true). Returns {folder, zip} and, after a push, {url}."""
+        options = dict(options or {})
+        kind, shard = options.pop("kind", "merged"), options.pop("max_shard_size", "2GB")
+        push = {k: options.pop(k) for k in ("repo_id", "token", "private") if k in options}
+        if options:
+            raise gr.Error(f"unknown export option(s): {', '.join(map(str, options))}")
+        archive = _api(exporter.zip, run_id, kind, shard)
+        result = {"folder": str(archive.parent / kind), "zip": str(archive)}
+        if push:
+            result["url"] = _api(
+                exporter.push, run_id, push.get("repo_id"), push.get("token"), push.get("private", True), kind
+            )
+        return result
+
     gr.api(evaluate, api_name="evaluate")
+    gr.api(export, api_name="export")
     gr.api(train_start, api_name="train_start")
     gr.api(train_status, api_name="train_status")
     gr.api(train_abort, api_name="train_abort")
+    gr.api(train_resume, api_name="train_resume")
+    gr.api(runs_list, api_name="runs_list")
     gr.api(chat_reply, api_name="chat")
 
 

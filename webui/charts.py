@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from backend.events import loss_points
+
 TRAIN_COLOR, EVAL_COLOR = "#d97706", "#2563eb"
-
-
-def loss_points(events: list[dict]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    train = [(e["step"], e["loss"]) for e in events if e["type"] == "log" and e.get("loss") is not None]
-    evals = [(e["step"], e["eval_loss"]) for e in events if e["type"] == "eval" and e.get("eval_loss") is not None]
-    return train, evals
 
 
 def loss_figure(events: list[dict], title: str = "Loss") -> go.Figure | None:
@@ -37,6 +33,34 @@ def loss_figure(events: list[dict], title: str = "Loss") -> go.Figure | None:
         yaxis_title="loss",
         legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
         uirevision="keep",  # keep the user's zoom while points stream in
+    )
+    return figure
+
+
+RUN_COLORS = ("#d97706", "#2563eb", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626")
+
+
+def compare_figure(events_by_run: dict[str, list[dict]]) -> go.Figure | None:
+    """Several runs' losses on one chart: one colour a run, train solid, eval dashed with markers."""
+    figure = go.Figure()
+    for i, (run_id, events) in enumerate(events_by_run.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        train, evals = loss_points(events)
+        for kind, points, dash, mode in (("train", train, "solid", "lines"), ("eval", evals, "dash", "lines+markers")):
+            if points:
+                steps, losses = zip(*points, strict=True)
+                figure.add_scatter(
+                    x=steps, y=losses, name=f"{run_id} {kind}", mode=mode, line={"color": color, "dash": dash}
+                )
+    if not figure.data:
+        return None
+    figure.update_layout(
+        title="Loss by run",
+        height=360,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title="step",
+        yaxis_title="loss",
+        legend={"orientation": "h", "y": -0.25},
     )
     return figure
 

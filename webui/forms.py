@@ -44,3 +44,12 @@ def controls(group: str) -> dict[str, gr.components.Component]:
 def options_from(values) -> dict:
     """Positional widget values, in config field order, as an options dict."""
     return {f.name: value for f, value in zip(fields(), values, strict=True)}
+
+
+def form_updates(options: dict) -> list:
+    """Widget values, in config field order, that show a saved config in the form (cloning, loading YAML)."""
+    from backend.config import TrainConfig
+
+    config = TrainConfig.from_dict(options).to_dict()
+    config.update(output_dir="", resume_from_checkpoint="")  # a loaded config starts a new run
+    return [gr.update(value=config[f.name]) for f in fields()]

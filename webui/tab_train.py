@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import html
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from backend.config import fields
+from backend.config import fields, load_config_file
 from backend.errors import TuneForgeError
 from webui.charts import loss_figure, loss_points
 from webui.context import AppContext
-from webui.forms import controls, options_from
+from webui.forms import controls, form_updates, options_from
 
 REFRESH_S = 1.0
 LOG_LINES = 14
-RUN_COLUMNS = ["run_id", "status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
+RUN_COLUMNS = ["run_id", "status", "queue_position", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
 
 
 def format_eta(seconds) -> str:
@@ -68,7 +70,12 @@ def build(ctx: AppContext, options: dict) -> dict:
             with gr.Accordion("Preview command", open=False):
                 preview_yaml = gr.Code(language="yaml", label="run.yaml", elem_id="preview-yaml")
                 preview_cmd = gr.Textbox(label="Run it from a terminal", elem_id="preview-cmd", interactive=False)
-                preview_btn = gr.Button("Preview", size="sm")
+                with gr.Row():
+                    preview_btn = gr.Button("Preview", size="sm")
+                    save_config = gr.DownloadButton("Save config", size="sm", elem_id="save-config")
+                    load_config = gr.UploadButton(
+                        "Load config", file_types=[".yaml", ".yml"], size="sm", elem_id="load-config"
+                    )
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="start-btn")
                 abort = gr.Button("Abort", variant="stop", elem_id="abort-btn")
@@ -96,6 +103,22 @@ def build(ctx: AppContext, options: dict) -> dict:
         except TuneForgeError as exc:
             return "", "", f"**Cannot start:** {exc}"
         return text, cmd, ""
+
+    def on_save(*values):
+        try:
+            text, _ = ctx.jobs.preview(options_from(values))
+        except TuneForgeError as exc:
+            raise gr.Error(f"Cannot save: {exc}") from None
+        path = Path(tempfile.mkdtemp(prefix="tuneforge-config-")) / "run.yaml"
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    def on_load_config(file):
+        try:
+            values = form_updates(load_config_file(file))
+        except TuneForgeError as exc:
+            return [gr.update()] * len(inputs) + [f"**Cannot load {Path(file).name}:** {exc}"]
+        return values + [f"Loaded `{Path(file).name}` into the form."]
 
     def on_start(*values):
         try:
@@ -135,6 +158,8 @@ def build(ctx: AppContext, options: dict) -> dict:
 
     ctx.blocks.load(on_load, None, run)
     preview_btn.click(on_preview, inputs, [preview_yaml, preview_cmd, message])
+    save_config.click(on_save, inputs, save_config)
+    load_config.upload(on_load_config, load_config, [*inputs, message])
     start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message])
     abort.click(on_abort, run, message)
     live = [progress, chart, chart_caption, log, runs]
