@@ -361,6 +361,7 @@ def summarize(
         "loss": last.get("loss"),
         "eval_loss": evals[-1]["eval_loss"] if evals else None,
         "tokens_per_s": last.get("tokens_per_s"),
+        "mfu": last.get("mfu"),
         "elapsed_s": last.get("elapsed_s"),
         "eta_s": last.get("eta_s"),
         "error": None,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
     EarlyStoppingCallback,
     PrinterCallback,
     Trainer,
@@ -30,6 +30,7 @@ from backend.config import TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import EventLog
+from backend.flops import matmul_peak_gflops, training_flops_per_token
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.paths import default_workspace
 from backend.templates import IGNORE_INDEX, encode_example
@@ -50,8 +51,9 @@ def finite_or_none(value) -> float | None:
 class EventsCallback(TrainerCallback):
     """Trainer logs → events.jsonl, and a one-line summary per log into train.log."""
 
-    def __init__(self, events: EventLog, run_dir: Path):
+    def __init__(self, events: EventLog, run_dir: Path, flops_per_token: float = 0.0, peak_gflops: float = 0.0):
         self.events, self.run_dir = events, run_dir
+        self.flops_per_token, self.peak_gflops = flops_per_token, peak_gflops
         self.started = time.time()
         self.first_step = self.first_tokens = 0
 
@@ -73,6 +75,8 @@ class EventsCallback(TrainerCallback):
         if "loss" in logs:
             tokens = state.num_input_tokens_seen
             done = state.global_step - self.first_step
+            speed = (tokens - self.first_tokens) / elapsed if elapsed > 0 else None
+            gflops = speed * self.flops_per_token / 1e9 if speed and self.flops_per_token else None
             event = self.events.emit(
                 "log",
                 step=state.global_step,
@@ -83,12 +87,15 @@ class EventsCallback(TrainerCallback):
                 grad_norm=finite_or_none(logs.get("grad_norm")),
                 elapsed_s=round(elapsed, 2),
                 tokens_seen=tokens,
-                tokens_per_s=round((tokens - self.first_tokens) / elapsed, 1) if elapsed > 0 else None,
+                tokens_per_s=round(speed, 1) if speed else None,
+                gflops=round(gflops, 1) if gflops else None,
+                mfu=round(gflops / self.peak_gflops, 3) if gflops and self.peak_gflops else None,
                 eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
             )
+            mfu = f" (MFU {event['mfu']:.0%})" if event["mfu"] else ""
             print(
                 f"step {event['step']}/{event['max_steps']} | epoch {event['epoch']:.2f} | loss {logs['loss']:.4f} "
-                f"| lr {event['learning_rate']:.2e} | {event['tokens_per_s']} tok/s | {elapsed:.1f}s",
+                f"| lr {event['learning_rate']:.2e} | {event['tokens_per_s']} tok/s{mfu} | {elapsed:.1f}s",
                 flush=True,
             )
         if "eval_loss" in logs:
@@ -115,6 +122,7 @@ class Recipe:
 
     task_metrics: tuple[str, ...] = ("eval_loss",)
     lora_task_type = "CAUSAL_LM"
+    padding_free = False  # batches flattened into one row: every token counted is a real one
 
     def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
         self.config, self.events, self.run_dir = config, events, run_dir
@@ -198,7 +206,7 @@ class Recipe:
             greater_is_better=cfg.metric_for_best_model != "eval_loss" if early else None,
             seed=cfg.seed,
             bf16=self.model.dtype == torch.bfloat16,
-            include_num_input_tokens_seen="non_padding",
+            include_num_input_tokens_seen="all" if self.padding_free else "non_padding",
             logging_nan_inf_filter=False,  # a non-finite loss must reach the callback, which stops the run
             report_to=self._trackers(),
             disable_tqdm=True,
@@ -218,8 +226,16 @@ class Recipe:
             os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
         return tracker
 
+    def _speed_meter(self) -> EventsCallback:
+        """The events callback, told what a token costs and what the hardware can do, for MFU."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8)
+        per_token = training_flops_per_token(n_params, self.config.method)
+        return EventsCallback(self.events, self.run_dir, flops_per_token=per_token, peak_gflops=peak)
+
     def train(self) -> dict:
-        callbacks = [EventsCallback(self.events, self.run_dir)]
+        callbacks = [self._speed_meter()]
         if self.config.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience))
         self.trainer = Trainer(
@@ -287,7 +303,14 @@ class SftRecipe(Recipe):
     """Supervised fine-tuning of a causal LM on chat data (answers-only loss) or plain text (pt).
 
     Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
+
+    Batches are padding-free: a batch's examples are laid end to end in one row, with position
+    ids restarting at each example, from which transformers builds a block-diagonal causal mask,
+    so no example attends to another and no compute goes to padding. The optimisation is the
+    same as with padded batches (same examples per step, same per-token loss).
     """
+
+    padding_free = True
 
     def setup(self) -> None:
         cfg = self.config
@@ -319,7 +342,7 @@ class SftRecipe(Recipe):
         return kept
 
     def collator(self):
-        return DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 
 
 def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> Recipe:

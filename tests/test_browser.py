@@ -130,6 +130,7 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
         "data-status", "completed", timeout=180_000
     )
     expect(page.locator("#run-progress")).to_contain_text("step 8/8")
+    expect(page.locator("#run-speed")).to_contain_text(re.compile(r"^\d+(\.\d)? tok/s \(MFU \d+%\)$"))
     expect(page.locator("#log-tail textarea")).to_have_value(re.compile("step 8/8"))
     expect(page.locator("#runs-table")).to_contain_text(run_id)
     assert chart_points(page) == 8

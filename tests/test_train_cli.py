@@ -55,6 +55,9 @@ def test_events_follow_the_contract(lora_run):
     logs = [e for e in events if e["type"] == "log"]
     assert [e["step"] for e in logs] == list(range(1, 31))
     assert all(LOG_KEYS <= e.keys() and e["max_steps"] == 30 and e["tokens_per_s"] > 0 for e in logs)
+    # Speed as arithmetic too: 4 FLOPs per parameter per token for LoRA, against this machine's matmul peak.
+    assert all(e["gflops"] > 0 and 0 < e["mfu"] < 1.5 for e in logs)
+    assert logs[-1]["gflops"] == pytest.approx(logs[-1]["tokens_per_s"] * 4 * 136_957_248 / 1e9, rel=0.01)
     assert [e["step"] for e in events if e["type"] == "eval"] == [10, 20, 30]
     checkpoints = [e for e in events if e["type"] == "checkpoint"]
     assert [c["step"] for c in checkpoints] == [15, 30]

@@ -39,10 +39,11 @@ def progress_html(status: dict | None) -> str:
         done = 1.0
     loss = f"{status['loss']:.4f}" if status["loss"] is not None else "–"
     speed = status["tokens_per_s"] or "–"
+    mfu = f" (MFU {status['mfu']:.0%})" if status.get("mfu") else ""
     detail = (
         f"<b>{status['status']}</b> · {html.escape(status['phase'])} · "
         f"step {status['step']}/{status['max_steps'] or '?'} · epoch {status['epoch']:.2f} · "
-        f"loss {loss} · {speed} tok/s · ETA {format_eta(status['eta_s'])}"
+        f"loss {loss} · <span id='run-speed'>{speed} tok/s{mfu}</span> · ETA {format_eta(status['eta_s'])}"
     )
     if status["error"]:
         detail += f"<br><span class='tf-error'>{html.escape(status['error'])}</span>"
