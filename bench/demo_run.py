@@ -1,6 +1,6 @@
 """Benchmark: the default demo run (demo_identity, all defaults) through the CLI.
 
-Prints JSON: wall time, training tokens/s from the end event, losses, and the answer to
+Prints JSON: wall time, training tokens/s from the end event, the job's peak RSS, losses, and the answer to
 "What is your name?" from the base model and the fine-tuned run.
 Usage: python bench/demo_run.py [--max-steps N]
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "backend.train", "--config", str(config)]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - began
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the job, before chat loads here
     events = read_events(run_dir)
     end = events[-1]
     first_log = next(e for e in events if e["type"] == "log")
@@ -51,6 +53,7 @@ def main() -> None:
         "steps": end["global_step"],
         "tokens_seen": end["tokens_seen"],
         "tokens_per_s": end["tokens_per_s"],
+        "peak_rss_mb": round(peak_rss_mb),
         "first_loss": first_log["loss"],
         "train_loss": end["train_loss"],
         "eval_loss": end.get("eval_loss"),
