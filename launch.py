@@ -22,11 +22,14 @@ def main() -> None:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Imported late so that --help answers at once.
+    from starlette.middleware import Middleware
+
     from backend.chat import ChatEngine
     from backend.errors import TuneForgeError
     from backend.jobs import JobManager
     from webui.access import credentials
     from webui.app import CSS, build_app
+    from webui.login_limit import LoginLimiter
 
     try:
         logins, notes = credentials(args.auth, args.auth_file, args.share, args.host)
@@ -48,7 +51,17 @@ def main() -> None:
         footer_links=["api"],
         max_file_size=args.max_upload_size,
         auth=logins or None,
+        # Gradio's form login has no limit of its own; a public link's password must not be guessable.
+        app_kwargs={"middleware": [Middleware(LoginLimiter)]},
+        prevent_thread_lock=True,
     )
+    if args.share and not app.share_url:
+        print(
+            f"--share: no public link (offline, or the share tunnel could not start); "
+            f"serving locally only at http://{args.host}:{app.server_port}",
+            flush=True,
+        )
+    app.block_thread()
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(workspace: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_app(workspace: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`python launch.py` as `make run` starts it, on a free port; returns once it answers."""
     import time
     import urllib.error
@@ -93,6 +93,7 @@ def start_app(workspace: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120

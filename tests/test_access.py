@@ -1,5 +1,7 @@
 """Logins: --auth and --auth-file are enforced, and --share never runs without a password."""
 
+import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -53,5 +55,45 @@ def test_auth_is_enforced_over_http_and_the_api(tmp_path, default_model_dir):
         client = Client(url, auth=("alice", "s3cret"), verbose=False)
         with pytest.raises(Exception, match="no run named 'x'"):
             client.predict("x", api_name="/train_status")
+    finally:
+        stop_app(proc)
+
+
+def test_share_without_a_tunnel_keeps_serving_locally_behind_the_generated_password(tmp_path, default_model_dir):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    # A share server that refuses connections: what an offline machine gets, without touching the network.
+    proc, url = start_app(workspace, "--share", env={"GRADIO_SHARE_SERVER_ADDRESS": "127.0.0.1:9"})
+    log = tmp_path / f"app-{url.rsplit(':', 1)[1].strip('/')}.log"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and "--share: no public link" not in log.read_text():
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "--share: no public link (offline, or the share tunnel could not start); serving locally only" in text
+        password = re.search(r"log in as 'tuneforge' with password (\S+) \(shown only now\)", text).group(1)
+        assert proc.poll() is None
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "config", timeout=10)
+        assert refused.value.code == 401
+        client = Client(url, auth=(SHARE_USER, password), verbose=False)
+        assert client.predict(api_name="/runs_list") == []
+    finally:
+        stop_app(proc)
+
+
+def test_failed_logins_are_rate_limited_on_the_running_app(tmp_path, default_model_dir):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    proc, url = start_app(workspace, "--auth", "alice:s3cret")
+    try:
+        codes = []
+        for password in ["a", "b", "c", "d", "e", "s3cret"]:
+            form = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
+            try:
+                codes.append(urllib.request.urlopen(url + "login", data=form, timeout=10).status)
+            except urllib.error.HTTPError as exc:
+                codes.append(exc.code)
+        assert codes == [400] * 5 + [429]
     finally:
         stop_app(proc)
