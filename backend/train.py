@@ -9,6 +9,8 @@ leaves its weights in standard formats:
 Supports: sft on chat data with prompt tokens masked, LoRA or full fine-tuning, validation
 loss, periodic checkpoints, and abort by SIGTERM (the run is marked aborted at once).
 Refuses: unknown options and out-of-range values, before any model is loaded.
+A LLaMA-Factory training YAML is accepted too: it is translated (backend.llamafactory), and the
+translation is printed first, so nothing it asks for is dropped unseen.
 
 Exit codes: 0 completed, 2 user error (one line on stderr), 1 crash (traceback in train.log),
 143 aborted.
@@ -31,6 +33,7 @@ from pathlib import Path
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
+from backend.llamafactory import load_train_config
 from backend.paths import default_workspace
 
 LOG_FILE = "train.log"
@@ -109,12 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML file of training options (see README)")
     args = parser.parse_args(argv)
     try:
-        config = TrainConfig.from_yaml(args.config)
+        config, loaded, where = load_train_config(args.config)
         run_dir = prepare_run_dir(config)
     except TuneForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _capture_output(run_dir)
+    if loaded.from_llamafactory:
+        print(loaded.report(where), flush=True)
     # Library deprecation chatter would bury the lines a person reads in the log tail.
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU-kernel notices, irrelevant here
