@@ -245,6 +245,8 @@ def _dataset_dir(value: Any, folders: list[Path], notes: list[str]) -> str:
 
 
 def _template(value: Any, notes: list[str]) -> str:
+    if value in (None, ""):
+        return "chatml"  # LLaMA-Factory's own default: no template named
     ours = TEMPLATES.get(str(value), "chatml")
     if ours != value:
         notes.append(

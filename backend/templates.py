@@ -50,15 +50,19 @@ def ensure_chat_template(tokenizer, fallback: str = "chatml") -> None:
 
 
 # A tiny tool-use conversation: a template that knows tools shows all three markers when rendering it.
-PROBE_TOOLS = [{"type": "function", "function": {"name": "tf_probe_tool", "description": "probe", "parameters": {}}}]
+PROBE_SCHEMA = {
+    "type": "object",
+    "properties": {"x": {"type": "integer", "description": "a number"}},
+    "required": ["x"],
+}
+PROBE_TOOLS = [
+    {"type": "function", "function": {"name": "tf_probe_tool", "description": "probe", "parameters": PROBE_SCHEMA}}
+]
+PROBE_CALL = {"id": "call00010", "type": "function", "function": {"name": "tf_probe_call", "arguments": {"x": 1}}}
 PROBE_MESSAGES = [
     {"role": "user", "content": "probe"},
-    {
-        "role": "assistant",
-        "content": "",
-        "tool_calls": [{"type": "function", "function": {"name": "tf_probe_call", "arguments": {"x": 1}}}],
-    },
-    {"role": "tool", "content": "tf_probe_result"},
+    {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]},
+    {"role": "tool", "content": "tf_probe_result", "tool_call_id": "call00010", "name": "tf_probe_call"},
     {"role": "assistant", "content": "done"},
 ]
 PROBE_MARKERS = {"the tools list": "tf_probe_tool", "tool calls": "tf_probe_call", "tool results": "tf_probe_result"}

@@ -231,13 +231,16 @@ def test_tool_call_turns_become_tool_calls_and_tool_results():
     example = next(iter(open_dataset("glaive_toolcall_en_demo", lf_options("glaive_toolcall_en_demo"))))
     roles = [m["role"] for m in example["messages"]]
     assert roles == ["user", "assistant", "user", "assistant", "tool", "assistant", "user", "assistant"]
-    call = example["messages"][3]
+    call, result = example["messages"][3:5]
     assert call["tool_calls"] == [
         {
+            "id": "call00040",
             "type": "function",
             "function": {"name": "search_recipes", "arguments": {"ingredients": ["chicken", "bell peppers", "rice"]}},
         }
     ]
+    assert (result["tool_call_id"], result["name"]) == ("call00040", "search_recipes")
+    assert result["content"].startswith('{"recipes": [{"name": "Chicken and Bell Pepper Stir Fry"')
     assert example["tools"][0]["type"] == "function" and example["tools"][0]["function"]["name"] == "search_recipes"
 
 

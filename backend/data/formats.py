@@ -15,7 +15,7 @@ from typing import Any
 
 from backend.data.entries import TAG_DEFAULTS
 from backend.data.readers import RowError
-from backend.data.toolcalls import call_text, parse_tools, tool_call_message
+from backend.data.toolcalls import call_text, parse_tools, tool_call_message, tool_result_message
 from backend.errors import TuneForgeError
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "openai", "prompt_completion")
@@ -168,6 +168,7 @@ def _sharegpt(row: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]
         tags["function_tag"]: "function_call",
     }
     role_key, content_key = tags["role_tag"], tags["content_tag"]
+    waiting: list[dict[str, Any]] = []  # calls not yet answered by an observation turn
     for i, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
             raise RowError(f"turn {i} needs '{role_key}' and '{content_key}'")
@@ -177,6 +178,9 @@ def _sharegpt(row: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]
             raise RowError(f"turn {i}: unknown role {turn[role_key]!r} (use {known} or {tags['observation_tag']})")
         if role == "function_call":
             messages.append(tool_call_message(turn[content_key], i))
+            waiting = list(messages[-1]["tool_calls"])
+        elif role == "tool":
+            messages.append(tool_result_message(_turn_text(turn, content_key, i), waiting))
         else:
             messages.append({"role": role, "content": _turn_text(turn, content_key, i)})
     return messages

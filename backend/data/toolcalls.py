@@ -3,7 +3,7 @@
 They become the shape Hugging Face chat templates read (transformers' tool-use convention):
   a function_call turn  → {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
                            "function": {"name", "arguments"}}]}
-  an observation turn   → {"role": "tool", "content": the result}
+  an observation turn   → {"role": "tool", "content": the result, "tool_call_id", "name"}
   the tools column      → example["tools"], a list of {"type": "function", "function": schema}
 so the model's own template renders them the way it was taught to call tools. Whether a template
 can is checked where the tokenizer is known (templates.py), never guessed here.
@@ -51,10 +51,10 @@ def tool_call_message(value: Any, turn: int) -> dict[str, Any]:
         calls = [calls]
     if not isinstance(calls, list) or not calls:
         raise RowError(f"turn {turn}: a function call must be an object with 'name' and 'arguments'")
-    return {"role": "assistant", "content": "", "tool_calls": [_call(c, turn) for c in calls]}
+    return {"role": "assistant", "content": "", "tool_calls": [_call(c, turn, i) for i, c in enumerate(calls)]}
 
 
-def _call(call: Any, turn: int) -> dict[str, Any]:
+def _call(call: Any, turn: int, index: int) -> dict[str, Any]:
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         raise RowError(f"turn {turn}: a function call needs a 'name'")
     arguments = call.get("arguments", {})
@@ -64,7 +64,19 @@ def _call(call: Any, turn: int) -> dict[str, Any]:
             arguments = json.loads(arguments)
         except json.JSONDecodeError:
             pass
-    return {"type": "function", "function": {"name": call["name"], "arguments": arguments}}
+    # LLaMA-Factory's data has no call ids, but some templates (Mistral's) refuse calls without
+    # one of exactly 9 letters or digits; results then name the call they answer.
+    call_id = f"call{turn * 10 + index:05d}"
+    return {"id": call_id, "type": "function", "function": {"name": call["name"], "arguments": arguments}}
+
+
+def tool_result_message(content: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """An observation turn as a tool message, answering the oldest call still waiting (removed from calls)."""
+    message: dict[str, Any] = {"role": "tool", "content": content}
+    if calls:
+        call = calls.pop(0)
+        message.update(tool_call_id=call["id"], name=call["function"]["name"])
+    return message
 
 
 def uses_tools(example: dict[str, Any]) -> bool:
