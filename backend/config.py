@@ -50,6 +50,12 @@ class TrainConfig:
         "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",
         group="dataset",
     )
+    dataset_dir: str = option(
+        "",
+        "A folder with a dataset_info.json (such as LLaMA-Factory's data/): each of its entries becomes a named "
+        "dataset. Empty: only the workspace's named datasets.",
+        group="dataset",
+    )
     task: str = option(
         "sft",
         "sft: fine-tune on conversations (answers only); pt: continue pretraining on plain text; "
@@ -78,6 +84,14 @@ class TrainConfig:
     dedup: bool = option(False, "Drop exact duplicate rows before splitting.", group="cleaning")
     drop_leaked: bool = option(
         False, "Drop validation rows that also occur (near-identically) in training.", group="cleaning"
+    )
+    identity_name: str = option(
+        "",
+        "Replaces every {{name}} in the data, as in LLaMA-Factory's identity.json: the name the model learns to give.",
+        group="identity",
+    )
+    identity_author: str = option(
+        "", "Replaces every {{author}} in the data: who the model says built it.", group="identity"
     )
     output_dir: str = option("", "Run directory. Empty: a new folder under the workspace's runs/.", group="advanced")
     template: str = option(
@@ -267,8 +281,3 @@ def default_for(f: dataclasses.Field, task: str):
 def fields() -> list[dataclasses.Field]:
     """The option fields in definition order, for building forms."""
     return list(dataclasses.fields(TrainConfig))
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A saved config file as validated options, for filling the form ("Load config")."""
-    return TrainConfig.from_yaml(path).to_dict()

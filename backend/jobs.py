@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from backend.config import TrainConfig
-from backend.data.registry import resolve
+from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EVENTS_FILE, EventLog, EventsCache, end_event, timeline
 from backend.paths import PROJECT_ROOT
@@ -62,7 +62,7 @@ class JobManager:
     def prepare(self, options: dict[str, Any]) -> tuple[str, TrainConfig]:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
-        resolve(config.dataset, self.workspace)  # a mistyped dataset fails here, not minutes later in the job
+        resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
         run_dir = self.runs_dir / new_run_id()
         if config.output_dir:
             # The UI only knows runs in its workspace, so output_dir names one of them.

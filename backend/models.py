@@ -8,6 +8,7 @@ plain safetensors folder in the model cache; later loads take ~2 s.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -122,3 +123,42 @@ def _hub_friendly(loader, name_or_path: str, **kwargs):
 
 def is_adapter_dir(path: Path) -> bool:
     return (path / "adapter_config.json").exists()
+
+
+def offline_model_spec(name: str) -> str:
+    """A model named elsewhere (a LLaMA-Factory YAML, an adapter's base model) as our spec.
+
+    The embedded model under any of its names (its hub id, or a folder named after it such as
+    our own model cache) is 'default', which loads offline. Note that the embedded copy is
+    de-quantised from a Q4_1 GGUF, so its weights are close to, not bit-identical with, the hub's.
+    """
+    if name.rstrip("/").rsplit("/", 1)[-1].lower() == DEFAULT_MODEL_NAME.lower():
+        return "default"
+    return name
+
+
+def adapter_base_model(folder: str | Path) -> str:
+    """The model a PEFT adapter folder (ours or LLaMA-Factory's) was trained on, as a spec resolve_model accepts.
+
+    Reads adapter_config.json's base_model_name_or_path: the embedded model by any of its names
+    becomes 'default'; a folder that exists here stays a folder; a hub id stays a hub id (it loads
+    when online). A folder from another machine is refused with what to do.
+    """
+    config_path = Path(folder) / "adapter_config.json"
+    try:
+        base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except FileNotFoundError:
+        raise TuneForgeError(f"{folder} is not a PEFT adapter folder (it has no adapter_config.json)") from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise TuneForgeError(f"{config_path}: cannot read it ({exc})") from None
+    if not isinstance(base, str) or not base.strip():
+        raise TuneForgeError(f"{config_path} names no base_model_name_or_path")
+    spec = offline_model_spec(base.strip())
+    if spec == "default" or Path(spec).expanduser().is_dir():
+        return spec
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return spec
+    raise TuneForgeError(
+        f"the adapter in {folder} was trained on {base}, which is not on this machine; "
+        "copy that model here and set base_model_name_or_path in adapter_config.json to its folder"
+    )

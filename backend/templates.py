@@ -2,11 +2,15 @@
 
 The model's own chat template is used. A model without one gets a documented fallback
 (`TrainConfig.template`, ChatML by default), so chat at inference time looks exactly like
-the text it was trained on.
+the text it was trained on. Tool-call conversations need a template that renders tools, calls
+and results; one that would drop or garble them is refused with the reason, never trained on.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from backend.data.toolcalls import uses_tools
 from backend.errors import TuneForgeError
 
 IGNORE_INDEX = -100  # what transformers' loss skips
@@ -45,23 +49,68 @@ def ensure_chat_template(tokenizer, fallback: str = "chatml") -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+# A tiny tool-use conversation: a template that knows tools shows all three markers when rendering it.
+PROBE_SCHEMA = {
+    "type": "object",
+    "properties": {"x": {"type": "integer", "description": "a number"}},
+    "required": ["x"],
+}
+PROBE_TOOLS = [
+    {"type": "function", "function": {"name": "tf_probe_tool", "description": "probe", "parameters": PROBE_SCHEMA}}
+]
+PROBE_CALL = {"id": "call00010", "type": "function", "function": {"name": "tf_probe_call", "arguments": {"x": 1}}}
+PROBE_MESSAGES = [
+    {"role": "user", "content": "probe"},
+    {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]},
+    {"role": "tool", "content": "tf_probe_result", "tool_call_id": "call00010", "name": "tf_probe_call"},
+    {"role": "assistant", "content": "done"},
+]
+PROBE_MARKERS = {"the tools list": "tf_probe_tool", "tool calls": "tf_probe_call", "tool results": "tf_probe_result"}
 
 
-def answer_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of each assistant answer.
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def tool_template_problem(tokenizer) -> str | None:
+    """What this tokenizer's chat template does wrong with tool use, or None when it renders all of it."""
+    try:
+        text = render(tokenizer, PROBE_MESSAGES, tools=PROBE_TOOLS)
+    except Exception as exc:  # noqa: BLE001 - templates raise their own errors (raise_exception, jinja)
+        return f"fails on tool turns ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    dropped = [what for what, marker in PROBE_MARKERS.items() if marker not in text]
+    if not dropped:
+        return None
+    listed = dropped[0] if len(dropped) == 1 else ", ".join(dropped[:-1]) + " and " + dropped[-1]
+    return f"has no tool calling: it drops {listed}"
+
+
+def check_tool_template(tokenizer) -> None:
+    problem = tool_template_problem(tokenizer)
+    if problem:
+        model = Path(getattr(tokenizer, "name_or_path", "") or "this model").name
+        raise TuneForgeError(
+            f"this dataset has tool calls (function_call/observation turns or a tools column), but {model}'s "
+            f"chat template {problem}; pick a model whose chat template supports tools (for example "
+            "Qwen2.5-Instruct), or remove the tool turns from the data"
+        )
+
+
+def answer_spans(tokenizer, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of each assistant answer (tool calls included).
 
     A span runs from the end of the rendered prompt (generation prompt included) to the end
     of that turn, so the end-of-turn marker is trained too and the model learns to stop.
     """
-    text = render(tokenizer, messages)
+    text = render(tokenizer, messages, tools=tools)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[: i + 1])
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+        upto = render(tokenizer, messages[: i + 1], tools=tools)
         if not (text.startswith(prompt) and text.startswith(upto) and upto.startswith(prompt)):
             raise TuneForgeError(
                 "this model's chat template renders earlier turns differently in later ones, "
@@ -71,9 +120,11 @@ def answer_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[t
     return text, spans
 
 
-def encode_conversation(tokenizer, messages: list[dict[str, str]], cutoff_len: int) -> dict[str, list[int]]:
+def encode_conversation(
+    tokenizer, messages: list[dict], cutoff_len: int, tools: list | None = None
+) -> dict[str, list[int]]:
     """Token ids and labels where every token outside an assistant answer is IGNORE_INDEX."""
-    text, spans = answer_spans(tokenizer, messages)
+    text, spans = answer_spans(tokenizer, messages, tools)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, _end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
@@ -94,5 +145,7 @@ def encode_text(tokenizer, text: str, cutoff_len: int) -> dict[str, list[int]]:
 
 def encode_example(tokenizer, example: dict, cutoff_len: int) -> dict[str, list[int]]:
     if "messages" in example:
-        return encode_conversation(tokenizer, example["messages"], cutoff_len)
+        if uses_tools(example):
+            check_tool_template(tokenizer)
+        return encode_conversation(tokenizer, example["messages"], cutoff_len, example.get("tools"))
     return encode_text(tokenizer, example["text"], cutoff_len)

@@ -10,6 +10,8 @@ Supports: sft on chat data with prompt tokens masked, LoRA or full fine-tuning, 
 loss, periodic checkpoints, resume from the last whole checkpoint (resume_from_checkpoint),
 and abort by SIGTERM (the run is marked aborted at once).
 Refuses: unknown options and out-of-range values, before any model is loaded.
+A LLaMA-Factory training YAML is accepted too: it is translated (backend.llamafactory), and the
+translation is printed first, so nothing it asks for is dropped unseen.
 
 Exit codes: 0 completed, 2 user error (one line on stderr), 1 crash (traceback in train.log),
 143 aborted.
@@ -32,6 +34,7 @@ from pathlib import Path
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
+from backend.llamafactory import load_train_config
 from backend.paths import default_workspace
 from backend.resume import checkpoint_step
 
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     resume_from, notes = None, []
     try:
-        config = TrainConfig.from_yaml(args.config)
+        config, loaded, where = load_train_config(args.config)
         if config.resume_from_checkpoint:
             resume_from, notes = resume_point(config)  # before config.yaml is overwritten: it is checked against
         run_dir = prepare_run_dir(config)
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         _record_refusal(args.config, exc)
         return 2
     _capture_output(run_dir)
+    if loaded.from_llamafactory:
+        print(loaded.report(where), flush=True)
     # Library deprecation chatter would bury the lines a person reads in the log tail.
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU-kernel notices, irrelevant here

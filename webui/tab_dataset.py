@@ -2,6 +2,8 @@
 
 Everything shown here (format, bad rows, duplicates, leakage, rendered rows, token lengths,
 cost) comes from the same pipeline the training job runs, before any model is loaded.
+A `dataset_dir` (such as LLaMA-Factory's data/ folder) adds its dataset_info.json entries to the
+list, and {{name}}/{{author}} placeholders (identity.json) can be filled in here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import pandas as pd
 
 from backend.calibrate import cached_speed, measure_speed
 from backend.config import TrainConfig, default_for, fields
-from backend.data import DataOptions, dataset_choices, register_dataset
+from backend.data import DataOptions, labelled_choices, register_dataset
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.data.report import inspect_dataset
 from backend.data.tokens import render_segments, token_stats, tokens_to_train
@@ -26,6 +28,7 @@ RENDERED_ROWS = 3
 # Options whose change alters what the dataset checks show.
 DATA_TRIGGERS = ("dataset", "task", "dataset_format", "eval_dataset", "skip_bad_rows", *COLUMN_OPTIONS)
 DATA_TRIGGERS += ("scrub_pii", "dedup", "drop_leaked", "val_size", "max_samples", "cutoff_len", "seed")
+DATA_TRIGGERS += ("dataset_dir", "identity_name", "identity_author")
 
 
 def config_from(values) -> TrainConfig:
@@ -72,9 +75,10 @@ class DatasetTab:
         )
         with gr.Row():
             self.named = gr.Dropdown(
-                choices=dataset_choices(ctx.jobs.workspace),
+                choices=labelled_choices(ctx.jobs.workspace),
                 value="demo_identity",
                 label="Bundled or named dataset",
+                info="Set dataset_dir below to list the entries of a LLaMA-Factory data folder too.",
                 elem_id="demo-dataset",
                 scale=1,
             )
@@ -89,6 +93,15 @@ class DatasetTab:
         with gr.Accordion("Cleaning", open=False):
             with gr.Row():
                 options.update(controls("cleaning"))
+        with gr.Accordion(
+            "Identity placeholders: give the model a new name", open=False, elem_id="identity-accordion"
+        ) as self.identity:
+            gr.Markdown(
+                "Data such as LLaMA-Factory's `identity.json` says `{{name}}` and `{{author}}` where the model's "
+                "name and maker go. Fill them in to teach the model who it is."
+            )
+            with gr.Row():
+                options.update(controls("identity"))
         with gr.Row():
             self.check = gr.Button("Check dataset", size="sm")
             self.register_name = gr.Textbox(placeholder="name", show_label=False, scale=2, elem_id="register-name")
@@ -114,8 +127,9 @@ class DatasetTab:
         inputs = [all_options[f.name] for f in fields()]
         dataset = all_options["dataset"]
         columns = [all_options[name] for name in COLUMN_OPTIONS]
-        checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, *columns]
+        checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, self.identity, *columns]
         self.named.input(lambda name: name or gr.update(), self.named, dataset)
+        all_options["dataset_dir"].change(self.on_dataset_dir, all_options["dataset_dir"], self.named)
         self.upload.upload(self.on_upload, self.upload, [dataset, self.upload, self.named])
         triggers = [all_options[name].change for name in DATA_TRIGGERS] + [self.check.click]
         gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal")
@@ -146,33 +160,43 @@ class DatasetTab:
         report = inspect_dataset(DataOptions.from_config(config, self.ctx.jobs.workspace), progress)
         return config, report
 
+    def on_dataset_dir(self, dataset_dir):
+        """List the folder's entries beside the demos and the workspace's names (a bad folder: the check says why)."""
+        try:
+            return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
+        except TuneForgeError:
+            return gr.update()
+
     def on_check(self, *values, progress=gr.Progress()):
         no_columns = [gr.update()] * len(COLUMN_OPTIONS)
         try:
             config, report = self._inspect(values, lambda rows: progress(None, desc=f"read {rows:,} rows"))
         except TuneForgeError as exc:
-            return f"**Cannot use this dataset.** {exc}", pd.DataFrame(), None, None, "", *no_columns
+            return f"**Cannot use this dataset.** {exc}", pd.DataFrame(), None, None, "", gr.update(), *no_columns
         summary = "  \n".join(report.summary_lines())
         column_updates = [gr.update(choices=["", *report.columns]) for _ in COLUMN_OPTIONS]
+        # Opened for data with placeholders, so the fields that fill them are in view; never closed on the person.
+        identity = gr.update(open=True) if report.placeholders else gr.update()
         if report.format == "classification":
             segments = self._rendered(report, config)
-            return summary, pd.DataFrame(report.preview), segments, None, "", *column_updates
+            return summary, pd.DataFrame(report.preview), segments, None, "", identity, *column_updates
         try:
             stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
             segments = self._rendered(report, config)
         except TuneForgeError as exc:
             return (
-                summary + f"  \n**Token statistics unavailable:** {exc}",
+                summary + f"  \n**Cannot train on this data with this model:** {exc}",
                 pd.DataFrame(report.preview),
                 None,
                 None,
                 "",
+                identity,
                 *column_updates,
             )
         note = f" (sample of {stats.sampled:,} rows)" if stats.sampled < report.usable_rows else ""
         histogram = length_histogram(stats.lengths, config.cutoff_len, stats.truncated_share, note)
         cost = cost_text(config, report, stats, cached_speed(config))
-        return summary, pd.DataFrame(report.preview), segments, histogram, cost, *column_updates
+        return summary, pd.DataFrame(report.preview), segments, histogram, cost, identity, *column_updates
 
     @staticmethod
     def _rendered(report, config) -> list[tuple[str, str | None]]:
@@ -198,18 +222,21 @@ class DatasetTab:
         try:
             config, report = self._inspect(values)
             source = report_source(config, self.ctx)
-            mapping = DataOptions.from_config(config).mapping
-            register_dataset(self.ctx.jobs.workspace, name, source, config.dataset_format, mapping)
+            formatting = config.dataset_format if config.dataset_format != "auto" else source.formatting
+            columns = {**source.columns, **DataOptions.from_config(config).mapping}
+            register_dataset(self.ctx.jobs.workspace, name, source.path, formatting, columns, source.tags)
         except TuneForgeError as exc:
             return f"**Cannot save:** {exc}", gr.update()
-        choices = dataset_choices(self.ctx.jobs.workspace)
+        choices = labelled_choices(self.ctx.jobs.workspace, config.dataset_dir)
         return f"Saved as **{name}**; pick it from the list any time.", gr.update(choices=choices, value=name)
 
 
 def report_source(config: TrainConfig, ctx: AppContext):
-    from backend.data.registry import resolve
+    from backend.data.registry import resolve_all
 
-    source = resolve(config.dataset, ctx.jobs.workspace)
-    if source.path is None:
+    sources = resolve_all(config.dataset, ctx.jobs.workspace, config.dataset_dir)
+    if len(sources) > 1:
+        raise TuneForgeError("save one dataset at a time, not a mix")
+    if sources[0].path is None:
         raise TuneForgeError("only local files can be saved as named datasets")
-    return source.path
+    return sources[0]

@@ -9,8 +9,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from backend.config import fields, load_config_file
+from backend.config import fields
 from backend.errors import TuneForgeError
+from backend.llamafactory import load_config_file
 from webui.charts import loss_figure, loss_points
 from webui.context import AppContext
 from webui.forms import controls, form_updates, options_from

@@ -2,8 +2,9 @@
 
 The pipeline, shared by inspection and training so both see exactly the same data:
   resolve → read records (streamed) → map columns → detect format → convert each row
-  → skip or refuse bad rows → scrub PII → deduplicate → cap at max_samples
-  → split off validation (val_size or eval_dataset) → report/drop leakage.
+  → skip or refuse bad rows → fill {{name}}/{{author}} → scrub PII → deduplicate
+  → cap at max_samples → split off validation (val_size or eval_dataset) → report/drop leakage.
+A spec may list several datasets ("identity,alpaca_en_demo"); they are read one after another.
 """
 
 from __future__ import annotations
@@ -27,8 +28,18 @@ from backend.data.formats import (
     required_columns,
     to_example,
 )
-from backend.data.readers import SUPPORTED_SUFFIXES, BadRow, iter_records
-from backend.data.registry import DatasetSource, dataset_choices, demo_datasets, hub_records, register_dataset, resolve
+from backend.data.placeholders import fill_placeholders, unfilled_note
+from backend.data.readers import SUPPORTED_SUFFIXES, BadRow, iter_folder_records, iter_records
+from backend.data.registry import (
+    DatasetSource,
+    dataset_choices,
+    demo_datasets,
+    hub_records,
+    labelled_choices,
+    register_dataset,
+    resolve,
+    split_specs,
+)
 from backend.errors import TuneForgeError
 
 __all__ = [
@@ -38,7 +49,9 @@ __all__ = [
     "Splits",
     "dataset_choices",
     "demo_datasets",
+    "labelled_choices",
     "load_splits",
+    "open_dataset",
     "register_dataset",
     "split_indices",
 ]
@@ -70,6 +83,8 @@ class DataOptions:
     seed: int = 42
     max_samples: int = 0
     workspace: Path | None = None
+    dataset_dir: str = ""
+    placeholders: dict[str, str] = field(default_factory=dict)  # {{name}}/{{author}} → value
 
     @classmethod
     def from_config(cls, config, workspace: Path | None = None) -> DataOptions:
@@ -88,29 +103,37 @@ class DataOptions:
             seed=config.seed,
             max_samples=config.max_samples,
             workspace=workspace,
+            dataset_dir=config.dataset_dir,
+            placeholders={"name": config.identity_name, "author": config.identity_author},
         )
 
 
 class ExampleReader:
-    """Iterate one dataset's examples; afterwards it reports format, columns, skips and PII counts."""
+    """Iterate one dataset's examples; afterwards it reports format, columns, skips, PII and placeholders."""
 
     def __init__(self, spec: str, options: DataOptions):
-        self.source: DatasetSource = resolve(spec, options.workspace)
+        self.source: DatasetSource = resolve(spec, options.workspace, options.dataset_dir)
         self.options = options
         self.name = self.source.name if self.source.hub else Path(self.source.path).name
-        self.mapping = {**self.source.columns, **options.mapping}
+        self.mapping = {**registry_mapping(self.source.columns, options.task), **options.mapping}
         requested = options.dataset_format if options.dataset_format != "auto" else self.source.formatting
         self.format = requested if requested in FORMATS else None
         self.columns: list[str] = []
         self.rows_read = 0
         self.skipped: list[BadRow] = []
         self.pii: Counter = Counter()
+        self.placeholders: Counter = Counter()  # {{name}}/{{author}} seen
         self.first_records: list[dict[str, Any]] = []
+
+    @property
+    def parts(self) -> list[ExampleReader]:
+        return [self]
 
     def _records(self) -> Iterator[tuple[str, dict | BadRow]]:
         if self.source.hub:
-            return hub_records(self.source.hub)
-        return iter_records(Path(self.source.path))
+            return hub_records(self.source)
+        path = Path(self.source.path)
+        return iter_folder_records(path) if path.is_dir() else iter_records(path)
 
     def __iter__(self) -> Iterator[Example]:
         for where, record in self._records():
@@ -121,11 +144,11 @@ class ExampleReader:
                 if len(self.first_records) < 20:
                     self.first_records.append(record)
                 try:
-                    example = to_example(self.format, apply_mapping(record, self.mapping))
+                    example = to_example(self.format, apply_mapping(record, self.mapping), self.source.tags)
                 except RowError as exc:
                     record = BadRow(where, str(exc))
                 else:
-                    yield scrub_example(example, self.pii) if self.options.scrub_pii else example
+                    yield self._clean(example)
                     continue
             self._bad(record)
         if self.rows_read == 0:
@@ -133,6 +156,10 @@ class ExampleReader:
         if self.rows_read == len(self.skipped):
             reasons = "; ".join(map(str, self.skipped[:REASONS_SHOWN]))
             raise TuneForgeError(f"{self.name}: no usable rows ({len(self.skipped)} bad: {reasons})")
+
+    def _clean(self, example: Example) -> Example:
+        example = fill_placeholders(example, self.options.placeholders, self.placeholders)
+        return scrub_example(example, self.pii) if self.options.scrub_pii else example
 
     def _start(self, record: dict[str, Any]) -> None:
         """Columns, mapping and format come from the first good record."""
@@ -160,6 +187,62 @@ class ExampleReader:
         self.skipped.append(bad)
 
 
+class DatasetMix:
+    """Several datasets read one after another, as LLaMA-Factory concatenates `dataset: a,b` by default."""
+
+    def __init__(self, specs: list[str], options: DataOptions):
+        self.parts = [ExampleReader(spec, options) for spec in specs]
+
+    def __iter__(self) -> Iterator[Example]:
+        for part in self.parts:
+            yield from part
+
+    @property
+    def name(self) -> str:
+        return " + ".join(p.name for p in self.parts)
+
+    @property
+    def format(self) -> str:
+        return " + ".join(dict.fromkeys(p.format for p in self.parts))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for p in self.parts for c in p.columns))
+
+    @property
+    def rows_read(self) -> int:
+        return sum(p.rows_read for p in self.parts)
+
+    @property
+    def skipped(self) -> list[BadRow]:
+        return [BadRow(f"{p.name}: {b.where}", b.reason) for p in self.parts for b in p.skipped]
+
+    @property
+    def pii(self) -> Counter:
+        return sum((p.pii for p in self.parts), Counter())
+
+    @property
+    def placeholders(self) -> Counter:
+        return sum((p.placeholders for p in self.parts), Counter())
+
+    @property
+    def first_records(self) -> list[dict[str, Any]]:
+        return self.parts[0].first_records
+
+
+def open_dataset(spec: str, options: DataOptions) -> ExampleReader | DatasetMix:
+    """A reader for one dataset, or for a comma-separated list of them."""
+    specs = split_specs(spec)
+    return ExampleReader(specs[0], options) if len(specs) == 1 else DatasetMix(specs, options)
+
+
+def registry_mapping(columns: dict[str, str], task: str) -> dict[str, str]:
+    """A registry entry's columns as our mapping. For pt, LLaMA-Factory reads the text from the prompt column."""
+    if task == "pt" and "prompt" in columns and "text" not in columns:
+        columns = {("text" if role == "prompt" else role): column for role, column in columns.items()}
+    return dict(columns)
+
+
 def split_indices(n: int, val_size: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, validation) indices: val_size < 1 is a share, >= 1 a row count."""
     order = list(range(n))
@@ -184,6 +267,9 @@ class Splits:
         """Lines for train.log and the UI: what was skipped, cleaned and dropped."""
         lines = []
         for reader in self.readers:
+            unfilled = unfilled_note(reader.name, reader.placeholders, reader.options.placeholders)
+            if unfilled:
+                lines.append(unfilled)
             if reader.skipped:
                 reasons = "; ".join(map(str, reader.skipped[:REASONS_SHOWN]))
                 lines.append(f"{reader.name}: skipped {len(reader.skipped)} bad rows ({reasons})")
@@ -200,22 +286,19 @@ class Splits:
 
 def load_splits(options: DataOptions) -> Splits:
     """Everything training needs, cleaned and split, with the same rules inspection uses."""
-    reader = ExampleReader(options.dataset, options)
+    reader = open_dataset(options.dataset, options)
     examples = list(reader)
-    readers = [reader]
+    readers = list(reader.parts)
     dropped = 0
     if options.dedup:
         examples, dropped = dedup(examples)
     if options.max_samples:
         examples = examples[: options.max_samples]
     if options.eval_dataset:
-        eval_reader = ExampleReader(options.eval_dataset, options)
+        # Every reader already checked its format against the task, so train and validation examples match.
+        eval_reader = open_dataset(options.eval_dataset, options)
         validation = list(eval_reader)
-        readers.append(eval_reader)
-        if eval_reader.format != reader.format:
-            raise TuneForgeError(
-                f"{eval_reader.name} is {eval_reader.format} but {reader.name} is {reader.format}; use one format"
-            )
+        readers += eval_reader.parts
         train = examples
     else:
         train_idx, val_idx = split_indices(len(examples), options.val_size, options.seed)

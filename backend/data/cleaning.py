@@ -35,7 +35,10 @@ def scrub_text(text: str, counts: Counter) -> str:
 
 def scrub_example(example: Example, counts: Counter) -> Example:
     if "messages" in example:
-        return {"messages": [{**m, "content": scrub_text(m["content"], counts)} for m in example["messages"]]}
+        return {
+            **example,
+            "messages": [{**m, "content": scrub_text(m["content"], counts)} for m in example["messages"]],
+        }
     return {**example, "text": scrub_text(example["text"], counts)}
 
 

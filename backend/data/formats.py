@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.data.entries import TAG_DEFAULTS
+from backend.data.readers import RowError
+from backend.data.toolcalls import call_text, parse_tools, tool_call_message, tool_result_message
 from backend.errors import TuneForgeError
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "openai", "prompt_completion")
@@ -27,17 +30,15 @@ MAPPING_TARGETS = {
     "system": "system",
     "history": "history",
     "messages": "conversations",
+    "tools": "tools",
     "text": "text",
     "label": "label",
 }
+# Accepted beside the registry's tags, as before tags existed: many sharegpt files say user/assistant.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 OPENAI_ROLES = ("user", "assistant", "system")
 
 Example = dict[str, Any]
-
-
-class RowError(ValueError):
-    """One record's problem; the caller adds where it is and decides to skip or refuse."""
 
 
 def apply_mapping(record: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
@@ -90,8 +91,8 @@ def required_columns(fmt: str) -> tuple[str, ...]:
     }[fmt]
 
 
-def to_example(fmt: str, row: dict[str, Any]) -> Example:
-    """One record as an example; raises RowError with a short reason."""
+def to_example(fmt: str, row: dict[str, Any], tags: dict[str, str] | None = None) -> Example:
+    """One record as an example; raises RowError with a short reason. tags: sharegpt keys (see entries.py)."""
     if fmt == "text":
         text = _text(row, "text")
         if not text.strip():
@@ -104,14 +105,17 @@ def to_example(fmt: str, row: dict[str, Any]) -> Example:
         if label is None or isinstance(label, (list, dict)) or str(label).strip() == "":
             raise RowError("missing label")
         return {"text": text, "label": str(label).strip()}
-    messages = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "prompt_completion": _prompt_completion}[
-        fmt
-    ](row)
-    if not any(m["role"] == "assistant" for m in messages):
+    if fmt == "sharegpt":
+        messages = _sharegpt(row, {**TAG_DEFAULTS, **(tags or {})})
+    else:
+        messages = {"alpaca": _alpaca, "openai": _openai, "prompt_completion": _prompt_completion}[fmt](row)
+    answers = [m for m in messages if m["role"] == "assistant"]
+    if not answers:
         raise RowError("no assistant answer to train on")
-    if any(m["role"] == "assistant" and not m["content"].strip() for m in messages):
+    if any(not m["content"].strip() and not m.get("tool_calls") for m in answers):
         raise RowError("empty answer")
-    return {"messages": messages}
+    tools = parse_tools(row.get("tools"))
+    return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
 def _text(row: dict[str, Any], key: str, required: bool = True) -> str:
@@ -147,7 +151,7 @@ def _alpaca(row: dict[str, Any]) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row, "output")}]
 
 
-def _sharegpt(row: dict[str, Any]) -> list[dict[str, str]]:
+def _sharegpt(row: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]:
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise RowError("'conversations' must be a non-empty list")
@@ -155,13 +159,30 @@ def _sharegpt(row: dict[str, Any]) -> list[dict[str, str]]:
     system = _text(row, "system", required=False)
     if system:
         messages.append({"role": "system", "content": system})
+    roles = {
+        **SHAREGPT_ROLES,
+        tags["user_tag"]: "user",
+        tags["assistant_tag"]: "assistant",
+        tags["system_tag"]: "system",
+        tags["observation_tag"]: "tool",
+        tags["function_tag"]: "function_call",
+    }
+    role_key, content_key = tags["role_tag"], tags["content_tag"]
+    waiting: list[dict[str, Any]] = []  # calls not yet answered by an observation turn
     for i, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise RowError(f"turn {i} needs 'from' and 'value'")
-        role = SHAREGPT_ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
+        if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
+            raise RowError(f"turn {i} needs '{role_key}' and '{content_key}'")
+        role = roles.get(turn[role_key]) if isinstance(turn[role_key], str) else None
         if role is None:
-            raise RowError(f"turn {i}: unknown role {turn['from']!r} (use human, gpt or system)")
-        messages.append({"role": role, "content": _turn_text(turn, "value", i)})
+            known = ", ".join(tags[t] for t in ("user_tag", "assistant_tag", "system_tag", "function_tag"))
+            raise RowError(f"turn {i}: unknown role {turn[role_key]!r} (use {known} or {tags['observation_tag']})")
+        if role == "function_call":
+            messages.append(tool_call_message(turn[content_key], i))
+            waiting = list(messages[-1]["tool_calls"])
+        elif role == "tool":
+            messages.append(tool_result_message(_turn_text(turn, content_key, i), waiting))
+        else:
+            messages.append({"role": role, "content": _turn_text(turn, content_key, i)})
     return messages
 
 
@@ -199,5 +220,8 @@ def _prompt_completion(row: dict[str, Any]) -> list[dict[str, str]]:
 def example_text(example: Example) -> str:
     """All of an example's text in one string, for duplicate and leakage checks."""
     if "messages" in example:
-        return "\n".join(f"{m['role']}: {m['content']}" for m in example["messages"])
+        return "\n".join(
+            f"{m['role']}: {m['content']}" + (f" {call_text(m)}" if m.get("tool_calls") else "")
+            for m in example["messages"]
+        )
     return example["text"] + (f"\nlabel: {example['label']}" if "label" in example else "")

@@ -33,6 +33,10 @@ class BadRow:
         return f"{self.where}: {self.reason}"
 
 
+class RowError(ValueError):
+    """One record's problem, found while converting it; the caller adds where it is and decides to skip or refuse."""
+
+
 Record = dict[str, Any]
 
 
@@ -66,6 +70,17 @@ def iter_records(path: Path) -> Iterator[tuple[str, Record | BadRow]]:
         yield from _paragraphs(text_stream)
     else:
         yield from _json(text_stream.read(), path.name)
+
+
+def iter_folder_records(folder: Path) -> Iterator[tuple[str, Record | BadRow]]:
+    """Every dataset file in a folder, in name order, as one dataset (LLaMA-Factory's folder file_name)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    if not files:
+        raise TuneForgeError(f"{folder}: the folder holds no dataset files ({', '.join(SUPPORTED_SUFFIXES)})")
+    for path in files:
+        for where, record in iter_records(path):
+            located = f"{path.name}: {where}"
+            yield located, BadRow(located, record.reason) if isinstance(record, BadRow) else record
 
 
 def _open_text(path: Path) -> _LocatedDecoder:

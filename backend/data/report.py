@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.data import DataOptions, ExampleReader, split_indices
+from backend.data import DataOptions, open_dataset, split_indices
 from backend.data.cleaning import count_duplicates, exact_key, normalized_key, preview_text
 from backend.data.formats import Example
+from backend.data.placeholders import unfilled_note
 
 SAMPLE_SIZE = 2000
 PREVIEW_ROWS = 5
@@ -39,10 +40,15 @@ class DatasetReport:
     leaked_examples: list[str]
     sample: list[Example] = field(repr=False)
     first_examples: list[Example] = field(repr=False)
+    placeholders: dict[str, int] = field(default_factory=dict)  # {{name}}/{{author}} seen in the data
+    placeholder_values: dict[str, str] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         lines = [f"Format: {self.format} · Rows: {self.usable_rows} usable of {self.rows_read} read"]
         lines.append(f"Columns: {', '.join(self.columns)}")
+        unfilled = unfilled_note(self.name, self.placeholders, self.placeholder_values)
+        if unfilled:
+            lines.append(unfilled)
         if self.skipped_count:
             lines.append(f"Skipped {self.skipped_count} bad rows, e.g. " + "; ".join(self.skipped))
         lines.append(f"Exact duplicates: {self.duplicates}")
@@ -60,7 +66,7 @@ class DatasetReport:
 
 
 def inspect_dataset(options: DataOptions, progress: Callable[[int], None] | None = None) -> DatasetReport:
-    reader = ExampleReader(options.dataset, options)
+    reader = open_dataset(options.dataset, options)
     exact: list[str] = []
     normalized: list[str] = []
     seen: set[str] = set()
@@ -106,6 +112,8 @@ def inspect_dataset(options: DataOptions, progress: Callable[[int], None] | None
         leaked_examples=leaked_texts,
         sample=sample,
         first_examples=first,
+        placeholders=dict(reader.placeholders),
+        placeholder_values=dict(options.placeholders),
     )
 
 
@@ -122,7 +130,7 @@ def _kept_indices(exact: list[str], options: DataOptions) -> list[int]:
 
 def _split_keys(kept: list[int], normalized: list[str], options: DataOptions):
     if options.eval_dataset:
-        eval_reader = ExampleReader(options.eval_dataset, options)
+        eval_reader = open_dataset(options.eval_dataset, options)
         val_texts: dict[str, str] = {}
         val_keys = []
         for example in eval_reader:

@@ -1,0 +1,293 @@
+"""LLaMA-Factory training YAMLs, read as TuneForge configs.
+
+`python -m backend.train --config lf.yaml` and the UI's "Load config" both come through
+`load_config`: a YAML of our own options passes straight to TrainConfig, and one written for
+`llamafactory-cli train` is translated key by key first. Every LLaMA-Factory key is one of:
+  - translated to our option (model_name_or_path → model, finetuning_type → method, stage → task, ...);
+  - accepted without effect, because TuneForge already does what it asks (plot_loss, bf16, ...),
+    with the reason printed;
+  - refused, naming the key, because honouring it is not possible here (use_dora, stage: dpo, ...).
+Nothing is dropped without a word. Options the YAML leaves out take LLaMA-Factory's defaults where
+they change what is trained (learning rate, batch size, scheduler, cutoff_len, val_size), so the
+same file trains the same way in both tools.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backend.config import TrainConfig
+from backend.data.entries import PREFERENCE_REFUSAL
+from backend.data.registry import REGISTRY_FILE
+from backend.errors import TuneForgeError
+from backend.models import offline_model_spec
+
+OUR_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+# Read the same way by both tools (transformers' TrainingArguments or LLaMA-Factory's own arguments).
+SAME_KEYS = (
+    "dataset", "eval_dataset", "cutoff_len", "val_size", "learning_rate", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio",
+    "weight_decay", "max_grad_norm", "seed", "logging_steps", "eval_steps", "save_steps", "output_dir",
+    "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "max_samples", "save_total_limit",
+    "resume_from_checkpoint", "report_to",
+)  # fmt: skip
+RENAMED = {"model_name_or_path": "model", "finetuning_type": "method", "stage": "task"}
+TEMPLATES = {"chatml": "chatml", "qwen": "chatml", "llama2": "llama2", "alpaca": "alpaca"}
+# Defaults of LLaMA-Factory (and the TrainingArguments under it) that differ from ours.
+LF_DEFAULTS = {
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 8,
+    "lr_scheduler_type": "linear",
+    "cutoff_len": 2048,
+    "val_size": 0.0,
+}
+NEEDS_PREFERENCE_TASK = ("rm", "ppo", "dpo", "kto")
+
+
+def _any(value) -> bool:
+    return True
+
+
+def _is(*allowed):
+    return lambda value: value in allowed
+
+
+def _none(value) -> bool:
+    return value in (None, False, "none", "None", "null", [], ["none"])
+
+
+# key: (values that change nothing here, why nothing changes).
+NO_EFFECT = {
+    "do_train": (_is(True), "TuneForge's CLI always trains"),
+    "do_eval": (_any, "validation loss is computed whenever val_size or eval_dataset gives validation rows"),
+    "do_predict": (_is(False), "predictions are made in the Evaluate tab"),
+    "overwrite_cache": (_any, "datasets are read fresh for every run; there is no cache"),
+    "preprocessing_num_workers": (_any, "data is prepared in one process"),
+    "preprocessing_batch_size": (_any, "data is prepared in one process"),
+    "dataloader_num_workers": (_any, "data is loaded in the training process"),
+    "plot_loss": (_any, "the loss is always charted from events.jsonl"),
+    "overwrite_output_dir": (_any, "a run writes into output_dir either way"),
+    "save_only_model": (_any, "checkpoints are the Trainer's own"),
+    "bf16": (_any, "precision is chosen for the machine: bf16 on GPUs that support it, fp32 elsewhere"),
+    "fp16": (_any, "precision is chosen for the machine: bf16 on GPUs that support it, fp32 elsewhere"),
+    "pure_bf16": (_is(False), "precision is chosen for the machine"),
+    "ddp_timeout": (_any, "TuneForge trains in one process"),
+    "trust_remote_code": (_any, "models load without running code from their repository"),
+    "flash_attn": (_any, "transformers picks the attention kernel"),
+    "per_device_eval_batch_size": (_any, "validation uses per_device_train_batch_size"),
+    "eval_strategy": (_is("steps", "no"), "validation runs every eval_steps when there are validation rows"),
+    "save_strategy": (_is("steps"), "checkpoints follow save_steps"),
+    "logging_dir": (_any, "logs go to the run folder"),
+    "run_name": (_any, "the run is named by its folder"),
+    "mix_strategy": (_is("concat"), "several datasets are read one after another"),
+    "packing": (
+        _any,
+        "batches are always padding-free: a batch's examples share one row, never attending to each other",
+    ),
+    "train_on_prompt": (_is(False), "prompts are always masked from the loss"),
+    "mask_history": (_is(False), "every answer of a conversation is trained"),
+    "use_fast_tokenizer": (_is(True), "the fast tokenizer is always used"),
+    "quantization_bit": (_none, "quantized (QLoRA) training is not available yet; the model trains unquantized"),
+    "warmup_steps": (_is(0, None), "use warmup_ratio instead"),
+    "optim": (_is("adamw_torch"), "TuneForge trains with AdamW (adamw_torch)"),
+}
+NO_EFFECT_REFUSAL = {  # what to say when a NO_EFFECT key holds a value we cannot honour
+    "do_train": "this YAML does not train; remove it or set do_train: true",
+    "quantization_bit": "quantized (QLoRA) training is not available yet; set it to null to train unquantized",
+}
+LF_KEYS = set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | {"dataset_dir", "template", "adapter_name_or_path"}
+# Keys only a LLaMA-Factory YAML has: one of them marks the file as LLaMA-Factory's.
+MARKERS = LF_KEYS - OUR_KEYS
+
+
+@dataclass
+class LoadedConfig:
+    """Options keyed as TrainConfig fields, plus what the translation did, one line each."""
+
+    options: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    from_llamafactory: bool = False
+
+    def report(self, where: str) -> str:
+        """The translation as a person reads it in the terminal and train.log."""
+        lines = [f"{where}: LLaMA-Factory config, translated to TuneForge options:"]
+        lines += ["  " + line for line in yaml.safe_dump(self.options, sort_keys=False).splitlines()]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def is_llamafactory(raw: dict[str, Any]) -> bool:
+    return bool(MARKERS & set(raw))
+
+
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A YAML mapping, or one located line saying what is wrong with it."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise TuneForgeError(f"{where}: {line}invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise TuneForgeError(f"{where}: expected a mapping of option: value, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path_or_text: str | Path) -> tuple[LoadedConfig, str]:
+    """(options, where) from a YAML file, or from YAML text; a LLaMA-Factory YAML is translated."""
+    path = _as_path(path_or_text)
+    if path is None:
+        where, text, folders = "config", str(path_or_text), [Path.cwd()]
+    else:
+        where, folders = path.name, [Path.cwd(), path.resolve().parent]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TuneForgeError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TuneForgeError(f"cannot read config file {path}: {exc}") from None
+    raw = parse_yaml(text, where)
+    if not is_llamafactory(raw):
+        return LoadedConfig(options=raw), where
+    return translate(raw, where, folders), where
+
+
+def load_config_file(path_or_text: str | Path) -> dict[str, Any]:
+    """Every TrainConfig option, validated, from a YAML file or text (ours or LLaMA-Factory's): for "Load config"."""
+    loaded, _where = load_config(path_or_text)
+    return TrainConfig.from_dict(loaded.options).to_dict()
+
+
+def load_train_config(path: str | Path) -> tuple[TrainConfig, LoadedConfig, str]:
+    """The CLI's reading of --config: the validated config, and the translation to print when there was one."""
+    loaded, where = load_config(path)
+    return TrainConfig.from_dict(loaded.options), loaded, where
+
+
+def translate(raw: dict[str, Any], where: str, folders: list[Path]) -> LoadedConfig:
+    """Our options for a LLaMA-Factory YAML; every key it cannot honour is named in one refusal."""
+    options: dict[str, Any] = {}
+    notes: list[str] = []
+    problems: list[str] = []
+    ignored: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        target = RENAMED.get(key, key)
+        if key in OUR_KEYS and key not in LF_KEYS:
+            options[key] = value  # one of our own options, written into a LLaMA-Factory YAML
+        elif key in SAME_KEYS:
+            options[key] = ",".join(map(str, value)) if isinstance(value, list) else value  # lora_target: [q, v]
+        elif key in RENAMED:
+            try:
+                options[target] = _renamed(key, value, notes)
+            except TuneForgeError as exc:
+                problems.append(str(exc))
+        elif key == "dataset_dir":
+            try:
+                options["dataset_dir"] = _dataset_dir(value, folders, notes)
+            except TuneForgeError as exc:
+                problems.append(str(exc))
+        elif key == "template":
+            options["template"] = _template(value, notes)
+        elif key in NO_EFFECT:
+            harmless, why = NO_EFFECT[key]
+            if harmless(value):
+                ignored.setdefault(why, []).append(key)
+            else:
+                problems.append(f"{key}: {value!r}: {NO_EFFECT_REFUSAL.get(key, why)}")
+        elif key == "adapter_name_or_path" and _none(value):
+            ignored.setdefault("no adapter to start from", []).append(key)
+        else:
+            problems.append(_unsupported(key, value))
+        if key != target and target in raw:
+            problems.append(f"both {key} and {target} are set; keep one")
+    if problems:
+        raise TuneForgeError(f"{where}: cannot train this LLaMA-Factory config: " + "; ".join(problems))
+    _apply_defaults(options, raw, folders, notes)
+    notes += [f"{', '.join(keys)}: no effect here ({why})" for why, keys in ignored.items()]
+    return LoadedConfig(options=options, notes=notes, from_llamafactory=True)
+
+
+def _renamed(key: str, value: Any, notes: list[str]) -> Any:
+    if key == "model_name_or_path":
+        spec = offline_model_spec(str(value or ""))
+        if spec != value:
+            notes.append(f"model_name_or_path {value} is the embedded {spec!r} model (same weights, offline)")
+        return spec
+    if key == "finetuning_type":
+        if value not in ("lora", "full"):
+            raise TuneForgeError(f"finetuning_type: {value!r} is not supported (use lora or full)")
+        return value
+    if value in NEEDS_PREFERENCE_TASK:
+        raise TuneForgeError(f"stage: {value}: {PREFERENCE_REFUSAL}")
+    if value not in ("sft", "pt"):
+        raise TuneForgeError(f"stage: {value!r} is not supported (use sft or pt)")
+    return value
+
+
+def _dataset_dir(value: Any, folders: list[Path], notes: list[str]) -> str:
+    if value == "ONLINE":  # LLaMA-Factory's word for "dataset names are hub ids"
+        notes.append("dataset_dir ONLINE: dataset names are read as hub dataset ids")
+        return ""
+    for folder in folders:
+        candidate = (folder / str(value)).expanduser()
+        if (candidate / REGISTRY_FILE).is_file():
+            return str(candidate.resolve())
+    tried = " or ".join(str(f / str(value)) for f in folders)
+    raise TuneForgeError(f"dataset_dir: no {REGISTRY_FILE} in {tried}")
+
+
+def _template(value: Any, notes: list[str]) -> str:
+    if value in (None, ""):
+        return "chatml"  # LLaMA-Factory's own default: no template named
+    ours = TEMPLATES.get(str(value), "chatml")
+    if ours != value:
+        notes.append(
+            f"template {value}: chats are formatted by the model's own chat template; {ours} only if it has none"
+        )
+    return ours
+
+
+def _apply_defaults(options: dict[str, Any], raw: dict[str, Any], folders: list[Path], notes: list[str]) -> None:
+    """LLaMA-Factory's defaults for what the YAML leaves out, where ours differ."""
+    applied = {key: value for key, value in LF_DEFAULTS.items() if key not in options}
+    if "lora_alpha" not in options:
+        applied["lora_alpha"] = 2 * int(options.get("lora_rank", 8))  # LLaMA-Factory: lora_rank * 2
+    options.update(applied)
+    if applied:
+        notes.append("LLaMA-Factory defaults for keys left out: " + ", ".join(f"{k} {v}" for k, v in applied.items()))
+    if options.get("max_samples") is None:
+        options["max_samples"] = 0
+    if "dataset_dir" not in raw:
+        for folder in folders:
+            if (folder / "data" / REGISTRY_FILE).is_file():  # LLaMA-Factory's default dataset_dir is ./data
+                options["dataset_dir"] = str((folder / "data").resolve())
+                notes.append(f"dataset_dir: LLaMA-Factory's default data folder, {options['dataset_dir']}")
+                break
+    if "," in str(options.get("dataset", "")) and options.get("max_samples"):
+        notes.append("max_samples caps the mixed datasets together (LLaMA-Factory caps each one)")
+
+
+def _unsupported(key: str, value: Any) -> str:
+    if key == "adapter_name_or_path":
+        return f"adapter_name_or_path: {value!r}: training on top of an existing adapter is not supported yet"
+    hint = difflib.get_close_matches(key, sorted(LF_KEYS | OUR_KEYS), n=1)
+    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return f"'{key}' is not supported{suggestion}"
+
+
+def _as_path(path_or_text: str | Path) -> Path | None:
+    """A path when given one (or text that names a file); None for YAML text."""
+    if isinstance(path_or_text, Path):
+        return path_or_text
+    text = str(path_or_text)
+    if not text.strip() or "\n" in text or (":" in text and not Path(text).expanduser().exists()):
+        return None
+    return Path(text).expanduser()
