@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 EVENTS_FILE = "events.jsonl"
+METRICS_FILE = "metrics.json"  # the final metrics, written at the end of a completed run
 END_STATUSES = ("completed", "failed", "aborted", "interrupted")
 
 

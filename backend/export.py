@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import TuneForgeError
-from backend.events import loss_points, read_events, timeline
+from backend.events import METRICS_FILE, loss_points, read_events, timeline
 from backend.jobs import JobManager
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
-from backend.recipe import METRICS_FILE
 
 KINDS = ("merged", "adapter")
 SHARD_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB)$", re.IGNORECASE)

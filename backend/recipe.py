@@ -29,13 +29,11 @@ from transformers import (
 from backend.config import TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
-from backend.events import EventLog
+from backend.events import METRICS_FILE, EventLog
 from backend.flops import matmul_peak_gflops, training_flops_per_token
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.paths import default_workspace
 from backend.templates import IGNORE_INDEX, encode_example
-
-METRICS_FILE = "metrics.json"
 
 
 def eta_seconds(elapsed_s: float, step: int, max_steps: int) -> float | None:

@@ -26,3 +26,13 @@ def test_package_does_not_import_the_other_layer(package):
     for path in files:
         bad = imported_roots(path) & FORBIDDEN[package]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_app_starts_without_loading_torch_transformers_or_peft():
+    """Not only direct imports: no backend module the UI reaches may pull the ML stack in at import time."""
+    import subprocess
+    import sys
+
+    probe = "import sys, webui.app; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
