@@ -151,6 +151,23 @@ def test_hub_entries_are_listed_and_refused_offline_in_one_line(workspace):
     assert jobs.list_runs() == []
 
 
+@needs_llamafactory
+def test_hub_entries_keep_their_subset_split_and_folder_for_when_online(monkeypatch):
+    from backend.data.registry import resolve
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    code = resolve("starcoder_python", None, str(LLAMAFACTORY_DATA))  # resolving reads no network
+    assert (code.hub, code.hub_folder, code.hub_split, code.columns) == (
+        "bigcode/starcoderdata",
+        "python",
+        "train",
+        {"prompt": "content"},
+    )
+    adgen = resolve("adgen_eval", None, str(LLAMAFACTORY_DATA))
+    assert (adgen.hub, adgen.hub_split) == ("HasturOfficial/adgen", "validation")
+
+
 def test_entry_fields_are_honoured_folder_columns_tags_and_formatting(tmp_path):
     folder = tmp_path / "data"
     (folder / "parts").mkdir(parents=True)

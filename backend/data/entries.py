@@ -46,6 +46,7 @@ class DatasetSource:
     hub: str | None = None
     hub_subset: str | None = None
     hub_split: str = "train"
+    hub_folder: str | None = None  # a folder inside the hub repository (LLaMA-Factory's `folder`)
     formatting: str = "auto"
     columns: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -124,8 +125,8 @@ def source_for(name: str, entry: Any, folder: Path) -> DatasetSource:
                 f"dataset '{name}' is on the Hugging Face Hub ({hub}) and this machine is offline; "
                 f"download it into {folder} and give the entry a file_name"
             )
-        subset, split = entry.get("subset"), entry.get("split") or "train"
-        return DatasetSource(name=name, hub=hub, hub_subset=subset, hub_split=split, **how)
+        where = {"hub_subset": entry.get("subset"), "hub_split": entry.get("split") or "train"}
+        return DatasetSource(name=name, hub=hub, hub_folder=entry.get("folder"), **where, **how)
     for key, where in OTHER_HUBS.items():
         if entry.get(key):
             raise TuneForgeError(

@@ -168,7 +168,7 @@ def hub_records(source: DatasetSource):
     try:
         import datasets
 
-        table = datasets.load_dataset(source.hub, source.hub_subset, split=source.hub_split)
+        table = datasets.load_dataset(source.hub, source.hub_subset, data_dir=source.hub_folder, split=source.hub_split)
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, gated: all one message to the user
         raise TuneForgeError(
             f"cannot load dataset '{source.hub}' from the Hugging Face Hub ({str(exc).splitlines()[0]}); "
