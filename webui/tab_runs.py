@@ -7,6 +7,7 @@ import time
 import gradio as gr
 import pandas as pd
 
+from backend.adapters import import_adapter
 from backend.chat import BASE
 from backend.compare import differing_options, final_metrics
 from backend.config import fields
@@ -170,6 +171,19 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
                 replies[i] = f"⚠️ {exc}"
                 yield tuple(replies)
 
+    with gr.Accordion("Import an adapter trained elsewhere (e.g. LLaMA-Factory's saves/…/lora/sft)", open=False):
+        with gr.Row():
+            adapter_dir = gr.Textbox(label="Adapter folder", placeholder="/path/to/saves/model/lora/sft", scale=3)
+            adapter_name = gr.Textbox(label="Run name", placeholder="empty: imported-<folder name>", scale=2)
+            import_btn = gr.Button("Import", scale=1, elem_id="runs-import")
+
+    def on_import(folder, name):
+        try:
+            run_id = import_adapter(ctx.jobs, folder, name)
+        except TuneForgeError as exc:
+            return f"**Cannot import:** {exc}"
+        return f"Imported as run `{run_id}`: chat with it, evaluate, compare or export it like any run."
+
     form = [options[f.name] for f in fields()]
     gr.Timer(REFRESH_S).tick(refresh, known, [history, selected, known], show_progress="hidden")
     ctx.blocks.load(refresh, known, [history, selected, known])
@@ -179,3 +193,4 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
     resume.click(on_resume, selected, message)
     cancel.click(on_cancel, selected, message)
     ask.click(on_ask, [prompt, selected], answers)
+    import_btn.click(on_import, [adapter_dir, adapter_name], message)
