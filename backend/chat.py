@@ -77,12 +77,13 @@ class ChatEngine:
         config = self.jobs.config(run_id)
         if config.get("task") == "classification":
             return load_classifier(run_dir, config)
-        tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"))
+        trusted = bool(config.get("trust_remote_code", False))  # as the run was trained
+        tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"), trusted)
         if not is_adapter_dir(run_dir):
-            return load_causal_lm(str(run_dir)), tokenizer
+            return load_causal_lm(str(run_dir), trust_remote_code=trusted), tokenizer
         from peft import PeftModel
 
-        base = load_causal_lm(resolve_model(config.get("model", "default")))
+        base = load_causal_lm(resolve_model(config.get("model", "default")), trust_remote_code=trusted)
         return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
 
     def stream(

@@ -48,7 +48,7 @@ class ClassificationRecipe(Recipe):
             raise TuneForgeError(f"classification needs at least two labels; found only {self.labels!r}")
         self.model_path = resolve_model(cfg.model, lambda msg: self.events.emit("status", message=msg), cfg.task)
         self.events.emit("status", message=f"loading {self.model_path} with a {len(self.labels)}-label head")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=cfg.trust_remote_code)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.train_set = self._encode(splits.train)
@@ -59,6 +59,7 @@ class ClassificationRecipe(Recipe):
             id2label=dict(enumerate(self.labels)),
             label2id={label: i for i, label in enumerate(self.labels)},
             dtype=torch.float32,
+            trust_remote_code=cfg.trust_remote_code,
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = self._wrap_lora(model) if cfg.method == "lora" else model

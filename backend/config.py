@@ -45,6 +45,13 @@ class TrainConfig:
     method: str = option(
         "lora", "lora trains a small adapter; full updates every weight.", choices=("lora", "full"), group="model"
     )
+    trust_remote_code: bool = option(
+        False,
+        "Run Python code that ships with the model (custom architectures). Turn on only for a model "
+        "whose source you trust: that code runs with your permissions.",
+        group="model",
+        label="trust_remote_code (runs the model's own code)",
+    )
     dataset: str = option(
         "demo_identity",
         "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",

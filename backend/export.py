@@ -134,14 +134,15 @@ def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) ->
 
         model, tokenizer = load_classifier(run_dir, config)
     else:
-        tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"))
+        trusted = bool(config.get("trust_remote_code", False))
+        tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"), trusted)
         if is_adapter_dir(run_dir):
             from peft import PeftModel
 
-            base = load_causal_lm(resolve_model(config.get("model", "default")))
+            base = load_causal_lm(resolve_model(config.get("model", "default")), trust_remote_code=trusted)
             model = PeftModel.from_pretrained(base, str(run_dir))
         else:
-            model = load_causal_lm(str(run_dir))
+            model = load_causal_lm(str(run_dir), trust_remote_code=trusted)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_size)

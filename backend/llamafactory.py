@@ -35,7 +35,7 @@ SAME_KEYS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio",
     "weight_decay", "max_grad_norm", "seed", "logging_steps", "eval_steps", "save_steps", "output_dir",
     "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "max_samples", "save_total_limit",
-    "resume_from_checkpoint", "report_to",
+    "resume_from_checkpoint", "report_to", "trust_remote_code",
 )  # fmt: skip
 RENAMED = {"model_name_or_path": "model", "finetuning_type": "method", "stage": "task"}
 TEMPLATES = {"chatml": "chatml", "qwen": "chatml", "llama2": "llama2", "alpaca": "alpaca"}
@@ -78,7 +78,6 @@ NO_EFFECT = {
     "fp16": (_any, "precision is chosen for the machine: bf16 on GPUs that support it, fp32 elsewhere"),
     "pure_bf16": (_is(False), "precision is chosen for the machine"),
     "ddp_timeout": (_any, "TuneForge trains in one process"),
-    "trust_remote_code": (_any, "models load without running code from their repository"),
     "flash_attn": (_any, "transformers picks the attention kernel"),
     "per_device_eval_batch_size": (_any, "validation uses per_device_train_batch_size"),
     "eval_strategy": (_is("steps", "no"), "validation runs every eval_steps when there are validation rows"),

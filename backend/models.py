@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -92,26 +93,44 @@ def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str 
     raise TuneForgeError(f"model '{spec}' is not 'default', an existing folder, or a hub id like org/name")
 
 
-def load_tokenizer(name_or_path: str, fallback_template: str = "chatml"):
+def load_tokenizer(name_or_path: str, fallback_template: str = "chatml", trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     from backend.templates import ensure_chat_template
 
-    tokenizer = _hub_friendly(AutoTokenizer.from_pretrained, name_or_path)
+    tokenizer = _hub_friendly(AutoTokenizer.from_pretrained, name_or_path, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer, fallback_template)
     return tokenizer
 
 
-def load_causal_lm(name_or_path: str, dtype=None):
+def load_causal_lm(name_or_path: str, dtype=None, trust_remote_code: bool = False):
+    """The model's weights from safetensors, or from a pickle checkpoint only through weights_only loading.
+
+    Code shipped with a model (auto_map) runs only with trust_remote_code, which defaults to off.
+    """
     from transformers import AutoModelForCausalLM
 
-    return _hub_friendly(AutoModelForCausalLM.from_pretrained, name_or_path, dtype=dtype or "auto")
+    return _hub_friendly(
+        AutoModelForCausalLM.from_pretrained, name_or_path, dtype=dtype or "auto", trust_remote_code=trust_remote_code
+    )
 
 
 def _hub_friendly(loader, name_or_path: str, **kwargs):
     """Call a from_pretrained, turning 'cannot reach the hub' into one actionable line."""
     try:
         return loader(name_or_path, **kwargs)
+    except pickle.UnpicklingError:
+        raise TuneForgeError(
+            f"model '{name_or_path}': its pickle checkpoint holds more than plain tensors, so it was not loaded "
+            "(pickles load only as weights, never as code); convert it to safetensors from a trusted source"
+        ) from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not kwargs.get("trust_remote_code"):
+            raise TuneForgeError(
+                f"model '{name_or_path}' ships its own Python code; turn on trust_remote_code only if you trust "
+                "its source, since that code runs with your permissions"
+            ) from None
+        raise
     except OSError as exc:
         if Path(name_or_path).exists():
             raise

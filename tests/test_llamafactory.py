@@ -323,7 +323,7 @@ def lf_run(tmp_path_factory, default_model_dir):
 def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run):
     run_dir, result = lf_run
     assert "smollm2_lora_sft.yaml: LLaMA-Factory config, translated to TuneForge options:" in result.stdout
-    assert "  model: default\n  trust_remote_code" not in result.stdout  # notes, not options, carry no-effect keys
+    assert "  trust_remote_code: true\n" in result.stdout  # the YAML's own opt-in, shown, never silent
     assert "note: plot_loss: no effect here (the loss is always charted from events.jsonl)" in result.stdout
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     expected = {
@@ -339,6 +339,7 @@ def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run):
         "val_size": 0.0,  # LLaMA-Factory's default: no validation split
         "learning_rate": 1e-4,
         "lr_scheduler_type": "cosine",
+        "trust_remote_code": True,
     }
     assert {k: resolved[k] for k in expected} == expected
     logs = [e for e in read_events(run_dir) if e["type"] == "log"]
