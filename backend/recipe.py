@@ -316,13 +316,13 @@ class SftRecipe(Recipe):
 
         self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
         self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
-        self.tokenizer = load_tokenizer(self.model_path, cfg.template)
+        self.tokenizer = load_tokenizer(self.model_path, cfg.template, cfg.trust_remote_code)
         self.train_set = self._tokenize(splits.train, "training")
         self.eval_set = self._tokenize(splits.validation, "validation") if splits.validation else []
 
         self.events.emit("status", message="loading model")
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        model = load_causal_lm(self.model_path, dtype=dtype)
+        model = load_causal_lm(self.model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
         model.config.use_cache = False
         self.model = self._wrap_lora(model) if cfg.method == "lora" else model
         self.report_size()
