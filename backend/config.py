@@ -230,21 +230,28 @@ class TrainConfig:
             raise TuneForgeError(f"config file not found: {path}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise TuneForgeError(f"cannot read config file {path}: {exc}") from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark else ""
-            raise TuneForgeError(f"{path}: {where}invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if raw is not None and not isinstance(raw, dict):
-            raise TuneForgeError(f"{path}: expected a mapping of option: value, got {type(raw).__name__}")
-        return cls.from_dict(raw)
+        return cls.from_dict(parse_yaml(text, str(path)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A YAML mapping of option: value, or one located line saying what is wrong with it."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise TuneForgeError(f"{where}: {line}invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise TuneForgeError(f"{where}: expected a mapping of option: value, got {type(raw).__name__}")
+    return raw
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from backend.config import TrainConfig
+from backend.config import TrainConfig, parse_yaml
 from backend.data.entries import PREFERENCE_REFUSAL
 from backend.data.registry import REGISTRY_FILE
 from backend.errors import TuneForgeError
@@ -123,21 +123,6 @@ class LoadedConfig:
 
 def is_llamafactory(raw: dict[str, Any]) -> bool:
     return bool(MARKERS & set(raw))
-
-
-def parse_yaml(text: str, where: str) -> dict[str, Any]:
-    """A YAML mapping, or one located line saying what is wrong with it."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        raise TuneForgeError(f"{where}: {line}invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise TuneForgeError(f"{where}: expected a mapping of option: value, got {type(raw).__name__}")
-    return raw
 
 
 def load_config(path_or_text: str | Path) -> tuple[LoadedConfig, str]:
