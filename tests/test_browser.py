@@ -199,20 +199,25 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     page.get_by_role("tab", name="Runs").click()
     expect(page.locator("#runs-history")).to_contain_text(run_a, timeout=30_000)
 
+    # Load config fills the form from a saved YAML.
+    saved = tmp_path / "saved.yaml"
+    saved.write_text("dataset: demo_identity\nmax_steps: 5\nlearning_rate: 0.0005\nlora_rank: 4\n")
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Preview command").click()
+    page.locator("input[type=file][accept*='.yaml']").set_input_files(str(saved))
+    expect(page.locator("#train-message")).to_contain_text("Loaded saved.yaml", timeout=30_000)
+    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")
+    expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("5")
+
+    # Clone A back into the form, then change one option: B is A with another learning rate.
+    page.get_by_role("tab", name="Runs").click()
     pick(page, "runs-selected", run_a)
     page.locator("#runs-clone").click()
     expect(page.locator("#runs-message")).to_contain_text(f"The form now holds run {run_a}", timeout=30_000)
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.001", timeout=30_000)
     expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("8")
     expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
-
-    # B differs from A in one option, loaded from a saved YAML as a user would.
-    saved = tmp_path / "b.yaml"
-    saved.write_text("dataset: demo_identity\nmax_steps: 8\nlearning_rate: 0.0005\n")
-    page.get_by_text("Preview command").click()
-    page.locator("input[type=file][accept*='.yaml']").set_input_files(str(saved))
-    expect(page.locator("#train-message")).to_contain_text("Loaded b.yaml", timeout=30_000)
-    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")
+    set_number(page, "opt-learning_rate", 0.0005)
     run_b = start_run(page)
     expect(page.locator(f"#run-progress[data-run='{run_b}']")).to_have_attribute(
         "data-status", "completed", timeout=300_000
@@ -229,7 +234,7 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(page.locator("#compare-metrics")).to_contain_text("eval_loss")
 
     # A second browser tab (another user) sees the same history.
-    other = page.context.new_page()
+    other = page.context.browser.new_page()
     other.goto(page.url)
     other.get_by_role("tab", name="Runs").click()
     expect(other.locator("#runs-history")).to_contain_text(run_b, timeout=30_000)
