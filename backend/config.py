@@ -223,20 +223,24 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TuneForgeError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TuneForgeError(f"cannot read config file {path}: {exc}") from None
-        return cls.from_dict(parse_yaml(text, str(path)))
+        return cls.from_dict(parse_yaml(read_config_text(path), str(path)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text, or one line saying why it cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TuneForgeError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TuneForgeError(f"cannot read config file {path}: {exc}") from None
 
 
 def parse_yaml(text: str, where: str) -> dict[str, Any]:

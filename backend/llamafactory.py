@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from backend.config import TrainConfig, parse_yaml
+from backend.config import TrainConfig, parse_yaml, read_config_text
 from backend.data.entries import PREFERENCE_REFUSAL
 from backend.data.registry import REGISTRY_FILE
 from backend.errors import TuneForgeError
@@ -132,12 +132,7 @@ def load_config(path_or_text: str | Path) -> tuple[LoadedConfig, str]:
         where, text, folders = "config", str(path_or_text), [Path.cwd()]
     else:
         where, folders = path.name, [Path.cwd(), path.resolve().parent]
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TuneForgeError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TuneForgeError(f"cannot read config file {path}: {exc}") from None
+        text = read_config_text(path)
     raw = parse_yaml(text, where)
     if not is_llamafactory(raw):
         return LoadedConfig(options=raw), where
