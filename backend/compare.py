@@ -18,6 +18,8 @@ METRIC_KEYS = (
     "eval_loss",
     "accuracy",
     "f1_macro",
+    "eval_rewards/margins",
+    "eval_rewards/accuracies",
     "global_step",
     "tokens_per_s",
     "train_runtime_s",

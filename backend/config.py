@@ -20,6 +20,14 @@ import yaml
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
 
+PREFERENCE_TASKS = ("dpo", "orpo", "kto")
+# The loss variants TRL's trainers offer for each task.
+DPO_LOSSES = (
+    "sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down", "sigmoid_norm",
+)  # fmt: skip
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
+PREFERENCE_LOSSES = {"dpo": DPO_LOSSES, "kto": KTO_LOSSES, "orpo": ("orpo",)}
+
 
 def option(
     default, help: str, *, min=None, max=None, choices=None, group="basic", label=None, widget=None, task_defaults=None
@@ -66,9 +74,12 @@ class TrainConfig:
     task: str = option(
         "sft",
         "sft: fine-tune on conversations (answers only); pt: continue pretraining on plain text; "
-        "classification: a head on an encoder (default all-MiniLM-L6-v2) or decoder, from text + label data.",
-        choices=("sft", "pt", "classification"),
+        "classification: a head on an encoder (default all-MiniLM-L6-v2) or decoder, from text + label data; "
+        "dpo / orpo: prefer the chosen over the rejected answer of each pair; kto: learn from answers judged "
+        "good or bad (or from pairs).",
+        choices=("sft", "pt", "classification", *PREFERENCE_TASKS),
         group="dataset",
+        widget="radio",  # six short names read best side by side
     )
     dataset_format: str = option(
         "auto",
@@ -81,7 +92,18 @@ class TrainConfig:
     response_column: str = option("", "Column holding the answer (empty: detect).", group="columns", widget="column")
     system_column: str = option("", "Column holding a system prompt (optional).", group="columns", widget="column")
     text_column: str = option("", "Column holding plain text (pt, classification).", group="columns", widget="column")
-    label_column: str = option("", "Column holding the class label (classification).", group="columns", widget="column")
+    label_column: str = option(
+        "",
+        "Column holding the class label (classification) or the good/bad judgement (kto).",
+        group="columns",
+        widget="column",
+    )
+    chosen_column: str = option(
+        "", "Column holding the preferred answer (dpo, orpo, kto).", group="columns", widget="column"
+    )
+    rejected_column: str = option(
+        "", "Column holding the rejected answer (dpo, orpo, kto).", group="columns", widget="column"
+    )
     skip_bad_rows: bool = option(
         False, "Skip malformed rows (they are counted and shown) instead of refusing the file.", group="dataset"
     )
@@ -204,6 +226,30 @@ class TrainConfig:
         "all", "Modules to adapt: 'all' linear layers, or comma-separated names like q_proj,v_proj.", group="lora"
     )
 
+    # Preference tuning (dpo, orpo, kto)
+    pref_beta: float = option(
+        0.1,
+        "How far training may move from the reference model: higher stays closer (dpo, kto), or weighs the "
+        "preference term more against the answers' likelihood (orpo).",
+        min=0.001,
+        max=100.0,
+        group="preference",
+    )
+    pref_loss: str = option(
+        "sigmoid",
+        "The preference loss. dpo: sigmoid (DPO), ipo, hinge, robust, bco_pair, sppo_hard, nca_pair, apo_zero, "
+        "apo_down, sigmoid_norm; kto: kto or apo_zero_unpaired; orpo: orpo.",
+        choices=(*DPO_LOSSES, *KTO_LOSSES, "orpo"),
+        group="preference",
+        task_defaults={"kto": "kto", "orpo": "orpo"},
+    )
+    ref_model: str = option(
+        "",
+        "The reference model the policy is held near (dpo, kto). Empty: the starting model itself; with LoRA "
+        "that is the base with the adapter switched off, so no second copy is loaded.",
+        group="preference",
+    )
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> TrainConfig:
         """Build a validated config; refuse unknown keys and bad values with a message naming the key."""
@@ -219,7 +265,16 @@ class TrainConfig:
         for name, f in known.items():
             if name not in values and task in f.metadata["task_defaults"]:
                 values[name] = f.metadata["task_defaults"][task]
-        return cls(**values)
+        config = cls(**values)
+        config._check_preference()
+        return config
+
+    def _check_preference(self) -> None:
+        allowed = PREFERENCE_LOSSES.get(self.task)
+        if allowed and self.pref_loss not in allowed:
+            raise TuneForgeError(
+                f"pref_loss={self.pref_loss!r} does not apply to task {self.task} (use {', '.join(allowed)})"
+            )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:

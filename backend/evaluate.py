@@ -69,6 +69,9 @@ class Evaluator:
             loss = mean_loss(model, tokenizer, examples)
             rows = generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress)
         scores = {"eval_loss": loss, "perplexity": perplexity(loss)}
+        if any("rejected" in e or "desirable" in e for e in examples):
+            with self.chat.model_for(model_target) as (model, tokenizer):
+                scores.update(preference_scores(model, tokenizer, examples))
         if rows:
             scores.update(generation_metrics([r["prediction"] for r in rows], [r["reference"] for r in rows]))
         return {"metrics": scores, "rows": rows}
@@ -227,6 +230,45 @@ def mean_loss(model, tokenizer, examples: list[dict]) -> float | None:
             total += float(out.loss) * n
             count += n
     return total / count if count else None
+
+
+def answer_logprob(model, tokenizer, prompt: list[dict], answer: str, cutoff_len: int = 1024) -> tuple[float, int]:
+    """(sum of log-probabilities, token count) of an answer after a prompt, as the chat template lays them out."""
+    import torch
+
+    encoded = encode_example(tokenizer, {"messages": [*prompt, {"role": "assistant", "content": answer}]}, cutoff_len)
+    labels = torch.tensor([encoded["labels"]])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([encoded["input_ids"]])).logits
+    targets, logits = labels[:, 1:], logits[:, :-1].float()
+    trained = targets != IGNORE_INDEX
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return float(picked[trained].sum()), int(trained.sum())
+
+
+def preference_scores(model, tokenizer, examples: list[dict]) -> dict[str, float]:
+    """How often the model prefers the chosen answer: by mean log-probability per token, so length alone
+    does not decide. For judged (kto) answers: the gap between good and bad answers' mean log-probability."""
+    scores: dict[str, float] = {}
+    margins = []
+    for example in (e for e in examples if "rejected" in e):
+        *prompt, chosen = example["messages"]
+        good, bad = (
+            answer_logprob(model, tokenizer, prompt, text) for text in (chosen["content"], example["rejected"])
+        )
+        margins.append(good[0] / max(1, good[1]) - bad[0] / max(1, bad[1]))
+    if margins:
+        scores["win_rate"] = sum(m > 0 for m in margins) / len(margins)
+        scores["logp_margin"] = sum(margins) / len(margins)
+    judged: dict[bool, list[float]] = {True: [], False: []}
+    for example in (e for e in examples if "desirable" in e):
+        *prompt, answer = example["messages"]
+        total, count = answer_logprob(model, tokenizer, prompt, answer["content"])
+        judged[example["desirable"]].append(total / max(1, count))
+    if judged[True] and judged[False]:
+        mean = lambda values: sum(values) / len(values)  # noqa: E731
+        scores["judged_logp_gap"] = mean(judged[True]) - mean(judged[False])
+    return scores
 
 
 def generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress, need_reference=True) -> list[dict]:

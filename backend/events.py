@@ -120,6 +120,11 @@ def timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return joined
 
 
+def metric_points(events: list[dict[str, Any]], key: str, kind: str = "log") -> list[tuple[int, float]]:
+    """(step, value) pairs of one logged metric, such as rewards/margins."""
+    return [(e["step"], e[key]) for e in events if e["type"] == kind and e.get(key) is not None]
+
+
 def loss_points(events: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(step, train loss) and (step, eval loss) pairs, for charts and model cards."""
     train = [(e["step"], e["loss"]) for e in events if e["type"] == "log" and e.get("loss") is not None]

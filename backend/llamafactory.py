@@ -6,7 +6,7 @@
   - translated to our option (model_name_or_path → model, finetuning_type → method, stage → task, ...);
   - accepted without effect, because TuneForge already does what it asks (plot_loss, bf16, ...),
     with the reason printed;
-  - refused, naming the key, because honouring it is not possible here (use_dora, stage: dpo, ...).
+  - refused, naming the key, because honouring it is not possible here (use_dora, stage: ppo, ...).
 Nothing is dropped without a word. Options the YAML leaves out take LLaMA-Factory's defaults where
 they change what is trained (learning rate, batch size, scheduler, cutoff_len, val_size), so the
 same file trains the same way in both tools.
@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from backend.config import TrainConfig, parse_yaml, read_config_text
-from backend.data.entries import PREFERENCE_REFUSAL
 from backend.data.registry import REGISTRY_FILE
 from backend.errors import TuneForgeError
 from backend.models import offline_model_spec
@@ -35,7 +34,7 @@ SAME_KEYS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio",
     "weight_decay", "max_grad_norm", "seed", "logging_steps", "eval_steps", "save_steps", "output_dir",
     "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "max_samples", "save_total_limit",
-    "resume_from_checkpoint", "report_to", "trust_remote_code",
+    "resume_from_checkpoint", "report_to", "trust_remote_code", "pref_beta", "ref_model",
 )  # fmt: skip
 RENAMED = {"model_name_or_path": "model", "finetuning_type": "method", "stage": "task"}
 TEMPLATES = {"chatml": "chatml", "qwen": "chatml", "llama2": "llama2", "alpaca": "alpaca"}
@@ -47,7 +46,14 @@ LF_DEFAULTS = {
     "cutoff_len": 2048,
     "val_size": 0.0,
 }
-NEEDS_PREFERENCE_TASK = ("rm", "ppo", "dpo", "kto")
+STAGES = ("sft", "pt", "dpo", "kto")
+# LLaMA-Factory's pref_loss values and what they become here (stage dpo); the rest are refused.
+PREF_LOSSES = {
+    "sigmoid": ("dpo", "sigmoid"),
+    "ipo": ("dpo", "ipo"),
+    "hinge": ("dpo", "hinge"),
+    "orpo": ("orpo", "orpo"),
+}
 
 
 def _any(value) -> bool:
@@ -94,13 +100,16 @@ NO_EFFECT = {
     "use_fast_tokenizer": (_is(True), "the fast tokenizer is always used"),
     "quantization_bit": (_none, "quantized (QLoRA) training is not available yet; the model trains unquantized"),
     "warmup_steps": (_is(0, None), "use warmup_ratio instead"),
+    "pref_ftx": (_is(0, 0.0, None), "no SFT term is added to the preference loss"),
     "optim": (_is("adamw_torch"), "TuneForge trains with AdamW (adamw_torch)"),
 }
 NO_EFFECT_REFUSAL = {  # what to say when a NO_EFFECT key holds a value we cannot honour
     "do_train": "this YAML does not train; remove it or set do_train: true",
     "quantization_bit": "quantized (QLoRA) training is not available yet; set it to null to train unquantized",
 }
-LF_KEYS = set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | {"dataset_dir", "template", "adapter_name_or_path"}
+LF_KEYS = (
+    set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | {"dataset_dir", "template", "adapter_name_or_path", "pref_loss"}
+)
 # Keys only a LLaMA-Factory YAML has: one of them marks the file as LLaMA-Factory's.
 MARKERS = LF_KEYS - OUR_KEYS
 
@@ -173,6 +182,8 @@ def translate(raw: dict[str, Any], where: str, folders: list[Path]) -> LoadedCon
                 options["dataset_dir"] = _dataset_dir(value, folders, notes)
             except TuneForgeError as exc:
                 problems.append(str(exc))
+        elif key == "pref_loss":
+            pass  # read with stage, after the loop
         elif key == "template":
             options["template"] = _template(value, notes)
         elif key in NO_EFFECT:
@@ -187,6 +198,13 @@ def translate(raw: dict[str, Any], where: str, folders: list[Path]) -> LoadedCon
             problems.append(_unsupported(key, value))
         if key != target and target in raw:
             problems.append(f"both {key} and {target} are set; keep one")
+    if options.get("task") in ("dpo", "kto"):
+        try:
+            _pref_loss(raw, options, notes)
+        except TuneForgeError as exc:
+            problems.append(str(exc))
+    elif "pref_loss" in raw:
+        problems.append(f"pref_loss applies to stage dpo or kto, not {options.get('task', 'sft')}")
     if problems:
         raise TuneForgeError(f"{where}: cannot train this LLaMA-Factory config: " + "; ".join(problems))
     _apply_defaults(options, raw, folders, notes)
@@ -204,11 +222,26 @@ def _renamed(key: str, value: Any, notes: list[str]) -> Any:
         if value not in ("lora", "full"):
             raise TuneForgeError(f"finetuning_type: {value!r} is not supported (use lora or full)")
         return value
-    if value in NEEDS_PREFERENCE_TASK:
-        raise TuneForgeError(f"stage: {value}: {PREFERENCE_REFUSAL}")
-    if value not in ("sft", "pt"):
-        raise TuneForgeError(f"stage: {value!r} is not supported (use sft or pt)")
+    if value not in STAGES:
+        raise TuneForgeError(f"stage: {value!r} is not supported (use {', '.join(STAGES)})")
     return value
+
+
+def _pref_loss(raw: dict[str, Any], options: dict[str, Any], notes: list[str]) -> None:
+    """stage dpo with pref_loss: orpo is our task orpo; stage kto has a loss of its own."""
+    value = raw.get("pref_loss", "sigmoid")
+    if options.get("task") == "kto":
+        options["pref_loss"] = "kto"
+        if "pref_loss" in raw:
+            notes.append(f"pref_loss {value}: no effect with stage kto, which trains with the KTO loss")
+        return
+    if value not in PREF_LOSSES:
+        raise TuneForgeError(f"pref_loss: {value!r} is not supported (use {', '.join(PREF_LOSSES)})")
+    task, loss = PREF_LOSSES[value]
+    if options.get("task") == "dpo":
+        options["task"], options["pref_loss"] = task, loss
+        if task == "orpo":
+            notes.append("stage dpo with pref_loss orpo: task orpo (TRL's ORPO trainer)")
 
 
 def _dataset_dir(value: Any, folders: list[Path], notes: list[str]) -> str:

@@ -26,7 +26,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from backend.config import TrainConfig
+from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import METRICS_FILE, EventLog
@@ -34,6 +34,9 @@ from backend.flops import matmul_peak_gflops, training_flops_per_token
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.paths import default_workspace
 from backend.templates import IGNORE_INDEX, encode_example
+
+# Metrics some trainers log beside the loss (TRL's preference trainers), passed on into log events.
+TRAINER_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "nll_loss")
 
 
 def eta_seconds(elapsed_s: float, step: int, max_steps: int) -> float | None:
@@ -71,7 +74,8 @@ class EventsCallback(TrainerCallback):
                 f"(now {args.learning_rate:g}) or set max_grad_norm"
             )
         if "loss" in logs:
-            tokens = state.num_input_tokens_seen
+            # TRL's trainers count tokens themselves (num_tokens); the Trainer's count stays 0 for them.
+            tokens = state.num_input_tokens_seen or int(logs.get("num_tokens") or 0)
             done = state.global_step - self.first_step
             speed = (tokens - self.first_tokens) / elapsed if elapsed > 0 else None
             gflops = speed * self.flops_per_token / 1e9 if speed and self.flops_per_token else None
@@ -89,11 +93,13 @@ class EventsCallback(TrainerCallback):
                 gflops=round(gflops, 1) if gflops else None,
                 mfu=round(gflops / self.peak_gflops, 3) if gflops and self.peak_gflops else None,
                 eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
+                **{key: finite_or_none(value) for key, value in logs.items() if key in TRAINER_METRICS},
             )
             mfu = f" (MFU {event['mfu']:.0%})" if event["mfu"] else ""
+            speed = f" | {event['tokens_per_s']} tok/s{mfu}" if event["tokens_per_s"] else ""
             print(
                 f"step {event['step']}/{event['max_steps']} | epoch {event['epoch']:.2f} | loss {logs['loss']:.4f} "
-                f"| lr {event['learning_rate']:.2e} | {event['tokens_per_s']} tok/s{mfu} | {elapsed:.1f}s",
+                f"| lr {event['learning_rate']:.2e}{speed} | {elapsed:.1f}s",
                 flush=True,
             )
         if "eval_loss" in logs:
@@ -145,24 +151,31 @@ class Recipe:
             raise TuneForgeError("early stopping needs validation data: set val_size or eval_dataset")
         return splits
 
-    def _wrap_lora(self, model):
-        from peft import LoraConfig, get_peft_model
+    def _lora_config(self):
+        from peft import LoraConfig
 
         cfg = self.config
         target = (
             "all-linear" if cfg.lora_target.strip() in ("", "all") else [t.strip() for t in cfg.lora_target.split(",")]
         )
-        lora = LoraConfig(
+        return LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=target,
             task_type=self.lora_task_type,
         )
+
+    def _wrap_lora(self, model):
+        from peft import get_peft_model
+
         try:
-            return get_peft_model(model, lora)
+            return get_peft_model(model, self._lora_config())
         except ValueError as exc:
-            raise TuneForgeError(f"lora_target={cfg.lora_target!r}: {str(exc).splitlines()[0]}") from None
+            raise self._lora_error(exc) from None
+
+    def _lora_error(self, exc: ValueError) -> TuneForgeError:
+        return TuneForgeError(f"lora_target={self.config.lora_target!r}: {str(exc).splitlines()[0]}")
 
     def report_size(self) -> None:
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -176,12 +189,16 @@ class Recipe:
         return None
 
     def _training_args(self) -> TrainingArguments:
+        return TrainingArguments(**self._training_options())
+
+    def _training_options(self) -> dict:
+        """TrainingArguments' keywords for this config; trainers with their own arguments class add theirs."""
         cfg = self.config
         has_eval = len(self.eval_set) > 0
         early = bool(cfg.early_stopping_patience)
         # Early stopping keeps the best checkpoint, so checkpoints must fall on evaluation steps.
         save_steps = cfg.eval_steps if early else (cfg.save_steps or 500)
-        return TrainingArguments(
+        return dict(
             output_dir=str(self.run_dir),
             learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.num_train_epochs,
@@ -232,34 +249,40 @@ class Recipe:
         per_token = training_flops_per_token(n_params, self.config.method)
         return EventsCallback(self.events, self.run_dir, flops_per_token=per_token, peak_gflops=peak)
 
-    def train(self) -> dict:
-        callbacks = [self._speed_meter()]
-        if self.config.early_stopping_patience:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience))
-        self.trainer = Trainer(
+    def build_trainer(self) -> Trainer:
+        return Trainer(
             model=self.model,
             args=self._training_args(),
             train_dataset=self.train_set,
             eval_dataset=self.eval_set or None,
             data_collator=self.collator(),
             compute_metrics=self.compute_metrics(),
-            callbacks=callbacks,
         )
+
+    def train(self) -> dict:
+        self.trainer = self.build_trainer()
         self.trainer.remove_callback(PrinterCallback)  # EventsCallback prints a readable line instead
+        self.trainer.add_callback(self._speed_meter())
+        if self.config.early_stopping_patience:
+            patience = self.config.early_stopping_patience
+            self.trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=patience))
         result = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         metrics = {
             "train_loss": finite_or_none(result.training_loss),
             "global_step": result.global_step,
             "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-            "tokens_seen": self.trainer.state.num_input_tokens_seen,
+            "tokens_seen": self.tokens_seen(),
         }
-        if metrics["train_runtime_s"]:
+        if metrics["train_runtime_s"] and metrics["tokens_seen"]:
             metrics["tokens_per_s"] = round(metrics["tokens_seen"] / metrics["train_runtime_s"], 1)
         if self.trainer.state.best_model_checkpoint:
             self._mark_best(metrics)
         if self.eval_set:
             metrics.update(self.final_evaluation())
         return metrics
+
+    def tokens_seen(self) -> int:
+        return self.trainer.state.num_input_tokens_seen
 
     def _mark_best(self, metrics: dict) -> None:
         state = self.trainer.state
@@ -344,6 +367,10 @@ class SftRecipe(Recipe):
 
 
 def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> Recipe:
+    if config.task in PREFERENCE_TASKS:
+        from backend.preference import PreferenceRecipe
+
+        return PreferenceRecipe(config, events, run_dir, resume_from)
     if config.task == "classification":
         from backend.classify import ClassificationRecipe
 

@@ -247,3 +247,26 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     for key in ("base", "a", "b"):
         expect(page.locator(f"#three-way-{key} textarea")).to_have_value(re.compile(r"\w{2,}"), timeout=120_000)
         assert "⚠️" not in page.locator(f"#three-way-{key} textarea").input_value()
+
+
+def test_dpo_run_draws_its_reward_chart_beside_the_loss(page):
+    page.get_by_role("tab", name="Dataset").click()
+    pick(page, "demo-dataset", "demo_preference")
+    page.locator("#opt-task").get_by_text("dpo", exact=True).click()
+    summary = page.locator("#dataset-summary")
+    expect(summary).to_contain_text("Format: preference", timeout=60_000)
+    expect(summary).to_contain_text("a chosen answer")
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#preference-options").get_by_text("Preference (dpo, orpo, kto)").click()
+    expect(page.locator("#opt-pref_beta input[type=number]")).to_have_value("0.1")
+    set_number(page, "opt-max_steps", 3)
+    set_number(page, "opt-learning_rate", 0.0001)
+    run_id = start_run(page)
+    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
+        "data-status", "completed", timeout=300_000
+    )
+    rewards = page.locator("#reward-chart")
+    expect(rewards.locator(".scatterlayer .trace")).to_have_count(4, timeout=30_000)  # chosen, rejected, margin, acc.
+    expect(rewards).to_contain_text("margin")
+    expect(page.locator("#loss-chart .scatterlayer .trace").first).to_be_visible()
+    assert chart_points(page) == 3

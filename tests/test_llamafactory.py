@@ -25,7 +25,6 @@ needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
     reason=f"{LLAMAFACTORY_DATA} is absent: LLaMA-Factory's demo data ships beside the repo in CI, not in clones",
 )
-PREFERENCE = "preference data needs task dpo/orpo/kto, which is not available yet"
 MULTIMODAL = "multimodal data is not supported"
 MISSING = r"its file_name \S+ is missing from"
 # Every entry of the shared dataset_info.json that names a file: (task, rows it loads, or why it is refused).
@@ -41,9 +40,9 @@ FILE_ENTRIES = {
     "mllm_audio_demo": ("sft", MULTIMODAL),
     "mllm_video_demo": ("sft", MULTIMODAL),
     "mllm_video_audio_demo": ("sft", MULTIMODAL),
-    "dpo_en_demo": ("sft", PREFERENCE),
-    "dpo_zh_demo": ("sft", PREFERENCE),
-    "kto_en_demo": ("sft", PREFERENCE),
+    "dpo_en_demo": ("dpo", 300),
+    "dpo_zh_demo": ("dpo", MISSING),
+    "kto_en_demo": ("kto", 300),
 }
 NEW_NAME, NEW_AUTHOR = "Nova", "Acme Labs"
 IDENTITY_QUESTIONS = [
@@ -138,7 +137,7 @@ def test_plain_text_entry_says_which_task_it_needs():
 def test_hub_entries_are_listed_and_refused_offline_in_one_line(workspace):
     labels = dict(labelled_choices(workspace, str(LLAMAFACTORY_DATA)))
     assert labels["alpaca_en (hub, offline)"] == "alpaca_en"
-    assert labels["identity"] == "identity" and labels["dpo_en_demo (preference data, not yet)"] == "dpo_en_demo"
+    assert labels["identity"] == "identity" and labels["dpo_en_demo (preference: dpo, orpo, kto)"] == "dpo_en_demo"
     assert labels["deepctrl (not local)"] == "deepctrl"
     from backend.jobs import JobManager
 
@@ -348,12 +347,12 @@ def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run):
 
 
 def test_unsupported_llamafactory_keys_stop_the_job_naming_them(tmp_path):
-    config = lf_sft_yaml(tmp_path / "run", use_dora=True, quantization_bit=4, stage="dpo")
+    config = lf_sft_yaml(tmp_path / "run", use_dora=True, quantization_bit=4, stage="ppo")
     result = run_cli(write_yaml(tmp_path / "lf.yaml", config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: lf.yaml: cannot train this LLaMA-Factory config: ")
-    assert f"stage: dpo: {PREFERENCE}" in line
+    assert "stage: 'ppo' is not supported (use sft, pt, dpo, kto)" in line
     assert "'use_dora' is not supported" in line
     assert "quantization_bit: 4: quantized (QLoRA) training is not available yet; set it to null" in line
     assert not (tmp_path / "run").exists()
@@ -493,8 +492,8 @@ def test_dataset_tab_lists_a_llamafactory_folder_and_fills_identity_placeholders
     dataset_dir = page.locator("#opt-dataset_dir textarea, #opt-dataset_dir input").first
     dataset_dir.fill(str(LLAMAFACTORY_DATA))
     dataset_dir.press("Tab")
-    pick(page, "demo-dataset", "dpo_en_demo (preference data, not yet)")
-    refusal = f"dataset 'dpo_en_demo' is preference data (ranking, chosen/rejected answers); {PREFERENCE}"
+    pick(page, "demo-dataset", "dpo_en_demo (preference: dpo, orpo, kto)")
+    refusal = "dpo_en_demo.json: format preference does not fit task sft"
     expect(summary).to_contain_text(refusal, timeout=30_000)
     pick(page, "demo-dataset", "identity")
     expect(summary).to_contain_text("Rows: 91 usable of 91 read", timeout=30_000)

@@ -1,4 +1,4 @@
-"""Loss charts (plotly): train loss as a line, validation loss as a line with markers.
+"""Charts (plotly): train loss as a line, validation loss as a line with markers; preference rewards.
 
 Plotly rather than gr.LinePlot: LinePlot fixes its colour legend at the first non-empty draw,
 so an eval series that appears later was never drawn.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from backend.events import loss_points
+from backend.events import loss_points, metric_points
 
 TRAIN_COLOR, EVAL_COLOR = "#d97706", "#2563eb"
 
@@ -33,6 +33,43 @@ def loss_figure(events: list[dict], title: str = "Loss") -> go.Figure | None:
         yaxis_title="loss",
         legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
         uirevision="keep",  # keep the user's zoom while points stream in
+    )
+    return figure
+
+
+REWARD_SERIES = (  # TRL's name, legend, colour
+    ("rewards/chosen", "chosen", "#059669"),
+    ("rewards/rejected", "rejected", "#dc2626"),
+    ("rewards/margins", "margin", "#7c3aed"),
+)
+
+
+def reward_figure(events: list[dict]) -> go.Figure | None:
+    """Preference runs: the rewards of chosen and rejected answers and their margin, with the share of pairs
+    ranked right (rewards/accuracies) on a 0-1 axis of its own."""
+    figure = go.Figure()
+    for key, name, color in REWARD_SERIES:
+        points = metric_points(events, key)
+        if points:
+            steps, values = zip(*points, strict=True)
+            figure.add_scatter(x=steps, y=values, name=name, mode="lines", line={"color": color})
+    accuracies = metric_points(events, "rewards/accuracies")
+    if accuracies:
+        steps, values = zip(*accuracies, strict=True)
+        figure.add_scatter(
+            x=steps, y=values, name="accuracy", mode="lines", yaxis="y2", line={"color": "#6b7280", "dash": "dot"}
+        )
+    if not figure.data:
+        return None
+    figure.update_layout(
+        title="Preference rewards",
+        height=300,
+        margin={"l": 50, "r": 50, "t": 40, "b": 40},
+        xaxis_title="step",
+        yaxis_title="reward",
+        yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "range": [0, 1]},
+        legend={"orientation": "h", "y": 1.15, "x": 1, "xanchor": "right"},
+        uirevision="keep",
     )
     return figure
 

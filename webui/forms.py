@@ -26,7 +26,7 @@ def control(f: Field, **overrides) -> gr.components.Component:
         # Filled with the file's columns once a dataset is inspected; free text stays allowed.
         return gr.Dropdown(choices=[""], allow_custom_value=True, **common)
     if meta["choices"]:
-        widget = gr.Radio if len(meta["choices"]) <= 3 else gr.Dropdown
+        widget = gr.Radio if len(meta["choices"]) <= 3 or meta["widget"] == "radio" else gr.Dropdown
         return widget(choices=list(meta["choices"]), **common)
     if f.type in ("int", "float"):
         precision = 0 if f.type == "int" else None

@@ -23,7 +23,7 @@ from webui.charts import length_histogram
 from webui.context import AppContext
 from webui.forms import controls, options_from
 
-COLUMN_OPTIONS = ("prompt_column", "response_column", "system_column", "text_column", "label_column")
+COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
 RENDERED_ROWS = 3
 # Options whose change alters what the dataset checks show.
 DATA_TRIGGERS = ("dataset", "task", "dataset_format", "eval_dataset", "skip_bad_rows", *COLUMN_OPTIONS)

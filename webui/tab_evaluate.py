@@ -44,7 +44,9 @@ def scores_table(metrics: dict) -> pd.DataFrame:
 def build(ctx: AppContext, evaluator: Evaluator) -> None:
     gr.Markdown(
         "Pick a finished run (or `base`). Generation runs are scored on their validation split (or a dataset you "
-        "name) against the base model; classification runs show their validation scores and can classify text."
+        "name) against the base model; classification runs show their validation scores and can classify text. "
+        "Preference runs (dpo, orpo, kto) add `win_rate`: the share of held-out pairs where the model gives the "
+        "chosen answer a higher mean log-probability per token than the rejected one, and `logp_margin`, by how much."
     )
     with gr.Row():
         run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run", scale=3)

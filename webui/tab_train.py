@@ -12,7 +12,7 @@ import pandas as pd
 from backend.config import fields
 from backend.errors import TuneForgeError
 from backend.llamafactory import load_config_file
-from webui.charts import loss_figure, loss_points
+from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
 from webui.forms import controls, form_updates, options_from
 
@@ -67,6 +67,8 @@ def build(ctx: AppContext, options: dict) -> dict:
                 options.update(controls("basic"))
             with gr.Accordion("LoRA", open=False):
                 options.update(controls("lora"))
+            with gr.Accordion("Preference (dpo, orpo, kto)", open=False, elem_id="preference-options"):
+                options.update(controls("preference"))
             with gr.Accordion("Advanced", open=False):
                 options.update(controls("advanced"))
             with gr.Accordion("Preview command", open=False):
@@ -87,6 +89,7 @@ def build(ctx: AppContext, options: dict) -> dict:
             progress = gr.HTML(progress_html(None))
             chart = gr.Plot(None, label="Loss", elem_id="loss-chart")
             chart_caption = gr.Markdown(elem_id="chart-caption")
+            rewards = gr.Plot(None, label="Preference rewards", elem_id="reward-chart", visible=False)
             log = gr.Textbox(
                 label=f"Log (last {LOG_LINES} lines; the full log is train.log in the run folder)",
                 lines=LOG_LINES,
@@ -142,16 +145,19 @@ def build(ctx: AppContext, options: dict) -> dict:
         return f"Run `{run_id}` aborted."
 
     def refresh(run_id):
+        no_rewards = gr.update(value=None, visible=False)
         if not run_id:
-            return progress_html(None), None, "", "", runs_frame(ctx)
+            return progress_html(None), None, "", no_rewards, "", runs_frame(ctx)
         try:
             status, events = ctx.jobs.status(run_id), ctx.jobs.events(run_id)
         except TuneForgeError as exc:
-            return progress_html(None), None, "", str(exc), runs_frame(ctx)
+            return progress_html(None), None, "", no_rewards, str(exc), runs_frame(ctx)
         train, evals = loss_points(events)
         caption = f"{len(train)} train points · {len(evals)} eval points"
+        reward_chart = reward_figure(events)
+        reward_update = gr.update(value=reward_chart, visible=True) if reward_chart else no_rewards
         log = ctx.jobs.log_tail(run_id, LOG_LINES)
-        return progress_html(status), loss_figure(events), caption, log, runs_frame(ctx)
+        return progress_html(status), loss_figure(events), caption, reward_update, log, runs_frame(ctx)
 
     def on_load():
         """A reopened page picks up the newest run, so a closed tab loses nothing."""
@@ -164,7 +170,7 @@ def build(ctx: AppContext, options: dict) -> dict:
     load_config.upload(on_load_config, load_config, [*inputs, message])
     start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message])
     abort.click(on_abort, run, message)
-    live = [progress, chart, chart_caption, log, runs]
+    live = [progress, chart, chart_caption, rewards, log, runs]
     run.change(refresh, run, live)
     gr.Timer(REFRESH_S).tick(refresh, run, live, show_progress="hidden")
     return {"run": run}

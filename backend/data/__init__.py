@@ -18,6 +18,7 @@ from typing import Any
 
 from backend.data.cleaning import dedup, leaked, scrub_example
 from backend.data.formats import (
+    CHAT_FORMATS,
     FORMATS,
     TASK_FORMATS,
     Example,
@@ -62,6 +63,8 @@ MAPPING_OPTIONS = {
     "system_column": "system",
     "text_column": "text",
     "label_column": "label",
+    "chosen_column": "chosen",
+    "rejected_column": "rejected",
 }
 REASONS_SHOWN = 5
 
@@ -166,8 +169,9 @@ class ExampleReader:
         self.columns = [str(c) for c in record]
         check_mapping(self.columns, self.mapping, self.name)
         mapped = list(apply_mapping(record, self.mapping))
-        if self.format is None:
-            self.format = detect_format(mapped, self.name)
+        if self.format is None or self.format in CHAT_FORMATS and self._judged(mapped):
+            # A registry's "sharegpt" says how turns are written; chosen/rejected or a kto label say what they mean.
+            self.format = detect_format(mapped, self.name, self.options.task)
         for column in required_columns(self.format):
             if column not in mapped:
                 raise TuneForgeError(
@@ -180,6 +184,10 @@ class ExampleReader:
                 f"{self.name}: format {self.format} does not fit task {self.options.task} "
                 f"(it needs {' or '.join(allowed)}); change the task or the dataset"
             )
+
+    def _judged(self, columns: list[str]) -> bool:
+        keys = set(columns)
+        return {"chosen", "rejected"} <= keys or self.options.task == "kto" and "label" in keys
 
     def _bad(self, bad: BadRow) -> None:
         if not self.options.skip_bad_rows:

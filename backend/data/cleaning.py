@@ -12,7 +12,7 @@ import unicodedata
 from collections import Counter
 from typing import Any
 
-from backend.data.formats import Example, example_text
+from backend.data.formats import Example, example_text, map_texts
 
 PII_PATTERNS = {
     "email": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
@@ -34,12 +34,7 @@ def scrub_text(text: str, counts: Counter) -> str:
 
 
 def scrub_example(example: Example, counts: Counter) -> Example:
-    if "messages" in example:
-        return {
-            **example,
-            "messages": [{**m, "content": scrub_text(m["content"], counts)} for m in example["messages"]],
-        }
-    return {**example, "text": scrub_text(example["text"], counts)}
+    return map_texts(example, lambda text: scrub_text(text, counts))
 
 
 def exact_key(example: Example) -> str:

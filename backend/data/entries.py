@@ -17,7 +17,6 @@ from typing import Any
 
 from backend.errors import TuneForgeError
 
-PREFERENCE_REFUSAL = "preference data needs task dpo/orpo/kto, which is not available yet"
 MEDIA_COLUMNS = ("images", "videos", "audios")
 # LLaMA-Factory reads hub entries before local ones, in this order; so do we.
 OTHER_HUBS = {
@@ -59,27 +58,22 @@ def hub_offline() -> bool:
     )
 
 
-def unsupported_kind(entry: dict[str, Any]) -> str | None:
-    """'preference', 'kto' or 'multimodal' for data no TuneForge task trains yet, else None."""
+def data_kind(entry: dict[str, Any]) -> str | None:
+    """'preference', 'kto' or 'multimodal' for data that needs a task of its own, else None."""
     columns = entry.get("columns") or {}
+    if any(c in columns for c in MEDIA_COLUMNS):
+        return "multimodal"
     if entry.get("ranking") or {"chosen", "rejected"} & set(columns):
         return "preference"
     if "kto_tag" in columns:
         return "kto"
-    if any(c in columns for c in MEDIA_COLUMNS):
-        return "multimodal"
     return None
 
 
 def refusal(name: str, entry: dict[str, Any]) -> str | None:
     """Why this entry's data cannot be trained at all (whatever the machine), or None."""
     columns = entry.get("columns") or {}
-    kind = unsupported_kind(entry)
-    if kind == "preference":
-        return f"dataset '{name}' is preference data (ranking, chosen/rejected answers); {PREFERENCE_REFUSAL}"
-    if kind == "kto":
-        return f"dataset '{name}' is KTO feedback data (kto_tag column '{columns['kto_tag']}'); {PREFERENCE_REFUSAL}"
-    if kind == "multimodal":
+    if data_kind(entry) == "multimodal":
         media = "/".join(c for c in MEDIA_COLUMNS if c in columns)
         return f"dataset '{name}' has {media}: multimodal data is not supported (TuneForge trains on text only)"
     if entry.get("num_samples"):
@@ -91,9 +85,9 @@ def listing_note(name: str, entry: Any, folder: Path) -> str:
     """A few words shown beside the name in a dataset list; empty when the entry is usable as it is."""
     if not isinstance(entry, dict):
         return "invalid entry"
-    kind = unsupported_kind(entry)
-    if kind:
-        return {"preference": "preference data, not yet", "kto": "KTO data, not yet"}.get(kind, "multimodal")
+    kind = data_kind(entry)
+    if kind == "multimodal":
+        return kind
     if refusal(name, entry):
         return "not supported"
     if entry.get("hf_hub_url"):
@@ -103,7 +97,8 @@ def listing_note(name: str, entry: Any, folder: Path) -> str:
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or not file_name or not (folder / file_name).exists():
         return "file missing"
-    return ""
+    # Which task trains it, so nobody picks preference pairs for sft.
+    return {"preference": "preference: dpo, orpo, kto", "kto": "task kto"}.get(kind or "", "")
 
 
 def source_for(name: str, entry: Any, folder: Path) -> DatasetSource:

@@ -4,6 +4,12 @@ An example is one of:
   {"messages": [{role, content}, ...]}   alpaca, sharegpt, openai, prompt_completion (task sft)
   {"text": str}                           text (task pt)
   {"text": str, "label": str}             classification (task classification)
+  {"messages": [..., chosen answer], "rejected": str}
+                                          preference (tasks dpo, orpo, kto): the prompt with its chosen
+                                          answer as a conversation, so every chat tool reads it as one
+  {"messages": [..., answer], "desirable": bool}
+                                          kto: one answer, judged good or bad (task kto)
+See backend/data/preference.py for the preference layouts.
 
 A column mapping renames the user's columns to the canonical ones before detection, so
 {"prompt": "question", "response": "answer"} makes any question/answer table usable.
@@ -19,8 +25,16 @@ from backend.data.toolcalls import call_text, parse_tools, tool_call_message, to
 from backend.errors import TuneForgeError
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "openai", "prompt_completion")
-FORMATS = (*CHAT_FORMATS, "text", "classification")
-TASK_FORMATS = {"sft": CHAT_FORMATS, "pt": ("text",), "classification": ("classification",)}
+PREFERENCE_FORMATS = ("preference", "kto")
+FORMATS = (*CHAT_FORMATS, "text", "classification", *PREFERENCE_FORMATS)
+TASK_FORMATS = {
+    "sft": CHAT_FORMATS,
+    "pt": ("text",),
+    "classification": ("classification",),
+    "dpo": ("preference",),
+    "orpo": ("preference",),
+    "kto": ("kto", "preference"),  # a pair is two judged answers: the chosen good, the rejected bad
+}
 
 # Canonical column for each mapping key (LLaMA-Factory's dataset_info "columns" names).
 MAPPING_TARGETS = {
@@ -33,6 +47,9 @@ MAPPING_TARGETS = {
     "tools": "tools",
     "text": "text",
     "label": "label",
+    "chosen": "chosen",
+    "rejected": "rejected",
+    "kto_tag": "label",
 }
 # Accepted beside the registry's tags, as before tags existed: many sharegpt files say user/assistant.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -59,8 +76,12 @@ def check_mapping(columns: list[str], mapping: dict[str, str], name: str) -> Non
             raise TuneForgeError(f"{name}: column '{column}' not found; columns are: {', '.join(map(str, columns))}")
 
 
-def detect_format(columns: list[str], name: str) -> str:
+def detect_format(columns: list[str], name: str, task: str = "sft") -> str:
     keys = set(columns)
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if task == "kto" and "label" in keys and keys & {"messages", "conversations", "completion", "output"}:
+        return "kto"
     if "messages" in keys:
         return "openai"
     if "conversations" in keys:
@@ -88,6 +109,8 @@ def required_columns(fmt: str) -> tuple[str, ...]:
         "prompt_completion": ("prompt",),
         "text": ("text",),
         "classification": ("text", "label"),
+        "preference": ("chosen", "rejected"),
+        "kto": ("label",),
     }[fmt]
 
 
@@ -105,10 +128,14 @@ def to_example(fmt: str, row: dict[str, Any], tags: dict[str, str] | None = None
         if label is None or isinstance(label, (list, dict)) or str(label).strip() == "":
             raise RowError("missing label")
         return {"text": text, "label": str(label).strip()}
+    if fmt in PREFERENCE_FORMATS:
+        from backend.data.preference import to_preference_example  # it builds on this module's parsers
+
+        return to_preference_example(fmt, row, {**TAG_DEFAULTS, **(tags or {})})
     if fmt == "sharegpt":
-        messages = _sharegpt(row, {**TAG_DEFAULTS, **(tags or {})})
+        messages = sharegpt_messages(row, {**TAG_DEFAULTS, **(tags or {})})
     else:
-        messages = {"alpaca": _alpaca, "openai": _openai, "prompt_completion": _prompt_completion}[fmt](row)
+        messages = {"alpaca": _alpaca, "openai": openai_messages, "prompt_completion": _prompt_completion}[fmt](row)
     answers = [m for m in messages if m["role"] == "assistant"]
     if not answers:
         raise RowError("no assistant answer to train on")
@@ -132,6 +159,11 @@ def _text(row: dict[str, Any], key: str, required: bool = True) -> str:
 
 
 def _alpaca(row: dict[str, Any]) -> list[dict[str, str]]:
+    return alpaca_prompt(row) + [{"role": "assistant", "content": _text(row, "output")}]
+
+
+def alpaca_prompt(row: dict[str, Any]) -> list[dict[str, str]]:
+    """System, history and the instruction (with its input) of an alpaca row: everything but the answer."""
     messages = []
     system = _text(row, "system", required=False)
     if system:
@@ -148,10 +180,10 @@ def _alpaca(row: dict[str, Any]) -> list[dict[str, str]]:
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     if not prompt.strip():
         raise RowError("empty instruction")
-    return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row, "output")}]
+    return messages + [{"role": "user", "content": prompt}]
 
 
-def _sharegpt(row: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]:
+def sharegpt_messages(row: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]:
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise RowError("'conversations' must be a non-empty list")
@@ -186,10 +218,10 @@ def _sharegpt(row: dict[str, Any], tags: dict[str, str]) -> list[dict[str, Any]]
     return messages
 
 
-def _openai(row: dict[str, Any]) -> list[dict[str, str]]:
-    turns = row.get("messages")
+def openai_messages(row: dict[str, Any], key: str = "messages") -> list[dict[str, str]]:
+    turns = row.get(key)
     if not isinstance(turns, list) or not turns:
-        raise RowError("'messages' must be a non-empty list")
+        raise RowError(f"'{key}' must be a non-empty list")
     messages = []
     for i, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict) or turn.get("role") not in OPENAI_ROLES:
@@ -220,8 +252,24 @@ def _prompt_completion(row: dict[str, Any]) -> list[dict[str, str]]:
 def example_text(example: Example) -> str:
     """All of an example's text in one string, for duplicate and leakage checks."""
     if "messages" in example:
-        return "\n".join(
+        text = "\n".join(
             f"{m['role']}: {m['content']}" + (f" {call_text(m)}" if m.get("tool_calls") else "")
             for m in example["messages"]
         )
+        if "rejected" in example:
+            text += f"\nrejected: {example['rejected']}"
+        if "desirable" in example:
+            text += f"\ndesirable: {example['desirable']}"
+        return text
     return example["text"] + (f"\nlabel: {example['label']}" if "label" in example else "")
+
+
+def map_texts(example: Example, change) -> Example:
+    """The example with change(text) applied to every text a person wrote: turns, text, rejected answer."""
+    mapped = dict(example)
+    if "messages" in mapped:
+        mapped["messages"] = [{**m, "content": change(m["content"])} for m in mapped["messages"]]
+    for key in ("text", "rejected"):
+        if key in mapped:
+            mapped[key] = change(mapped[key])
+    return mapped

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from backend.data.formats import Example
+from backend.data.formats import Example, map_texts
 
 PLACEHOLDER = re.compile(r"\{\{(name|author)\}\}")
 
@@ -26,9 +26,7 @@ def fill_placeholders(example: Example, values: dict[str, str], found: Counter) 
 
         return PLACEHOLDER.sub(replace, text)
 
-    if "messages" in example:
-        return {**example, "messages": [{**m, "content": fill(m["content"])} for m in example["messages"]]}
-    return {**example, "text": fill(example["text"])}
+    return map_texts(example, fill)
 
 
 def unfilled_note(name: str, found: Counter | dict, values: dict[str, str]) -> str | None:

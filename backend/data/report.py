@@ -46,6 +46,8 @@ class DatasetReport:
     def summary_lines(self) -> list[str]:
         lines = [f"Format: {self.format} · Rows: {self.usable_rows} usable of {self.rows_read} read"]
         lines.append(f"Columns: {', '.join(self.columns)}")
+        if "preference" in self.format:
+            lines.append("Each row: a prompt, its chosen answer (shown below as trained) and a rejected answer")
         unfilled = unfilled_note(self.name, self.placeholders, self.placeholder_values)
         if unfilled:
             lines.append(unfilled)

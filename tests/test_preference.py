@@ -1,0 +1,266 @@
+"""Preference tuning: dpo, orpo and kto data read with located errors, trained through TRL, and evaluated."""
+
+import json
+
+import pytest
+
+from backend.config import TrainConfig
+from backend.data import DataOptions, ExampleReader
+from backend.errors import TuneForgeError
+from backend.events import read_events
+from backend.llamafactory import load_config_file
+from backend.paths import ASSETS_DIR
+from tests.conftest import LLAMAFACTORY_DATA, run_cli
+from tests.test_train_cli import write_config
+
+needs_llamafactory = pytest.mark.skipif(
+    not LLAMAFACTORY_DATA.is_dir(),
+    reason=f"{LLAMAFACTORY_DATA} is absent: LLaMA-Factory's demo data ships beside the repo in CI, not in clones",
+)
+REWARDS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def read(dataset, task="dpo", **options):
+    return list(ExampleReader(str(dataset), DataOptions(dataset=str(dataset), task=task, **options)))
+
+
+def write_json(path, rows):
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+@needs_llamafactory
+def test_llamafactory_dpo_demo_reads_as_pairs_of_its_own_answers():
+    raw = json.loads((LLAMAFACTORY_DATA / "dpo_en_demo.json").read_text())
+    examples = read("dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA))
+    assert len(examples) == len(raw) == 300
+    for example, row in zip(examples[:20], raw, strict=False):
+        assert example["messages"][-1] == {"role": "assistant", "content": row["chosen"]["value"]}
+        assert example["rejected"] == row["rejected"]["value"]
+        assert [m["content"] for m in example["messages"][:-1]] == [t["value"] for t in row["conversations"]]
+
+
+@needs_llamafactory
+def test_llamafactory_kto_demo_keeps_each_answers_judgement():
+    raw = json.loads((LLAMAFACTORY_DATA / "kto_en_demo.json").read_text())
+    examples = read("kto_en_demo", task="kto", dataset_dir=str(LLAMAFACTORY_DATA))
+    assert [e["desirable"] for e in examples] == [r["label"] for r in raw]
+    assert [e["messages"][-1]["content"] for e in examples] == [r["messages"][-1]["content"] for r in raw]
+
+
+@needs_llamafactory
+def test_preference_data_for_sft_says_which_tasks_train_it():
+    with pytest.raises(TuneForgeError, match="format preference does not fit task sft"):
+        read("dpo_en_demo", task="sft", dataset_dir=str(LLAMAFACTORY_DATA))
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"instruction": "Name a colour.", "input": "", "chosen": "Blue.", "rejected": "Well, one colour is blue."},
+        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Well, one colour is blue."},
+        {
+            "prompt": [{"role": "user", "content": "Name a colour."}],
+            "chosen": [{"role": "assistant", "content": "Blue."}],
+            "rejected": [{"role": "assistant", "content": "Well, one colour is blue."}],
+        },
+        {
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "chosen": {"role": "assistant", "content": "Blue."},
+            "rejected": {"role": "assistant", "content": "Well, one colour is blue."},
+        },
+    ],
+    ids=["alpaca", "prompt-text", "trl-conversational", "openai"],
+)
+def test_every_pair_layout_reads_the_same(tmp_path, row):
+    (example,) = read(write_json(tmp_path / "pairs.json", [row]))
+    assert example == {
+        "messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}],
+        "rejected": "Well, one colour is blue.",
+    }
+
+
+def test_kto_reads_pairs_as_two_judged_answers_and_labels_in_words(tmp_path):
+    from backend.preference import trl_rows
+
+    pairs = read(ASSETS_DIR / "demo_preference.json", task="kto")
+    rows = trl_rows(pairs[:4], "kto", seed=0)
+    assert len(rows) == 8 and sorted(r["label"] for r in rows) == [False] * 4 + [True] * 4
+    judged = [{"prompt": "Is water wet?", "completion": "Yes.", "label": "yes"}]
+    judged.append({"prompt": "Is fire cold?", "completion": "Yes.", "label": "false"})
+    assert [e["desirable"] for e in read(write_json(tmp_path / "judged.json", judged), task="kto")] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "row, task, message",
+    [
+        ({"prompt": "Hi", "chosen": "Hello.", "rejected": "Hello."}, "dpo", "chosen and rejected answers are the same"),
+        ({"prompt": "Hi", "chosen": "Hello.", "rejected": ""}, "dpo", "empty rejected answer"),
+        ({"prompt": "Hi", "chosen": 3, "rejected": "Hey."}, "dpo", "'chosen' must be a text or a turn"),
+        (
+            {"messages": [{"role": "assistant", "content": "Hi"}], "chosen": "A.", "rejected": "B."},
+            "dpo",
+            "the prompt must end with a user turn, not assistant",
+        ),
+        ({"prompt": "Hi", "completion": "Hello.", "label": "maybe"}, "kto", "label must be true or false, got 'maybe'"),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}], "label": True},
+            "kto",
+            "the conversation must end with the assistant's answer being judged",
+        ),
+    ],
+)
+def test_bad_preference_rows_are_refused_with_their_row_number(tmp_path, row, task, message):
+    good = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Well, blue."}
+    if task == "kto":
+        good = {"prompt": "Name a colour.", "completion": "Blue.", "label": True}
+    path = write_json(tmp_path / "rows.json", [good, row])
+    with pytest.raises(TuneForgeError) as refused:
+        read(path, task=task)
+    assert "row 2" in str(refused.value) and message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_demo_pairs_follow_their_visible_rule():
+    """Chosen answers are one sentence; rejected ones are several, so a tuned model's style can be seen."""
+    examples = read(ASSETS_DIR / "demo_preference.json")
+    assert len(examples) >= 60
+    for example in examples:
+        chosen, rejected = example["messages"][-1]["content"], example["rejected"]
+        assert sum(chosen.count(mark) for mark in ".!?") == 1 and chosen.rstrip()[-1] in ".!?"
+        assert sum(rejected.count(mark) for mark in ".!?") >= 3
+
+
+def test_pref_loss_must_fit_the_task_and_follows_it_by_default():
+    assert TrainConfig.from_dict({"task": "kto"}).pref_loss == "kto"
+    assert TrainConfig.from_dict({"task": "orpo"}).pref_loss == "orpo"
+    assert TrainConfig.from_dict({"task": "dpo", "pref_loss": "ipo"}).pref_loss == "ipo"
+    with pytest.raises(TuneForgeError, match="pref_loss='kto' does not apply to task dpo"):
+        TrainConfig.from_dict({"task": "dpo", "pref_loss": "kto"})
+
+
+def test_llamafactory_preference_stages_translate():
+    base = "model_name_or_path: HuggingFaceTB/SmolLM2-135M-Instruct\nfinetuning_type: lora\n"
+    dpo = load_config_file(base + "stage: dpo\npref_beta: 0.2\npref_loss: ipo\n")
+    assert (dpo["task"], dpo["pref_loss"], dpo["pref_beta"]) == ("dpo", "ipo", 0.2)
+    assert load_config_file(base + "stage: dpo\npref_loss: orpo\n")["task"] == "orpo"
+    kto = load_config_file(base + "stage: kto\npref_loss: sigmoid\n")
+    assert (kto["task"], kto["pref_loss"]) == ("kto", "kto")
+    with pytest.raises(TuneForgeError, match="pref_loss: 'simpo' is not supported"):
+        load_config_file(base + "stage: dpo\npref_loss: simpo\n")
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def train(tmp_path, **options):
+    tmp_path.mkdir(exist_ok=True)
+    run_dir = tmp_path / "run"
+    config = {"output_dir": str(run_dir), "save_steps": 0, "report_to": "none", "logging_steps": 1, **options}
+    result = run_cli(write_config(tmp_path / "run.yaml", **config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, read_events(run_dir)
+
+
+def check_preference_run(run_dir, events, steps):
+    logs = [e for e in events if e["type"] == "log"]
+    assert [e["step"] for e in logs] == list(range(1, steps + 1))
+    assert all(key in logs[-1] for key in ("rewards/chosen", "rewards/margins"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == steps and "rewards/margins" in metrics
+
+
+@needs_llamafactory
+def test_dpo_trains_a_lora_adapter_on_the_shared_demo_that_plain_peft_loads(tmp_path, default_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir, events = train(
+        tmp_path, task="dpo", dataset="dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA), max_samples=6,
+        val_size=2, max_steps=2, per_device_train_batch_size=2, cutoff_len=384, eval_steps=100,
+    )  # fmt: skip
+    check_preference_run(run_dir, events, 2)
+    assert {key for key in REWARDS} <= set(next(e for e in events if e["type"] == "log"))
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals and "rewards/margins" in evals[-1]  # the final validation pass scores the held-out pairs
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(default_model_dir), run_dir)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+    assert not list(run_dir.glob("ref/*"))  # the reference was the base with the adapter off, not a saved copy
+
+
+@needs_llamafactory
+def test_kto_trains_on_the_shared_demo(tmp_path, default_model_dir):
+    run_dir, events = train(
+        tmp_path, task="kto", dataset="kto_en_demo", dataset_dir=str(LLAMAFACTORY_DATA), max_samples=4,
+        val_size=0, max_steps=2, per_device_train_batch_size=2, cutoff_len=512,
+    )  # fmt: skip
+    logs = [e for e in events if e["type"] == "log"]
+    assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] is not None for e in logs)
+    assert "kl" in logs[-1] and (run_dir / "adapter_model.safetensors").exists()
+
+
+def test_kto_refuses_one_example_a_batch_before_loading_anything(tmp_path):
+    config = write_config(
+        tmp_path / "run.yaml", task="kto", dataset="demo_preference", per_device_train_batch_size=1,
+        output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = run_cli(config)
+    assert result.returncode == 2 and "kto needs per_device_train_batch_size of 2 or more" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_orpo_and_full_dpo_train_without_an_adapter_reference(tmp_path, default_model_dir):
+    """orpo needs no reference model; full dpo holds a frozen copy and saves a plain transformers model."""
+    from transformers import AutoModelForCausalLM
+
+    run_dir, events = train(
+        tmp_path / "orpo", task="orpo", dataset="demo_preference", max_samples=8, val_size=0, max_steps=2,
+        per_device_train_batch_size=2, cutoff_len=256,
+    )  # fmt: skip
+    check_preference_run(run_dir, events, 2)
+    run_dir, events = train(
+        tmp_path / "full", task="dpo", method="full", dataset="demo_preference", max_samples=4, val_size=0,
+        max_steps=1, per_device_train_batch_size=2, cutoff_len=256, learning_rate=1e-5,
+    )  # fmt: skip
+    check_preference_run(run_dir, events, 1)
+    assert any(e.get("message", "").startswith("loading the reference model") for e in events)
+    AutoModelForCausalLM.from_pretrained(run_dir)  # config.json + model.safetensors
+
+
+def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(tmp_path, default_model_dir):
+    """The issue's acceptance run: a few dozen LoRA steps on the demo pairs (chosen answers are one sentence)."""
+    from backend.chat import ChatEngine
+    from backend.evaluate import Evaluator
+    from backend.jobs import JobManager
+    from tests.test_evaluate import finish
+
+    jobs = JobManager(tmp_path / "workspace")
+    run_id = jobs.start(DEMO_DPO)
+    finish(jobs, run_id, timeout=1200)
+    logs = [e for e in jobs.events(run_id) if e["type"] == "log"]
+    first, last = logs[:5], logs[-5:]
+    mean = lambda rows: sum(e["rewards/margins"] for e in rows) / len(rows)  # noqa: E731
+    assert mean(last) > mean(first) + 0.5, (mean(first), mean(last))
+
+    evaluator = Evaluator(jobs, ChatEngine(jobs))
+    table = {
+        row["metric"]: row for row in evaluator.compare_with_base(run_id, max_rows=16, max_new_tokens=8)["comparison"]
+    }
+    assert table["win_rate"]["tuned"] > table["win_rate"]["base"], table["win_rate"]
+    assert table["logp_margin"]["difference"] > 0
+    jobs.shutdown()
+
+
+DEMO_DPO = {
+    "task": "dpo",
+    "dataset": "demo_preference",
+    "val_size": 16,
+    "max_steps": 30,
+    "per_device_train_batch_size": 4,
+    "cutoff_len": 256,
+    "eval_steps": 100,
+    "save_steps": 0,
+    "report_to": "none",
+}
