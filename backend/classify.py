@@ -62,7 +62,7 @@ class ClassificationRecipe(Recipe):
             trust_remote_code=cfg.trust_remote_code,
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = self._wrap_lora(model) if cfg.method == "lora" else model
+        self.model = self._adapt(model)
         print(f"labels: {', '.join(self.labels)}", flush=True)
         self.report_size()
 

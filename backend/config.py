@@ -51,7 +51,18 @@ class TrainConfig:
         group="model",
     )
     method: str = option(
-        "lora", "lora trains a small adapter; full updates every weight.", choices=("lora", "full"), group="model"
+        "lora",
+        "lora trains a small adapter; qlora trains one on a 4-bit model (CUDA only); full updates every weight; "
+        "freeze trains only the last freeze_trainable_layers decoder layers.",
+        choices=("lora", "qlora", "full", "freeze"),
+        group="model",
+    )
+    freeze_trainable_layers: int = option(
+        2,
+        "method freeze: train the last N decoder layers (a negative N trains the first N), as in LLaMA-Factory.",
+        min=-1024,
+        max=1024,
+        group="model",
     )
     trust_remote_code: bool = option(
         False,
@@ -250,6 +261,54 @@ class TrainConfig:
         group="preference",
     )
 
+    # Devices, launch and precision (backend.launch, backend.precision)
+    nproc_per_node: int = option(
+        1,
+        "Training processes on this machine: one per GPU (on a CPU, processes that share its cores). "
+        "More than one launches the job through torchrun.",
+        min=1,
+        max=64,
+        group="devices",
+    )
+    nnodes: int = option(
+        1, "Machines taking part; each runs the same config with its own node_rank.", min=1, max=1024, group="devices"
+    )
+    node_rank: int = option(
+        0,
+        "This machine's number among the nnodes: 0 on the main node, which writes the run.",
+        min=0,
+        max=1023,
+        group="devices",
+    )
+    master_addr: str = option(
+        "127.0.0.1",
+        "Address of node 0 that every node can reach (multi-node: node 0's network address).",
+        group="devices",
+    )
+    master_port: int = option(29500, "A free TCP port on node 0 for the rendezvous.", min=1, max=65535, group="devices")
+    strategy: str = option(
+        "ddp",
+        "How processes share the work: ddp copies the model to each; fsdp and deepspeed_zero3 shard weights, "
+        "gradients and optimizer state; deepspeed_zero2 shards gradients and optimizer state (deepspeed package).",
+        choices=("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
+        group="devices",
+    )
+    precision: str = option(
+        "auto",
+        "auto: bf16 on GPUs that support it, fp16 with a gradient scaler on older GPUs, fp32 on CPU.",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        group="devices",
+    )
+    quantization_bit: int = option(
+        0,
+        "Load the model quantized for (Q)LoRA: 4 (NF4, double quantization) or 8 bits; 0: off. "
+        "Needs a CUDA GPU and bitsandbytes.",
+        min=0,
+        max=8,
+        choices=(0, 4, 8),
+        group="devices",
+    )
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> TrainConfig:
         """Build a validated config; refuse unknown keys and bad values with a message naming the key."""
@@ -343,7 +402,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if meta["min"] is not None and value < meta["min"] or meta["max"] is not None and value > meta["max"]:
         raise TuneForgeError(f"{name}={value!r} is out of range [{meta['min']}, {meta['max']}]")
     if meta["choices"] and value not in meta["choices"]:
-        raise TuneForgeError(f"{name}={value!r} is not one of: {', '.join(meta['choices'])}")
+        raise TuneForgeError(f"{name}={value!r} is not one of: {', '.join(map(str, meta['choices']))}")
     return value
 
 

@@ -2,7 +2,8 @@
 
 A training token costs about 2N FLOPs forward and 2N backward to the activations, for N model
 parameters; full fine-tuning adds 2N for the weight gradients. LoRA's own weights are too few
-to count. Attention's sequence-length term is left out, as is usual for MFU figures.
+to count; freeze tuning pays backward only for the layers it trains.
+Attention's sequence-length term is left out, as is usual for MFU figures.
 """
 
 from __future__ import annotations
@@ -13,8 +14,28 @@ import time
 from pathlib import Path
 
 
-def training_flops_per_token(n_params: int, method: str) -> float:
-    return (6 if method == "full" else 4) * n_params
+def training_flops_per_token(n_params: int, method: str, n_trained: int = 0) -> float:
+    """Forward 2N for every method; the backward differs by how far the gradient travels and what it updates.
+
+    full: 4N (activations and weights); lora and qlora: 2N (activations all the way down; the
+    adapter is too small to count); freeze: 4 per trained weight, since the gradient stops at the
+    lowest trained layer (the frozen head's share above it is left out, like attention's).
+    """
+    if method == "full":
+        return 6 * n_params
+    if method == "freeze":
+        return 2 * n_params + 4 * n_trained
+    return 4 * n_params
+
+
+def parameters_in_memory(model, trainable_only: bool = False) -> int:
+    """Parameter count; a 4-bit weight packs two values in each stored byte, so it counts twice its numel."""
+    total = 0
+    for p in model.parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        total += p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
+    return total
 
 
 def parameter_count(model_dir: str | Path) -> int:

@@ -32,7 +32,9 @@ from backend.config import TrainConfig
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EVENTS_FILE, EventLog, EventsCache, end_event, timeline
+from backend.launch import plan_run
 from backend.paths import PROJECT_ROOT
+from backend.precision import hardware_summary
 from backend.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
 from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, new_run_id
 
@@ -63,6 +65,12 @@ class JobManager:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
         resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
+        plan_run(config, hardware_summary())  # what this machine cannot run, in the job's own words
+        if config.node_rank:
+            raise TuneForgeError(
+                f"node_rank={config.node_rank}: start the other nodes from a terminal with the same config "
+                "(docs/multi-node.md); the app starts and follows node 0"
+            )
         run_dir = self.runs_dir / new_run_id()
         if config.output_dir:
             # The UI only knows runs in its workspace, so output_dir names one of them.

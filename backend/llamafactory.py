@@ -4,7 +4,7 @@
 `load_config`: a YAML of our own options passes straight to TrainConfig, and one written for
 `llamafactory-cli train` is translated key by key first. Every LLaMA-Factory key is one of:
   - translated to our option (model_name_or_path → model, finetuning_type → method, stage → task, ...);
-  - accepted without effect, because TuneForge already does what it asks (plot_loss, bf16, ...),
+  - accepted without effect, because TuneForge already does what it asks (plot_loss, packing, ...),
     with the reason printed;
   - refused, naming the key, because honouring it is not possible here (use_dora, stage: ppo, ...).
 Nothing is dropped without a word. Options the YAML leaves out take LLaMA-Factory's defaults where
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,10 @@ SAME_KEYS = (
     "weight_decay", "max_grad_norm", "seed", "logging_steps", "eval_steps", "save_steps", "output_dir",
     "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "max_samples", "save_total_limit",
     "resume_from_checkpoint", "report_to", "trust_remote_code", "pref_beta", "ref_model",
+    "freeze_trainable_layers",
 )  # fmt: skip
+# Precision and launch keys, translated by _precision and _deepspeed.
+PRECISION_KEYS = ("bf16", "fp16", "quantization_bit", "deepspeed")
 RENAMED = {"model_name_or_path": "model", "finetuning_type": "method", "stage": "task"}
 TEMPLATES = {"chatml": "chatml", "qwen": "chatml", "llama2": "llama2", "alpaca": "alpaca"}
 # Defaults of LLaMA-Factory (and the TrainingArguments under it) that differ from ours.
@@ -80,10 +84,13 @@ NO_EFFECT = {
     "plot_loss": (_any, "the loss is always charted from events.jsonl"),
     "overwrite_output_dir": (_any, "a run writes into output_dir either way"),
     "save_only_model": (_any, "checkpoints are the Trainer's own"),
-    "bf16": (_any, "precision is chosen for the machine: bf16 on GPUs that support it, fp32 elsewhere"),
-    "fp16": (_any, "precision is chosen for the machine: bf16 on GPUs that support it, fp32 elsewhere"),
-    "pure_bf16": (_is(False), "precision is chosen for the machine"),
-    "ddp_timeout": (_any, "TuneForge trains in one process"),
+    "pure_bf16": (_is(False), "mixed precision keeps fp32 master weights where gradients need them"),
+    "ddp_timeout": (_any, "processes wait for each other torch's default 30 minutes"),
+    "quantization_method": (_is("bnb", "bitsandbytes"), "quantization is bitsandbytes'"),
+    "quantization_type": (_is("nf4"), "4-bit quantization is NF4"),
+    "double_quantization": (_is(True), "4-bit quantization always uses double quantization"),
+    "freeze_trainable_modules": (_is("all"), "freeze tuning trains whole decoder layers"),
+    "freeze_extra_modules": (_none, "freeze tuning trains decoder layers only"),
     "flash_attn": (_any, "transformers picks the attention kernel"),
     "per_device_eval_batch_size": (_any, "validation uses per_device_train_batch_size"),
     "eval_strategy": (_is("steps", "no"), "validation runs every eval_steps when there are validation rows"),
@@ -98,18 +105,15 @@ NO_EFFECT = {
     "train_on_prompt": (_is(False), "prompts are always masked from the loss"),
     "mask_history": (_is(False), "every answer of a conversation is trained"),
     "use_fast_tokenizer": (_is(True), "the fast tokenizer is always used"),
-    "quantization_bit": (_none, "quantized (QLoRA) training is not available yet; the model trains unquantized"),
     "warmup_steps": (_is(0, None), "use warmup_ratio instead"),
     "pref_ftx": (_is(0, 0.0, None), "no SFT term is added to the preference loss"),
     "optim": (_is("adamw_torch"), "TuneForge trains with AdamW (adamw_torch)"),
 }
 NO_EFFECT_REFUSAL = {  # what to say when a NO_EFFECT key holds a value we cannot honour
     "do_train": "this YAML does not train; remove it or set do_train: true",
-    "quantization_bit": "quantized (QLoRA) training is not available yet; set it to null to train unquantized",
 }
-LF_KEYS = (
-    set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | {"dataset_dir", "template", "adapter_name_or_path", "pref_loss"}
-)
+LF_KEYS = set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | set(PRECISION_KEYS)
+LF_KEYS |= {"dataset_dir", "template", "adapter_name_or_path", "pref_loss"}
 # Keys only a LLaMA-Factory YAML has: one of them marks the file as LLaMA-Factory's.
 MARKERS = LF_KEYS - OUR_KEYS
 
@@ -186,6 +190,11 @@ def translate(raw: dict[str, Any], where: str, folders: list[Path]) -> LoadedCon
             pass  # read with stage, after the loop
         elif key == "template":
             options["template"] = _template(value, notes)
+        elif key in PRECISION_KEYS:
+            try:
+                options.update(_precision(key, value, raw, folders, notes))
+            except TuneForgeError as exc:
+                problems.append(str(exc))
         elif key in NO_EFFECT:
             harmless, why = NO_EFFECT[key]
             if harmless(value):
@@ -219,8 +228,8 @@ def _renamed(key: str, value: Any, notes: list[str]) -> Any:
             notes.append(f"model_name_or_path {value} is the embedded {spec!r} model (same weights, offline)")
         return spec
     if key == "finetuning_type":
-        if value not in ("lora", "full"):
-            raise TuneForgeError(f"finetuning_type: {value!r} is not supported (use lora or full)")
+        if value not in ("lora", "full", "freeze"):
+            raise TuneForgeError(f"finetuning_type: {value!r} is not supported (use lora, full or freeze)")
         return value
     if value not in STAGES:
         raise TuneForgeError(f"stage: {value!r} is not supported (use {', '.join(STAGES)})")
@@ -242,6 +251,41 @@ def _pref_loss(raw: dict[str, Any], options: dict[str, Any], notes: list[str]) -
         options["task"], options["pref_loss"] = task, loss
         if task == "orpo":
             notes.append("stage dpo with pref_loss orpo: task orpo (TRL's ORPO trainer)")
+
+
+def _precision(key: str, value: Any, raw: dict[str, Any], folders: list[Path], notes: list[str]) -> dict[str, Any]:
+    """bf16/fp16 booleans, quantization_bit and a DeepSpeed file, as our precision, quantization and strategy."""
+    if key == "quantization_bit":
+        return {"quantization_bit": 0 if _none(value) else value}
+    if key == "deepspeed":
+        return {} if _none(value) else {"strategy": _deepspeed(value, folders, notes)}
+    if raw.get("bf16") is True and raw.get("fp16") is True:
+        raise TuneForgeError("bf16 and fp16 are both true; keep one")
+    if value is not True:
+        return {}  # false: LLaMA-Factory's own default, which leaves the choice to precision auto here
+    if key == "bf16":
+        # auto is bf16 wherever bf16 runs; naming bf16 would refuse the YAML on a CPU, where LLaMA-Factory trains.
+        notes.append("bf16: true is precision auto: bf16 on GPUs that support it, fp32 on CPU")
+        return {"precision": "auto"}
+    return {"precision": "fp16"}
+
+
+def _deepspeed(value: Any, folders: list[Path], notes: list[str]) -> str:
+    """A DeepSpeed JSON becomes strategy deepspeed_zero2/3; TuneForge writes its own ds_config.json for the run."""
+    path = next((f / str(value) for f in folders if (f / str(value)).is_file()), None)
+    if path is None:
+        raise TuneForgeError(f"deepspeed: {value}: file not found")
+    try:
+        zero = json.loads(path.read_text(encoding="utf-8")).get("zero_optimization", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise TuneForgeError(f"deepspeed: {value}: not a DeepSpeed JSON config ({exc})") from None
+    stage = zero.get("stage", 0)
+    if stage not in (2, 3):
+        raise TuneForgeError(f"deepspeed: {value}: ZeRO stage {stage} is not offered; use a stage 2 or 3 config")
+    dropped = [k for k in ("offload_optimizer", "offload_param") if k in zero]
+    more = f"; its {' and '.join(dropped)} settings are not carried over" if dropped else ""
+    notes.append(f"deepspeed: {value}: strategy deepspeed_zero{stage}, with a generated ds_config.json{more}")
+    return f"deepspeed_zero{stage}"
 
 
 def _dataset_dir(value: Any, folders: list[Path], notes: list[str]) -> str:

@@ -103,15 +103,20 @@ def load_tokenizer(name_or_path: str, fallback_template: str = "chatml", trust_r
     return tokenizer
 
 
-def load_causal_lm(name_or_path: str, dtype=None, trust_remote_code: bool = False):
+def load_causal_lm(name_or_path: str, dtype=None, trust_remote_code: bool = False, **loading):
     """The model's weights from safetensors, or from a pickle checkpoint only through weights_only loading.
 
     Code shipped with a model (auto_map) runs only with trust_remote_code, which defaults to off.
+    loading adds from_pretrained arguments, such as a quantization_config and device_map for QLoRA.
     """
     from transformers import AutoModelForCausalLM
 
     return _hub_friendly(
-        AutoModelForCausalLM.from_pretrained, name_or_path, dtype=dtype or "auto", trust_remote_code=trust_remote_code
+        AutoModelForCausalLM.from_pretrained,
+        name_or_path,
+        dtype=dtype or "auto",
+        trust_remote_code=trust_remote_code,
+        **loading,
     )
 
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import os
 import random
 
-import torch
-
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
-from backend.recipe import Recipe
+from backend.recipe import LORA_METHODS, Recipe
 
 # The metrics charted beside the loss and kept in metrics.json, as TRL names them.
 PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -72,10 +70,14 @@ class PreferenceRecipe(Recipe):
         self.train_set = self._dataset(splits.train, "training")
         self.eval_set = self._dataset(splits.validation, "validation") if splits.validation else []
 
-        self.events.emit("status", message="loading model")
-        self.dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = load_causal_lm(self.model_path, dtype=self.dtype, trust_remote_code=cfg.trust_remote_code)
+        self.events.emit("status", message=f"loading model ({self.precision.describe()})")
+        self.model = self._prepare(self._load(self.model_path, self.precision.loading_arguments()))
         self.ref_model = self._reference()
+
+    def _load(self, path, quantization: dict):
+        cfg = self.config
+        dtype = self.precision.load_dtype(cfg.method)
+        return load_causal_lm(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **quantization)
 
     def _dataset(self, examples: list[dict], split: str):
         """TRL's rows for one split, without those whose prompt leaves no room for an answer in cutoff_len."""
@@ -99,11 +101,11 @@ class PreferenceRecipe(Recipe):
     def _reference(self):
         """None where the trainer needs no separate copy: orpo, and LoRA without ref_model (adapter off)."""
         cfg = self.config
-        if cfg.task == "orpo" or (cfg.method == "lora" and not cfg.ref_model):
+        if cfg.task == "orpo" or (cfg.method in LORA_METHODS and not cfg.ref_model):
             return None
         path = resolve_model(cfg.ref_model, progress=lambda msg: None) if cfg.ref_model else self.model_path
         self.events.emit("status", message=f"loading the reference model from {path}")
-        return load_causal_lm(path, dtype=self.dtype, trust_remote_code=cfg.trust_remote_code).eval()
+        return self._load(path, {}).eval()
 
     def _training_args(self):
         cfg = self.config
@@ -131,7 +133,7 @@ class PreferenceRecipe(Recipe):
             "train_dataset": self.train_set,
             "eval_dataset": self.eval_set or None,
             "processing_class": self.tokenizer,
-            "peft_config": self._lora_config() if cfg.method == "lora" else None,
+            "peft_config": self._lora_config() if cfg.method in LORA_METHODS else None,
         }
         if cfg.task == "dpo":
             from trl import DPOTrainer as trainer_class

@@ -30,11 +30,14 @@ from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import METRICS_FILE, EventLog
-from backend.flops import matmul_peak_gflops, training_flops_per_token
+from backend.flops import matmul_peak_gflops, parameters_in_memory, training_flops_per_token
+from backend.launch import SHARDED_STRATEGIES, is_main_rank, rank, trainer_arguments
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.paths import default_workspace
+from backend.precision import choose, probe
 from backend.templates import IGNORE_INDEX, encode_example
 
+LORA_METHODS = ("lora", "qlora")
 # Metrics some trainers log beside the loss (TRL's preference trainers), passed on into log events.
 TRAINER_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "nll_loss")
 
@@ -117,6 +120,28 @@ class EventsCallback(TrainerCallback):
         self.events.emit("checkpoint", step=state.global_step, path=str(path))
 
 
+class RankReport(TrainerCallback):
+    """Each rank's own account in its own log: the steps it took and a checksum of its trainable weights.
+
+    The ranks read different shards of the data, so equal checksums show that gradients were
+    averaged across them at every step, as data parallelism must.
+    """
+
+    def __init__(self, model):
+        self.model, self.steps = model, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def on_train_end(self, args, state, control, **kwargs):
+        checksum = sum(p.detach().double().sum().item() for p in self.model.parameters() if p.requires_grad)
+        print(
+            f"rank {rank()} of {args.world_size}: trained {self.steps} steps; "
+            f"trainable weights checksum {checksum:.10e}",
+            flush=True,
+        )
+
+
 class Recipe:
     """What every task shares: data splits, training arguments, the Trainer, early stopping, saving.
 
@@ -132,6 +157,8 @@ class Recipe:
         self.config, self.events, self.run_dir = config, events, run_dir
         self.resume_from = resume_from
         self.best: dict | None = None
+        self.hardware = probe()
+        self.precision = choose(config, self.hardware)
 
     def load_data(self):
         cfg = self.config
@@ -177,6 +204,25 @@ class Recipe:
     def _lora_error(self, exc: ValueError) -> TuneForgeError:
         return TuneForgeError(f"lora_target={self.config.lora_target!r}: {str(exc).splitlines()[0]}")
 
+    def _adapt(self, model):
+        """The model as the method trains it: an adapter (on a quantized base for qlora), some layers, or all."""
+        model = self._prepare(model)
+        return self._wrap_lora(model) if self.config.method in LORA_METHODS else model
+
+    def _prepare(self, model):
+        """Everything _adapt does but add the adapter: a quantized base made trainable, or layers frozen."""
+        from backend.freeze import train_only_layers
+
+        cfg = self.config
+        if self.precision.quantization_bit:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.method == "freeze":
+            trained = train_only_layers(model, cfg.freeze_trainable_layers)
+            print(f"freeze: training decoder layers {trained[0]}-{trained[-1]} only", flush=True)
+        return model
+
     def report_size(self) -> None:
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
@@ -220,7 +266,11 @@ class Recipe:
             metric_for_best_model=cfg.metric_for_best_model if early else None,
             greater_is_better=cfg.metric_for_best_model != "eval_loss" if early else None,
             seed=cfg.seed,
-            bf16=self.model.dtype == torch.bfloat16,
+            bf16=self.precision.name == "bf16",
+            fp16=self.precision.name == "fp16",  # the Trainer adds the gradient scaler fp16 needs
+            # An adapter always takes part in the forward pass, so DDP need not search for unused weights
+            # (and kbit preparation's gradient checkpointing breaks that search).
+            ddp_find_unused_parameters=False if cfg.method in ("lora", "qlora") else None,
             include_num_input_tokens_seen="all" if self.padding_free else "non_padding",
             logging_nan_inf_filter=False,  # a non-finite loss must reach the callback, which stops the run
             report_to=self._trackers(),
@@ -228,6 +278,7 @@ class Recipe:
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
+            **trainer_arguments(cfg, self.run_dir, self.hardware),
         )
 
     def _trackers(self) -> str:
@@ -243,10 +294,11 @@ class Recipe:
 
     def _speed_meter(self) -> EventsCallback:
         """The events callback, told what a token costs and what the hardware can do, for MFU."""
-        n_params = sum(p.numel() for p in self.model.parameters())
+        n_params = parameters_in_memory(self.model)
+        n_trained = parameters_in_memory(self.model, trainable_only=True)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8)
-        per_token = training_flops_per_token(n_params, self.config.method)
+        per_token = training_flops_per_token(n_params, self.config.method, n_trained)
         return EventsCallback(self.events, self.run_dir, flops_per_token=per_token, peak_gflops=peak)
 
     def build_trainer(self) -> Trainer:
@@ -266,6 +318,8 @@ class Recipe:
         if self.config.early_stopping_patience:
             patience = self.config.early_stopping_patience
             self.trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=patience))
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            self.trainer.add_callback(RankReport(self.model))
         result = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         metrics = {
             "train_loss": finite_or_none(result.training_loss),
@@ -313,7 +367,12 @@ class Recipe:
     def save(self, metrics: dict) -> None:
         """Weights in standard formats, then metrics.json, each written before the end event."""
         self.events.emit("status", message="saving weights")
-        self.model.save_pretrained(self.run_dir, safe_serialization=True)
+        if self.config.strategy in SHARDED_STRATEGIES:
+            self.trainer.save_model(str(self.run_dir))  # every rank gathers its shard; rank 0 writes
+        if not is_main_rank():
+            return
+        if self.config.strategy not in SHARDED_STRATEGIES:
+            self.model.save_pretrained(self.run_dir, safe_serialization=True)
         self.tokenizer.save_pretrained(self.run_dir)
         tmp = self.run_dir / f".{METRICS_FILE}.tmp"
         tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -343,11 +402,15 @@ class SftRecipe(Recipe):
         self.train_set = self._tokenize(splits.train, "training")
         self.eval_set = self._tokenize(splits.validation, "validation") if splits.validation else []
 
-        self.events.emit("status", message="loading model")
-        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        model = load_causal_lm(self.model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        self.events.emit("status", message=f"loading model ({self.precision.describe()})")
+        model = load_causal_lm(
+            self.model_path,
+            dtype=self.precision.load_dtype(cfg.method),
+            trust_remote_code=cfg.trust_remote_code,
+            **self.precision.loading_arguments(),
+        )
         model.config.use_cache = False
-        self.model = self._wrap_lora(model) if cfg.method == "lora" else model
+        self.model = self._adapt(model)
         self.report_size()
 
     def _tokenize(self, examples, split: str):

@@ -15,8 +15,13 @@ import yaml
 
 from backend.errors import TuneForgeError
 
-# Changing any of these makes the saved weights or optimizer state meaningless for the new run.
-LOCKED_KEYS = ("model", "method", "task", "lora_rank", "lora_target")
+# Changing any of these makes the saved weights or optimizer state meaningless for the new run:
+# quantization changes the base the adapter learned on, freeze_trainable_layers which weights the
+# optimizer holds state for, and strategy the checkpoint's layout (DeepSpeed and FSDP shard theirs).
+# Precision and process counts may change: checkpoints hold fp32 optimizer state, unsharded under DDP.
+LOCKED_KEYS = (
+    "model", "method", "task", "lora_rank", "lora_target", "quantization_bit", "freeze_trainable_layers", "strategy",
+)  # fmt: skip
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 CHECKPOINT_PREFIX = "checkpoint-"
 

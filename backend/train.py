@@ -3,13 +3,16 @@
 This is the only way anything trains; the UI runs exactly this command. The job reports
 through `<output_dir>/events.jsonl` (see backend.events) and `<output_dir>/train.log`, and
 leaves its weights in standard formats:
-  lora  a PEFT adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer
-  full  config.json + model.safetensors and the tokenizer
+  lora, qlora    a PEFT adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer
+  full, freeze   config.json + model.safetensors and the tokenizer
 
-Supports: sft on chat data with prompt tokens masked, LoRA or full fine-tuning, validation
-loss, periodic checkpoints, resume from the last whole checkpoint (resume_from_checkpoint),
-and abort by SIGTERM (the run is marked aborted at once).
-Refuses: unknown options and out-of-range values, before any model is loaded.
+Supports: sft on chat data with prompt tokens masked, LoRA, QLoRA, freeze or full fine-tuning,
+validation loss, periodic checkpoints, resume from the last whole checkpoint
+(resume_from_checkpoint), and abort by SIGTERM (the run is marked aborted at once). With
+nproc_per_node × nnodes > 1 the command relaunches itself through torchrun (backend.launch), and
+rank 0 speaks for the run.
+Refuses: unknown options and out-of-range values, and what this machine cannot run (bf16 on a CPU,
+4-bit without CUDA, DeepSpeed without its package), before any model is loaded.
 A LLaMA-Factory training YAML is accepted too: it is translated (backend.llamafactory), and the
 translation is printed first, so nothing it asks for is dropped unseen.
 
@@ -33,9 +36,11 @@ from pathlib import Path
 
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
-from backend.events import EventLog
+from backend.events import EventLog, NullEventLog
+from backend.launch import inside_launch, is_main_rank, join_launch, launched_by_us, needs_relaunch, plan_run, relaunch
 from backend.llamafactory import load_train_config
 from backend.paths import default_workspace
+from backend.precision import probe
 from backend.resume import checkpoint_step
 
 LOG_FILE = "train.log"
@@ -49,12 +54,16 @@ def new_run_id() -> str:
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
-    """Resolve output_dir and write the fully resolved config into it."""
+    """Resolve output_dir and write the fully resolved config into it (rank 0 only: one writer)."""
     if not config.output_dir:
+        if inside_launch():
+            raise TuneForgeError("under torchrun, set output_dir so that every rank writes the same run")
         config.output_dir = str(default_workspace() / "runs" / new_run_id())
     run_dir = Path(config.output_dir).expanduser().resolve()
     config.output_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_main_rank():
+        return run_dir
     tmp = run_dir / f".{CONFIG_FILE}.tmp"
     tmp.write_text(config.to_yaml(), encoding="utf-8")
     os.replace(tmp, run_dir / CONFIG_FILE)
@@ -88,9 +97,10 @@ def _capture_output(run_dir: Path) -> None:
     sys.stderr = _Tee(sys.__stderr__, log)
 
 
-def _install_abort_handler(events: EventLog) -> None:
+def _install_abort_handler(events: EventLog, reports_abort: bool) -> None:
     def on_terminate(signum, frame):
-        events.emit("end", status="aborted", error="aborted by the user")
+        if reports_abort:  # under our own launcher, the launcher writes the one `end`
+            events.emit("end", status="aborted", error="aborted by the user")
         print("aborted", file=sys.stderr, flush=True)
         # Stop now, not at the next step boundary: a CPU step can take many seconds.
         os._exit(143)
@@ -139,23 +149,35 @@ def main(argv: list[str] | None = None) -> int:
         config, loaded, where = load_train_config(args.config)
         if config.resume_from_checkpoint:
             resume_from, notes = resume_point(config)  # before config.yaml is overwritten: it is checked against
+        plan_run(config, probe())  # what this machine cannot run is refused before any model loads
         run_dir = prepare_run_dir(config)
     except TuneForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         _record_refusal(args.config, exc)
         return 2
-    _capture_output(run_dir)
-    if loaded.from_llamafactory:
+    resumed = {"resumed_from": checkpoint_step(resume_from)} if resume_from else {}
+    if inside_launch():
+        join_launch(run_dir)
+    if is_main_rank():
+        _capture_output(run_dir)
+    if loaded.from_llamafactory and not launched_by_us():
         print(loaded.report(where), flush=True)
+    if needs_relaunch(config):
+        return relaunch(config, run_dir, run_dir / CONFIG_FILE, **resumed)
     # Library deprecation chatter would bury the lines a person reads in the log tail.
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU-kernel notices, irrelevant here
-    events = EventLog(run_dir)
-    resumed = {"resumed_from": checkpoint_step(resume_from)} if resume_from else {}
-    events.emit(
-        "start", world_size=int(os.environ.get("WORLD_SIZE", 1)), pid=os.getpid(), config=config.to_dict(), **resumed
-    )
-    _install_abort_handler(events)
+    events = EventLog(run_dir) if is_main_rank() else NullEventLog()
+    speaks_for_run = is_main_rank() and not launched_by_us()  # else our launcher wrote start and writes abort
+    if speaks_for_run:
+        events.emit(
+            "start",
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            pid=os.getpid(),
+            config=config.to_dict(),
+            **resumed,
+        )
+    _install_abort_handler(events, reports_abort=speaks_for_run)
     print(f"run directory: {run_dir}", flush=True)
     for note in notes:
         print(note, flush=True)

@@ -7,6 +7,7 @@ repo); every test that needs them skips, saying why, when that folder is absent.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -16,7 +17,7 @@ from backend.data import DataOptions, ExampleReader, labelled_choices, open_data
 from backend.data.report import inspect_dataset
 from backend.errors import TuneForgeError
 from backend.events import read_events
-from backend.llamafactory import load_config_file
+from backend.llamafactory import load_config, load_config_file
 from backend.models import adapter_base_model, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
 from tests.conftest import DATA, LLAMAFACTORY_DATA, run_cli
@@ -347,14 +348,14 @@ def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run):
 
 
 def test_unsupported_llamafactory_keys_stop_the_job_naming_them(tmp_path):
-    config = lf_sft_yaml(tmp_path / "run", use_dora=True, quantization_bit=4, stage="ppo")
+    config = lf_sft_yaml(tmp_path / "run", use_dora=True, finetuning_type="oft", stage="ppo")
     result = run_cli(write_yaml(tmp_path / "lf.yaml", config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: lf.yaml: cannot train this LLaMA-Factory config: ")
     assert "stage: 'ppo' is not supported (use sft, pt, dpo, kto)" in line
     assert "'use_dora' is not supported" in line
-    assert "quantization_bit: 4: quantized (QLoRA) training is not available yet; set it to null" in line
+    assert "finetuning_type: 'oft' is not supported (use lora, full or freeze)" in line
     assert not (tmp_path / "run").exists()
 
 
@@ -508,3 +509,33 @@ def test_dataset_tab_lists_a_llamafactory_folder_and_fills_identity_placeholders
     filled = f"I am {NEW_NAME}, an AI assistant developed by {NEW_AUTHOR}"
     expect(page.locator("#dataset-rendered")).to_contain_text(filled, timeout=30_000)
     expect(summary).not_to_contain_text("placeholders left")
+
+
+def test_llamafactory_precision_quantization_freeze_and_deepspeed_keys_translate(tmp_path):
+    (tmp_path / "ds_z3_config.json").write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_param": {}}}))
+    text = (
+        "stage: sft\nfinetuning_type: lora\nquantization_bit: 4\nquantization_method: bnb\ndouble_quantization: true\n"
+        "bf16: true\nddp_timeout: 180000000\n"
+    )
+    options = load_config_file(text)
+    assert (options["method"], options["quantization_bit"], options["precision"]) == ("lora", 4, "auto")
+    freeze = load_config_file("stage: sft\nfinetuning_type: freeze\nfreeze_trainable_layers: 3\nfp16: true\n")
+    assert (freeze["method"], freeze["freeze_trainable_layers"], freeze["precision"]) == ("freeze", 3, "fp16")
+    assert load_config_file("stage: sft\nquantization_bit: null\n")["quantization_bit"] == 0
+    loaded, _ = load_config(write_yaml(tmp_path / "lf.yaml", {"stage": "sft", "deepspeed": "ds_z3_config.json"}))
+    assert loaded.options["strategy"] == "deepspeed_zero3"
+    assert any("offload_param settings are not carried over" in note for note in loaded.notes)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("stage: sft\nbf16: true\nfp16: true\n", "bf16 and fp16 are both true; keep one"),
+        ("stage: sft\ndeepspeed: missing.json\n", "deepspeed: missing.json: file not found"),
+        ("stage: sft\nquantization_bit: 2\n", "quantization_bit=2 is not one of: 0, 4, 8"),
+        ("stage: sft\nquantization_type: fp4\n", "quantization_type: 'fp4': 4-bit quantization is NF4"),
+    ],
+)
+def test_llamafactory_precision_keys_we_cannot_honour_are_named(text, message):
+    with pytest.raises(TuneForgeError, match=re.escape(message)):
+        load_config_file(text)

@@ -257,7 +257,7 @@ DEMO_DPO = {
     "task": "dpo",
     "dataset": "demo_preference",
     "val_size": 16,
-    "max_steps": 30,
+    "max_steps": 24,
     "per_device_train_batch_size": 4,
     "cutoff_len": 256,
     "eval_steps": 100,

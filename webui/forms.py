@@ -37,8 +37,10 @@ def control(f: Field, **overrides) -> gr.components.Component:
     return gr.Textbox(**common)
 
 
-def controls(group: str) -> dict[str, gr.components.Component]:
-    return {f.name: control(f) for f in option_fields(group)}
+def controls(group: str, overrides: dict[str, dict] | None = None) -> dict[str, gr.components.Component]:
+    """The group's controls; overrides maps an option to widget settings, e.g. disabled where the hardware can't."""
+    overrides = overrides or {}
+    return {f.name: control(f, **overrides.get(f.name, {})) for f in option_fields(group)}
 
 
 def options_from(values) -> dict:

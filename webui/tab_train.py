@@ -12,6 +12,7 @@ import pandas as pd
 from backend.config import fields
 from backend.errors import TuneForgeError
 from backend.llamafactory import load_config_file
+from backend.precision import describe, hardware_summary
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
 from webui.forms import controls, form_updates, options_from
@@ -56,6 +57,18 @@ def progress_html(status: dict | None) -> str:
     )
 
 
+def devices_controls(hardware: dict) -> dict:
+    """The devices group, under a line saying what this machine runs; what it cannot run is disabled and says why."""
+    gr.Markdown(describe(hardware), elem_id="hardware-summary")
+    overrides = {}
+    if not hardware["cuda"]:
+        why = "Needs a CUDA GPU (bitsandbytes); this machine has none."
+        overrides["quantization_bit"] = {"interactive": False, "info": why}
+        overrides["precision"] = {"info": "auto trains in fp32 here; bf16 and fp16 need a CUDA GPU."}
+        overrides["strategy"] = {"info": "ddp on CPU (gloo); fsdp and DeepSpeed need CUDA GPUs."}
+    return controls("devices", overrides)
+
+
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS).round({"loss": 4, "eval_loss": 4})
 
@@ -69,6 +82,8 @@ def build(ctx: AppContext, options: dict) -> dict:
                 options.update(controls("lora"))
             with gr.Accordion("Preference (dpo, orpo, kto)", open=False, elem_id="preference-options"):
                 options.update(controls("preference"))
+            with gr.Accordion("Devices and precision", open=False):
+                options.update(devices_controls(hardware_summary()))
             with gr.Accordion("Advanced", open=False):
                 options.update(controls("advanced"))
             with gr.Accordion("Preview command", open=False):

@@ -1,0 +1,169 @@
+"""Precision, quantization and launch choices per hardware: what runs, and one line for what cannot.
+
+Hardware is a plain dict (what torch reports), so the choices for a GPU machine are checked here too;
+the GPU runs themselves are in test_gpu.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from backend.config import TrainConfig
+from backend.errors import TuneForgeError
+from backend.jobs import JobManager
+from backend.launch import plan_run, torchrun_command, trainer_arguments
+from backend.precision import cpu_only, describe, hardware_summary
+from tests.conftest import ROOT, run_cli
+from tests.test_train_cli import write_config
+
+AMPERE = {"cuda": True, "gpus": 2, "gpu_name": "A100", "bf16": True, "bitsandbytes": True}
+TURING = {"cuda": True, "gpus": 1, "gpu_name": "T4", "bf16": False, "bitsandbytes": True}
+
+
+def plan(hardware, **options):
+    return plan_run(TrainConfig.from_dict(options), hardware)
+
+
+@pytest.mark.parametrize(
+    "options, line",
+    [
+        ({"method": "qlora"}, "quantization_bit=4 needs a CUDA GPU (bitsandbytes 4-bit)"),
+        ({"quantization_bit": 8}, "quantization_bit=8 needs a CUDA GPU (bitsandbytes 8-bit)"),
+        ({"precision": "bf16"}, "bf16 needs a GPU with bf16 support; this is a CPU"),
+        ({"precision": "fp16"}, "fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)"),
+        ({"strategy": "fsdp"}, "strategy=fsdp needs CUDA GPUs; on CPU use strategy ddp"),
+        ({"nnodes": 2, "node_rank": 2}, "node_rank=2 must be below nnodes=2 (nodes count from 0)"),
+    ],
+)
+def test_a_cpu_refuses_what_it_cannot_run_in_one_line(options, line):
+    with pytest.raises(TuneForgeError) as refused:
+        plan(cpu_only(), **options)
+    assert str(refused.value) == line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_deepspeed_without_its_package_is_refused_before_the_model_loads():
+    with pytest.raises(TuneForgeError) as refused:
+        plan(AMPERE, strategy="deepspeed_zero3")
+    assert str(refused.value) == "strategy=deepspeed_zero3 needs the deepspeed package: pip install deepspeed"
+
+
+def test_the_cli_refuses_qlora_on_cpu_before_loading_anything(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(write_config(tmp_path / "run.yaml", method="qlora", output_dir=str(run_dir)), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: quantization_bit=4 needs a CUDA GPU (bitsandbytes 4-bit)"]
+    assert not run_dir.exists()
+
+
+def test_starting_from_the_ui_refuses_with_the_same_line(workspace):
+    jobs = JobManager(workspace)
+    try:
+        with pytest.raises(TuneForgeError, match=r"^bf16 needs a GPU with bf16 support; this is a CPU$"):
+            jobs.start({"precision": "bf16"})
+        with pytest.raises(TuneForgeError, match=r"^node_rank=1: start the other nodes from a terminal"):
+            jobs.start({"nnodes": 2, "node_rank": 1})
+        assert jobs.list_runs() == []
+    finally:
+        jobs.shutdown()
+
+
+def test_auto_precision_follows_the_hardware():
+    assert plan(cpu_only()).name == "fp32"
+    assert plan(AMPERE).name == "bf16"
+    assert plan(TURING).name == "fp16"  # trained with the Trainer's gradient scaler
+    assert plan(TURING, precision="fp32").name == "fp32"
+    with pytest.raises(TuneForgeError, match="bf16 needs a GPU with bf16 support$"):
+        plan(TURING, precision="bf16")
+
+
+def test_qlora_is_nf4_with_double_quantization_and_8bit_is_llm_int8():
+    import torch
+
+    qlora = plan(AMPERE, method="qlora")
+    assert (qlora.name, qlora.quantization_bit) == ("bf16", 4)
+    settings = qlora.quantization_config()
+    assert settings.load_in_4bit and settings.bnb_4bit_quant_type == "nf4" and settings.bnb_4bit_use_double_quant
+    assert settings.bnb_4bit_compute_dtype == torch.bfloat16
+    assert qlora.loading_arguments()["device_map"] == {"": 0}
+    assert plan(TURING, method="qlora").quantization_config().bnb_4bit_compute_dtype == torch.float16
+    eight = plan(AMPERE, method="lora", quantization_bit=8)
+    assert eight.quantization_config().load_in_8bit and not eight.quantization_config().load_in_4bit
+    assert plan(AMPERE).loading_arguments() == {}
+
+
+@pytest.mark.parametrize(
+    "options, line",
+    [
+        ({"method": "full", "quantization_bit": 4}, "quantization_bit=4 needs method lora or qlora"),
+        ({"nproc_per_node": 4}, "nproc_per_node=4, but this machine has 2 CUDA GPU(s): one process per GPU"),
+        ({"method": "qlora", "strategy": "fsdp"}, "quantization_bit with strategy=fsdp is not supported here"),
+        ({"task": "classification", "method": "freeze"}, "method freeze trains generation models"),
+    ],
+)
+def test_a_gpu_refuses_combinations_that_cannot_train(options, line):
+    with pytest.raises(TuneForgeError, match=re.escape(line)):
+        plan(AMPERE, **options)
+
+
+def test_fp16_keeps_trained_weights_in_fp32_for_the_gradient_scaler():
+    import torch
+
+    fp16 = plan(TURING)
+    assert fp16.load_dtype("lora") == torch.float16  # a frozen base may be stored in fp16
+    assert fp16.load_dtype("full") == fp16.load_dtype("freeze") == torch.float32
+    assert plan(AMPERE).load_dtype("full") == torch.bfloat16
+
+
+def test_strategy_files_are_generated_into_the_run_folder(tmp_path, monkeypatch):
+    zero3 = trainer_arguments(TrainConfig.from_dict({"strategy": "deepspeed_zero3"}), tmp_path, AMPERE)
+    ds = json.loads((tmp_path / "ds_config.json").read_text())
+    assert zero3 == {"deepspeed": str(tmp_path / "ds_config.json")}
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"]
+    assert ds["bf16"] == {"enabled": "auto"} and ds["train_micro_batch_size_per_gpu"] == "auto"
+    trainer_arguments(TrainConfig.from_dict({"strategy": "deepspeed_zero2"}), tmp_path, AMPERE)
+    assert json.loads((tmp_path / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
+    fsdp = trainer_arguments(TrainConfig.from_dict({"strategy": "fsdp"}), tmp_path, AMPERE)
+    assert fsdp["fsdp"] is True and json.loads((tmp_path / "fsdp_config.json").read_text())["version"] == 2
+    assert trainer_arguments(TrainConfig(), tmp_path, cpu_only()) == {}  # one process: nothing to set up
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert trainer_arguments(TrainConfig(), tmp_path, cpu_only()) == {"use_cpu": True, "ddp_backend": "gloo"}
+
+
+def test_the_launch_command_is_torchrun_with_the_config_keys():
+    config = TrainConfig.from_dict({"nproc_per_node": 8, "nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.1"})
+    command = torchrun_command(config, "/runs/a/config.yaml")
+    assert command[1:] == [
+        "-m", "torch.distributed.run", "--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1",
+        "--master_addr", "10.0.0.1", "--master_port", "29500", "-m", "backend.train", "--config", "/runs/a/config.yaml",
+    ]  # fmt: skip
+
+
+def test_the_ui_learns_the_hardware_without_loading_torch():
+    probe = (
+        "import sys, json; from backend.precision import hardware_summary, describe; h = hardware_summary(); "
+        "print(json.dumps([h, describe(h), 'torch' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    hardware, line, loaded_torch = json.loads(out.stdout)
+    assert not loaded_torch
+    if not hardware["cuda"]:
+        assert line == "This machine: CPU only — fp32; 4-bit/8-bit and bf16/fp16 need a CUDA GPU"
+        assert describe(hardware_summary()) == line
+
+
+def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
+    from backend.resume import check_compatible
+
+    before = TrainConfig.from_dict({"method": "freeze"}).to_dict()
+    for key, value in (("quantization_bit", 4), ("freeze_trainable_layers", 4), ("strategy", "fsdp")):
+        with pytest.raises(TuneForgeError, match=f"cannot resume: {key} was"):
+            check_compatible(before, {**before, key: value})
+    check_compatible(before, {**before, "precision": "fp32", "nproc_per_node": 2})  # these may change
