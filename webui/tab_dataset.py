@@ -157,12 +157,14 @@ class DatasetTab:
 
     def _inspect(self, values, progress=None):
         config = config_from(values)
+        self.ctx.jobs.confinement.options(config)  # the preview would show any readable file's rows otherwise
         report = inspect_dataset(DataOptions.from_config(config, self.ctx.jobs.workspace), progress)
         return config, report
 
     def on_dataset_dir(self, dataset_dir):
         """List the folder's entries beside the demos and the workspace's names (a bad folder: the check says why)."""
         try:
+            self.ctx.jobs.confinement.dataset_dir(dataset_dir)
             return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
         except TuneForgeError:
             return gr.update()
