@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
-
-from backend.errors import TuneForgeError
 
 # What a write raises when there is no room: the disk is full, a file-size limit (RLIMIT_FSIZE) was
 # reached, or the user's quota is spent. Each is fixed the same way, by freeing space.
@@ -28,22 +28,47 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
-def no_space(exc: BaseException) -> bool:
-    """Whether exc (or what caused it) is a write that found no room."""
-    return _errno_of(exc) is not None
+def disk_full_message(
+    exc: BaseException, where: Path | str, then: str = "free space and resume: the checkpoints saved before are intact"
+) -> str | None:
+    """The one line a person reads when a write found no room; None when exc is something else.
 
-
-def disk_full_error(exc: BaseException, doing: str, where: Path | str) -> TuneForgeError:
-    """The one line a person reads when a write ran out of room."""
-    reason = os.strerror(_errno_of(exc) or errno.ENOSPC)
-    return TuneForgeError(
-        f"disk full while {doing} in {where} ({reason}); free space and resume from the last checkpoint"
-    )
+    Savers outside Python report it in words rather than as an OSError: safetensors says
+    "I/O error: File too large (os error 27)". So the errno's text is looked for too.
+    """
+    code = _errno_of(exc)
+    if code is None:
+        return None
+    return f"disk full while saving to {where} ({os.strerror(code)}); {then}"
 
 
 def _errno_of(exc: BaseException | None) -> int | None:
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in NO_SPACE:
             return exc.errno
+        text = str(exc)
+        for code in NO_SPACE:
+            if f"os error {code})" in text or os.strerror(code) in text:
+                return code
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def save_atomically(folder: Path, *savers) -> None:
+    """Run each saver(staging_folder), then move what they wrote into folder, file by file with os.replace.
+
+    A full disk or a crash part-way leaves a staging folder to delete, never a half-written
+    weights file where a loader (chat, export, resume) would find it.
+    """
+    folder = Path(folder)
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    try:
+        for save in savers:
+            save(staging)
+        for item in sorted(staging.iterdir()):
+            target = folder / item.name
+            if item.is_dir() and target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -30,6 +30,7 @@ from backend.config import TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import METRICS_FILE, EventLog
+from backend.files import save_atomically, write_atomic
 from backend.flops import matmul_peak_gflops, training_flops_per_token
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.paths import default_workspace
@@ -290,11 +291,12 @@ class Recipe:
     def save(self, metrics: dict) -> None:
         """Weights in standard formats, then metrics.json, each written before the end event."""
         self.events.emit("status", message="saving weights")
-        self.model.save_pretrained(self.run_dir, safe_serialization=True)
-        self.tokenizer.save_pretrained(self.run_dir)
-        tmp = self.run_dir / f".{METRICS_FILE}.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        os.replace(tmp, self.run_dir / METRICS_FILE)
+        save_atomically(
+            self.run_dir,
+            lambda d: self.model.save_pretrained(d, safe_serialization=True),
+            self.tokenizer.save_pretrained,
+        )
+        write_atomic(self.run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
 
 
 class SftRecipe(Recipe):
