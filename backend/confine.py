@@ -109,7 +109,9 @@ class Confinement:
             self.dataset(config.eval_dataset, config.dataset_dir, "eval_dataset")
         checkpoint = config.resume_from_checkpoint.strip()
         if "resume_from_checkpoint" in names and checkpoint not in ("", "last"):
-            self.path(checkpoint, "resume_from_checkpoint")
+            # The job reads a relative checkpoint folder inside the run's own folder; so does this check.
+            run_dir = self.workspace / "runs" / config.output_dir if config.output_dir.strip() else Path()
+            self.path(run_dir / Path(checkpoint).expanduser(), "resume_from_checkpoint")
 
 
 def _exists(spec: str) -> bool:

@@ -120,12 +120,29 @@ class JobManager:
         self.confinement.options(config, only=overrides or ())  # the run's own options were checked at its start
         check_compatible(previous_config(run_dir), config.to_dict())
         checkpoint, _ = pick_checkpoint(run_dir, "last")  # refuse now, in the UI, rather than in the job
+        self._reap_ended(run_dir)
         write_atomic(run_dir / RUN_FILE, config.to_yaml())
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
         with self._lock:
             self._pending.append(str(run_dir))
         self._advance()
         return run_dir.name
+
+    def _reap_ended(self, run_dir: Path) -> None:
+        """Wait out a job that wrote its end but is still exiting (a traceback, teardown).
+
+        Reaped later, after the resume event, its exit would read as the end of the new attempt.
+        """
+        with self._lock:
+            proc = self._running.get(str(run_dir))
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc.pid, lambda: proc.poll() is not None)
+        with self._lock:
+            self._running.pop(str(run_dir), None)
 
     def _launch(self, run_dir: Path) -> None:
         env = {
