@@ -22,6 +22,7 @@ from backend.uploads import store_upload
 from webui.charts import length_histogram
 from webui.context import AppContext
 from webui.forms import controls, options_from
+from webui.lanes import DEVICE
 
 COLUMN_OPTIONS = ("prompt_column", "response_column", "system_column", "text_column", "label_column")
 RENDERED_ROWS = 3
@@ -142,7 +143,7 @@ class DatasetTab:
                     [all_options["task"], all_options[f.name]],
                     all_options[f.name],
                 )
-        self.estimate.click(self.on_estimate, inputs, self.cost)
+        self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
 
     def on_upload(self, file):
