@@ -19,6 +19,7 @@ from backend.config import TrainConfig
 from backend.confine import PATH_OPTIONS, Confinement
 from backend.errors import TuneForgeError
 from backend.evaluate import Evaluator
+from backend.events import EventLog
 from backend.export import Exporter
 from backend.jobs import JobManager
 from tests.conftest import ROOT
@@ -115,6 +116,19 @@ def test_the_workspace_the_assets_and_allowed_folders_pass(sandbox):
     ):
         run_id, config = jobs.prepare(options)
         assert Path(config.output_dir).parent == jobs.runs_dir
+
+
+def test_resume_overrides_are_confined_like_a_start(sandbox):
+    jobs, _, outside = sandbox
+    run_dir = jobs.runs_dir / "failed-run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("dataset: demo_identity\n")
+    EventLog(run_dir).emit("start", pid=None, config={})
+    EventLog(run_dir).emit("end", status="failed", error="boom")
+    for overrides in ({"dataset": "/etc/passwd"}, {"eval_dataset": str(outside / "data.jsonl")}, {"model": "/etc"}):
+        with pytest.raises(TuneForgeError, match=OUTSIDE):
+            jobs.resume("failed-run", overrides)
+    assert not (run_dir / "run.yaml").exists()
 
 
 @pytest.mark.parametrize("run_id", ["../..", f"{CLIMB}etc", "/etc", "linkrun", "x\0y", "x" * 300])
