@@ -71,7 +71,6 @@ class JobManager:
         resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
         run_dir = self.runs_dir / new_run_id()
         if config.output_dir:
-            refuse_nul(config.output_dir, "output_dir")
             # The UI only knows runs in its workspace, so output_dir names one of them.
             named = Path(config.output_dir).expanduser()
             run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
