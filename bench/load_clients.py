@@ -2,9 +2,11 @@
 
 Launches the app as `make run` does, on loopback, starts a long job through the API, then runs
 tests/test_load.py's clients (each status client asks five times a second, at most 400 requests;
-the chat client asks the base model again as soon as each reply arrives). Prints JSON with the
-status latencies (p50, p95, max), the chat replies, the job's training speed meanwhile, and the
-failures (none expected). Usage: python bench/load_clients.py [seconds]
+the chat client asks the base model again as soon as each reply arrives). Runs twice: the status
+clients alone, then with the chat. Prints JSON with the status latencies (p50, p95, max), the
+chat replies, the job's steps meanwhile, and the failures (none expected).
+Usage: python bench/load_clients.py [seconds]; BENCH_APP_ENV='{"OMP_NUM_THREADS": "1"}' adds
+environment variables to the app's process (here: torch's threads for in-process chat).
 """
 
 from __future__ import annotations
@@ -32,23 +34,25 @@ def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     workspace = Path(tempfile.mkdtemp(prefix="tuneforge-bench-")) / "workspace"
     workspace.mkdir()
-    proc, url = start_app(workspace)
+    proc, url = start_app(workspace, env=json.loads(os.environ.get("BENCH_APP_ENV", "{}")))
     try:
         client = Client(url, verbose=False)
         run_id = client.predict({"max_steps": 100_000, "save_steps": 0}, api_name="/train_start")
         while client.predict(run_id, api_name="/train_status")["step"] < 1:
             time.sleep(0.5)
-        before = client.predict(run_id, api_name="/train_status")
-        result = drive_clients(url, run_id, seconds)
-        after = client.predict(run_id, api_name="/train_status")
+        results = {}
+        for phase, chatting in (("status_only", False), ("status_and_chat", True)):
+            before = client.predict(run_id, api_name="/train_status")
+            result = drive_clients(url, run_id, seconds, chatting=chatting)
+            after = client.predict(run_id, api_name="/train_status")
+            result["job_steps_meanwhile"] = after["step"] - before["step"]
+            result["failures"] = result["failures"][:5]
+            results[phase] = result
         client.predict(run_id, api_name="/train_abort")
     finally:
         stop_app(proc)
-    result["job_steps_meanwhile"] = after["step"] - before["step"]
-    result["job_tokens_per_s"] = after["tokens_per_s"]
-    result["failures"] = result["failures"][:5]
-    result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(json.dumps(result, indent=2))
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
