@@ -39,6 +39,7 @@ bench: dev
 	$(PY) bench/demo_run.py
 	$(PY) bench/ui_latency.py
 	$(PY) bench/data_scale.py
+	$(PY) bench/load_clients.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

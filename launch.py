@@ -18,6 +18,14 @@ def main() -> None:
     parser.add_argument("--auth", metavar="USER:PASS", help="require this login")
     parser.add_argument("--auth-file", metavar="FILE", help="require a login from FILE (one user:pass a line)")
     parser.add_argument("--max-upload-size", default="1gb", help="largest accepted upload, e.g. 200mb (default: 1gb)")
+    parser.add_argument(
+        "--allow-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose datasets, models and adapters browser and API users may read, besides the workspace, "
+        "the model cache and the bundled assets (repeatable; nothing else on disk can be named)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -25,8 +33,10 @@ def main() -> None:
     from starlette.middleware import Middleware
 
     from backend.chat import ChatEngine
+    from backend.confine import Confinement
     from backend.errors import TuneForgeError
     from backend.jobs import JobManager
+    from backend.paths import PROJECT_ROOT
     from webui.access import credentials
     from webui.app import CSS, build_app
     from webui.login_limit import LoginLimiter
@@ -38,11 +48,18 @@ def main() -> None:
     for note in notes:
         print(note, flush=True)
     workspace = Path(args.workspace).expanduser().resolve()
+    allowed = [Path(d).expanduser().resolve() for d in args.allow_dir]
+    for folder in allowed:
+        if not folder.is_dir():
+            raise SystemExit(f"error: --allow-dir {folder} is not a folder")
     # Jobs read TUNEFORGE_WORKSPACE for their own default output folder.
     os.environ["TUNEFORGE_WORKSPACE"] = str(workspace)
-    jobs = JobManager(workspace)
+    # Jobs run in the project folder; so does the app, so a relative path means the same file to both
+    # and the one the confinement checked is the one the job reads.
+    os.chdir(PROJECT_ROOT)
+    jobs = JobManager(workspace, Confinement(workspace, allowed))
     app = build_app(jobs, ChatEngine(jobs))
-    print(f"TuneForge workspace: {workspace}")
+    print(f"TuneForge workspace: {workspace}" + "".join(f"\nreadable folder: {d}" for d in allowed))
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host,
         server_port=args.port,

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from backend.config import TrainConfig
+from backend.confine import refuse_nul
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.jobs import JobManager
@@ -23,7 +24,7 @@ ADAPTER_FILES = re.compile(r".*\.(json|safetensors|jinja|txt|model)$")
 
 def import_adapter(jobs: JobManager, folder: str | Path, name: str = "") -> str:
     """Copy a PEFT adapter folder in as a completed run; returns its run id."""
-    source = Path(str(folder)).expanduser()
+    source = jobs.confinement.tree(Path(str(folder or "").strip()), "adapter folder")
     if not source.is_dir() or not is_adapter_dir(source):
         raise TuneForgeError(f"{source} is not a PEFT adapter folder (it has no adapter_config.json)")
     if not any(source.glob("adapter_model.*")):
@@ -32,7 +33,9 @@ def import_adapter(jobs: JobManager, folder: str | Path, name: str = "") -> str:
     if settings.get("task_type") not in (None, "CAUSAL_LM"):
         raise TuneForgeError(f"{source}: only causal-LM adapters can be imported (this one is {settings['task_type']})")
     base = adapter_base_model(source)
-    run_id = name.strip() or f"imported-{re.sub(r'[^A-Za-z0-9_.-]+', '-', source.name).strip('-') or 'adapter'}"
+    jobs.confinement.model(base, "the adapter's base model")
+    refuse_nul(name or "", "run name")
+    run_id = (name or "").strip() or f"imported-{re.sub(r'[^A-Za-z0-9_.-]+', '-', source.name).strip('-') or 'adapter'}"
     run_dir = jobs.runs_dir / run_id
     if run_dir.resolve().parent != jobs.runs_dir or run_dir.exists():
         raise TuneForgeError(f"run name '{run_id}' is taken or not a plain name; choose another")

@@ -99,6 +99,9 @@ class ChatEngine:
         """Yield the reply so far, growing as tokens arrive."""
         if not str(message).strip():
             raise TuneForgeError("type a message first")
+        target = str(target or BASE)
+        if target.startswith(BASE + ":"):  # 'base:<model>' names a model by path: the caller's word, so confined
+            self.jobs.confinement.model(target.partition(":")[2], "chat model")
         messages = normalize_history(history)
         system_prompt = str(system_prompt or "")
         if system_prompt.strip():

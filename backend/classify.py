@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from backend.errors import TuneForgeError
+from backend.files import write_atomic
 from backend.metrics import classification_metrics, roc_curves
 from backend.models import resolve_model
 from backend.recipe import Recipe, finite_or_none
@@ -88,7 +89,7 @@ class ClassificationRecipe(Recipe):
     def save(self, metrics: dict) -> None:
         super().save(metrics)
         # An adapter folder has no config.json to carry id2label; keep the label order beside it.
-        (self.run_dir / "labels.json").write_text(json.dumps(self.labels, ensure_ascii=False), encoding="utf-8")
+        write_atomic(self.run_dir / "labels.json", json.dumps(self.labels, ensure_ascii=False))
 
     def final_evaluation(self) -> dict:
         """Full metrics of the final (or best) weights, as metrics.json keys and one `eval` event."""

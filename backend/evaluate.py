@@ -54,6 +54,7 @@ class Evaluator:
         config = self._run_config(target)
         options = DataOptions.from_config(config, self.jobs.workspace)
         if dataset:
+            self.jobs.confinement.dataset(dataset, config.dataset_dir, "evaluation dataset")
             options.dataset, options.eval_dataset = dataset, ""
             examples = list(ExampleReader(dataset, options))
         else:

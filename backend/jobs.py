@@ -29,9 +29,11 @@ from typing import Any
 import yaml
 
 from backend.config import TrainConfig
+from backend.confine import Confinement, refuse_nul
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EVENTS_FILE, EventLog, EventsCache, end_event, timeline
+from backend.files import write_atomic
 from backend.launch import plan_run
 from backend.paths import PROJECT_ROOT
 from backend.precision import hardware_summary
@@ -40,6 +42,7 @@ from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, new_run_id
 
 RUN_FILE = "run.yaml"  # what the user asked for; config.yaml is what the job resolved
 ABORT_GRACE_S = 3.0
+MAX_RUN_NAME = 200  # file systems refuse names past 255 bytes; leave room for suffixes
 RESUMABLE = ("interrupted", "failed", "aborted")
 
 
@@ -48,8 +51,10 @@ def train_command(config_path: str | Path) -> list[str]:
 
 
 class JobManager:
-    def __init__(self, workspace: str | Path):
+    def __init__(self, workspace: str | Path, confinement: Confinement | None = None):
+        """confinement: the folders that browser and API callers may name; the app always passes one."""
         self.workspace = Path(workspace).expanduser().resolve()
+        self.confinement = confinement or Confinement.off(self.workspace)
         self.runs_dir = self.workspace / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -64,6 +69,7 @@ class JobManager:
     def prepare(self, options: dict[str, Any]) -> tuple[str, TrainConfig]:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
+        self.confinement.options(config)  # before anything is read or written on the caller's word
         resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
         plan_run(config, hardware_summary())  # what this machine cannot run, in the job's own words
         if config.node_rank:
@@ -78,6 +84,8 @@ class JobManager:
             run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
             if run_dir.parent != self.runs_dir:
                 raise TuneForgeError(f"output_dir must be a run name or a folder directly inside {self.runs_dir}")
+            if len(run_dir.name) > MAX_RUN_NAME:
+                raise TuneForgeError(f"output_dir: a run name has at most {MAX_RUN_NAME} characters")
         config.output_dir = str(run_dir)
         return run_dir.name, config
 
@@ -93,8 +101,11 @@ class JobManager:
         run_dir = Path(config.output_dir)
         if (run_dir / EVENTS_FILE).exists():
             raise TuneForgeError(f"output_dir {run_dir} already holds a run; choose another")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(run_dir / RUN_FILE, config.to_yaml())
+        except OSError as exc:  # a name too long for the file system, a full disk
+            raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
         with self._lock:
             self._pending.append(str(run_dir))
         self._advance()
@@ -113,14 +124,32 @@ class JobManager:
         options = {**self.config(run_id), **(overrides or {})}
         options.update(output_dir=str(run_dir), resume_from_checkpoint="last")
         config = TrainConfig.from_dict(options)
+        self.confinement.options(config, only=overrides or ())  # the run's own options were checked at its start
         check_compatible(previous_config(run_dir), config.to_dict())
         checkpoint, _ = pick_checkpoint(run_dir, "last")  # refuse now, in the UI, rather than in the job
-        (run_dir / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        self._reap_ended(run_dir)
+        write_atomic(run_dir / RUN_FILE, config.to_yaml())
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
         with self._lock:
             self._pending.append(str(run_dir))
         self._advance()
         return run_dir.name
+
+    def _reap_ended(self, run_dir: Path) -> None:
+        """Wait out a job that wrote its end but is still exiting (a traceback, teardown).
+
+        Reaped later, after the resume event, its exit would read as the end of the new attempt.
+        """
+        with self._lock:
+            proc = self._running.get(str(run_dir))
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc.pid, lambda: proc.poll() is not None)
+        with self._lock:
+            self._running.pop(str(run_dir), None)
 
     def _launch(self, run_dir: Path) -> None:
         env = {
@@ -181,8 +210,9 @@ class JobManager:
     # ---- reading ----------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         run_id = str(run_id).strip()
+        refuse_nul(run_id, "run id")
         path = (self.runs_dir / run_id).resolve()
-        if path.parent != self.runs_dir or not path.is_dir():
+        if len(path.name) > MAX_RUN_NAME or path.parent != self.runs_dir or not path.is_dir():
             raise TuneForgeError(f"no run named '{run_id}' in {self.runs_dir}")
         return path
 

@@ -30,6 +30,7 @@ from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import METRICS_FILE, EventLog
+from backend.files import save_atomically, write_atomic
 from backend.flops import matmul_peak_gflops, parameters_in_memory, training_flops_per_token
 from backend.launch import SHARDED_STRATEGIES, is_main_rank, rank, trainer_arguments
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
@@ -371,12 +372,11 @@ class Recipe:
             self.trainer.save_model(str(self.run_dir))  # every rank gathers its shard; rank 0 writes
         if not is_main_rank():
             return
+        savers = [self.tokenizer.save_pretrained]
         if self.config.strategy not in SHARDED_STRATEGIES:
-            self.model.save_pretrained(self.run_dir, safe_serialization=True)
-        self.tokenizer.save_pretrained(self.run_dir)
-        tmp = self.run_dir / f".{METRICS_FILE}.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        os.replace(tmp, self.run_dir / METRICS_FILE)
+            savers.insert(0, lambda d: self.model.save_pretrained(d, safe_serialization=True))
+        save_atomically(self.run_dir, *savers)
+        write_atomic(self.run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
 
 
 class SftRecipe(Recipe):

@@ -37,6 +37,7 @@ from pathlib import Path
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
+from backend.files import disk_full_message
 from backend.launch import inside_launch, is_main_rank, join_launch, launched_by_us, needs_relaunch, plan_run, relaunch
 from backend.llamafactory import load_train_config
 from backend.paths import default_workspace
@@ -191,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # noqa: BLE001 - any crash must still end the run visibly
         traceback.print_exc()
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (details in train.log)"
+        message = disk_full_message(exc, run_dir) or (
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (details in train.log)"
+        )
         events.emit("end", status="failed", error=message)
         print(f"error: {message}", file=sys.stderr, flush=True)
         return 1

@@ -119,12 +119,18 @@ def stop_app(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def allow_dirs(*folders: Path) -> list[str]:
+    """--allow-dir arguments for the folders that exist: test data lives outside the app's workspace."""
+    return [arg for folder in folders if folder.is_dir() for arg in ("--allow-dir", str(folder))]
+
+
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, default_model_dir):
-    """A running app with its own workspace: (url, workspace)."""
+def app(tmp_path_factory, default_model_dir, secret_dataset):
+    """A running app with its own workspace: (url, workspace). It may read the secret dataset's folder
+    and LLaMA-Factory's demo data, as an owner would allow them with --allow-dir; nothing else outside."""
     workspace = tmp_path_factory.mktemp("app") / "workspace"
     workspace.mkdir()
-    proc, url = start_app(workspace)
+    proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent, LLAMAFACTORY_DATA))
     yield url, workspace
     stop_app(proc)
 

@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 
 from backend.events import read_events
-from tests.conftest import live_group_members, start_app, stop_app
+from tests.conftest import allow_dirs, live_group_members, start_app, stop_app
 
 END = ("completed", "failed", "aborted")
 
@@ -58,7 +58,7 @@ def test_api_errors_are_one_line_messages(app):
 def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts_it(tmp_path, secret_dataset):
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    proc, url = start_app(workspace)
+    proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent))
     try:
         client = Client(url, verbose=False)
         config = {"dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
@@ -76,7 +76,7 @@ def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts
     assert step_logs() >= seen + 2  # still training with no app at all
     pid = next(e for e in read_events(run_dir) if e["type"] == "start")["pid"]
 
-    proc, url = start_app(workspace)
+    proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent))
     try:
         client = Client(url, verbose=False)
         runs = client.predict(api_name="/runs_list")

@@ -11,6 +11,7 @@ from backend.export import Exporter
 from backend.jobs import JobManager
 from webui import tab_chat, tab_dataset, tab_evaluate, tab_export, tab_model, tab_runs, tab_train
 from webui.context import AppContext
+from webui.lanes import DEVICE, JOBS, STATUS
 
 CSS = """
 .tf-bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
@@ -93,14 +94,14 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
             )
         return result
 
-    gr.api(evaluate, api_name="evaluate")
-    gr.api(export, api_name="export")
-    gr.api(train_start, api_name="train_start")
-    gr.api(train_status, api_name="train_status")
-    gr.api(train_abort, api_name="train_abort")
-    gr.api(train_resume, api_name="train_resume")
-    gr.api(runs_list, api_name="runs_list")
-    gr.api(chat_reply, api_name="chat")
+    gr.api(evaluate, api_name="evaluate", **DEVICE)
+    gr.api(export, api_name="export", **DEVICE)
+    gr.api(chat_reply, api_name="chat", **DEVICE)
+    gr.api(train_start, api_name="train_start", **JOBS)
+    gr.api(train_abort, api_name="train_abort", **JOBS)
+    gr.api(train_resume, api_name="train_resume", **JOBS)
+    gr.api(train_status, api_name="train_status", **STATUS)
+    gr.api(runs_list, api_name="runs_list", **STATUS)
 
 
 def _api(fn, *args):

@@ -8,6 +8,7 @@ import gradio as gr
 
 from backend.errors import TuneForgeError
 from webui.context import AppContext
+from webui.lanes import DEVICE
 
 
 def build(ctx: AppContext) -> None:
@@ -57,8 +58,8 @@ def build(ctx: AppContext) -> None:
             yield history, ""
 
     inputs = [box, chatbot, target, system, temperature, top_p, max_new]
-    send.click(respond, inputs, [chatbot, box])
-    box.submit(respond, inputs, [chatbot, box])
+    send.click(respond, inputs, [chatbot, box], **DEVICE)
+    box.submit(respond, inputs, [chatbot, box], **DEVICE)
     clear.click(lambda: ([], ""), None, [chatbot, box])
     reload.click(lambda: gr.update(choices=ctx.chat.targets()), None, target)
     ctx.blocks.load(lambda: gr.update(choices=ctx.chat.targets()), None, target)

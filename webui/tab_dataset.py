@@ -22,6 +22,7 @@ from backend.uploads import store_upload
 from webui.charts import length_histogram
 from webui.context import AppContext
 from webui.forms import controls, options_from
+from webui.lanes import DEVICE
 
 COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
 RENDERED_ROWS = 3
@@ -142,7 +143,7 @@ class DatasetTab:
                     [all_options["task"], all_options[f.name]],
                     all_options[f.name],
                 )
-        self.estimate.click(self.on_estimate, inputs, self.cost)
+        self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
 
     def on_upload(self, file):
@@ -157,12 +158,14 @@ class DatasetTab:
 
     def _inspect(self, values, progress=None):
         config = config_from(values)
+        self.ctx.jobs.confinement.options(config)  # the preview would show any readable file's rows otherwise
         report = inspect_dataset(DataOptions.from_config(config, self.ctx.jobs.workspace), progress)
         return config, report
 
     def on_dataset_dir(self, dataset_dir):
         """List the folder's entries beside the demos and the workspace's names (a bad folder: the check says why)."""
         try:
+            self.ctx.jobs.confinement.dataset_dir(dataset_dir)
             return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
         except TuneForgeError:
             return gr.update()

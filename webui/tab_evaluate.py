@@ -13,6 +13,7 @@ from backend.errors import TuneForgeError
 from backend.evaluate import Evaluator, write_table
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
+from webui.lanes import DEVICE
 
 SUMMARY_COLUMNS = ["run_id", "task", "status", "train_loss", "eval_loss", "accuracy", "f1_macro", "global_step"]
 
@@ -185,9 +186,11 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
     refresh.click(on_refresh, None, [summary, run])
     ctx.blocks.load(on_refresh, None, [summary, run])
     run.change(on_run, run, [chart, generation, classification, scores, confusion, roc])
-    evaluate.click(on_evaluate, [run, dataset, max_rows, max_new, temperature], [comparison, predictions, downloads])
-    forgetting.click(on_forgetting, run, forgetting_note)
-    batch.click(on_batch, [run, prompts], batch_out)
-    classify.click(on_classify, [run, text], probabilities)
-    compare_cls.click(on_compare_classification, run, cls_comparison)
-    text.submit(on_classify, [run, text], probabilities)
+    evaluate.click(
+        on_evaluate, [run, dataset, max_rows, max_new, temperature], [comparison, predictions, downloads], **DEVICE
+    )
+    forgetting.click(on_forgetting, run, forgetting_note, **DEVICE)
+    batch.click(on_batch, [run, prompts], batch_out, **DEVICE)
+    classify.click(on_classify, [run, text], probabilities, **DEVICE)
+    compare_cls.click(on_compare_classification, run, cls_comparison, **DEVICE)
+    text.submit(on_classify, [run, text], probabilities, **DEVICE)

@@ -7,6 +7,7 @@ import gradio as gr
 from backend.errors import TuneForgeError
 from backend.export import Exporter
 from webui.context import AppContext
+from webui.lanes import DEVICE
 
 
 def build(ctx: AppContext, exporter: Exporter) -> None:
@@ -52,7 +53,7 @@ def build(ctx: AppContext, exporter: Exporter) -> None:
     def runs():
         return gr.update(choices=ctx.jobs.finished_runs())
 
-    export.click(on_export, [run, kind, shard], [download, message])
+    export.click(on_export, [run, kind, shard], [download, message], **DEVICE)
     push.click(on_push, [run, kind, repo, token, private], message)
     refresh.click(runs, None, run)
     ctx.blocks.load(runs, None, run)

@@ -15,6 +15,7 @@ from backend.errors import TuneForgeError
 from webui.charts import compare_figure
 from webui.context import AppContext
 from webui.forms import form_updates
+from webui.lanes import DEVICE, JOBS, STATUS
 
 HISTORY_COLUMNS = [
     "run_id",
@@ -185,12 +186,12 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
         return f"Imported as run `{run_id}`: chat with it, evaluate, compare or export it like any run."
 
     form = [options[f.name] for f in fields()]
-    gr.Timer(REFRESH_S).tick(refresh, known, [history, selected, known], show_progress="hidden")
-    ctx.blocks.load(refresh, known, [history, selected, known])
+    gr.Timer(REFRESH_S).tick(refresh, known, [history, selected, known], show_progress="hidden", **STATUS)
+    ctx.blocks.load(refresh, known, [history, selected, known], **STATUS)
     compare.click(on_compare, selected, [chart, diff, metrics, message])
     open_btn.click(on_open, selected, [train["run"], tabs, message])
     clone.click(on_clone, selected, [*form, tabs, message])
-    resume.click(on_resume, selected, message)
-    cancel.click(on_cancel, selected, message)
-    ask.click(on_ask, [prompt, selected], answers)
-    import_btn.click(on_import, [adapter_dir, adapter_name], message)
+    resume.click(on_resume, selected, message, **JOBS)
+    cancel.click(on_cancel, selected, message, **JOBS)
+    ask.click(on_ask, [prompt, selected], answers, **DEVICE)
+    import_btn.click(on_import, [adapter_dir, adapter_name], message, **JOBS)

@@ -16,6 +16,7 @@ from backend.precision import describe, hardware_summary
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
 from webui.forms import controls, form_updates, options_from
+from webui.lanes import JOBS, STATUS
 
 REFRESH_S = 1.0
 LOG_LINES = 14
@@ -183,9 +184,9 @@ def build(ctx: AppContext, options: dict) -> dict:
     preview_btn.click(on_preview, inputs, [preview_yaml, preview_cmd, message])
     save_config.click(on_save, inputs, save_config)
     load_config.upload(on_load_config, load_config, [*inputs, message])
-    start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message])
-    abort.click(on_abort, run, message)
+    start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message], **JOBS)
+    abort.click(on_abort, run, message, **JOBS)
     live = [progress, chart, chart_caption, rewards, log, runs]
-    run.change(refresh, run, live)
-    gr.Timer(REFRESH_S).tick(refresh, run, live, show_progress="hidden")
+    run.change(refresh, run, live, **STATUS)
+    gr.Timer(REFRESH_S).tick(refresh, run, live, show_progress="hidden", **STATUS)
     return {"run": run}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,13 +132,31 @@ class _LocatedDecoder:
             raise TuneForgeError(f"{self.path.name}: line {line}: not valid UTF-16 ({exc.reason})") from None
 
 
+# A \\uD800-\\uDFFF escape without its pair decodes to a lone surrogate, which no UTF-8 text (and no
+# tokenizer) can hold; found here, it is refused with its line rather than failing later without one.
+LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _loads(text: str):
+    """json.loads, with the two ways valid-looking JSON still fails later turned into JSONDecodeError."""
+    if "\\u" in text and (lone := LONE_SURROGATE.search(text)):
+        raise json.JSONDecodeError("a \\u escape is half of a surrogate pair, not a character", text, lone.start())
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def _jsonl(lines: Iterator[str]) -> Iterator[tuple[str, Record | BadRow]]:
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"line {lineno}"
         try:
-            row = json.loads(line.rstrip("\r\n"))
+            row = _loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             yield where, BadRow(where, f"invalid JSON ({exc.msg})")
             continue
@@ -146,7 +165,7 @@ def _jsonl(lines: Iterator[str]) -> Iterator[tuple[str, Record | BadRow]]:
 
 def _json(text: str, name: str) -> Iterator[tuple[str, Record | BadRow]]:
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as exc:
         raise TuneForgeError(f"{name}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
     if isinstance(data, dict):

@@ -1,0 +1,131 @@
+"""Which folders the web app may read for a browser or API caller, and the one check that keeps it there.
+
+A person at a terminal runs `python -m backend.train` with their own rights, so the CLI is not
+confined. The web app is different: without this, anyone with a login could name /etc/passwd
+as a dataset and read it back in the Dataset tab's preview, or load a model folder from
+someone's home directory. So every path a browser or API caller gives is resolved (`~`
+expanded, `..` collapsed, symlinks followed) and must then lie under the workspace, the
+model cache, the bundled assets, or a folder the owner allowed with `launch.py --allow-dir`.
+
+The check runs on what a path *resolves to*, so a name that goes through a registry
+(dataset_info.json's file_name) or a symlink is judged by where it really points. Relative
+paths mean the same to the app and its jobs because the app runs in the project folder,
+as its jobs do (launch.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from backend.errors import TuneForgeError
+from backend.paths import ASSETS_DIR, model_cache_dir
+
+# Options that end up in a path. tests/test_confinement.py fails when a new text option is added
+# without deciding whether it belongs here, so a new path option cannot slip past the check.
+PATH_OPTIONS = (
+    "model", "ref_model", "dataset", "dataset_dir", "eval_dataset", "output_dir", "resume_from_checkpoint",
+)  # fmt: skip
+
+
+class Confinement:
+    """The folders a browser or API caller may read: the workspace, the model cache, assets/, and allowed dirs."""
+
+    def __init__(self, workspace: str | Path, allowed: Iterable[str | Path] = (), enforced: bool = True):
+        self.workspace = Path(workspace).expanduser().resolve()
+        extra = [Path(p).expanduser().resolve() for p in allowed]
+        self.roots = [self.workspace, model_cache_dir().expanduser().resolve(), ASSETS_DIR.resolve(), *extra]
+        self.enforced = enforced
+
+    @classmethod
+    def off(cls, workspace: str | Path) -> Confinement:
+        """No confinement: for a JobManager driven by code or tests on the owner's behalf, not by a browser."""
+        return cls(workspace, enforced=False)
+
+    # ---- one path -----------------------------------------------------------------------
+    def path(self, value: str | Path, what: str) -> Path:
+        """value resolved, or a TuneForgeError naming `what` when it lies outside every allowed root."""
+        text = str(value)
+        refuse_nul(text, what)
+        try:
+            resolved = Path(os.path.realpath(Path(text).expanduser()))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise TuneForgeError(f"{what} {text!r} cannot be resolved ({exc})") from None
+        if self.enforced and not any(resolved.is_relative_to(root) for root in self.roots):
+            raise TuneForgeError(
+                f"{what} {resolved} is outside the workspace and the allowed folders "
+                f"({', '.join(map(str, self.roots))}); the owner can add a folder with launch.py --allow-dir"
+            )
+        return resolved
+
+    def tree(self, folder: Path, what: str) -> Path:
+        """A folder and every file in it, so a symlink inside an allowed folder cannot lead out of it."""
+        folder = self.path(folder, what)
+        if self.enforced and folder.is_dir():
+            for item in folder.rglob("*"):
+                self.path(item, f"{what}'s file")
+        return folder
+
+    # ---- what a path option names -----------------------------------------------------------
+    def model(self, spec: str, what: str = "model") -> None:
+        """'default' and hub ids pass; anything that exists on disk must be inside the allowed folders."""
+        spec = (spec or "").strip()
+        refuse_nul(spec, what)
+        if spec and spec != "default" and _exists(spec):
+            self.tree(Path(spec), what)
+
+    def dataset(self, spec: str, dataset_dir: str = "", what: str = "dataset") -> None:
+        """Every file a dataset spec resolves to (a path, a registry entry's file_name, each part of a mix)."""
+        from backend.data.registry import resolve_all
+
+        refuse_nul(spec or "", what)
+        self.dataset_dir(dataset_dir)
+        try:
+            sources = resolve_all(spec, self.workspace, dataset_dir)
+        except OSError as exc:  # a name too long for the file system, say
+            raise TuneForgeError(f"{what} {spec[:80]!r}: {exc.strerror or exc}") from None
+        for source in sources:
+            if source.path is not None:
+                self.tree(source.path, f"{what} '{source.name}'" if source.name != source.path.name else what)
+
+    def dataset_dir(self, dataset_dir: str) -> None:
+        if (dataset_dir or "").strip():
+            self.path(dataset_dir.strip(), "dataset_dir")
+
+    def options(self, config, only: Iterable[str] | None = None) -> None:
+        """Check a TrainConfig's path options (or only those named) before the app reads or writes anything.
+
+        output_dir is left to the JobManager, which keeps it a plain run name inside runs/.
+        """
+        names = set(PATH_OPTIONS if only is None else only) & set(PATH_OPTIONS)
+        for name in names:
+            refuse_nul(getattr(config, name), name)
+        if "model" in names:
+            self.model(config.model)
+        if "ref_model" in names and config.ref_model.strip():
+            self.model(config.ref_model, "ref_model")
+        if "dataset_dir" in names:
+            self.dataset_dir(config.dataset_dir)
+        if "dataset" in names:
+            self.dataset(config.dataset, config.dataset_dir)
+        if "eval_dataset" in names and config.eval_dataset.strip():
+            self.dataset(config.eval_dataset, config.dataset_dir, "eval_dataset")
+        checkpoint = config.resume_from_checkpoint.strip()
+        if "resume_from_checkpoint" in names and checkpoint not in ("", "last"):
+            # The job reads a relative checkpoint folder inside the run's own folder; so does this check.
+            run_dir = self.workspace / "runs" / config.output_dir if config.output_dir.strip() else Path()
+            self.path(run_dir / Path(checkpoint).expanduser(), "resume_from_checkpoint")
+
+
+def _exists(spec: str) -> bool:
+    try:
+        return Path(spec).expanduser().exists()
+    except (OSError, ValueError):  # too long a name is no file at all
+        return False
+
+
+def refuse_nul(text: str, what: str) -> None:
+    """A NUL byte cuts a path short in C and makes Python's os calls raise; refuse it in words."""
+    if "\0" in str(text):
+        raise TuneForgeError(f"{what} contains a NUL byte; give a plain path or name")

@@ -1,0 +1,125 @@
+"""A full disk while saving, and an abort while the model loads or the weights save, lose nothing saved.
+
+Each test drives a real job the way the app does (JobManager: its own process group, events.jsonl),
+and waits for the phase it interrupts to be announced in events.jsonl before interrupting it.
+"""
+
+import errno
+import os
+import resource
+import signal
+import time
+
+import pytest
+
+from backend.files import save_atomically
+from backend.jobs import JobManager
+from backend.resume import pick_checkpoint
+from tests.conftest import live_group_members
+from tests.test_jobs import wait_for
+
+ONE_MIB = 1 << 20
+
+
+def job_pid(jobs, run_id) -> int:
+    return wait_for(lambda: next((e["pid"] for e in jobs.events(run_id) if e["type"] == "start"), None), interval=0.02)
+
+
+def statuses(jobs, run_id) -> list[str]:
+    return [e["message"] for e in jobs.events(run_id) if e["type"] == "status"]
+
+
+def test_a_full_disk_while_saving_fails_the_run_in_one_line_and_resume_continues_from_the_last_checkpoint(
+    workspace, secret_dataset
+):
+    """The disk "fills" right after the first checkpoint: the running job's file-size limit (RLIMIT_FSIZE,
+    lowered with prlimit) drops to 1 MiB, below one adapter weights file (about 10 MB).
+
+    Python ignores SIGXFSZ, so an over-limit write fails with EFBIG, as a write to a full disk fails
+    with ENOSPC, instead of killing the job. A size limit rather than a tiny tmpfs: mounting one needs
+    privileges a test machine may not have, and the limit spares the small files (events.jsonl,
+    train.log), so the job can still say why it failed, which a really full disk may not allow.
+    """
+    jobs = JobManager(workspace)
+    try:
+        options = {"dataset": str(secret_dataset), "max_steps": 3, "save_steps": 1, "save_total_limit": 0}
+        run_id = jobs.start({**options, "val_size": 0, "logging_steps": 1})
+        pid = job_pid(jobs, run_id)
+        wait_for(lambda: any(e["type"] == "checkpoint" for e in jobs.events(run_id)), interval=0.02)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (ONE_MIB, ONE_MIB))
+
+        status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=120)
+        assert status["status"] == "failed", status
+        assert "\n" not in status["error"]
+        assert status["error"].startswith(f"disk full while saving to {jobs.run_dir(run_id)} (File too large)")
+        assert "free space and resume" in status["error"]
+
+        run_dir = jobs.run_dir(run_id)
+        whole, notes = pick_checkpoint(run_dir, "last")  # the newest checkpoint written before the disk filled
+        saved = [e["step"] for e in jobs.events(run_id) if e["type"] == "checkpoint"]
+        assert whole.name == f"checkpoint-{max(saved)}" and max(saved) < 3
+        assert all(note.startswith(f"skipped checkpoint-{max(saved) + 1}: ") for note in notes)  # the half-written one
+        assert not (run_dir / "adapter_model.safetensors").exists()  # no final weights, not even half of them
+
+        jobs.resume(run_id)  # space freed: the new job has no limit
+        status = wait_for(lambda: (s := jobs.status(run_id))["status"] not in ("running", "queued") and s)
+        assert status["status"] == "completed" and status["step"] == 3, status
+    finally:
+        jobs.shutdown()
+
+
+def test_final_weights_appear_whole_or_not_at_all(tmp_path):
+    """A save that fails part-way (here: EFBIG, as from a full disk) leaves the old weights and no debris."""
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"old weights")
+
+    def half_then_full(folder):
+        (folder / "adapter_model.safetensors").write_bytes(b"half of the new")
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    with pytest.raises(OSError):
+        save_atomically(tmp_path, half_then_full)
+    assert (tmp_path / "adapter_model.safetensors").read_bytes() == b"old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors"]
+
+    save_atomically(tmp_path, lambda folder: (folder / "adapter_model.safetensors").write_bytes(b"new weights"))
+    assert (tmp_path / "adapter_model.safetensors").read_bytes() == b"new weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors"]
+
+
+def test_abort_while_the_model_loads_ends_aborted_within_5s_with_no_process_left(workspace, secret_dataset):
+    jobs = JobManager(workspace)
+    try:
+        run_id = jobs.start({"dataset": str(secret_dataset), "max_steps": 3, "val_size": 0})
+        pid = job_pid(jobs, run_id)
+        wait_for(lambda: "loading model" in statuses(jobs, run_id), interval=0.02)
+        started = time.monotonic()
+        jobs.abort(run_id)
+        assert time.monotonic() - started < 5
+        status = jobs.status(run_id)
+        assert status["status"] == "aborted" and status["error"] == "aborted by the user"
+        assert statuses(jobs, run_id)[-1] == "loading model"  # it was stopped in the load, before training
+        assert live_group_members(pid) == []
+    finally:
+        jobs.shutdown()
+
+
+def test_sigterm_while_the_weights_save_ends_aborted_within_5s_and_leaves_no_half_weights(workspace, secret_dataset):
+    """A full fine-tune, so the final save (a 540 MB safetensors file) lasts long enough to be interrupted."""
+    jobs = JobManager(workspace)
+    try:
+        run_id = jobs.start(
+            {"dataset": str(secret_dataset), "method": "full", "max_steps": 1, "val_size": 0, "save_steps": 0}
+        )
+        pid = job_pid(jobs, run_id)
+        wait_for(lambda: "saving weights" in statuses(jobs, run_id), timeout=300, interval=0.01)
+        started = time.monotonic()
+        os.killpg(pid, signal.SIGTERM)  # what `kill -TERM -<pgid>` from a terminal, or the app's abort, sends
+        wait_for(lambda: jobs.status(run_id)["status"] != "running", timeout=5, interval=0.05)
+        wait_for(lambda: live_group_members(pid) == [], timeout=5, interval=0.05)
+        assert time.monotonic() - started < 5
+        status = jobs.status(run_id)
+        assert status["status"] == "aborted", status
+        run_dir = jobs.run_dir(run_id)
+        assert not (run_dir / "model.safetensors").exists()  # the half-written file stayed in the staging folder
+    finally:
+        jobs.shutdown()
