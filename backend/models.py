@@ -13,6 +13,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,10 +45,9 @@ def default_model_dir(progress: Callable[[str], None] = print) -> Path:
         return target
     source = embedded_gguf_dir()
     progress(f"Converting the embedded {DEFAULT_MODEL_NAME} to {target} (first use only, about 30 s)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
+    transformers = transformers_module()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
     # The weights are already de-quantised to float; without these two lines save_pretrained
     # refuses, believing the model is still GGUF-quantised.
     model.hf_quantizer = None
@@ -93,8 +93,21 @@ def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str 
     raise TuneForgeError(f"model '{spec}' is not 'default', an existing folder, or a hub id like org/name")
 
 
+# transformers' lazy module is not thread-safe on first import: two app threads importing it at once
+# (a dataset check and a chat, say) can see "cannot import name 'AutoTokenizer'". One import at a time.
+_FIRST_IMPORT = threading.Lock()
+
+
+def transformers_module():
+    with _FIRST_IMPORT:
+        import transformers
+
+        transformers.AutoTokenizer, transformers.AutoModelForCausalLM  # noqa: B018 - resolve the lazy names here
+    return transformers
+
+
 def load_tokenizer(name_or_path: str, fallback_template: str = "chatml", trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+    AutoTokenizer = transformers_module().AutoTokenizer  # noqa: N806 - the class, under its own name
 
     from backend.templates import ensure_chat_template
 
@@ -109,10 +122,8 @@ def load_causal_lm(name_or_path: str, dtype=None, trust_remote_code: bool = Fals
     Code shipped with a model (auto_map) runs only with trust_remote_code, which defaults to off.
     loading adds from_pretrained arguments, such as a quantization_config and device_map for QLoRA.
     """
-    from transformers import AutoModelForCausalLM
-
     return _hub_friendly(
-        AutoModelForCausalLM.from_pretrained,
+        transformers_module().AutoModelForCausalLM.from_pretrained,
         name_or_path,
         dtype=dtype or "auto",
         trust_remote_code=trust_remote_code,
