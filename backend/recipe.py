@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    DataCollatorWithFlattening,
     EarlyStoppingCallback,
     PrinterCallback,
     Trainer,
@@ -26,6 +25,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from backend.batching import padding_free_collator
 from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
@@ -384,10 +384,9 @@ class SftRecipe(Recipe):
 
     Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
 
-    Batches are padding-free: a batch's examples are laid end to end in one row, with position
-    ids restarting at each example, from which transformers builds a block-diagonal causal mask,
-    so no example attends to another and no compute goes to padding. The optimisation is the
-    same as with padded batches (same examples per step, same per-token loss).
+    Batches are padding-free, and logits are computed only where a token is trained
+    (backend/batching.py): the same examples per step and the same per-token loss as padded
+    batches, without compute on padding or on the prompts' language-model head.
     """
 
     padding_free = True
@@ -426,7 +425,7 @@ class SftRecipe(Recipe):
         return kept
 
     def collator(self):
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+        return padding_free_collator(self.model)
 
 
 def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> Recipe:

@@ -1,0 +1,73 @@
+"""Training batches: padding-free rows, and logits only where tokens are trained, change nothing learned."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+from backend.batching import TrainedLogitsOnly, keeps_trained_logits, padding_free_collator
+from backend.templates import IGNORE_INDEX, encode_conversation
+
+CHATS = [
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+    [
+        {"role": "user", "content": "Explain tides in two sentences."},
+        {"role": "assistant", "content": "Tides rise and fall with the moon's pull. They shape coastlines."},
+    ],
+    [{"role": "user", "content": "Name three rivers."}, {"role": "assistant", "content": "Nile, Amazon, Danube."}],
+]
+
+
+@pytest.fixture(scope="module")
+def model(default_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32)
+    model.config.use_cache = False  # as in training: with a KV cache, transformers does not look for packed rows
+    return model
+
+
+def features(tokenizer):
+    return [encode_conversation(tokenizer, chat, 256) for chat in CHATS]
+
+
+def test_flattened_batch_has_the_same_loss_and_logits_as_the_padded_one(model, tokenizer):
+    padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)(features(tokenizer))
+    flat = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)(features(tokenizer))
+    lengths = [len(f["input_ids"]) for f in features(tokenizer)]
+    assert flat["input_ids"].shape == (1, sum(lengths))  # not one padding token
+    assert padded["input_ids"].numel() == len(lengths) * max(lengths)
+    with torch.no_grad():
+        padded_out = model(**padded)
+        flat_out = model(**flat)
+    assert flat_out.loss.item() == pytest.approx(padded_out.loss.item(), rel=1e-4)
+    # Each example sees only itself: its logits match the padded row's, token for token.
+    start = 0
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(flat_out.logits[0, start : start + n], padded_out.logits[row, :n], atol=2e-4, rtol=0)
+        start += n
+
+
+def test_trained_logits_only_give_the_same_loss_and_gradients_as_every_logit(model, tokenizer):
+    every = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)(features(tokenizer))
+    trimmed = padding_free_collator(model)(features(tokenizer))
+    assert keeps_trained_logits(model) and "logits_to_keep" in trimmed
+    trained = sum(sum(label != IGNORE_INDEX for label in f["labels"][1:]) for f in features(tokenizer))
+    assert trimmed["shift_labels"].numel() == trained < every["input_ids"].numel() / 2  # prompts skipped
+
+    results = []
+    for batch in (every, trimmed):
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        results.append((out.loss.item(), model.model.layers[0].mlp.down_proj.weight.grad.clone(), out.logits.shape))
+    (every_loss, every_grad, every_shape), (trim_loss, trim_grad, trim_shape) = results
+    assert trim_loss == pytest.approx(every_loss, rel=1e-5)
+    torch.testing.assert_close(trim_grad, every_grad, atol=1e-6, rtol=1e-4)
+    assert trim_shape[0] == trained and every_shape[:2] == every["input_ids"].shape  # logits for trained tokens only
+
+
+def test_a_model_without_logits_to_keep_gets_plain_padding_free_batches():
+    class Legacy(torch.nn.Module):
+        def forward(self, input_ids, position_ids=None, labels=None):
+            return None
+
+    assert not keeps_trained_logits(Legacy())
+    assert not isinstance(padding_free_collator(Legacy()), TrainedLogitsOnly)
