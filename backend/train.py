@@ -131,6 +131,18 @@ def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path 
     return metrics
 
 
+def out_of_memory_message(exc: BaseException, config: TrainConfig) -> str | None:
+    """One actionable line for an allocation that failed (CPU or GPU), or None for any other error."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text):
+        return None
+    return (
+        f"out of memory while training (per_device_train_batch_size {config.per_device_train_batch_size}, "
+        f"cutoff_len {config.cutoff_len}): lower either, and raise gradient_accumulation_steps to keep the "
+        "effective batch; or use method lora/qlora"
+    )
+
+
 def _record_refusal(config_path: str, exc: TuneForgeError) -> None:
     """A refused resume of a run the UI shows must end visibly in that run, not only on stderr."""
     try:
@@ -192,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # noqa: BLE001 - any crash must still end the run visibly
         traceback.print_exc()
-        message = disk_full_message(exc, run_dir) or (
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (details in train.log)"
+        message = (
+            disk_full_message(exc, run_dir)
+            or out_of_memory_message(exc, config)
+            or (f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (details in train.log)")
         )
         events.emit("end", status="failed", error=message)
         print(f"error: {message}", file=sys.stderr, flush=True)

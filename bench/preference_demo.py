@@ -27,7 +27,7 @@ def mean(values: list[float]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-steps", type=int, default=30)
+    parser.add_argument("--max-steps", type=int, default=24)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the task's default")
     parser.add_argument("--task", default="dpo", choices=("dpo", "orpo", "kto"))
     args = parser.parse_args()

@@ -5,6 +5,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -97,3 +98,28 @@ def test_failed_logins_are_rate_limited_on_the_running_app(tmp_path, default_mod
         assert codes == [400] * 5 + [429]
     finally:
         stop_app(proc)
+
+
+def test_files_outside_what_the_app_hands_out_cannot_be_downloaded(tmp_path, default_model_dir):
+    """No allowed_paths, no flagging, no file browser: Gradio's file route serves neither the
+    workspace (run logs, configs, uploads) nor the rest of the disk; CVE-2023-51449 went through it."""
+    workspace = tmp_path / "workspace"
+    (workspace / "runs" / "r1").mkdir(parents=True)
+    secret = workspace / "runs" / "r1" / "train.log"
+    secret.write_text("private log\n")
+    proc, url = start_app(workspace)
+    try:
+        for path in (str(secret), "/etc/passwd", f"{workspace}/../../../../etc/passwd"):
+            for route in ("gradio_api/file=", "file="):
+                target = url + route + urllib.parse.quote(path)
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(target, timeout=10)
+                assert refused.value.code in (403, 404), (target, refused.value.code)
+        page = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert "private log" not in page
+    finally:
+        stop_app(proc)
+    source = (Path(__file__).resolve().parent.parent / "launch.py").read_text()
+    assert "allowed_paths" not in source and "FileExplorer" not in "".join(
+        p.read_text() for p in (Path(__file__).resolve().parent.parent / "webui").glob("*.py")
+    )

@@ -3,6 +3,7 @@
 import math
 import os
 import signal
+import time
 
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -81,3 +82,36 @@ def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so
             jobs.resume(long_id)
     finally:
         jobs.shutdown()
+
+
+def test_an_allocation_that_fails_is_named_out_of_memory_with_what_to_lower():
+    import torch
+
+    from backend.config import TrainConfig
+    from backend.train import out_of_memory_message
+
+    config = TrainConfig.from_dict({"per_device_train_batch_size": 64, "cutoff_len": 4096})
+    with pytest.raises(RuntimeError) as failed:  # a real allocator failure: ~40 TB
+        torch.empty(10**13, dtype=torch.float32)
+    message = out_of_memory_message(failed.value, config)
+    assert message.startswith("out of memory while training (per_device_train_batch_size 64, cutoff_len 4096)")
+    assert "\n" not in message
+    assert out_of_memory_message(ValueError("bad value"), config) is None
+
+
+def test_a_model_that_does_not_exist_fails_the_run_in_one_line(tmp_path):
+    jobs = JobManager(tmp_path / "workspace")
+    expected = {
+        "no_such_model": "model 'no_such_model' is not 'default', an existing folder, or a hub id",
+        "nobody/no-such-model-here": "nobody/no-such-model-here",  # a hub id, and the tests are offline
+    }
+    runs = {jobs.start({"model": model, "max_steps": 1}): message for model, message in expected.items()}
+    for run_id, message in runs.items():
+        deadline = time.time() + 300
+        while jobs.status(run_id)["status"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.5)
+        status = jobs.status(run_id)
+        assert status["status"] == "failed" and "\n" not in status["error"], status
+        assert message in status["error"] and "Traceback" not in status["error"], status["error"]
+        assert (jobs.run_dir(run_id) / "train.log").exists()
+    jobs.shutdown()
