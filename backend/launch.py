@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.config import TrainConfig
+from backend.config import TrainConfig, fields
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog, end_event, read_events
 from backend.precision import Precision, choose, quantization_bits
@@ -89,6 +89,28 @@ def plan_run(config: TrainConfig, hardware: dict) -> Precision:
             f"quantization_bit with strategy={config.strategy} is not supported here; use ddp or deepspeed_zero2"
         )
     return choose(config, hardware)
+
+
+# Options whose choices depend on the hardware: the UI offers only those that plan_run accepts.
+HARDWARE_OPTIONS = ("method", "strategy", "precision", "quantization_bit")
+
+
+def unavailable_choices(hardware: dict) -> dict[str, dict]:
+    """For each hardware-bound option, the choices this machine cannot run and plan_run's reason for each.
+
+    Asked of plan_run itself, with the defaults and one option changed, so the UI says exactly
+    what Start would refuse, in the same words.
+    """
+    refused: dict[str, dict] = {}
+    for f in fields():
+        if f.name not in HARDWARE_OPTIONS:
+            continue
+        for choice in f.metadata["choices"]:
+            try:
+                plan_run(TrainConfig.from_dict({f.name: choice}), hardware)
+            except TuneForgeError as exc:
+                refused.setdefault(f.name, {})[choice] = str(exc)
+    return refused
 
 
 def _installed(package: str) -> bool:

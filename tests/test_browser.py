@@ -6,6 +6,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
 
+from backend.precision import hardware_summary
 from tests.conftest import DATA
 
 CHROMIUM_ARGS = [
@@ -113,6 +114,12 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
 
     page.get_by_role("tab", name="Model").click()
     expect(page.locator("#opt-model textarea, #opt-model input").first).to_have_value("default")
+    if not hardware_summary()["cuda"]:  # what this machine cannot run is not offered, and the help says why
+        expect(page.locator("#opt-method")).to_contain_text("qlora: quantization_bit=4 needs a CUDA GPU")
+        page.locator("#opt-method input").click()
+        expect(page.get_by_role("option", name="freeze", exact=True)).to_be_visible()
+        expect(page.get_by_role("option", name="qlora", exact=True)).to_have_count(0)
+        page.keyboard.press("Escape")
 
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-max_steps", 8)

@@ -17,7 +17,7 @@ import pytest
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.jobs import JobManager
-from backend.launch import plan_run, torchrun_command, trainer_arguments
+from backend.launch import plan_run, torchrun_command, trainer_arguments, unavailable_choices
 from backend.precision import cpu_only, describe, hardware_summary
 from tests.conftest import ROOT, run_cli
 from tests.test_train_cli import write_config
@@ -167,3 +167,44 @@ def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
         with pytest.raises(TuneForgeError, match=f"cannot resume: {key} was"):
             check_compatible(before, {**before, key: value})
     check_compatible(before, {**before, "precision": "fp32", "nproc_per_node": 2})  # these may change
+
+
+def test_the_form_offers_only_what_the_hardware_runs_and_says_why():
+    from webui.forms import hardware_overrides
+
+    cpu = unavailable_choices(cpu_only())
+    assert set(cpu["method"]) == {"qlora"} and set(cpu["quantization_bit"]) == {4, 8}
+    assert set(cpu["precision"]) == {"bf16", "fp16"}
+    assert set(cpu["strategy"]) == {"fsdp", "deepspeed_zero2", "deepspeed_zero3"}
+    assert "needs a CUDA GPU" in cpu["method"]["qlora"]
+    widgets = hardware_overrides(cpu)
+    assert widgets["method"]["choices"] == ["lora", "full", "freeze"]
+    assert "Not on this machine — qlora: quantization_bit=4 needs a CUDA GPU" in widgets["method"]["info"]
+    assert widgets["strategy"]["choices"] == ["ddp"] and widgets["strategy"]["interactive"] is False
+    assert widgets["quantization_bit"]["choices"] == [0] and widgets["quantization_bit"]["interactive"] is False
+    assert widgets["precision"]["choices"] == ["auto", "fp32"] and "interactive" not in widgets["precision"]
+
+    ampere = unavailable_choices(AMPERE)
+    assert "method" not in ampere and "precision" not in ampere and "quantization_bit" not in ampere
+    if importlib.util.find_spec("deepspeed") is None:
+        assert set(ampere["strategy"]) == {"deepspeed_zero2", "deepspeed_zero3"}
+        assert "needs the deepspeed package" in ampere["strategy"]["deepspeed_zero2"]
+    assert set(unavailable_choices(TURING)["precision"]) == {"bf16"}
+    no_bnb = unavailable_choices({**AMPERE, "bitsandbytes": False})
+    assert "needs the bitsandbytes package" in no_bnb["method"]["qlora"]
+
+
+def test_a_loaded_config_the_machine_cannot_run_keeps_the_form_value_and_says_why():
+    from backend.config import fields
+    from webui.forms import form_updates
+
+    if hardware_summary()["cuda"]:
+        pytest.skip("this machine has a CUDA GPU, so it can run every loaded value")
+    updates, kept = form_updates({"method": "qlora", "precision": "bf16", "learning_rate": 1e-3})
+    by_name = dict(zip([f.name for f in fields()], updates, strict=True))
+    assert "value" not in by_name["method"] and "value" not in by_name["precision"]
+    assert by_name["learning_rate"]["value"] == 1e-3
+    assert kept == [
+        "method=qlora was not loaded: quantization_bit=4 needs a CUDA GPU (bitsandbytes 4-bit)",
+        "precision=bf16 was not loaded: bf16 needs a GPU with bf16 support; this is a CPU",
+    ]

@@ -7,6 +7,8 @@ import dataclasses
 import gradio as gr
 
 from backend.config import fields
+from backend.launch import unavailable_choices
+from backend.precision import hardware_summary
 
 Field = dataclasses.Field
 
@@ -26,8 +28,9 @@ def control(f: Field, **overrides) -> gr.components.Component:
         # Filled with the file's columns once a dataset is inspected; free text stays allowed.
         return gr.Dropdown(choices=[""], allow_custom_value=True, **common)
     if meta["choices"]:
+        choices = list(common.pop("choices", meta["choices"]))
         widget = gr.Radio if len(meta["choices"]) <= 3 or meta["widget"] == "radio" else gr.Dropdown
-        return widget(choices=list(meta["choices"]), **common)
+        return widget(choices=choices, **common)
     if f.type in ("int", "float"):
         precision = 0 if f.type == "int" else None
         lo, hi = meta["min"], meta["max"]
@@ -37,10 +40,24 @@ def control(f: Field, **overrides) -> gr.components.Component:
     return gr.Textbox(**common)
 
 
-def controls(group: str, overrides: dict[str, dict] | None = None) -> dict[str, gr.components.Component]:
-    """The group's controls; overrides maps an option to widget settings, e.g. disabled where the hardware can't."""
-    overrides = overrides or {}
+def controls(group: str) -> dict[str, gr.components.Component]:
+    """The group's controls; choices this machine cannot run are left out, and the help says why."""
+    overrides = hardware_overrides(unavailable_choices(hardware_summary()))
     return {f.name: control(f, **overrides.get(f.name, {})) for f in option_fields(group)}
+
+
+def hardware_overrides(refused: dict[str, dict]) -> dict[str, dict]:
+    """Widget settings offering only the choices the hardware runs; an option left one choice is disabled."""
+    overrides = {}
+    for f in option_fields():
+        if f.name not in refused:
+            continue
+        kept = [c for c in f.metadata["choices"] if c not in refused[f.name]]
+        why = "; ".join(f"{choice}: {reason}" for choice, reason in refused[f.name].items())
+        overrides[f.name] = {"choices": kept, "info": f"{f.metadata['help']} Not on this machine — {why}."}
+        if len(kept) == 1:
+            overrides[f.name]["interactive"] = False
+    return overrides
 
 
 def options_from(values) -> dict:
@@ -48,10 +65,26 @@ def options_from(values) -> dict:
     return {f.name: value for f, value in zip(fields(), values, strict=True)}
 
 
-def form_updates(options: dict) -> list:
-    """Widget values, in config field order, that show a saved config in the form (cloning, loading YAML)."""
+def form_updates(options: dict) -> tuple[list, list[str]]:
+    """Widget values, in config field order, that show a saved config in the form (cloning, loading YAML).
+
+    A value this machine cannot run (a GPU run's qlora, say) is not offered by its control, so
+    that control keeps what it shows; the second result names each such value and why.
+    """
     from backend.config import TrainConfig
 
     config = TrainConfig.from_dict(options).to_dict()
     config.update(output_dir="", resume_from_checkpoint="")  # a loaded config starts a new run
-    return [gr.update(value=config[f.name]) for f in fields()]
+    refused = unavailable_choices(hardware_summary())
+    updates, kept = [], []
+    for f in fields():
+        reason = refused.get(f.name, {}).get(config[f.name])
+        if reason:
+            kept.append(f"{f.name}={config[f.name]} was not loaded: {reason}")
+        updates.append(gr.update() if reason else gr.update(value=config[f.name]))
+    return updates, kept
+
+
+def kept_notes(kept: list[str]) -> list[str]:
+    """form_updates' refusals, for the message under the form: what the form kept, and why."""
+    return [f"**{note}**; the form keeps its own value." for note in kept]

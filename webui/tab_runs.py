@@ -14,7 +14,7 @@ from backend.config import fields
 from backend.errors import TuneForgeError
 from webui.charts import compare_figure
 from webui.context import AppContext
-from webui.forms import form_updates
+from webui.forms import form_updates, kept_notes
 from webui.lanes import DEVICE, JOBS, STATUS
 
 HISTORY_COLUMNS = [
@@ -134,10 +134,11 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
     def on_clone(chosen):
         try:
             run_id = first(chosen)
-            values = form_updates(ctx.jobs.config(run_id))
+            values, kept = form_updates(ctx.jobs.config(run_id))
         except TuneForgeError as exc:
             return [gr.update()] * len(fields()) + [gr.update(), f"**Cannot clone:** {exc}"]
         note = f"The form now holds run `{run_id}`'s options; change what you want to test and press Start."
+        note = " ".join([note, *kept_notes(kept)])
         return values + [gr.Tabs(selected="train"), note]
 
     def on_resume(chosen):

@@ -15,7 +15,7 @@ from backend.llamafactory import load_config_file
 from backend.precision import describe, hardware_summary
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
-from webui.forms import controls, form_updates, options_from
+from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.lanes import JOBS, STATUS
 
 REFRESH_S = 1.0
@@ -58,18 +58,6 @@ def progress_html(status: dict | None) -> str:
     )
 
 
-def devices_controls(hardware: dict) -> dict:
-    """The devices group, under a line saying what this machine runs; what it cannot run is disabled and says why."""
-    gr.Markdown(describe(hardware), elem_id="hardware-summary")
-    overrides = {}
-    if not hardware["cuda"]:
-        why = "Needs a CUDA GPU (bitsandbytes); this machine has none."
-        overrides["quantization_bit"] = {"interactive": False, "info": why}
-        overrides["precision"] = {"info": "auto trains in fp32 here; bf16 and fp16 need a CUDA GPU."}
-        overrides["strategy"] = {"info": "ddp on CPU (gloo); fsdp and DeepSpeed need CUDA GPUs."}
-    return controls("devices", overrides)
-
-
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS).round({"loss": 4, "eval_loss": 4})
 
@@ -84,7 +72,8 @@ def build(ctx: AppContext, options: dict) -> dict:
             with gr.Accordion("Preference (dpo, orpo, kto)", open=False, elem_id="preference-options"):
                 options.update(controls("preference"))
             with gr.Accordion("Devices and precision", open=False):
-                options.update(devices_controls(hardware_summary()))
+                gr.Markdown(describe(hardware_summary()), elem_id="hardware-summary")
+                options.update(controls("devices"))
             with gr.Accordion("Advanced", open=False):
                 options.update(controls("advanced"))
             with gr.Accordion("Preview command", open=False):
@@ -136,10 +125,10 @@ def build(ctx: AppContext, options: dict) -> dict:
 
     def on_load_config(file):
         try:
-            values = form_updates(load_config_file(file))
+            values, kept = form_updates(load_config_file(file))
         except TuneForgeError as exc:
             return [gr.update()] * len(inputs) + [f"**Cannot load {Path(file).name}:** {exc}"]
-        return values + [f"Loaded `{Path(file).name}` into the form."]
+        return values + [" ".join([f"Loaded `{Path(file).name}` into the form.", *kept_notes(kept)])]
 
     def on_start(*values):
         try:
