@@ -8,15 +8,30 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="TuneForge: fine-tune language models from your browser.")
+    parser = argparse.ArgumentParser(
+        description="TuneForge: fine-tune language models from your browser.",
+        epilog="Logins: with --auth or --auth-file, failed logins are limited to 5 a minute per client and 30 a "
+        "minute overall (then HTTP 429). There is no TLS: for access beyond this machine, put a reverse proxy "
+        "with HTTPS in front, or use --share (its link is HTTPS).",
+    )
     parser.add_argument("--workspace", default="workspace", help="folder for runs and uploads (default: ./workspace)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1); 0.0.0.0 without a login prints a warning",
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument(
-        "--share", action="store_true", help="also open a public Gradio link (a password is generated if no --auth)"
+        "--share",
+        action="store_true",
+        help="also open a public Gradio link; never without a login: with no --auth, a strong password for user "
+        "'tuneforge' is generated and printed once. Offline (no tunnel), the app says so in one line and keeps "
+        "serving locally",
     )
     parser.add_argument("--auth", metavar="USER:PASS", help="require this login")
-    parser.add_argument("--auth-file", metavar="FILE", help="require a login from FILE (one user:pass a line)")
+    parser.add_argument(
+        "--auth-file", metavar="FILE", help="require a login from FILE (one user:pass a line, # comments)"
+    )
     parser.add_argument("--max-upload-size", default="1gb", help="largest accepted upload, e.g. 200mb (default: 1gb)")
     parser.add_argument(
         "--allow-dir",

@@ -100,15 +100,26 @@ def test_failed_logins_are_rate_limited_on_the_running_app(tmp_path, default_mod
         stop_app(proc)
 
 
-def test_files_outside_what_the_app_hands_out_cannot_be_downloaded(tmp_path, default_model_dir):
+def test_files_outside_what_the_app_hands_out_cannot_be_downloaded_and_uploads_have_a_size_limit(
+    tmp_path, default_model_dir
+):
     """No allowed_paths, no flagging, no file browser: Gradio's file route serves neither the
-    workspace (run logs, configs, uploads) nor the rest of the disk; CVE-2023-51449 went through it."""
+    workspace (run logs, configs, uploads) nor the rest of the disk; CVE-2023-51449 went through it.
+    An upload over --max-upload-size is refused by the upload route before it is stored."""
+    import httpx
+
     workspace = tmp_path / "workspace"
     (workspace / "runs" / "r1").mkdir(parents=True)
     secret = workspace / "runs" / "r1" / "train.log"
     secret.write_text("private log\n")
-    proc, url = start_app(workspace)
+    proc, url = start_app(workspace, "--max-upload-size", "4kb")
     try:
+        upload = url + "gradio_api/upload"
+        small = httpx.post(upload, files={"files": ("ok.jsonl", b'{"text": "hi"}\n' * 10)}, timeout=30)
+        assert small.status_code == 200, small.text
+        big = httpx.post(upload, files={"files": ("big.jsonl", b'{"text": "hi"}\n' * 1000)}, timeout=30)
+        assert big.status_code == 413, (big.status_code, big.text)
+        assert "maximum allowed size of 4096 bytes" in big.text, big.text
         for path in (str(secret), "/etc/passwd", f"{workspace}/../../../../etc/passwd"):
             for route in ("gradio_api/file=", "file="):
                 target = url + route + urllib.parse.quote(path)
@@ -123,3 +134,22 @@ def test_files_outside_what_the_app_hands_out_cannot_be_downloaded(tmp_path, def
     assert "allowed_paths" not in source and "FileExplorer" not in "".join(
         p.read_text() for p in (Path(__file__).resolve().parent.parent / "webui").glob("*.py")
     )
+
+
+def test_help_documents_logins_the_share_link_and_the_open_host_warning():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    text = subprocess.run([sys.executable, "launch.py", "--help"], cwd=root, capture_output=True, text=True).stdout
+    text = " ".join(text.split())
+    for promise in (
+        "0.0.0.0 without a login prints a warning",
+        "never without a login",
+        "a strong password for user 'tuneforge' is generated and printed once",
+        "Offline (no tunnel), the app says so in one line and keeps serving locally",
+        "5 a minute per client and 30 a minute overall",
+        "largest accepted upload",
+        "There is no TLS",
+    ):
+        assert promise in text, promise

@@ -9,8 +9,10 @@ import gradio as gr
 import pandas as pd
 
 from backend.chat import BASE
+from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.errors import TuneForgeError
 from backend.evaluate import Evaluator, write_table
+from backend.uploads import store_upload
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
 from webui.lanes import DEVICE
@@ -84,7 +86,9 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
         )
         with gr.Accordion("Batch predict", open=False):
             prompts = gr.File(
-                label="A file of prompts (.txt one per line, or any dataset file)", elem_id="batch-prompts"
+                label="A file of prompts (.txt one per line, or any dataset file)",
+                file_types=list(SUPPORTED_SUFFIXES),
+                elem_id="batch-prompts",
             )
             batch = gr.Button("Predict", size="sm", elem_id="batch-btn")
             batch_out = gr.File(label="Answers", file_count="multiple", interactive=False, elem_id="batch-out")
@@ -166,8 +170,9 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
         try:
             if file is None:
                 raise TuneForgeError("upload a file of prompts first")
+            stored = store_upload(file, ctx.uploads_dir)  # the dataset upload's checks: type, regular file, name
             out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
-            return [str(p) for p in evaluator.batch_predict(run_id or BASE, file, out_dir)]
+            return [str(p) for p in evaluator.batch_predict(run_id or BASE, stored, out_dir)]
         except TuneForgeError as exc:
             raise gr.Error(str(exc)) from None
 
