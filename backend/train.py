@@ -136,10 +136,11 @@ def out_of_memory_message(exc: BaseException, config: TrainConfig) -> str | None
     text = str(exc)
     if not (isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text):
         return None
+    lighter = "; or use method lora (qlora on a CUDA GPU)" if config.method in ("full", "freeze") else ""
     return (
         f"out of memory while training (per_device_train_batch_size {config.per_device_train_batch_size}, "
         f"cutoff_len {config.cutoff_len}): lower either, and raise gradient_accumulation_steps to keep the "
-        "effective batch; or use method lora/qlora"
+        f"effective batch{lighter}"
     )
 
 

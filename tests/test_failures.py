@@ -96,6 +96,9 @@ def test_an_allocation_that_fails_is_named_out_of_memory_with_what_to_lower():
     message = out_of_memory_message(failed.value, config)
     assert message.startswith("out of memory while training (per_device_train_batch_size 64, cutoff_len 4096)")
     assert "\n" not in message
+    assert message.endswith("to keep the effective batch")  # already an adapter: nothing lighter to suggest
+    full = TrainConfig.from_dict({"method": "full"})
+    assert out_of_memory_message(failed.value, full).endswith("; or use method lora (qlora on a CUDA GPU)")
     assert out_of_memory_message(ValueError("bad value"), config) is None
 
 

@@ -123,3 +123,38 @@ def test_sigterm_while_the_weights_save_ends_aborted_within_5s_and_leaves_no_hal
         assert not (run_dir / "model.safetensors").exists()  # the half-written file stayed in the staging folder
     finally:
         jobs.shutdown()
+
+
+def vm_size(pid: int) -> int:
+    """The process's address space in bytes (VmSize), what RLIMIT_AS caps."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmSize for {pid}")
+
+
+def test_a_job_out_of_memory_fails_in_one_line_and_keeps_its_checkpoint(workspace, secret_dataset):
+    """Memory "runs out" right after the first checkpoint: the running job's address space is capped
+    (RLIMIT_AS, lowered with prlimit) at what it holds then, so the next allocation that needs more
+    fails inside torch or Python, as on a machine whose memory is gone. Unlike the kernel's OOM killer
+    (a SIGKILL, see test_failures.py), this failure reaches the job, which must name it in one line."""
+    jobs = JobManager(workspace)
+    try:
+        options = {"dataset": str(secret_dataset), "max_steps": 200, "save_steps": 1, "save_total_limit": 0}
+        run_id = jobs.start({**options, "val_size": 0, "logging_steps": 1})
+        pid = job_pid(jobs, run_id)
+        wait_for(lambda: any(e["type"] == "checkpoint" for e in jobs.events(run_id)), interval=0.02)
+        size = vm_size(pid)
+        resource.prlimit(pid, resource.RLIMIT_AS, (size, size))
+
+        status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=120)
+        assert status["status"] == "failed", status
+        assert "\n" not in status["error"] and "Traceback" not in status["error"]
+        assert status["error"].startswith("out of memory while training (per_device_train_batch_size 4, cutoff_len")
+        assert status["error"].endswith("raise gradient_accumulation_steps to keep the effective batch")
+        assert status["step"] < 200
+        whole, _ = pick_checkpoint(jobs.run_dir(run_id), "last")  # what was saved before memory ran out stays
+        assert whole.name.startswith("checkpoint-")
+        assert "Traceback" in (jobs.run_dir(run_id) / "train.log").read_text()  # the details stay in the log
+    finally:
+        jobs.shutdown()
