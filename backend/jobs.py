@@ -38,10 +38,12 @@ from backend.launch import plan_run
 from backend.paths import PROJECT_ROOT
 from backend.precision import hardware_summary
 from backend.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
-from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, new_run_id
+from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
 
 RUN_FILE = "run.yaml"  # what the user asked for; config.yaml is what the job resolved
 ABORT_GRACE_S = 3.0
+# Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
+JOB_NICENESS = 10
 MAX_RUN_NAME = 200  # file systems refuse names past 255 bytes; leave room for suffixes
 RESUMABLE = ("interrupted", "failed", "aborted")
 
@@ -157,6 +159,7 @@ class JobManager:
             LOG_REDIRECTED_ENV: "1",
             "PYTHONUNBUFFERED": "1",
             "TUNEFORGE_WORKSPACE": str(self.workspace),
+            NICE_ENV: str(JOB_NICENESS),
         }
         with open(run_dir / LOG_FILE, "ab") as log:
             log.write(f"$ {shlex.join(train_command(run_dir / RUN_FILE))}\n".encode())

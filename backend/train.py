@@ -48,6 +48,8 @@ LOG_FILE = "train.log"
 CONFIG_FILE = "config.yaml"
 # Set by the job manager, which already sends the process's stdout/stderr to train.log.
 LOG_REDIRECTED_ENV = "TUNEFORGE_LOG_REDIRECTED"
+# Set by the job manager: how far below the app's CPU priority its jobs run (see yield_to_the_app).
+NICE_ENV = "TUNEFORGE_NICE"
 
 
 def new_run_id() -> str:
@@ -154,10 +156,23 @@ def _record_refusal(config_path: str, exc: TuneForgeError) -> None:
         EventLog(run_dir).emit("end", status="failed", error=str(exc))
 
 
+def yield_to_the_app() -> None:
+    """Run below the app's CPU priority when the app started this job.
+
+    Training takes every core it is given; at the same priority it slows the page's status reads
+    and a chat in the app. Lowered, it still gets all of the CPU the app leaves idle. Applied once:
+    torchrun's ranks inherit it, so the variable is dropped before they start.
+    """
+    steps = os.environ.pop(NICE_ENV, "")
+    if steps:
+        os.nice(int(steps))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.train", description="Run one TuneForge training job.")
     parser.add_argument("--config", required=True, help="YAML file of training options (see README)")
     args = parser.parse_args(argv)
+    yield_to_the_app()
     resume_from, notes = None, []
     try:
         config, loaded, where = load_train_config(args.config)

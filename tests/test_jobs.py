@@ -6,7 +6,7 @@ import time
 import pytest
 
 from backend.events import read_events
-from backend.jobs import JobManager
+from backend.jobs import JOB_NICENESS, JobManager
 
 
 def wait_for(predicate, timeout=180, interval=0.25):
@@ -17,6 +17,11 @@ def wait_for(predicate, timeout=180, interval=0.25):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def thread_niceness(pid: int, tid: str) -> int:
+    fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[16])  # field 19 of stat; the first two (pid, comm) are cut off
 
 
 @pytest.fixture()
@@ -35,6 +40,9 @@ def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_d
     wait_for(lambda: jobs.status(first)["step"] >= 1)
     pid = next(e for e in jobs.events(first) if e["type"] == "start")["pid"]
     assert os.getpgid(pid) == pid  # its own process group, apart from the UI's
+    # Below the app's priority, every thread of it (torch's compute threads too), so the page stays quick.
+    niceness = {thread_niceness(pid, tid) for tid in os.listdir(f"/proc/{pid}/task")}
+    assert niceness == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS)}  # 19 is the lowest there is
 
     jobs.abort(second)
     assert jobs.status(second)["status"] == "aborted"
