@@ -187,7 +187,8 @@ def test_dpo_trains_a_lora_adapter_on_the_shared_demo_that_plain_peft_loads(tmp_
     assert evals and "rewards/margins" in evals[-1]  # the final validation pass scores the held-out pairs
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(default_model_dir), run_dir)
     assert any("lora_A" in name for name, _ in model.named_parameters())
-    assert not list(run_dir.glob("ref/*"))  # the reference was the base with the adapter off, not a saved copy
+    # The reference is the base with the adapter off: no second model is loaded (full dpo loads one, below).
+    assert not any(e.get("message", "").startswith("loading the reference model") for e in events)
 
 
 @needs_llamafactory
@@ -250,6 +251,21 @@ def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(
     }
     assert table["win_rate"]["tuned"] > table["win_rate"]["base"], table["win_rate"]
     assert table["logp_margin"]["difference"] > 0
+
+    # A DPO run is a run like any other: in the history, in a comparison, exported with its metrics.
+    from backend.compare import differing_options, final_metrics
+    from backend.export import Exporter
+
+    other = jobs.start({**DEMO_DPO, "max_steps": 2, "pref_beta": 0.2})
+    finish(jobs, other, timeout=600)
+    history = {row["run_id"]: row for row in jobs.list_runs()}
+    assert history[run_id]["status"] == history[other]["status"] == "completed"
+    assert history[run_id]["task"] == "dpo"
+    assert {row["option"] for row in differing_options(jobs, [run_id, other])} == {"max_steps", "pref_beta"}
+    margins = next(row for row in final_metrics(jobs, [run_id, other]) if row["metric"] == "eval_rewards/margins")
+    assert margins[run_id] > margins[other]  # 24 steps widen the held-out margin more than 2
+    card = (Exporter(jobs).export(run_id, "adapter") / "README.md").read_text()
+    assert "task dpo" in card and "| rewards/margins |" in card
     jobs.shutdown()
 
 
