@@ -7,7 +7,11 @@
     model's compute) and the cross-entropy skip prompt positions. transformers reads a boolean
     `logits_to_keep` mask and the matching `shift_labels`; the loss and its gradient are those of
     every position, since the skipped ones carried label -100.
-Both leave the optimisation as it was: the same examples per step, the same per-token loss.
+  - Attention per example: SDPA runs once per packed example, causal within it, instead of once
+    over the whole row under a block-diagonal mask. The mask's answer is the same, but SDPA over
+    the row computes every pair of tokens in it, examples with each other too, and then discards
+    them; a row of 4 examples did about 8 times the attention arithmetic it needed.
+All three leave the optimisation as it was: the same examples per step, the same per-token loss.
 
 Measured and not kept (docs/benchmarks.md): length-grouped padded batches ran faster still on
 the CPU benchmark, but grouping changed which examples share a step, and eval loss came out 5%
@@ -19,9 +23,55 @@ from __future__ import annotations
 import inspect
 
 import torch
-from transformers import DataCollatorWithFlattening
+from transformers import AttentionInterface, DataCollatorWithFlattening
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from backend.templates import IGNORE_INDEX
+
+PER_EXAMPLE = "tuneforge_per_example"  # an attention implementation, registered with transformers below
+
+
+def per_example_attention(module, query, key, value, attention_mask, cu_seq_lens_q=None, **kwargs):
+    """transformers' SDPA attention, once per example of a padding-free row, causal within each.
+
+    The row's example boundaries come from the collator (cu_seq_lens_q). Anything else (a padded
+    batch, a mask, one token while generating) is plain SDPA.
+    """
+    for key_name in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
+        kwargs.pop(key_name, None)
+    if cu_seq_lens_q is None or attention_mask is not None or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = cu_seq_lens_q.tolist()
+    pieces = [
+        sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **kwargs)[0]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return torch.cat(pieces, dim=1), None
+
+
+AttentionInterface.register(PER_EXAMPLE, per_example_attention)
+
+
+def _attention_of(model) -> tuple[object, str | None]:
+    """The transformers model under any PEFT wrapper, and its attention implementation (None: not transformers')."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base, getattr(getattr(base, "config", None), "_attn_implementation", None)
+
+
+def attend_per_example(model) -> bool:
+    """Switch a model on SDPA to per-example attention; False (unchanged) where it cannot take it.
+
+    Only the model in this process changes: the name is not saved with the weights.
+    """
+    base, attention = _attention_of(model)
+    if attention != "sdpa" or not base._can_set_attn_implementation():
+        return False
+    base.set_attn_implementation(PER_EXAMPLE)
+    return True
+
+
+def attends_per_example(model) -> bool:
+    return _attention_of(model)[1] == PER_EXAMPLE
 
 
 class TrainedLogitsOnly:
@@ -47,6 +97,11 @@ def keeps_trained_logits(model) -> bool:
 
 
 def padding_free_collator(model):
-    """Examples end to end in one row (the separator label keeps them apart); logits only where trained."""
-    flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    """Examples end to end in one row (the separator label keeps them apart); logits only where trained.
+
+    The example boundaries go along (cu_seq_lens_*) for a model that attends per example.
+    """
+    flatten = DataCollatorWithFlattening(
+        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=attends_per_example(model)
+    )
     return TrainedLogitsOnly(flatten) if keeps_trained_logits(model) else flatten

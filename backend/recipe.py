@@ -25,7 +25,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from backend.batching import padding_free_collator
+from backend.batching import attend_per_example, padding_free_collator
 from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
@@ -384,9 +384,10 @@ class SftRecipe(Recipe):
 
     Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
 
-    Batches are padding-free, and logits are computed only where a token is trained
-    (backend/batching.py): the same examples per step and the same per-token loss as padded
-    batches, without compute on padding or on the prompts' language-model head.
+    Batches are padding-free, attention runs per packed example, and logits are computed only
+    where a token is trained (backend/batching.py): the same examples per step and the same
+    per-token loss as padded batches, without compute on padding, across examples, or on the
+    prompts' language-model head.
     """
 
     padding_free = True
@@ -409,6 +410,8 @@ class SftRecipe(Recipe):
             **self.precision.loading_arguments(),
         )
         model.config.use_cache = False
+        if attend_per_example(model):
+            print("attention: per example (SDPA, causal within each packed example)", flush=True)
         self.model = self._adapt(model)
         self.report_size()
 

@@ -4,7 +4,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-from backend.batching import TrainedLogitsOnly, keeps_trained_logits, padding_free_collator
+from backend.batching import (
+    TrainedLogitsOnly,
+    attend_per_example,
+    attends_per_example,
+    keeps_trained_logits,
+    padding_free_collator,
+)
 from backend.templates import IGNORE_INDEX, encode_conversation
 
 CHATS = [
@@ -71,3 +77,33 @@ def test_a_model_without_logits_to_keep_gets_plain_padding_free_batches():
 
     assert not keeps_trained_logits(Legacy())
     assert not isinstance(padding_free_collator(Legacy()), TrainedLogitsOnly)
+    assert not attend_per_example(Legacy()) and not attends_per_example(Legacy())
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    out = model(**batch)
+    out.loss.backward()
+    layer = model.model.layers[3]
+    return out.loss.item(), layer.self_attn.q_proj.weight.grad.clone(), layer.mlp.up_proj.weight.grad.clone()
+
+
+def test_attention_per_example_gives_the_masked_rows_loss_and_gradients(model, tokenizer):
+    masked = padding_free_collator(model)(features(tokenizer))
+    assert "cu_seq_lens_q" not in masked  # on plain SDPA, the block-diagonal mask keeps the examples apart
+    expected = loss_and_grads(model, masked)
+    try:
+        assert attend_per_example(model) and attends_per_example(model)
+        per_example = padding_free_collator(model)(features(tokenizer))
+        lengths = [len(f["input_ids"]) for f in features(tokenizer)]
+        assert per_example["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+        got = loss_and_grads(model, per_example)
+        # Without the boundaries the examples would attend to each other and these would differ.
+        assert got[0] == pytest.approx(expected[0], rel=1e-5)
+        for grad, reference in zip(got[1:], expected[1:], strict=True):
+            torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-4)
+        crossed = dict(per_example)
+        del crossed["cu_seq_lens_q"]  # what per-example attention would compute without them: one causal row
+        assert loss_and_grads(model, crossed)[0] != pytest.approx(expected[0], rel=1e-3)
+    finally:
+        model.set_attn_implementation("sdpa")
