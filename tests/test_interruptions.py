@@ -28,6 +28,17 @@ def statuses(jobs, run_id) -> list[str]:
     return [e["message"] for e in jobs.events(run_id) if e["type"] == "status"]
 
 
+def limit_after_the_first_checkpoint(jobs, dataset, max_steps: int, limit: int, value_for_pid) -> str:
+    """Start a job that checkpoints every step; once the first is written, set one of its resource limits."""
+    options = {"dataset": str(dataset), "max_steps": max_steps, "save_steps": 1, "save_total_limit": 0}
+    run_id = jobs.start({**options, "val_size": 0, "logging_steps": 1})
+    pid = job_pid(jobs, run_id)
+    wait_for(lambda: any(e["type"] == "checkpoint" for e in jobs.events(run_id)), interval=0.02)
+    value = value_for_pid(pid)
+    resource.prlimit(pid, limit, (value, value))
+    return run_id
+
+
 def test_a_full_disk_while_saving_fails_the_run_in_one_line_and_resume_continues_from_the_last_checkpoint(
     workspace, secret_dataset
 ):
@@ -41,12 +52,7 @@ def test_a_full_disk_while_saving_fails_the_run_in_one_line_and_resume_continues
     """
     jobs = JobManager(workspace)
     try:
-        options = {"dataset": str(secret_dataset), "max_steps": 3, "save_steps": 1, "save_total_limit": 0}
-        run_id = jobs.start({**options, "val_size": 0, "logging_steps": 1})
-        pid = job_pid(jobs, run_id)
-        wait_for(lambda: any(e["type"] == "checkpoint" for e in jobs.events(run_id)), interval=0.02)
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (ONE_MIB, ONE_MIB))
-
+        run_id = limit_after_the_first_checkpoint(jobs, secret_dataset, 3, resource.RLIMIT_FSIZE, lambda pid: ONE_MIB)
         status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=120)
         assert status["status"] == "failed", status
         assert "\n" not in status["error"]
@@ -138,13 +144,7 @@ def test_a_job_out_of_memory_fails_in_one_line_and_keeps_its_checkpoint(workspac
     (a SIGKILL, see test_failures.py), this failure reaches the job, which must name it in one line."""
     jobs = JobManager(workspace)
     try:
-        options = {"dataset": str(secret_dataset), "max_steps": 200, "save_steps": 1, "save_total_limit": 0}
-        run_id = jobs.start({**options, "val_size": 0, "logging_steps": 1})
-        pid = job_pid(jobs, run_id)
-        wait_for(lambda: any(e["type"] == "checkpoint" for e in jobs.events(run_id)), interval=0.02)
-        size = vm_size(pid)
-        resource.prlimit(pid, resource.RLIMIT_AS, (size, size))
-
+        run_id = limit_after_the_first_checkpoint(jobs, secret_dataset, 200, resource.RLIMIT_AS, vm_size)
         status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=120)
         assert status["status"] == "failed", status
         assert "\n" not in status["error"] and "Traceback" not in status["error"]
