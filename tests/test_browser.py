@@ -262,7 +262,7 @@ def test_dpo_run_draws_its_reward_chart_beside_the_loss(page):
     page.locator("#opt-task").get_by_text("dpo", exact=True).click()
     summary = page.locator("#dataset-summary")
     expect(summary).to_contain_text("Format: preference", timeout=60_000)
-    expect(summary).to_contain_text("a chosen answer")
+    expect(summary).to_contain_text("its chosen answer (shown below as trained) and a rejected answer")
     page.get_by_role("tab", name="Train").click()
     page.locator("#preference-options").get_by_text("Preference (dpo, orpo, kto)").click()
     expect(page.locator("#opt-pref_beta input[type=number]")).to_have_value("0.1")
