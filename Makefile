@@ -33,7 +33,7 @@ lint: dev
 	$(PY) -m ruff format --check .
 
 test: dev lint
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=40
 
 bench: dev
 	$(PY) bench/demo_run.py
