@@ -49,6 +49,9 @@ def per_example_attention(module, query, key, value, attention_mask, cu_seq_lens
     return torch.cat(pieces, dim=1), None
 
 
+# Registered as an attention function only, not as a mask function: transformers then builds no
+# mask for it, which is right for padding-free rows, the only batches a per-example model is given
+# (padding_free_collator). A padded batch would lose its padding mask here.
 AttentionInterface.register(PER_EXAMPLE, per_example_attention)
 
 
