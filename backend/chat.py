@@ -52,9 +52,35 @@ class ChatEngine:
 
     @contextmanager
     def model_for(self, target: str):
-        """(model, tokenizer) for a target, held exclusively while the caller uses it."""
-        with self._lock:
+        """(model, tokenizer) for a target, held exclusively while the caller uses it.
+
+        Every model computation in the app's process (chat, evaluation, batch predict,
+        classification) goes through here, so this is also where it yields the CPU to a job.
+        """
+        with self._lock, self._cores_left_to_jobs():
             yield self._load(str(target or BASE))
+
+    @contextmanager
+    def _cores_left_to_jobs(self):
+        """One torch thread while a job trains; the usual pool otherwise.
+
+        The job's own OpenMP pool already fills every core. A second full pool in this process
+        makes both crawl: each op's threads wait at a barrier for a sibling that the scheduler
+        gave to the other process (a chat reply beside a job took 143 s instead of about 4 s on
+        the 2-core dev machine). Threads started inside (the chat's generate thread) take the
+        count that is current when they first compute.
+        """
+        import torch
+
+        if not self.jobs.training():
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _load(self, target: str):
         if self._loaded and self._loaded[0] == target:

@@ -193,6 +193,11 @@ class JobManager:
             while self._pending and not self._running and not self._adopted:
                 self._launch(Path(self._pending.popleft()))
 
+    def training(self) -> bool:
+        """Whether a job (this app's or one an earlier app process started) is running now."""
+        with self._lock:
+            return bool(self._running or self._adopted)
+
     def _find_live_jobs(self) -> dict[str, int]:
         live = {}
         for path in self.runs_dir.iterdir():

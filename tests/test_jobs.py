@@ -1,12 +1,16 @@
 """The job manager: jobs queue one at a time, and abort kills the whole process group at once."""
 
 import os
+import threading
 import time
 
 import pytest
+import torch
 
+from backend.chat import ChatEngine
 from backend.events import read_events
 from backend.jobs import JOB_NICENESS, JobManager
+from tests.conftest import live_group_members
 
 
 def wait_for(predicate, timeout=180, interval=0.25):
@@ -22,6 +26,14 @@ def wait_for(predicate, timeout=180, interval=0.25):
 def thread_niceness(pid: int, tid: str) -> int:
     fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
     return int(fields[16])  # field 19 of stat; the first two (pid, comm) are cut off
+
+
+def threads_in_a_new_thread() -> int:
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    return seen[0]
 
 
 @pytest.fixture()
@@ -44,6 +56,15 @@ def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_d
     niceness = {thread_niceness(pid, tid) for tid in os.listdir(f"/proc/{pid}/task")}
     assert niceness == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS)}  # 19 is the lowest there is
 
+    # While it trains, model work in the app's own process (chat, evaluation) leaves the cores to it.
+    usual_threads = torch.get_num_threads()
+    assert usual_threads > 1 or os.cpu_count() == 1
+    chat = ChatEngine(jobs)
+    with chat.model_for("base"):
+        assert torch.get_num_threads() == 1
+        assert threads_in_a_new_thread() == 1  # the chat generates in a thread of its own
+    assert torch.get_num_threads() == usual_threads
+
     jobs.abort(second)
     assert jobs.status(second)["status"] == "aborted"
     assert not any(e["type"] == "start" for e in jobs.events(second))  # it never ran
@@ -51,11 +72,14 @@ def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_d
     began = time.monotonic()
     jobs.abort(first)
     assert time.monotonic() - began < 5
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    # Nothing of its group runs on (a SIGKILLed child may take a moment to exit; zombies waiting for
+    # init to reap them do not run, and os.killpg would still find them).
+    wait_for(lambda: live_group_members(pid) == [], timeout=5, interval=0.05)
     status = jobs.status(first)
     assert status["status"] == "aborted" and status["error"] == "aborted by the user"
     assert [e["type"] for e in read_events(jobs.run_dir(first))].count("end") == 1
+    with chat.model_for("base"):  # nothing trains now: the usual pool
+        assert torch.get_num_threads() == usual_threads and threads_in_a_new_thread() == usual_threads
 
 
 def test_invalid_options_are_refused_before_anything_runs(jobs):
