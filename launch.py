@@ -52,11 +52,11 @@ def main() -> None:
     # Imported late so that --help answers at once.
     from starlette.middleware import Middleware
 
-    from backend.chat import ChatEngine
-    from backend.confine import Confinement
+    from backend.access.confine import Confinement
     from backend.errors import TuneForgeError
-    from backend.jobs import JobManager
     from backend.paths import PROJECT_ROOT
+    from backend.runs.manager import JobManager
+    from backend.serving.chat import ChatEngine
     from webui.access import credentials
     from webui.app import CSS, build_app
     from webui.login_limit import LoginLimiter

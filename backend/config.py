@@ -261,7 +261,7 @@ class TrainConfig:
         group="preference",
     )
 
-    # Devices, launch and precision (backend.launch, backend.precision)
+    # Devices, launch and precision (backend.training.distributed, backend.capability)
     nproc_per_node: int = option(
         1,
         "Training processes on this machine: one per GPU (on a CPU, processes that share its cores). "

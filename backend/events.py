@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
-METRICS_FILE = "metrics.json"  # the final metrics, written at the end of a completed run
+from backend.runfiles import EVENTS_FILE
+
 END_STATUSES = ("completed", "failed", "aborted", "interrupted")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-def write_atomic(path: str | Path, text: str) -> None:
+def write_text_atomically(path: str | Path, text: str) -> None:
     """Write text beside path and rename it into place: readers see the old file or the new one, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -54,7 +54,7 @@ def _errno_of(exc: BaseException | None) -> int | None:
     return None
 
 
-def save_atomically(folder: Path, *savers) -> None:
+def save_staged(folder: Path, *savers) -> None:
     """Run each saver(staging_folder), then move what they wrote into folder, file by file with os.replace.
 
     A full disk or a crash part-way leaves a staging folder to delete, never a half-written

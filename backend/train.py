@@ -9,7 +9,7 @@ leaves its weights in standard formats:
 Supports: sft on chat data with prompt tokens masked, LoRA, QLoRA, freeze or full fine-tuning,
 validation loss, periodic checkpoints, resume from the last whole checkpoint
 (resume_from_checkpoint), and abort by SIGTERM (the run is marked aborted at once). With
-nproc_per_node × nnodes > 1 the command relaunches itself through torchrun (backend.launch), and
+nproc_per_node × nnodes > 1 the command relaunches itself through torchrun (backend.training.distributed), and
 rank 0 speaks for the run.
 Refuses: unknown options and out-of-range values, and what this machine cannot run (bf16 on a CPU,
 4-bit without CUDA, DeepSpeed without its package), before any model is loaded.
@@ -26,34 +26,29 @@ import argparse
 import json
 import logging
 import os
-import random
 import signal
 import sys
-import time
 import traceback
 import warnings
 from pathlib import Path
 
-from backend.config import TrainConfig
+from backend.capability import plan_run, probe
+from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
 from backend.files import disk_full_message
-from backend.launch import inside_launch, is_main_rank, join_launch, launched_by_us, needs_relaunch, plan_run, relaunch
 from backend.llamafactory import load_train_config
 from backend.paths import default_workspace
-from backend.precision import probe
-from backend.resume import checkpoint_step
-
-LOG_FILE = "train.log"
-CONFIG_FILE = "config.yaml"
-# Set by the job manager, which already sends the process's stdout/stderr to train.log.
-LOG_REDIRECTED_ENV = "TUNEFORGE_LOG_REDIRECTED"
-# Set by the job manager: how far below the app's CPU priority its jobs run (see yield_to_the_app).
-NICE_ENV = "TUNEFORGE_NICE"
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + f"{random.randrange(16**4):04x}"
+from backend.runfiles import CONFIG_FILE, EVENTS_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
+from backend.runs.resume import checkpoint_step
+from backend.training.distributed import (
+    inside_launch,
+    is_main_rank,
+    join_launch,
+    launched_by_us,
+    needs_relaunch,
+    relaunch,
+)
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
@@ -113,7 +108,7 @@ def _install_abort_handler(events: EventLog, reports_abort: bool) -> None:
 
 def resume_point(config: TrainConfig) -> tuple[Path, list[str]]:
     """The checkpoint a resume continues from, checked against the run's earlier config."""
-    from backend.resume import check_compatible, pick_checkpoint, previous_config
+    from backend.runs.resume import check_compatible, pick_checkpoint, previous_config
 
     if not config.output_dir:
         raise TuneForgeError("resume_from_checkpoint needs output_dir: the run folder to continue")
@@ -122,10 +117,19 @@ def resume_point(config: TrainConfig) -> tuple[Path, list[str]]:
     return pick_checkpoint(run_dir, config.resume_from_checkpoint)
 
 
+def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
+    """The task's recipe; each family's module (and its trainer library) is imported only when asked for."""
+    if config.task in PREFERENCE_TASKS:
+        from backend.training.preference import PreferenceRecipe as recipe
+    elif config.task == "classification":
+        from backend.training.classification import ClassificationRecipe as recipe
+    else:
+        from backend.training.sft import SftRecipe as recipe
+    return recipe(config, events, run_dir, resume_from)
+
+
 def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> dict:
     """Train according to config; returns the final metrics."""
-    from backend.recipe import recipe_for
-
     recipe = recipe_for(config, events, run_dir, resume_from)
     recipe.setup()
     metrics = recipe.train()
@@ -152,7 +156,7 @@ def _record_refusal(config_path: str, exc: TuneForgeError) -> None:
         run_dir = Path(TrainConfig.from_yaml(config_path).output_dir or "").expanduser()
     except TuneForgeError:
         return
-    if str(run_dir) not in ("", ".") and (run_dir / "events.jsonl").exists():
+    if str(run_dir) not in ("", ".") and (run_dir / EVENTS_FILE).exists():
         EventLog(run_dir).emit("end", status="failed", error=str(exc))
 
 

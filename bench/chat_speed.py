@@ -26,8 +26,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from backend.chat import ChatEngine
-    from backend.jobs import JobManager
+    from backend.runs.manager import JobManager
+    from backend.serving.chat import ChatEngine
 
     engine = ChatEngine(JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-"))))
     began = time.perf_counter()

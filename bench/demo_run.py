@@ -25,9 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-steps", type=int, default=-1, help="-1: the full default run (3 epochs)")
     args = parser.parse_args()
-    from backend.chat import ChatEngine
     from backend.events import read_events
-    from backend.jobs import JobManager
+    from backend.runs.manager import JobManager
+    from backend.serving.chat import ChatEngine
 
     workspace = Path(tempfile.mkdtemp(prefix="tuneforge-bench-"))
     run_dir = workspace / "runs" / "demo"

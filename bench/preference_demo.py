@@ -31,9 +31,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the task's default")
     parser.add_argument("--task", default="dpo", choices=("dpo", "orpo", "kto"))
     args = parser.parse_args()
-    from backend.chat import ChatEngine
-    from backend.evaluate import Evaluator
-    from backend.jobs import JobManager
+    from backend.evaluation.evaluate import Evaluator
+    from backend.runs.manager import JobManager
+    from backend.serving.chat import ChatEngine
 
     jobs = JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-")))
     options = {

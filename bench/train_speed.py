@@ -99,8 +99,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from backend.flops import matmul_peak_gflops, parameter_count, training_flops_per_token
     from backend.models import default_model_dir
+    from backend.training.flops import matmul_peak_gflops, parameter_count, training_flops_per_token
 
     model_dir = default_model_dir(progress=lambda msg: None)
     peak = round(matmul_peak_gflops(), 1)

@@ -8,12 +8,13 @@ Usage: python bench/ui_latency.py
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -23,15 +24,12 @@ from tests.test_browser import CHROMIUM_ARGS, pick  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+    return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, not children
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system  # not its children
 
 
 def main() -> None:

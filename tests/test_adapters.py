@@ -7,11 +7,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from backend.adapters import import_adapter
-from backend.chat import ChatEngine
 from backend.errors import TuneForgeError
-from backend.export import Exporter
-from backend.jobs import JobManager
+from backend.runs.manager import JobManager
+from backend.serving.adapters import import_adapter
+from backend.serving.chat import ChatEngine
+from backend.serving.export import Exporter
 from tests.test_jobs import wait_for
 
 

@@ -4,14 +4,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-from backend.batching import (
+from backend.templates import IGNORE_INDEX, encode_conversation
+from backend.training.batching import (
     TrainedLogitsOnly,
-    attend_per_example,
-    attends_per_example,
+    has_per_example_attention,
     keeps_trained_logits,
     padding_free_collator,
+    use_per_example_attention,
 )
-from backend.templates import IGNORE_INDEX, encode_conversation
 
 CHATS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
@@ -77,7 +77,7 @@ def test_a_model_without_logits_to_keep_gets_plain_padding_free_batches():
 
     assert not keeps_trained_logits(Legacy())
     assert not isinstance(padding_free_collator(Legacy()), TrainedLogitsOnly)
-    assert not attend_per_example(Legacy()) and not attends_per_example(Legacy())
+    assert not use_per_example_attention(Legacy()) and not has_per_example_attention(Legacy())
 
 
 def loss_and_grads(model, batch):
@@ -93,7 +93,7 @@ def test_attention_per_example_gives_the_masked_rows_loss_and_gradients(model, t
     assert "cu_seq_lens_q" not in masked  # on plain SDPA, the block-diagonal mask keeps the examples apart
     expected = loss_and_grads(model, masked)
     try:
-        assert attend_per_example(model) and attends_per_example(model)
+        assert use_per_example_attention(model) and has_per_example_attention(model)
         per_example = padding_free_collator(model)(features(tokenizer))
         lengths = [len(f["input_ids"]) for f in features(tokenizer)]
         assert per_example["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
 
-from backend.precision import hardware_summary
+from backend.capability import hardware_summary
 from tests.conftest import DATA
 
 CHROMIUM_ARGS = [

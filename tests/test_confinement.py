@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from backend.adapters import import_adapter
-from backend.chat import ChatEngine
+from backend.access.confine import PATH_OPTIONS, Confinement
 from backend.config import TrainConfig
-from backend.confine import PATH_OPTIONS, Confinement
 from backend.errors import TuneForgeError
-from backend.evaluate import Evaluator
+from backend.evaluation.evaluate import Evaluator
 from backend.events import EventLog
-from backend.export import Exporter
-from backend.jobs import JobManager
+from backend.runs.manager import JobManager
+from backend.serving.adapters import import_adapter
+from backend.serving.chat import ChatEngine
+from backend.serving.export import Exporter
 from tests.conftest import ROOT
 
 OUTSIDE = "outside the workspace and the allowed folders"

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
+from backend.access.uploads import store_upload
 from backend.data import DataOptions, ExampleReader, load_splits, register_dataset
 from backend.data.report import inspect_dataset
 from backend.errors import TuneForgeError
-from backend.uploads import store_upload
 from tests.conftest import DATA, LLAMAFACTORY_DATA
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from backend.events import read_events
-from backend.jobs import JobManager
+from backend.runs.manager import JobManager
 from tests.conftest import free_port, is_live, live_descendants, run_cli
 from tests.test_jobs import wait_for
 from tests.test_train_cli import write_config

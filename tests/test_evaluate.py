@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from backend.chat import ChatEngine
 from backend.errors import TuneForgeError
-from backend.evaluate import Evaluator
-from backend.jobs import JobManager
+from backend.evaluation.evaluate import Evaluator
+from backend.runs.manager import JobManager
+from backend.serving.chat import ChatEngine
 
 
 def finish(jobs, run_id, timeout=600):

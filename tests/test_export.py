@@ -9,8 +9,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend.errors import TuneForgeError
-from backend.export import Exporter
-from backend.jobs import JobManager
+from backend.runs.manager import JobManager
+from backend.serving.export import Exporter
 from tests.test_jobs import wait_for
 
 

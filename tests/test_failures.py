@@ -10,8 +10,8 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from backend.errors import TuneForgeError
 from backend.events import EventLog
-from backend.jobs import JobManager
-from backend.recipe import EventsCallback
+from backend.runs.manager import JobManager
+from backend.training.recipe import EventsCallback
 from tests.test_jobs import wait_for
 
 

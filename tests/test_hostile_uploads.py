@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from backend.access.confine import Confinement
+from backend.access.uploads import store_upload
 from backend.config import TrainConfig
-from backend.confine import Confinement
 from backend.errors import TuneForgeError
-from backend.jobs import JobManager
-from backend.uploads import store_upload
+from backend.runs.manager import JobManager
 from webui.context import AppContext
 from webui.tab_dataset import DatasetTab
 

@@ -9,11 +9,12 @@ import os
 import resource
 import time
 
+import psutil
 import pytest
 
-from backend.files import save_atomically
-from backend.jobs import JobManager
-from backend.resume import pick_checkpoint
+from backend.files import save_staged
+from backend.runs.manager import JobManager
+from backend.runs.resume import pick_checkpoint
 from tests.conftest import live_group_members
 from tests.test_jobs import wait_for
 
@@ -87,11 +88,11 @@ def test_final_weights_appear_whole_or_not_at_all(tmp_path):
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
 
     with pytest.raises(OSError):
-        save_atomically(tmp_path, half_then_full)
+        save_staged(tmp_path, half_then_full)
     assert (tmp_path / "adapter_model.safetensors").read_bytes() == b"old weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors"]
 
-    save_atomically(tmp_path, lambda folder: (folder / "adapter_model.safetensors").write_bytes(b"new weights"))
+    save_staged(tmp_path, lambda folder: (folder / "adapter_model.safetensors").write_bytes(b"new weights"))
     assert (tmp_path / "adapter_model.safetensors").read_bytes() == b"new weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors"]
 
@@ -136,10 +137,7 @@ def test_abort_while_the_weights_save_ends_aborted_within_5s_and_leaves_no_half_
 
 def vm_size(pid: int) -> int:
     """The process's address space in bytes (VmSize), what RLIMIT_AS caps."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmSize for {pid}")
+    return psutil.Process(pid).memory_info().vms
 
 
 def test_a_job_out_of_memory_fails_in_one_line_and_keeps_its_checkpoint(workspace, secret_dataset):

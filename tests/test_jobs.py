@@ -4,12 +4,13 @@ import os
 import threading
 import time
 
+import psutil
 import pytest
 import torch
 
-from backend.chat import ChatEngine
 from backend.events import read_events
-from backend.jobs import JOB_NICENESS, JobManager
+from backend.runs.manager import JOB_NICENESS, JobManager
+from backend.serving.chat import ChatEngine
 from tests.conftest import live_group_members
 
 
@@ -23,9 +24,8 @@ def wait_for(predicate, timeout=180, interval=0.25):
     raise AssertionError("condition not met in time")
 
 
-def thread_niceness(pid: int, tid: str) -> int:
-    fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
-    return int(fields[16])  # field 19 of stat; the first two (pid, comm) are cut off
+def thread_niceness(tid: int) -> int:
+    return psutil.Process(tid).nice()  # on Linux a thread id names the thread as a process
 
 
 def threads_in_a_new_thread() -> int:
@@ -53,7 +53,7 @@ def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_d
     pid = next(e for e in jobs.events(first) if e["type"] == "start")["pid"]
     assert os.getpgid(pid) == pid  # its own process group, apart from the UI's
     # Below the app's priority, every thread of it (torch's compute threads too), so the page stays quick.
-    niceness = {thread_niceness(pid, tid) for tid in os.listdir(f"/proc/{pid}/task")}
+    niceness = {thread_niceness(thread.id) for thread in psutil.Process(pid).threads()}
     assert niceness == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS)}  # 19 is the lowest there is
 
     # While it trains, model work in the app's own process (chat, evaluation) leaves the cores to it.

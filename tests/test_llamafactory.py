@@ -140,7 +140,7 @@ def test_hub_entries_are_listed_and_refused_offline_in_one_line(workspace):
     assert labels["alpaca_en (hub, offline)"] == "alpaca_en"
     assert labels["identity"] == "identity" and labels["dpo_en_demo (preference: dpo, orpo, kto)"] == "dpo_en_demo"
     assert labels["deepctrl (not local)"] == "deepctrl"
-    from backend.jobs import JobManager
+    from backend.runs.manager import JobManager
 
     jobs = JobManager(workspace)
     offline = r"^dataset 'alpaca_en' is on the Hugging Face Hub \(llamafactory/alpaca_en\) and this machine is offline"

@@ -128,8 +128,8 @@ def test_five_status_pollers_and_a_chat_while_a_job_trains_all_get_answers(app, 
 
 
 def test_model_work_shares_one_device_lane_and_status_reads_never_wait(tmp_path):
-    from backend.chat import ChatEngine
-    from backend.jobs import JobManager
+    from backend.runs.manager import JobManager
+    from backend.serving.chat import ChatEngine
     from webui.app import build_app
 
     jobs = JobManager(tmp_path / "workspace")

@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
+from backend.capability import cpu_only, describe, hardware_summary, plan_run, unavailable_choices
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
-from backend.jobs import JobManager
-from backend.launch import plan_run, torchrun_command, trainer_arguments, unavailable_choices
-from backend.precision import cpu_only, describe, hardware_summary
+from backend.runs.manager import JobManager
+from backend.training.distributed import torchrun_command, trainer_arguments
 from tests.conftest import ROOT, run_cli
 from tests.test_train_cli import write_config
 
@@ -148,7 +148,7 @@ def test_the_launch_command_is_torchrun_with_the_config_keys():
 
 def test_the_ui_learns_the_hardware_without_loading_torch():
     probe = (
-        "import sys, json; from backend.precision import hardware_summary, describe; h = hardware_summary(); "
+        "import sys, json; from backend.capability import hardware_summary, describe; h = hardware_summary(); "
         "print(json.dumps([h, describe(h), 'torch' in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -160,7 +160,7 @@ def test_the_ui_learns_the_hardware_without_loading_torch():
 
 
 def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
-    from backend.resume import check_compatible
+    from backend.runs.resume import check_compatible
 
     before = TrainConfig.from_dict({"method": "freeze"}).to_dict()
     for key, value in (("quantization_bit", 4), ("freeze_trainable_layers", 4), ("strategy", "fsdp")):

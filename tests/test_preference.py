@@ -84,7 +84,7 @@ def test_every_pair_layout_reads_the_same(tmp_path, row):
 
 
 def test_kto_reads_pairs_as_two_judged_answers_and_labels_in_words(tmp_path):
-    from backend.preference import trl_rows
+    from backend.training.preference import trl_rows
 
     pairs = read(ASSETS_DIR / "demo_preference.json", task="kto")
     rows = trl_rows(pairs[:4], "kto", seed=0)
@@ -232,9 +232,9 @@ def test_orpo_and_full_dpo_train_without_an_adapter_reference(tmp_path, default_
 
 def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(tmp_path, default_model_dir):
     """The issue's acceptance run: a few dozen LoRA steps on the demo pairs (chosen answers are one sentence)."""
-    from backend.chat import ChatEngine
-    from backend.evaluate import Evaluator
-    from backend.jobs import JobManager
+    from backend.evaluation.evaluate import Evaluator
+    from backend.runs.manager import JobManager
+    from backend.serving.chat import ChatEngine
     from tests.test_evaluate import finish
 
     jobs = JobManager(tmp_path / "workspace")
@@ -253,8 +253,8 @@ def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(
     assert table["logp_margin"]["difference"] > 0
 
     # A DPO run is a run like any other: in the history, in a comparison, exported with its metrics.
-    from backend.compare import differing_options, final_metrics
-    from backend.export import Exporter
+    from backend.runs.compare import differing_options, final_metrics
+    from backend.serving.export import Exporter
 
     other = jobs.start({**DEMO_DPO, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
     finish(jobs, other, timeout=600)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.chat import ChatEngine
 from backend.errors import TuneForgeError
-from backend.evaluate import Evaluator
-from backend.export import Exporter
-from backend.jobs import JobManager
+from backend.evaluation.evaluate import Evaluator
+from backend.runs.manager import JobManager
+from backend.serving.chat import ChatEngine
+from backend.serving.export import Exporter
 from webui import tab_chat, tab_dataset, tab_evaluate, tab_export, tab_model, tab_runs, tab_train
 from webui.context import AppContext
 from webui.lanes import DEVICE, JOBS, STATUS

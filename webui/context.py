@@ -7,8 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.chat import ChatEngine
-from backend.jobs import JobManager
+from backend.runs.manager import JobManager
+from backend.serving.chat import ChatEngine
 
 
 @dataclass

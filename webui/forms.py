@@ -6,9 +6,8 @@ import dataclasses
 
 import gradio as gr
 
+from backend.capability import hardware_summary, unavailable_choices
 from backend.config import fields
-from backend.launch import unavailable_choices
-from backend.precision import hardware_summary
 
 Field = dataclasses.Field
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from backend.calibrate import cached_speed, measure_speed
+from backend.access.uploads import store_upload
 from backend.config import TrainConfig, default_for, fields
 from backend.data import DataOptions, labelled_choices, register_dataset
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.data.report import inspect_dataset
 from backend.data.tokens import render_segments, token_stats, tokens_to_train
 from backend.errors import TuneForgeError
-from backend.uploads import store_upload
+from backend.runs.speed import cached_speed, measure_speed
 from webui.charts import length_histogram
 from webui.context import AppContext
 from webui.forms import controls, options_from

@@ -8,11 +8,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from backend.chat import BASE
+from backend.access.uploads import store_upload
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.errors import TuneForgeError
-from backend.evaluate import Evaluator, write_table
-from backend.uploads import store_upload
+from backend.evaluation.evaluate import Evaluator, write_table
+from backend.serving.chat import BASE
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
 from webui.lanes import DEVICE

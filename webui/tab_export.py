@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.errors import TuneForgeError
-from backend.export import Exporter
+from backend.serving.export import Exporter
 from webui.context import AppContext
 from webui.lanes import DEVICE
 

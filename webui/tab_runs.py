@@ -7,11 +7,11 @@ import time
 import gradio as gr
 import pandas as pd
 
-from backend.adapters import import_adapter
-from backend.chat import BASE
-from backend.compare import differing_options, final_metrics
 from backend.config import fields
 from backend.errors import TuneForgeError
+from backend.runs.compare import differing_options, final_metrics
+from backend.serving.adapters import import_adapter
+from backend.serving.chat import BASE
 from webui.charts import compare_figure
 from webui.context import AppContext
 from webui.forms import form_updates, kept_notes

@@ -9,10 +9,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from backend.capability import describe, hardware_summary
 from backend.config import fields
 from backend.errors import TuneForgeError
 from backend.llamafactory import load_config_file
-from backend.precision import describe, hardware_summary
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
 from webui.forms import controls, form_updates, kept_notes, options_from

@@ -21,16 +21,15 @@ from backend.data.formats import (
     CHAT_FORMATS,
     FORMATS,
     TASK_FORMATS,
-    Example,
-    RowError,
     apply_mapping,
     check_mapping,
     detect_format,
     required_columns,
     to_example,
 )
+from backend.data.messages import Example
 from backend.data.placeholders import fill_placeholders, unfilled_note
-from backend.data.readers import SUPPORTED_SUFFIXES, BadRow, iter_folder_records, iter_records
+from backend.data.readers import SUPPORTED_SUFFIXES, BadRow, RowError, iter_folder_records, iter_records
 from backend.data.registry import (
     DatasetSource,
     dataset_choices,

@@ -12,7 +12,7 @@ import unicodedata
 from collections import Counter
 from typing import Any
 
-from backend.data.formats import Example, example_text, map_texts
+from backend.data.messages import Example, example_text, map_texts
 
 PII_PATTERNS = {
     "email": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),

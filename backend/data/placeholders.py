@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from backend.data.formats import Example, map_texts
+from backend.data.messages import Example, map_texts
 
 PLACEHOLDER = re.compile(r"\{\{(name|author)\}\}")
 

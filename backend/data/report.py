@@ -14,7 +14,7 @@ from typing import Any
 
 from backend.data import DataOptions, open_dataset, split_indices
 from backend.data.cleaning import count_duplicates, exact_key, normalized_key, preview_text
-from backend.data.formats import Example
+from backend.data.messages import Example
 from backend.data.placeholders import unfilled_note
 
 SAMPLE_SIZE = 2000

@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from functools import lru_cache
 
-from backend.data.formats import Example
+from backend.data.messages import Example
 from backend.templates import IGNORE_INDEX, encode_example
 
 

@@ -20,11 +20,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.config import TrainConfig
+from backend.config import TrainConfig, fields
 from backend.errors import TuneForgeError
 
-# Only these may be quantized: a quantized weight cannot take a gradient, so an adapter must.
-QUANTIZABLE_METHODS = ("lora", "qlora")
+# Strategies that split the model itself across processes (not only the data).
+SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
+# The methods that train an adapter. Only these may quantize the base: a quantized weight cannot take a
+# gradient, so an adapter must.
+ADAPTER_METHODS = ("lora", "qlora")
 
 
 def cpu_only() -> dict:
@@ -55,7 +58,7 @@ def hardware_summary() -> dict:
     """
     if not _nvidia_driver_present():
         return cpu_only()
-    code = "import json; from backend.precision import probe; print(json.dumps(probe()))"
+    code = "import json; from backend.capability import probe; print(json.dumps(probe()))"
     try:
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent
@@ -115,7 +118,7 @@ class Precision:
 
         if self.name == "bf16":
             return torch.bfloat16
-        if self.name == "fp16" and method in QUANTIZABLE_METHODS:
+        if self.name == "fp16" and method in ADAPTER_METHODS:
             return torch.float16
         return torch.float32
 
@@ -144,7 +147,7 @@ def quantization_bits(config: TrainConfig) -> int:
 def choose(config: TrainConfig, hardware: dict) -> Precision:
     """The precision this run trains in on this hardware, or one line saying why it cannot."""
     bits = quantization_bits(config)
-    if bits and config.method not in QUANTIZABLE_METHODS:
+    if bits and config.method not in ADAPTER_METHODS:
         raise TuneForgeError(
             f"quantization_bit={bits} needs method lora or qlora: quantized weights cannot be trained directly"
         )
@@ -160,3 +163,47 @@ def choose(config: TrainConfig, hardware: dict) -> Precision:
     elif name == "fp16" and not hardware["cuda"]:
         raise TuneForgeError("fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)")
     return Precision(name=name, quantization_bit=bits)
+
+
+def plan_run(config: TrainConfig, hardware: dict) -> Precision:
+    """Every refusal that needs no model, asked by the job and by the UI's start alike; returns the precision."""
+    if config.task == "classification" and config.method in ("qlora", "freeze"):
+        raise TuneForgeError(f"method {config.method} trains generation models (task sft or pt); use lora or full")
+    if config.node_rank >= config.nnodes:
+        raise TuneForgeError(f"node_rank={config.node_rank} must be below nnodes={config.nnodes} (nodes count from 0)")
+    if config.strategy.startswith("deepspeed") and not _installed("deepspeed"):
+        raise TuneForgeError(f"strategy={config.strategy} needs the deepspeed package: pip install deepspeed")
+    if config.strategy != "ddp" and not hardware["cuda"]:
+        raise TuneForgeError(f"strategy={config.strategy} needs CUDA GPUs; on CPU use strategy ddp")
+    if hardware["cuda"] and config.nproc_per_node > hardware["gpus"]:
+        raise TuneForgeError(
+            f"nproc_per_node={config.nproc_per_node}, but this machine has {hardware['gpus']} CUDA GPU(s): "
+            "one process per GPU"
+        )
+    if quantization_bits(config) and config.strategy in ("fsdp", "deepspeed_zero3"):
+        raise TuneForgeError(
+            f"quantization_bit with strategy={config.strategy} is not supported here; use ddp or deepspeed_zero2"
+        )
+    return choose(config, hardware)
+
+
+# Options whose choices depend on the hardware: the UI offers only those that plan_run accepts.
+HARDWARE_OPTIONS = ("method", "strategy", "precision", "quantization_bit")
+
+
+def unavailable_choices(hardware: dict) -> dict[str, dict]:
+    """For each hardware-bound option, the choices this machine cannot run and plan_run's reason for each.
+
+    Asked of plan_run itself, with the defaults and one option changed, so the UI says exactly
+    what Start would refuse, in the same words.
+    """
+    refused: dict[str, dict] = {}
+    for f in fields():
+        if f.name not in HARDWARE_OPTIONS:
+            continue
+        for choice in f.metadata["choices"]:
+            try:
+                plan_run(TrainConfig.from_dict({f.name: choice}), hardware)
+            except TuneForgeError as exc:
+                refused.setdefault(f.name, {})[choice] = str(exc)
+    return refused

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from backend.events import end_event
-from backend.jobs import JobManager
+from backend.runs.manager import JobManager
 
 # Differ between every pair of runs without meaning anything.
 IGNORED_OPTIONS = ("output_dir", "resume_from_checkpoint")

@@ -16,10 +16,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from backend.errors import TuneForgeError
-from backend.files import write_atomic
+from backend.files import write_text_atomically
 from backend.metrics import classification_metrics, roc_curves
 from backend.models import resolve_model
-from backend.recipe import Recipe, finite_or_none
+from backend.training.recipe import Recipe, finite_or_none
 
 SCALAR_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
 
@@ -89,7 +89,7 @@ class ClassificationRecipe(Recipe):
     def save(self, metrics: dict) -> None:
         super().save(metrics)
         # An adapter folder has no config.json to carry id2label; keep the label order beside it.
-        write_atomic(self.run_dir / "labels.json", json.dumps(self.labels, ensure_ascii=False))
+        write_text_atomically(self.run_dir / "labels.json", json.dumps(self.labels, ensure_ascii=False))
 
     def final_evaluation(self) -> dict:
         """Full metrics of the final (or best) weights, as metrics.json keys and one `eval` event."""

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import TuneForgeError
-from backend.jobs import JobManager
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.runs.manager import JobManager
 
 BASE = "base"
 

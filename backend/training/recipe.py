@@ -1,9 +1,9 @@
-"""The supervised fine-tuning recipe: setup(), train(), save().
+"""What every task's recipe shares: setup(), train(), save() around transformers' Trainer.
 
-Built on transformers' Trainer, with one callback that turns its logs into events. The
-order of setup matters: the tokenizer comes first because tokenising the data needs it,
-and the data comes before the model so that a bad dataset fails in seconds, before the
-slow model load.
+Each task family has its own module (sft, classification, preference) with a Recipe subclass,
+and backend.train.recipe_for picks one. One callback turns the Trainer's logs into events. The
+order of setup matters: the tokenizer comes first because tokenising the data needs it, and the
+data comes before the model so that a bad dataset fails in seconds, before the slow model load.
 """
 
 from __future__ import annotations
@@ -25,20 +25,17 @@ from transformers import (
     TrainingArguments,
 )
 
-from backend.batching import attend_per_example, padding_free_collator
-from backend.config import PREFERENCE_TASKS, TrainConfig
+from backend.capability import ADAPTER_METHODS, SHARDED_STRATEGIES, choose, probe
+from backend.config import TrainConfig
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
-from backend.events import METRICS_FILE, EventLog
-from backend.files import save_atomically, write_atomic
-from backend.flops import matmul_peak_gflops, parameters_in_memory, training_flops_per_token
-from backend.launch import SHARDED_STRATEGIES, is_main_rank, rank, trainer_arguments
-from backend.models import load_causal_lm, load_tokenizer, resolve_model
+from backend.events import EventLog
+from backend.files import save_staged, write_text_atomically
 from backend.paths import default_workspace
-from backend.precision import choose, probe
-from backend.templates import IGNORE_INDEX, encode_example
+from backend.runfiles import METRICS_FILE
+from backend.training.distributed import is_main_rank, rank, trainer_arguments
+from backend.training.flops import matmul_peak_gflops, parameters_in_memory, training_flops_per_token
 
-LORA_METHODS = ("lora", "qlora")
 # Metrics some trainers log beside the loss (TRL's preference trainers), passed on into log events.
 TRAINER_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "nll_loss")
 
@@ -208,11 +205,11 @@ class Recipe:
     def _adapt(self, model):
         """The model as the method trains it: an adapter (on a quantized base for qlora), some layers, or all."""
         model = self._prepare(model)
-        return self._wrap_lora(model) if self.config.method in LORA_METHODS else model
+        return self._wrap_lora(model) if self.config.method in ADAPTER_METHODS else model
 
     def _prepare(self, model):
         """Everything _adapt does but add the adapter: a quantized base made trainable, or layers frozen."""
-        from backend.freeze import train_only_layers
+        from backend.training.freeze import train_only_layers
 
         cfg = self.config
         if self.precision.quantization_bit:
@@ -271,7 +268,7 @@ class Recipe:
             fp16=self.precision.name == "fp16",  # the Trainer adds the gradient scaler fp16 needs
             # An adapter always takes part in the forward pass, so DDP need not search for unused weights
             # (and kbit preparation's gradient checkpointing breaks that search).
-            ddp_find_unused_parameters=False if cfg.method in ("lora", "qlora") else None,
+            ddp_find_unused_parameters=False if cfg.method in ADAPTER_METHODS else None,
             include_num_input_tokens_seen="all" if self.padding_free else "non_padding",
             logging_nan_inf_filter=False,  # a non-finite loss must reach the callback, which stops the run
             report_to=self._trackers(),
@@ -375,69 +372,5 @@ class Recipe:
         savers = [self.tokenizer.save_pretrained]
         if self.config.strategy not in SHARDED_STRATEGIES:
             savers.insert(0, lambda d: self.model.save_pretrained(d, safe_serialization=True))
-        save_atomically(self.run_dir, *savers)
-        write_atomic(self.run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
-
-
-class SftRecipe(Recipe):
-    """Supervised fine-tuning of a causal LM on chat data (answers-only loss) or plain text (pt).
-
-    Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
-
-    Batches are padding-free, attention runs per packed example, and logits are computed only
-    where a token is trained (backend/batching.py): the same examples per step and the same
-    per-token loss as padded batches, without compute on padding, across examples, or on the
-    prompts' language-model head.
-    """
-
-    padding_free = True
-
-    def setup(self) -> None:
-        cfg = self.config
-        splits = self.load_data()
-
-        self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
-        self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
-        self.tokenizer = load_tokenizer(self.model_path, cfg.template, cfg.trust_remote_code)
-        self.train_set = self._tokenize(splits.train, "training")
-        self.eval_set = self._tokenize(splits.validation, "validation") if splits.validation else []
-
-        self.events.emit("status", message=f"loading model ({self.precision.describe()})")
-        model = load_causal_lm(
-            self.model_path,
-            dtype=self.precision.load_dtype(cfg.method),
-            trust_remote_code=cfg.trust_remote_code,
-            **self.precision.loading_arguments(),
-        )
-        model.config.use_cache = False
-        if attend_per_example(model):
-            print("attention: per example (SDPA, causal within each packed example)", flush=True)
-        self.model = self._adapt(model)
-        self.report_size()
-
-    def _tokenize(self, examples, split: str):
-        cutoff = self.config.cutoff_len
-        encoded = [encode_example(self.tokenizer, e, cutoff) for e in examples]
-        kept = [e for e in encoded if any(label != IGNORE_INDEX for label in e["labels"])]
-        if not kept:
-            raise TuneForgeError(
-                f"no {split} example has an answer within cutoff_len={cutoff} tokens; raise cutoff_len"
-            )
-        if len(kept) < len(encoded):
-            print(f"{len(encoded) - len(kept)} {split} examples dropped: answers start beyond cutoff_len", flush=True)
-        return kept
-
-    def collator(self):
-        return padding_free_collator(self.model)
-
-
-def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> Recipe:
-    if config.task in PREFERENCE_TASKS:
-        from backend.preference import PreferenceRecipe
-
-        return PreferenceRecipe(config, events, run_dir, resume_from)
-    if config.task == "classification":
-        from backend.classify import ClassificationRecipe
-
-        return ClassificationRecipe(config, events, run_dir, resume_from)
-    return SftRecipe(config, events, run_dir, resume_from)
+        save_staged(self.run_dir, *savers)
+        write_text_atomically(self.run_dir / METRICS_FILE, json.dumps(metrics, indent=2))

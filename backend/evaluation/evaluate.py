@@ -18,14 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend.chat import BASE, ChatEngine
 from backend.config import TrainConfig
 from backend.data import DataOptions, ExampleReader, load_splits
 from backend.errors import TuneForgeError
-from backend.jobs import JobManager
 from backend.metrics import classification_metrics, generation_metrics, perplexity, roc_curves
 from backend.models import resolve_model
 from backend.paths import ASSETS_DIR
+from backend.runs.manager import JobManager
+from backend.serving.chat import BASE, ChatEngine
 from backend.templates import IGNORE_INDEX, encode_example
 
 GENERAL_TEXT = ASSETS_DIR / "general_text.txt"

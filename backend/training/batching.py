@@ -61,7 +61,7 @@ def _attention_of(model) -> tuple[object, str | None]:
     return base, getattr(getattr(base, "config", None), "_attn_implementation", None)
 
 
-def attend_per_example(model) -> bool:
+def use_per_example_attention(model) -> bool:
     """Switch a model on SDPA to per-example attention; False (unchanged) where it cannot take it.
 
     Only the model in this process changes: the name is not saved with the weights.
@@ -73,7 +73,7 @@ def attend_per_example(model) -> bool:
     return True
 
 
-def attends_per_example(model) -> bool:
+def has_per_example_attention(model) -> bool:
     return _attention_of(model)[1] == PER_EXAMPLE
 
 
@@ -105,6 +105,6 @@ def padding_free_collator(model):
     The example boundaries go along (cu_seq_lens_*) for a model that attends per example.
     """
     flatten = DataCollatorWithFlattening(
-        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=attends_per_example(model)
+        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=has_per_example_attention(model)
     )
     return TrainedLogitsOnly(flatten) if keeps_trained_logits(model) else flatten

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import random
 
+from backend.capability import ADAPTER_METHODS
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
-from backend.recipe import LORA_METHODS, Recipe
+from backend.training.recipe import Recipe
 
 # The metrics charted beside the loss and kept in metrics.json, as TRL names them.
 PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -101,7 +102,7 @@ class PreferenceRecipe(Recipe):
     def _reference(self):
         """None where the trainer needs no separate copy: orpo, and LoRA without ref_model (adapter off)."""
         cfg = self.config
-        if cfg.task == "orpo" or (cfg.method in LORA_METHODS and not cfg.ref_model):
+        if cfg.task == "orpo" or (cfg.method in ADAPTER_METHODS and not cfg.ref_model):
             return None
         path = resolve_model(cfg.ref_model, progress=lambda msg: None) if cfg.ref_model else self.model_path
         self.events.emit("status", message=f"loading the reference model from {path}")
@@ -133,7 +134,7 @@ class PreferenceRecipe(Recipe):
             "train_dataset": self.train_set,
             "eval_dataset": self.eval_set or None,
             "processing_class": self.tokenizer,
-            "peft_config": self._lora_config() if cfg.method in LORA_METHODS else None,
+            "peft_config": self._lora_config() if cfg.method in ADAPTER_METHODS else None,
         }
         if cfg.task == "dpo":
             from trl import DPOTrainer as trainer_class

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.data.formats import Example, alpaca_prompt, openai_messages, sharegpt_messages
+from backend.data.messages import Example, alpaca_prompt, openai_messages, sharegpt_messages
 from backend.data.readers import RowError
 
 TRUE_WORDS = {"true", "yes", "1", "good", "desirable"}

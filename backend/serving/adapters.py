@@ -12,12 +12,12 @@ import re
 import shutil
 from pathlib import Path
 
+from backend.access.confine import refuse_nul
 from backend.config import TrainConfig
-from backend.confine import refuse_nul
 from backend.errors import TuneForgeError
 from backend.events import EventLog
-from backend.jobs import JobManager
 from backend.models import adapter_base_model, is_adapter_dir, load_tokenizer, resolve_model
+from backend.runs.manager import JobManager
 
 ADAPTER_FILES = re.compile(r".*\.(json|safetensors|jinja|txt|model)$")
 

@@ -14,8 +14,7 @@ checkpoints, weights, metrics and train.log. Other ranks write their output to
 
 Only node 0 writes events, so nodes may share the run folder. CPU ranks talk over gloo, GPU
 ranks over NCCL. For fsdp and DeepSpeed the strategy's config file is generated into the run
-folder and handed to the Trainer. No torch import at module level: the UI's job manager uses
-the checks here.
+folder and handed to the Trainer. What the machine can run at all is backend.capability's to say.
 """
 
 from __future__ import annotations
@@ -29,18 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from backend.config import TrainConfig, fields
-from backend.errors import TuneForgeError
+from backend.config import TrainConfig
 from backend.events import EventLog, NullEventLog, end_event, read_events
-from backend.precision import Precision, choose, quantization_bits
+from backend.runfiles import DEEPSPEED_FILE, FSDP_FILE, JOB_MODULE, RANK_LOG_DIR
 
 LAUNCHED_ENV = "TUNEFORGE_LAUNCHED"  # set for the ranks of our own relaunch: the launcher writes start and abort
-RANK_LOG_DIR = "ranks"
 # The job manager SIGKILLs the whole group 3 s after SIGTERM; the launcher must have written `end` by then.
 ABORT_GRACE_S = 2.0
-DEEPSPEED_FILE = "ds_config.json"
-FSDP_FILE = "fsdp_config.json"
-SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 
 
 def world_size(config: TrainConfig) -> int:
@@ -68,57 +62,6 @@ def needs_relaunch(config: TrainConfig) -> bool:
     return world_size(config) > 1 and not inside_launch()
 
 
-# ---- what the hardware and installed packages can run ----------------------------------------
-def plan_run(config: TrainConfig, hardware: dict) -> Precision:
-    """Every refusal that needs no model, asked by the job and by the UI's start alike; returns the precision."""
-    if config.task == "classification" and config.method in ("qlora", "freeze"):
-        raise TuneForgeError(f"method {config.method} trains generation models (task sft or pt); use lora or full")
-    if config.node_rank >= config.nnodes:
-        raise TuneForgeError(f"node_rank={config.node_rank} must be below nnodes={config.nnodes} (nodes count from 0)")
-    if config.strategy.startswith("deepspeed") and not _installed("deepspeed"):
-        raise TuneForgeError(f"strategy={config.strategy} needs the deepspeed package: pip install deepspeed")
-    if config.strategy != "ddp" and not hardware["cuda"]:
-        raise TuneForgeError(f"strategy={config.strategy} needs CUDA GPUs; on CPU use strategy ddp")
-    if hardware["cuda"] and config.nproc_per_node > hardware["gpus"]:
-        raise TuneForgeError(
-            f"nproc_per_node={config.nproc_per_node}, but this machine has {hardware['gpus']} CUDA GPU(s): "
-            "one process per GPU"
-        )
-    if quantization_bits(config) and config.strategy in ("fsdp", "deepspeed_zero3"):
-        raise TuneForgeError(
-            f"quantization_bit with strategy={config.strategy} is not supported here; use ddp or deepspeed_zero2"
-        )
-    return choose(config, hardware)
-
-
-# Options whose choices depend on the hardware: the UI offers only those that plan_run accepts.
-HARDWARE_OPTIONS = ("method", "strategy", "precision", "quantization_bit")
-
-
-def unavailable_choices(hardware: dict) -> dict[str, dict]:
-    """For each hardware-bound option, the choices this machine cannot run and plan_run's reason for each.
-
-    Asked of plan_run itself, with the defaults and one option changed, so the UI says exactly
-    what Start would refuse, in the same words.
-    """
-    refused: dict[str, dict] = {}
-    for f in fields():
-        if f.name not in HARDWARE_OPTIONS:
-            continue
-        for choice in f.metadata["choices"]:
-            try:
-                plan_run(TrainConfig.from_dict({f.name: choice}), hardware)
-            except TuneForgeError as exc:
-                refused.setdefault(f.name, {})[choice] = str(exc)
-    return refused
-
-
-def _installed(package: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(package) is not None
-
-
 # ---- the launcher (the process the job manager started) -----------------------------------
 def torchrun_command(config: TrainConfig, config_path: Path) -> list[str]:
     return [
@@ -128,7 +71,7 @@ def torchrun_command(config: TrainConfig, config_path: Path) -> list[str]:
         "--node_rank", str(config.node_rank),
         "--master_addr", config.master_addr,
         "--master_port", str(config.master_port),
-        "-m", "backend.train", "--config", str(config_path),
+        "-m", JOB_MODULE, "--config", str(config_path),
     ]  # fmt: skip
 
 

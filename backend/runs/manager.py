@@ -26,21 +26,29 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
+from backend.access.confine import Confinement, refuse_nul
+from backend.capability import hardware_summary, plan_run
 from backend.config import TrainConfig
-from backend.confine import Confinement, refuse_nul
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
-from backend.events import EVENTS_FILE, EventLog, EventsCache, end_event, timeline
-from backend.files import write_atomic
-from backend.launch import plan_run
+from backend.events import EventLog, EventsCache, end_event, timeline
+from backend.files import write_text_atomically
 from backend.paths import PROJECT_ROOT
-from backend.precision import hardware_summary
-from backend.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
-from backend.train import CONFIG_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
+from backend.runfiles import (
+    CONFIG_FILE,
+    EVENTS_FILE,
+    JOB_MODULE,
+    LOG_FILE,
+    LOG_REDIRECTED_ENV,
+    NICE_ENV,
+    RUN_FILE,
+    new_run_id,
+)
+from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
 
-RUN_FILE = "run.yaml"  # what the user asked for; config.yaml is what the job resolved
 ABORT_GRACE_S = 3.0
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
@@ -49,7 +57,7 @@ RESUMABLE = ("interrupted", "failed", "aborted")
 
 
 def train_command(config_path: str | Path) -> list[str]:
-    return [sys.executable, "-m", "backend.train", "--config", str(config_path)]
+    return [sys.executable, "-m", JOB_MODULE, "--config", str(config_path)]
 
 
 class JobManager:
@@ -105,7 +113,7 @@ class JobManager:
             raise TuneForgeError(f"output_dir {run_dir} already holds a run; choose another")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(run_dir / RUN_FILE, config.to_yaml())
+            write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
         except OSError as exc:  # a name too long for the file system, a full disk
             raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
         with self._lock:
@@ -130,7 +138,7 @@ class JobManager:
         check_compatible(previous_config(run_dir), config.to_dict())
         checkpoint, _ = pick_checkpoint(run_dir, "last")  # refuse now, in the UI, rather than in the job
         self._reap_ended(run_dir)
-        write_atomic(run_dir / RUN_FILE, config.to_yaml())
+        write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
         with self._lock:
             self._pending.append(str(run_dir))
@@ -364,21 +372,10 @@ def _job_pid(events: list[dict[str, Any]]) -> int | None:
 def _is_job_process(pid: int) -> bool:
     """Whether pid is alive and still a training job (pids are reused after a reboot or long uptime)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and JOB_MODULE in process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    except PermissionError:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # no /proc here: trust the signal check
-    return state != b"Z" and b"backend.train" in cmdline
 
 
 def summarize(

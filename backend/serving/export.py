@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import TuneForgeError
-from backend.events import METRICS_FILE, loss_points, read_events, timeline
-from backend.jobs import JobManager
+from backend.events import loss_points, read_events, timeline
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.runfiles import METRICS_FILE
+from backend.runs.manager import JobManager
 
 KINDS = ("merged", "adapter")
 SHARD_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB)$", re.IGNORECASE)
@@ -130,7 +131,7 @@ def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) ->
     """The base model with the adapter folded in (or the full fine-tune), as sharded safetensors."""
     task = config.get("task", "sft")
     if task == "classification":
-        from backend.chat import load_classifier
+        from backend.serving.chat import load_classifier
 
         model, tokenizer = load_classifier(run_dir, config)
     else:

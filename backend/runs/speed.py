@@ -1,14 +1,12 @@
-"""Training speed for a model and settings, measured with a few real steps and cached.
+"""Training speed for a model and settings, measured with a few real steps and cached (the app's half).
 
-`python -m backend.calibrate --config run.yaml` trains CALIBRATION_STEPS steps on the chosen
-data (nothing is saved) and prints {"tokens_per_s": ...}. The UI runs it in a subprocess, so
-the measurement is the same code path as a real job, and caches the result per model and
-settings in the model cache folder.
+The measurement is a short job of its own (backend.training.speed_trial), run in a subprocess
+so that it takes the same code path as a real job and the app never loads torch. Its result
+is cached per model and settings in the model cache folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,7 +18,6 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.paths import PROJECT_ROOT, model_cache_dir
 
-CALIBRATION_STEPS = 6
 SPEED_SETTINGS = ("model", "method", "lora_rank", "lora_target", "per_device_train_batch_size", "cutoff_len", "task")
 
 
@@ -64,7 +61,7 @@ def measure_speed(config: TrainConfig, workspace: Path | None = None, timeout: f
         if workspace is not None:
             env["TUNEFORGE_WORKSPACE"] = str(workspace)
         result = subprocess.run(
-            [sys.executable, "-m", "backend.calibrate", "--config", str(path)],
+            [sys.executable, "-m", "backend.training.speed_trial", "--config", str(path)],
             cwd=PROJECT_ROOT,
             env=env,
             capture_output=True,
@@ -78,39 +75,3 @@ def measure_speed(config: TrainConfig, workspace: Path | None = None, timeout: f
     tokens_per_s = json.loads(lines[-1])["tokens_per_s"]
     _store(config, tokens_per_s)
     return tokens_per_s
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.calibrate")
-    parser.add_argument("--config", required=True)
-    args = parser.parse_args(argv)
-    try:
-        config = TrainConfig.from_yaml(args.config)
-    except TuneForgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from backend.events import EventLog, read_events
-    from backend.recipe import recipe_for
-
-    with tempfile.TemporaryDirectory(prefix="tuneforge-calibrate-") as tmp:
-        options = {**config.to_dict(), "max_steps": CALIBRATION_STEPS, "val_size": 0.0, "eval_dataset": ""}
-        options.update(save_steps=0, logging_steps=1, output_dir=tmp)
-        run_config = TrainConfig.from_dict(options)
-        try:
-            recipe = recipe_for(run_config, EventLog(tmp), Path(tmp))
-            recipe.setup()
-            recipe.train()
-        except TuneForgeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        logs = [e for e in read_events(tmp) if e["type"] == "log"]
-    # The first step pays for warm-up (allocations, kernel selection); measure from its end.
-    first, last = logs[0], logs[-1]
-    seconds = last["elapsed_s"] - first["elapsed_s"]
-    tokens = last["tokens_seen"] - first["tokens_seen"]
-    print(json.dumps({"tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else last["tokens_per_s"]}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

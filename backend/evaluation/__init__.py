@@ -1,0 +1,1 @@
+"""Scoring runs in the app: tuned against base, perplexity, classification metrics, batch predict."""

@@ -1,0 +1,36 @@
+"""The run folder: the names of the files through which a job and the app talk, and how a run is named.
+
+A job writes them and the app reads them (see backend.events for the events file's contract):
+  run.yaml          the options as the user asked (the job manager writes it; the job reads it)
+  config.yaml       the fully resolved options the job trained with
+  events.jsonl      one JSON event a line: start, status, log, eval, checkpoint, end, resume
+  train.log         the job's own output, for people
+  metrics.json      the final metrics of a completed run
+  checkpoint-<N>/   mid-run checkpoints, resumable
+  ranks/rank-<N>.log  the output of ranks other than 0 in a multi-process run
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+RUN_FILE = "run.yaml"
+CONFIG_FILE = "config.yaml"
+EVENTS_FILE = "events.jsonl"
+LOG_FILE = "train.log"
+METRICS_FILE = "metrics.json"
+RANK_LOG_DIR = "ranks"
+DEEPSPEED_FILE = "ds_config.json"
+FSDP_FILE = "fsdp_config.json"
+
+# Set by the job manager, which already sends the job's stdout/stderr to train.log.
+LOG_REDIRECTED_ENV = "TUNEFORGE_LOG_REDIRECTED"
+# Set by the job manager: how far below the app's CPU priority its jobs run.
+NICE_ENV = "TUNEFORGE_NICE"
+# A live job is recognised by this module name in its command line (a restarted app adopts it).
+JOB_MODULE = "backend.train"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + f"{random.randrange(16**4):04x}"

@@ -1,0 +1,1 @@
+"""What the app does with trained weights: chat with them, import foreign adapters, export."""
