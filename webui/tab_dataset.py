@@ -21,6 +21,7 @@ from backend.errors import TuneForgeError
 from backend.runs.speed import cached_speed, measure_speed
 from webui.charts import length_histogram
 from webui.context import AppContext
+from webui.formats import format_duration
 from webui.forms import controls, options_from
 from webui.lanes import DEVICE
 
@@ -38,12 +39,6 @@ def config_from(values) -> TrainConfig:
 
 def task_default_values(f) -> set:
     return {f.default, *f.metadata["task_defaults"].values()}
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, minutes = divmod(seconds // 60, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds % 60:02d} s"
 
 
 def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) -> str:

@@ -15,6 +15,7 @@ from backend.evaluation.evaluate import Evaluator, write_table
 from backend.serving.chat import BASE
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
+from webui.formats import format_duration
 from webui.lanes import DEVICE
 
 SUMMARY_COLUMNS = ["run_id", "task", "status", "train_loss", "eval_loss", "accuracy", "f1_macro", "global_step"]
@@ -134,7 +135,7 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
 
     def on_evaluate(run_id, dataset, max_rows, max_new, temperature, progress=gr.Progress()):
         def report(done, total, eta):
-            progress(done / total, desc=f"generating {done}/{total} · ETA {eta:.0f} s")
+            progress(done / total, desc=f"generating {done}/{total} · ETA {format_duration(eta)}")
 
         try:
             if not run_id:

@@ -14,6 +14,7 @@ from backend.serving.adapters import import_adapter
 from backend.serving.chat import BASE
 from webui.charts import compare_figure
 from webui.context import AppContext
+from webui.formats import format_duration
 from webui.forms import form_updates, kept_notes
 from webui.lanes import DEVICE, JOBS, STATUS
 
@@ -43,22 +44,13 @@ def history_frame(ctx: AppContext) -> pd.DataFrame:
                 **run,
                 "status": status,
                 "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else "",
-                "duration": _duration(run["duration_s"]),
+                "duration": format_duration(run["duration_s"]),
                 "step": f"{run['step']}/{run['max_steps'] or '?'}",
                 "loss": round(run["loss"], 4) if run["loss"] is not None else None,
                 "eval_loss": round(run["eval_loss"], 4) if run["eval_loss"] is not None else None,
             }
         )
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
-    )
 
 
 def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:

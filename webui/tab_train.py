@@ -15,23 +15,13 @@ from backend.errors import TuneForgeError
 from backend.llamafactory import load_config_file
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
+from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.lanes import JOBS, STATUS
 
 REFRESH_S = 1.0
 LOG_LINES = 14
 RUN_COLUMNS = ["run_id", "status", "queue_position", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
-
-
-def format_eta(seconds) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        if seconds >= 3600
-        else f"{seconds // 60}:{seconds % 60:02d}"
-    )
 
 
 def progress_html(status: dict | None) -> str:
@@ -46,7 +36,7 @@ def progress_html(status: dict | None) -> str:
     detail = (
         f"<b>{status['status']}</b> · {html.escape(status['phase'])} · "
         f"step {status['step']}/{status['max_steps'] or '?'} · epoch {status['epoch']:.2f} · "
-        f"loss {loss} · <span id='run-speed'>{speed} tok/s{mfu}</span> · ETA {format_eta(status['eta_s'])}"
+        f"loss {loss} · <span id='run-speed'>{speed} tok/s{mfu}</span> · ETA {format_duration(status['eta_s'])}"
     )
     if status["error"]:
         detail += f"<br><span class='tf-error'>{html.escape(status['error'])}</span>"
