@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
@@ -12,6 +11,7 @@ from backend.serving.export import Exporter
 from webui import tab_chat, tab_dataset, tab_evaluate, tab_export, tab_model, tab_runs, tab_train
 from webui.context import AppContext
 from webui.lanes import DEVICE, JOBS, STATUS
+from webui.refusals import on_refusal_raise
 
 CSS = """
 .tf-bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
@@ -50,34 +50,42 @@ def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
 def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, exporter: Exporter) -> None:
     """The stable endpoints for gradio_client; errors come back as one-line gr.Error messages."""
 
+    @on_refusal_raise()
     def train_start(config: dict) -> str:
         """Validate a config dict (TrainConfig keys) and start or queue a job; returns the run id."""
-        return _api(jobs.start, config)
+        return jobs.start(config)
 
+    @on_refusal_raise()
     def train_status(run_id: str) -> dict:
         """status (queued|running|completed|failed|aborted), step, max_steps, loss, eval_loss, error, ..."""
-        return _api(jobs.status, run_id)
+        return jobs.status(run_id)
 
+    @on_refusal_raise()
     def train_abort(run_id: str) -> None:
         """Stop a run's whole process tree; the run is marked aborted."""
-        _api(jobs.abort, run_id)
+        jobs.abort(run_id)
 
+    @on_refusal_raise()
     def runs_list() -> list:
         """Every run in the workspace, newest first: status, step, loss, eval_loss, duration, queue position, ..."""
-        return _api(jobs.list_runs)
+        return jobs.list_runs()
 
+    @on_refusal_raise()
     def train_resume(run_id: str, overrides: dict | None = None) -> str:
         """Continue an interrupted, failed or aborted run from its last whole checkpoint (queued like a start)."""
-        return _api(jobs.resume, run_id, overrides or None)
+        return jobs.resume(run_id, overrides or None)
 
+    @on_refusal_raise()
     def chat_reply(target: str, message: str, history: list) -> str:
         """Reply from 'base' or a completed run id, given [{role, content}] history."""
-        return _api(chat.reply, target, message, history)
+        return chat.reply(target, message, history)
 
+    @on_refusal_raise()
     def evaluate(run_id: str, dataset: str = "") -> dict:
         """Metrics for a completed run (or 'base'): classification scores, or generation loss/perplexity/ROUGE/BLEU."""
-        return _api(evaluator.evaluate, run_id, dataset or None)
+        return evaluator.evaluate(run_id, dataset or None)
 
+    @on_refusal_raise()
     def export(run_id: str, options: dict | None = None) -> dict:
         """Export a completed run. options: kind (merged|adapter), max_shard_size ('2GB'), and to push:
         repo_id, token, private (default true). Returns {folder, zip} and, after a push, {url}."""
@@ -86,11 +94,11 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
         push = {k: options.pop(k) for k in ("repo_id", "token", "private") if k in options}
         if options:
             raise gr.Error(f"unknown export option(s): {', '.join(map(str, options))}")
-        archive = _api(exporter.zip, run_id, kind, shard)
+        archive = exporter.zip(run_id, kind, shard)
         result = {"folder": str(archive.parent / kind), "zip": str(archive)}
         if push:
-            result["url"] = _api(
-                exporter.push, run_id, push.get("repo_id"), push.get("token"), push.get("private", True), kind
+            result["url"] = exporter.push(
+                run_id, push.get("repo_id"), push.get("token"), push.get("private", True), kind
             )
         return result
 
@@ -102,10 +110,3 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     gr.api(train_resume, api_name="train_resume", **JOBS)
     gr.api(train_status, api_name="train_status", **STATUS)
     gr.api(runs_list, api_name="runs_list", **STATUS)
-
-
-def _api(fn, *args):
-    try:
-        return fn(*args)
-    except TuneForgeError as exc:
-        raise gr.Error(str(exc)) from None

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import traceback
-
 import gradio as gr
 
-from backend.errors import TuneForgeError
 from webui.context import AppContext
 from webui.lanes import DEVICE
+from webui.refusals import stream_with_refusal
 
 
 def build(ctx: AppContext) -> None:
@@ -45,16 +43,9 @@ def build(ctx: AppContext) -> None:
             yield history, message
             return
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        try:
-            for text in ctx.chat.stream(target, message, history[:-2], system, temperature, top_p, max_new):
-                history[-1]["content"] = text
-                yield history, ""
-        except TuneForgeError as exc:
-            history[-1]["content"] = f"⚠️ {exc}"
-            yield history, ""
-        except Exception as exc:  # noqa: BLE001 - the person sees one line; the traceback goes to the app log
-            traceback.print_exc()
-            history[-1]["content"] = f"⚠️ chat failed: {type(exc).__name__}: {exc}"
+        stream = ctx.chat.stream(target, message, history[:-2], system, temperature, top_p, max_new)
+        for text in stream_with_refusal(stream, failed="chat failed"):
+            history[-1]["content"] = text
             yield history, ""
 
     inputs = [box, chatbot, target, system, temperature, top_p, max_new]

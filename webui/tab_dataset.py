@@ -24,6 +24,7 @@ from webui.context import AppContext
 from webui.formats import format_duration
 from webui.forms import controls, options_from
 from webui.lanes import DEVICE
+from webui.refusals import KEEP, LINE, on_refusal, on_refusal_warn
 
 COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
 RENDERED_ROWS = 3
@@ -141,15 +142,12 @@ class DatasetTab:
         self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
 
+    @on_refusal_warn(KEEP, None, KEEP)
     def on_upload(self, file):
         """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
             return gr.update(), None, gr.update()
-        try:
-            return str(store_upload(file, self.ctx.uploads_dir)), None, None
-        except TuneForgeError as exc:
-            gr.Warning(str(exc))
-            return gr.update(), None, gr.update()
+        return str(store_upload(file, self.ctx.uploads_dir)), None, None
 
     def _inspect(self, values, progress=None):
         config = config_from(values)
@@ -157,44 +155,34 @@ class DatasetTab:
         report = inspect_dataset(DataOptions.from_config(config, self.ctx.jobs.workspace), progress)
         return config, report
 
+    @on_refusal(None, KEEP)
     def on_dataset_dir(self, dataset_dir):
         """List the folder's entries beside the demos and the workspace's names (a bad folder: the check says why)."""
-        try:
-            self.ctx.jobs.confinement.dataset_dir(dataset_dir)
-            return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
-        except TuneForgeError:
-            return gr.update()
+        self.ctx.jobs.confinement.dataset_dir(dataset_dir)
+        return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
 
+    @on_refusal("Cannot use this dataset", LINE, pd.DataFrame(), None, None, "", KEEP, *[KEEP] * len(COLUMN_OPTIONS))
     def on_check(self, *values, progress=gr.Progress()):
-        no_columns = [gr.update()] * len(COLUMN_OPTIONS)
-        try:
-            config, report = self._inspect(values, lambda rows: progress(None, desc=f"read {rows:,} rows"))
-        except TuneForgeError as exc:
-            return f"**Cannot use this dataset.** {exc}", pd.DataFrame(), None, None, "", gr.update(), *no_columns
-        summary = "  \n".join(report.summary_lines())
+        config, report = self._inspect(values, lambda rows: progress(None, desc=f"read {rows:,} rows"))
         column_updates = [gr.update(choices=["", *report.columns]) for _ in COLUMN_OPTIONS]
         # Opened for data with placeholders, so the fields that fill them are in view; never closed on the person.
         identity = gr.update(open=True) if report.placeholders else gr.update()
+        preview = pd.DataFrame(report.preview)
         if report.format == "classification":
             segments = self._rendered(report, config)
-            return summary, pd.DataFrame(report.preview), segments, None, "", identity, *column_updates
-        try:
-            stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
-            segments = self._rendered(report, config)
-        except TuneForgeError as exc:
-            return (
-                summary + f"  \n**Cannot train on this data with this model:** {exc}",
-                pd.DataFrame(report.preview),
-                None,
-                None,
-                "",
-                identity,
-                *column_updates,
-            )
+            return "  \n".join(report.summary_lines()), preview, segments, None, "", identity, *column_updates
+        segments, histogram, cost, problem = self._tokens(config, report)
+        summary = "  \n".join([*report.summary_lines(), *filter(None, [problem])])
+        return summary, preview, segments, histogram, cost, identity, *column_updates
+
+    @on_refusal("Cannot train on this data with this model", None, None, "", LINE)
+    def _tokens(self, config, report):
+        """The rendered rows, the length histogram and the cost; or, when the model cannot read the data, why."""
+        stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+        segments = self._rendered(report, config)
         note = f" (sample of {stats.sampled:,} rows)" if stats.sampled < report.usable_rows else ""
         histogram = length_histogram(stats.lengths, config.cutoff_len, stats.truncated_share, note)
-        cost = cost_text(config, report, stats, cached_speed(config))
-        return summary, pd.DataFrame(report.preview), segments, histogram, cost, identity, *column_updates
+        return segments, histogram, cost_text(config, report, stats, cached_speed(config)), ""
 
     @staticmethod
     def _rendered(report, config) -> list[tuple[str, str | None]]:
@@ -205,26 +193,21 @@ class DatasetTab:
             segments.append(("\n", None))
         return segments
 
+    @on_refusal("Cannot estimate")
     def on_estimate(self, *values):
-        try:
-            config, report = self._inspect(values)
-            if report.format == "classification":
-                return "Time estimates for classification arrive with its training."
-            stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
-            speed = measure_speed(config, self.ctx.jobs.workspace)
-        except TuneForgeError as exc:
-            return f"**Cannot estimate:** {exc}"
-        return cost_text(config, report, stats, speed)
+        config, report = self._inspect(values)
+        if report.format == "classification":
+            return "Time estimates for classification arrive with its training."
+        stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+        return cost_text(config, report, stats, measure_speed(config, self.ctx.jobs.workspace))
 
+    @on_refusal("Cannot save", LINE, KEEP)
     def on_register(self, name, *values):
-        try:
-            config, report = self._inspect(values)
-            source = report_source(config, self.ctx)
-            formatting = config.dataset_format if config.dataset_format != "auto" else source.formatting
-            columns = {**source.columns, **DataOptions.from_config(config).mapping}
-            register_dataset(self.ctx.jobs.workspace, name, source.path, formatting, columns, source.tags)
-        except TuneForgeError as exc:
-            return f"**Cannot save:** {exc}", gr.update()
+        config, report = self._inspect(values)
+        source = report_source(config, self.ctx)
+        formatting = config.dataset_format if config.dataset_format != "auto" else source.formatting
+        columns = {**source.columns, **DataOptions.from_config(config).mapping}
+        register_dataset(self.ctx.jobs.workspace, name, source.path, formatting, columns, source.tags)
         choices = labelled_choices(self.ctx.jobs.workspace, config.dataset_dir)
         return f"Saved as **{name}**; pick it from the list any time.", gr.update(choices=choices, value=name)
 

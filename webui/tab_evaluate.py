@@ -17,6 +17,7 @@ from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
 from webui.formats import format_duration
 from webui.lanes import DEVICE
+from webui.refusals import on_refusal, on_refusal_raise, on_refusal_warn
 
 SUMMARY_COLUMNS = ["run_id", "task", "status", "train_loss", "eval_loss", "accuracy", "f1_macro", "global_step"]
 
@@ -43,6 +44,11 @@ def scores_table(metrics: dict) -> pd.DataFrame:
         for label, s in metrics.get("per_class", {}).items()
     ]
     return pd.DataFrame(rows)
+
+
+def generation_view() -> tuple:
+    """A run without classification scores: the generation tools shown, the scores hidden and empty."""
+    return gr.update(visible=True), gr.update(visible=False), None, None, None
 
 
 def build(ctx: AppContext, evaluator: Evaluator) -> None:
@@ -112,18 +118,14 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
     def on_refresh():
         return runs_summary(ctx), gr.update(choices=choices())
 
+    @on_refusal_warn(None, *generation_view())
     def on_run(run_id):
-        hidden = (gr.update(visible=True), gr.update(visible=False), None, None, None)
         if not run_id or run_id == BASE:
-            return (None, *hidden)
-        try:
-            chart_value = loss_figure(ctx.jobs.events(run_id), "Train vs validation loss")
-            if ctx.jobs.config(run_id).get("task") != "classification":
-                return (chart_value, *hidden)
-            metrics = evaluator.classification_metrics(run_id)
-        except (TuneForgeError, FileNotFoundError) as exc:
-            gr.Warning(str(exc))
-            return (None, *hidden)
+            return None, *generation_view()
+        chart_value = loss_figure(ctx.jobs.events(run_id), "Train vs validation loss")
+        if ctx.jobs.config(run_id).get("task") != "classification":
+            return chart_value, *generation_view()
+        metrics = saved_scores(run_id)
         return (
             chart_value,
             gr.update(visible=False),
@@ -133,61 +135,57 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
             roc_figure(metrics.get("roc_curve", {}), metrics.get("roc_auc")),
         )
 
+    def saved_scores(run_id: str) -> dict:
+        try:
+            return evaluator.classification_metrics(run_id)
+        except FileNotFoundError as exc:  # a classification run that ended before it wrote metrics.json
+            raise TuneForgeError(str(exc)) from None
+
+    @on_refusal_raise()
     def on_evaluate(run_id, dataset, max_rows, max_new, temperature, progress=gr.Progress()):
         def report(done, total, eta):
             progress(done / total, desc=f"generating {done}/{total} · ETA {format_duration(eta)}")
 
-        try:
-            if not run_id:
-                raise TuneForgeError("pick a run first")
-            options = {"dataset": dataset or None, "max_rows": int(max_rows), "max_new_tokens": int(max_new)}
-            options.update(temperature=float(temperature), progress=report)
-            if run_id == BASE:
-                result = evaluator.evaluate_generation(BASE, **options)
-                table = pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
-            else:
-                result = evaluator.compare_with_base(run_id, **options)
-                table = pd.DataFrame(result["comparison"])
-        except TuneForgeError as exc:
-            raise gr.Error(str(exc)) from None
+        if not run_id:
+            raise TuneForgeError("pick a run first")
+        options = {"dataset": dataset or None, "max_rows": int(max_rows), "max_new_tokens": int(max_new)}
+        options.update(temperature=float(temperature), progress=report)
+        if run_id == BASE:
+            result = evaluator.evaluate_generation(BASE, **options)
+            table = pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
+        else:
+            result = evaluator.compare_with_base(run_id, **options)
+            table = pd.DataFrame(result["comparison"])
         out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-eval-"))
         files = write_table(result["rows"], out_dir, f"eval-{run_id}") if result["rows"] else None
         return table.round(3), pd.DataFrame(result["rows"]), [str(f) for f in files or []]
 
+    @on_refusal("Cannot check")
     def on_forgetting(run_id):
-        try:
-            if not run_id or run_id == BASE:
-                raise TuneForgeError("pick a fine-tuned run to compare with its base model")
-            result = evaluator.forgetting(run_id)
-        except TuneForgeError as exc:
-            return f"**Cannot check:** {exc}"
+        if not run_id or run_id == BASE:
+            raise TuneForgeError("pick a fine-tuned run to compare with its base model")
+        result = evaluator.forgetting(run_id)
         verdict = "a sign of forgetting" if result["change_pct"] > 10 else "no sign of forgetting"
         return (
             f"Perplexity on general text: base **{result['base']:.2f}** → tuned **{result['tuned']:.2f}** "
             f"({result['change_pct']:+.1f}%): {verdict}."
         )
 
+    @on_refusal_raise()
     def on_batch(run_id, file):
-        try:
-            if file is None:
-                raise TuneForgeError("upload a file of prompts first")
-            stored = store_upload(file, ctx.uploads_dir)  # the dataset upload's checks: type, regular file, name
-            out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
-            return [str(p) for p in evaluator.batch_predict(run_id or BASE, stored, out_dir)]
-        except TuneForgeError as exc:
-            raise gr.Error(str(exc)) from None
+        if file is None:
+            raise TuneForgeError("upload a file of prompts first")
+        stored = store_upload(file, ctx.uploads_dir)  # the dataset upload's checks: type, regular file, name
+        out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
+        return [str(p) for p in evaluator.batch_predict(run_id or BASE, stored, out_dir)]
 
+    @on_refusal_raise()
     def on_compare_classification(run_id):
-        try:
-            return pd.DataFrame(evaluator.compare_classification(run_id)["comparison"]).round(3)
-        except TuneForgeError as exc:
-            raise gr.Error(str(exc)) from None
+        return pd.DataFrame(evaluator.compare_classification(run_id)["comparison"]).round(3)
 
+    @on_refusal_raise()
     def on_classify(run_id, text):
-        try:
-            return evaluator.predict_class(run_id, text)
-        except TuneForgeError as exc:
-            raise gr.Error(str(exc)) from None
+        return evaluator.predict_class(run_id, text)
 
     refresh.click(on_refresh, None, [summary, run])
     ctx.blocks.load(on_refresh, None, [summary, run])

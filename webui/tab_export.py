@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.errors import TuneForgeError
 from backend.serving.export import Exporter
 from webui.context import AppContext
 from webui.lanes import DEVICE
+from webui.refusals import LINE, on_refusal
 
 
 def build(ctx: AppContext, exporter: Exporter) -> None:
@@ -32,23 +32,18 @@ def build(ctx: AppContext, exporter: Exporter) -> None:
         push = gr.Button("Push", elem_id="push-btn")
     message = gr.Markdown(elem_id="export-message")
 
+    @on_refusal("Cannot export", None, LINE)
     def on_export(run_id, kind, shard):
         if not run_id:
             return None, "Select a completed run first."
-        try:
-            archive = exporter.zip(run_id, kind, shard)
-        except TuneForgeError as exc:
-            return None, f"**Cannot export:** {exc}"
+        archive = exporter.zip(run_id, kind, shard)
         return str(archive), f"Exported to `{archive.parent / kind}`; the zip is ready to download."
 
+    @on_refusal("Push failed")
     def on_push(run_id, kind, repo, token, private):
         if not run_id:
             return "Select a completed run first."
-        try:
-            url = exporter.push(run_id, repo, token, private, kind)
-        except TuneForgeError as exc:
-            return f"**Push failed:** {exc}"
-        return f"Pushed to {url}"
+        return f"Pushed to {exporter.push(run_id, repo, token, private, kind)}"
 
     def runs():
         return gr.update(choices=ctx.jobs.finished_runs())

@@ -17,6 +17,7 @@ from webui.context import AppContext
 from webui.formats import format_duration
 from webui.forms import form_updates, kept_notes
 from webui.lanes import DEVICE, JOBS, STATUS
+from webui.refusals import KEEP, LINE, on_refusal, stream_with_refusal
 
 HISTORY_COLUMNS = [
     "run_id",
@@ -98,15 +99,13 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
         runs = [r["run_id"] for r in ctx.jobs.list_runs()]
         return history_frame(ctx), gr.update(choices=runs) if runs != previous else gr.update(), runs
 
+    @on_refusal("Cannot compare", KEEP, None, None, LINE)
     def on_compare(chosen):
         chosen = list(chosen or [])
         if len(chosen) < 2:
             return gr.update(), None, None, "Select two or more runs to compare."
-        try:
-            figure = compare_figure({run_id: ctx.jobs.events(run_id) for run_id in chosen})
-            options_rows, metric_rows = differing_options(ctx.jobs, chosen), final_metrics(ctx.jobs, chosen)
-        except TuneForgeError as exc:
-            return gr.update(), None, None, f"**Cannot compare:** {exc}"
+        figure = compare_figure({run_id: ctx.jobs.events(run_id) for run_id in chosen})
+        options_rows, metric_rows = differing_options(ctx.jobs, chosen), final_metrics(ctx.jobs, chosen)
         note = "" if options_rows else "The selected runs used identical options."
         return figure, pd.DataFrame(options_rows), pd.DataFrame(metric_rows), note
 
@@ -115,37 +114,29 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
             raise TuneForgeError("select a run first")
         return chosen[0]
 
+    @on_refusal("Cannot open", KEEP, KEEP, LINE)
     def on_open(chosen):
-        try:
-            run_id = first(chosen)
-        except TuneForgeError as exc:
-            return gr.update(), gr.update(), f"**{exc}**"
+        run_id = first(chosen)
         choices = [r["run_id"] for r in ctx.jobs.list_runs()]
         return gr.update(choices=choices, value=run_id), gr.Tabs(selected="train"), ""
 
+    @on_refusal("Cannot clone", *[KEEP] * len(fields()), KEEP, LINE)
     def on_clone(chosen):
-        try:
-            run_id = first(chosen)
-            values, kept = form_updates(ctx.jobs.config(run_id))
-        except TuneForgeError as exc:
-            return [gr.update()] * len(fields()) + [gr.update(), f"**Cannot clone:** {exc}"]
+        run_id = first(chosen)
+        values, kept = form_updates(ctx.jobs.config(run_id))
         note = f"The form now holds run `{run_id}`'s options; change what you want to test and press Start."
         note = " ".join([note, *kept_notes(kept)])
         return values + [gr.Tabs(selected="train"), note]
 
+    @on_refusal("Cannot resume")
     def on_resume(chosen):
-        try:
-            run_id = ctx.jobs.resume(first(chosen))
-        except TuneForgeError as exc:
-            return f"**Cannot resume:** {exc}"
+        run_id = ctx.jobs.resume(first(chosen))
         return f"Run `{run_id}` resumes from its last checkpoint (queued if another run is training)."
 
+    @on_refusal("Cannot cancel")
     def on_cancel(chosen):
-        try:
-            run_id = first(chosen)
-            ctx.jobs.abort(run_id)
-        except TuneForgeError as exc:
-            return f"**Cannot cancel:** {exc}"
+        run_id = first(chosen)
+        ctx.jobs.abort(run_id)
         return f"Run `{run_id}` cancelled."
 
     def on_ask(question, chosen):
@@ -157,12 +148,9 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
         replies = ["", "", ""]
         # One model is in memory at a time, so the three answer in turn.
         for i, target in enumerate(targets):
-            try:
-                for text in ctx.chat.stream(target, question, [], temperature=0.0, max_new_tokens=128):
-                    replies[i] = text
-                    yield tuple(replies)
-            except TuneForgeError as exc:
-                replies[i] = f"⚠️ {exc}"
+            stream = ctx.chat.stream(target, question, [], temperature=0.0, max_new_tokens=128)
+            for text in stream_with_refusal(stream):
+                replies[i] = text
                 yield tuple(replies)
 
     with gr.Accordion("Import an adapter trained elsewhere (e.g. LLaMA-Factory's saves/…/lora/sft)", open=False):
@@ -171,11 +159,9 @@ def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
             adapter_name = gr.Textbox(label="Run name", placeholder="empty: imported-<folder name>", scale=2)
             import_btn = gr.Button("Import", scale=1, elem_id="runs-import")
 
+    @on_refusal("Cannot import")
     def on_import(folder, name):
-        try:
-            run_id = import_adapter(ctx.jobs, folder, name)
-        except TuneForgeError as exc:
-            return f"**Cannot import:** {exc}"
+        run_id = import_adapter(ctx.jobs, folder, name)
         return f"Imported as run `{run_id}`: chat with it, evaluate, compare or export it like any run."
 
     form = [options[f.name] for f in fields()]

@@ -11,17 +11,22 @@ import pandas as pd
 
 from backend.capability import describe, hardware_summary
 from backend.config import fields
-from backend.errors import TuneForgeError
 from backend.llamafactory import load_config_file
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
 from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.lanes import JOBS, STATUS
+from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
 
 REFRESH_S = 1.0
 LOG_LINES = 14
 RUN_COLUMNS = ["run_id", "status", "queue_position", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
+
+
+def no_rewards() -> dict:
+    """The reward chart hidden: it shows only for preference runs."""
+    return gr.update(value=None, visible=False)
 
 
 def progress_html(status: dict | None) -> str:
@@ -97,62 +102,53 @@ def build(ctx: AppContext, options: dict) -> dict:
 
     inputs = [options[f.name] for f in fields()]
 
+    @on_refusal("Cannot start", "", "", LINE)
     def on_preview(*values):
-        try:
-            text, cmd = ctx.jobs.preview(options_from(values))
-        except TuneForgeError as exc:
-            return "", "", f"**Cannot start:** {exc}"
+        text, cmd = ctx.jobs.preview(options_from(values))
         return text, cmd, ""
 
+    @on_refusal_raise("Cannot save")
     def on_save(*values):
-        try:
-            text, _ = ctx.jobs.preview(options_from(values))
-        except TuneForgeError as exc:
-            raise gr.Error(f"Cannot save: {exc}") from None
+        text, _ = ctx.jobs.preview(options_from(values))
         path = Path(tempfile.mkdtemp(prefix="tuneforge-config-")) / "run.yaml"
         path.write_text(text, encoding="utf-8")
         return str(path)
 
+    @on_refusal(lambda file: f"Cannot load {Path(file).name}", *[KEEP] * len(inputs), LINE)
     def on_load_config(file):
-        try:
-            values, kept = form_updates(load_config_file(file))
-        except TuneForgeError as exc:
-            return [gr.update()] * len(inputs) + [f"**Cannot load {Path(file).name}:** {exc}"]
+        values, kept = form_updates(load_config_file(file))
         return values + [" ".join([f"Loaded `{Path(file).name}` into the form.", *kept_notes(kept)])]
 
+    @on_refusal("Cannot start", KEEP, LINE)
     def on_start(*values):
-        try:
-            run_id = ctx.jobs.start(options_from(values))
-        except TuneForgeError as exc:
-            return gr.update(), f"**Cannot start:** {exc}"
+        run_id = ctx.jobs.start(options_from(values))
         choices = [r["run_id"] for r in ctx.jobs.list_runs()]
         return gr.update(
             choices=choices, value=run_id
         ), f"Started run `{run_id}`. It keeps running if you close this page."
 
+    @on_refusal("Cannot abort")
     def on_abort(run_id):
         if not run_id:
             return "Select a run to abort."
-        try:
-            ctx.jobs.abort(run_id)
-        except TuneForgeError as exc:
-            return f"**Cannot abort:** {exc}"
+        ctx.jobs.abort(run_id)
         return f"Run `{run_id}` aborted."
 
     def refresh(run_id):
-        no_rewards = gr.update(value=None, visible=False)
+        return *run_view(run_id), runs_frame(ctx)
+
+    @on_refusal(None, progress_html(None), None, "", no_rewards(), REASON)  # the log box says why
+    def run_view(run_id):
+        """Progress, loss chart, its caption, the reward chart and the log tail of one run."""
         if not run_id:
-            return progress_html(None), None, "", no_rewards, "", runs_frame(ctx)
-        try:
-            status, events = ctx.jobs.status(run_id), ctx.jobs.events(run_id)
-        except TuneForgeError as exc:
-            return progress_html(None), None, "", no_rewards, str(exc), runs_frame(ctx)
+            return progress_html(None), None, "", no_rewards(), ""
+        status, events = ctx.jobs.status(run_id), ctx.jobs.events(run_id)
         train, evals = loss_points(events)
         caption = f"{len(train)} train points · {len(evals)} eval points"
         reward_chart = reward_figure(events)
-        reward_update = gr.update(value=reward_chart, visible=True) if reward_chart else no_rewards
+        rewards = gr.update(value=reward_chart, visible=True) if reward_chart else no_rewards()
         log = ctx.jobs.log_tail(run_id, LOG_LINES)
-        return progress_html(status), loss_figure(events), caption, reward_update, log, runs_frame(ctx)
+        return progress_html(status), loss_figure(events), caption, rewards, log
 
     def on_load():
         """A reopened page picks up the newest run, so a closed tab loses nothing."""
