@@ -8,10 +8,17 @@ from backend.evaluation.evaluate import Evaluator
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
-from webui import tab_chat, tab_dataset, tab_evaluate, tab_export, tab_model, tab_runs, tab_train
 from webui.context import AppContext
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import on_refusal_raise
+from webui.tab import Page
+from webui.tab_chat import ChatTab
+from webui.tab_dataset import DatasetTab
+from webui.tab_evaluate import EvaluateTab
+from webui.tab_export import ExportTab
+from webui.tab_model import ModelTab
+from webui.tab_runs import RunsTab
+from webui.tab_train import TrainTab
 
 CSS = """
 .tf-bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
@@ -25,24 +32,25 @@ def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
     with gr.Blocks(title="TuneForge") as blocks:
         ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks)
         evaluator, exporter = Evaluator(jobs, chat), Exporter(jobs)
+        train = TrainTab(ctx)
+        tabs = [
+            DatasetTab(ctx),
+            ModelTab(ctx),
+            train,
+            EvaluateTab(ctx, evaluator),
+            ChatTab(ctx),
+            RunsTab(ctx, train),
+            ExportTab(ctx, exporter),
+        ]
         gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
-        with gr.Tabs() as tabs:
-            with gr.Tab("Dataset", id="dataset"):
-                dataset_tab = tab_dataset.DatasetTab(ctx)
-                options = dataset_tab.build()
-            with gr.Tab("Model", id="model"):
-                options.update(tab_model.build())
-            with gr.Tab("Train", id="train"):
-                train = tab_train.build(ctx, options)
-            with gr.Tab("Evaluate", id="evaluate"):
-                tab_evaluate.build(ctx, evaluator)
-            with gr.Tab("Chat", id="chat"):
-                tab_chat.build(ctx)
-            with gr.Tab("Runs", id="runs"):
-                tab_runs.build(ctx, train, options, tabs)
-            with gr.Tab("Export", id="export"):
-                tab_export.build(ctx, exporter)
-        dataset_tab.connect(options)
+        form = {}
+        with gr.Tabs() as strip:
+            for tab in tabs:
+                with gr.Tab(tab.title, id=tab.id):
+                    form.update(tab.build())
+        page = Page(tabs=strip, form=form)
+        for tab in tabs:
+            tab.connect(page)
         register_api(jobs, chat, evaluator, exporter)
     return blocks
 

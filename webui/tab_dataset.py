@@ -25,6 +25,7 @@ from webui.formats import format_duration
 from webui.forms import controls, options_from
 from webui.lanes import DEVICE
 from webui.refusals import KEEP, LINE, on_refusal, on_refusal_warn
+from webui.tab import Controls, Page, Tab
 
 COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
 RENDERED_ROWS = 3
@@ -40,6 +41,15 @@ def config_from(values) -> TrainConfig:
 
 def task_default_values(f) -> set:
     return {f.default, *f.metadata["task_defaults"].values()}
+
+
+def task_default_follower(f):
+    """The handler of a task change for option f: follow the task's default unless the person chose their own."""
+
+    def follow_task_default(task, value):
+        return default_for(f, task) if value in task_default_values(f) else gr.update()
+
+    return follow_task_default
 
 
 def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) -> str:
@@ -59,20 +69,28 @@ def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) ->
     return line
 
 
-class DatasetTab:
-    def __init__(self, ctx: AppContext):
-        self.ctx = ctx
+class DatasetTab(Tab):
+    title, id = "Dataset", "dataset"
 
-    def build(self) -> dict:
-        ctx = self.ctx
+    def build(self) -> Controls:
         gr.Markdown(
             "Choose a bundled demo or a named dataset, or upload a file "
             f"({', '.join(s[1:].upper() for s in SUPPORTED_SUFFIXES)}). Everything below is checked on the CPU "
             "before training."
         )
+        self._source()
+        options = self._options()
+        with gr.Row():
+            self.check = gr.Button("Check dataset", size="sm")
+            self.register_name = gr.Textbox(placeholder="name", show_label=False, scale=2, elem_id="register-name")
+            self.register = gr.Button("Save as named dataset", size="sm")
+        self._checks()
+        return options
+
+    def _source(self) -> None:
         with gr.Row():
             self.named = gr.Dropdown(
-                choices=labelled_choices(ctx.jobs.workspace),
+                choices=labelled_choices(self.ctx.jobs.workspace),
                 value="demo_identity",
                 label="Bundled or named dataset",
                 info="Set dataset_dir below to list the entries of a LLaMA-Factory data folder too.",
@@ -82,6 +100,8 @@ class DatasetTab:
             self.upload = gr.File(
                 label="Upload a dataset", file_types=list(SUPPORTED_SUFFIXES), elem_id="dataset-upload", scale=2
             )
+
+    def _options(self) -> Controls:
         options = controls("dataset")
         with gr.Accordion("Column mapping", open=False):
             gr.Markdown("Leave empty to detect. Pick the columns that hold each part when detection guesses wrong.")
@@ -99,10 +119,9 @@ class DatasetTab:
             )
             with gr.Row():
                 options.update(controls("identity"))
-        with gr.Row():
-            self.check = gr.Button("Check dataset", size="sm")
-            self.register_name = gr.Textbox(placeholder="name", show_label=False, scale=2, elem_id="register-name")
-            self.register = gr.Button("Save as named dataset", size="sm")
+        return options
+
+    def _checks(self) -> None:
         self.summary = gr.Markdown(elem_id="dataset-summary")
         self.preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, elem_id="dataset-preview")
         self.rendered = gr.HighlightedText(
@@ -116,31 +135,27 @@ class DatasetTab:
             self.histogram = gr.Plot(label="Token lengths", elem_id="length-histogram")
         self.cost = gr.Markdown(elem_id="dataset-cost")
         self.estimate = gr.Button("Estimate time", size="sm", elem_id="estimate-btn")
-        self.options = options
-        return options
 
-    def connect(self, all_options: dict) -> None:
-        """Wire handlers once every option control exists (some live on later tabs)."""
-        inputs = [all_options[f.name] for f in fields()]
-        dataset = all_options["dataset"]
-        columns = [all_options[name] for name in COLUMN_OPTIONS]
+    def connect(self, page: Page) -> None:
+        form = page.form
+        inputs = [form[f.name] for f in fields()]
+        columns = [form[name] for name in COLUMN_OPTIONS]
         checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, self.identity, *columns]
-        self.named.input(lambda name: name or gr.update(), self.named, dataset)
-        all_options["dataset_dir"].change(self.on_dataset_dir, all_options["dataset_dir"], self.named)
-        self.upload.upload(self.on_upload, self.upload, [dataset, self.upload, self.named])
-        triggers = [all_options[name].change for name in DATA_TRIGGERS] + [self.check.click]
+        self.named.input(self.on_named, self.named, form["dataset"])
+        form["dataset_dir"].change(self.on_dataset_dir, form["dataset_dir"], self.named)
+        self.upload.upload(self.on_upload, self.upload, [form["dataset"], self.upload, self.named])
+        triggers = [form[name].change for name in DATA_TRIGGERS] + [self.check.click]
         gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal")
         self.ctx.blocks.load(self.on_check, inputs, checked)
         for f in fields():
             if f.metadata["task_defaults"]:
-                # Follow the task's default unless the person already chose their own value.
-                all_options["task"].change(
-                    lambda task, value, f=f: default_for(f, task) if value in task_default_values(f) else gr.update(),
-                    [all_options["task"], all_options[f.name]],
-                    all_options[f.name],
-                )
+                form["task"].change(task_default_follower(f), [form["task"], form[f.name]], form[f.name])
         self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
+
+    def on_named(self, name):
+        """A name picked from the list becomes `dataset`; emptying the list leaves `dataset` as it is."""
+        return name or gr.update()
 
     @on_refusal_warn(KEEP, None, KEEP)
     def on_upload(self, file):

@@ -18,6 +18,7 @@ from webui.context import AppContext
 from webui.formats import format_duration
 from webui.lanes import DEVICE
 from webui.refusals import on_refusal, on_refusal_raise, on_refusal_warn
+from webui.tab import Controls, Page, Tab
 
 SUMMARY_COLUMNS = ["run_id", "task", "status", "train_loss", "eval_loss", "accuracy", "f1_macro", "global_step"]
 
@@ -51,26 +52,42 @@ def generation_view() -> tuple:
     return gr.update(visible=True), gr.update(visible=False), None, None, None
 
 
-def build(ctx: AppContext, evaluator: Evaluator) -> None:
-    gr.Markdown(
-        "Pick a finished run (or `base`). Generation runs are scored on their validation split (or a dataset you "
-        "name) against the base model; classification runs show their validation scores and can classify text. "
-        "Preference runs (dpo, orpo, kto) add `win_rate`: the share of held-out pairs where the model gives the "
-        "chosen answer a higher mean log-probability per token than the rejected one, and `logp_margin`, by how much."
-    )
-    with gr.Row():
-        run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run", scale=3)
-        refresh = gr.Button("↻ runs", size="sm", scale=0, elem_id="eval-refresh")
-    summary = gr.Dataframe(runs_summary(ctx), label="Runs", interactive=False, elem_id="eval-table")
-    chart = gr.Plot(None, label="Train vs validation loss", elem_id="eval-chart")
+class EvaluateTab(Tab):
+    title, id = "Evaluate", "evaluate"
 
-    with gr.Group(visible=True) as generation:
+    def __init__(self, ctx: AppContext, evaluator: Evaluator):
+        super().__init__(ctx)
+        self.evaluator = evaluator
+
+    def build(self) -> Controls:
+        gr.Markdown(
+            "Pick a finished run (or `base`). Generation runs are scored on their validation split (or a dataset you "
+            "name) against the base model; classification runs show their validation scores and can classify text. "
+            "Preference runs (dpo, orpo, kto) add `win_rate`: the share of held-out pairs where the model gives the "
+            "chosen answer a higher mean log-probability per token than the rejected one, and `logp_margin`, by how "
+            "much."
+        )
         with gr.Row():
-            dataset = gr.Textbox(label="Held-out dataset", placeholder="empty: the run's validation split", scale=3)
-            max_rows = gr.Slider(
+            self.run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run", scale=3)
+            self.refresh = gr.Button("↻ runs", size="sm", scale=0, elem_id="eval-refresh")
+        self.summary = gr.Dataframe(runs_summary(self.ctx), label="Runs", interactive=False, elem_id="eval-table")
+        self.chart = gr.Plot(None, label="Train vs validation loss", elem_id="eval-chart")
+        with gr.Group(visible=True) as self.generation:
+            self._generation_settings()
+            self._generation_results()
+        with gr.Group(visible=False) as self.classification:
+            self._classification()
+        return {}
+
+    def _generation_settings(self) -> None:
+        with gr.Row():
+            self.dataset = gr.Textbox(
+                label="Held-out dataset", placeholder="empty: the run's validation split", scale=3
+            )
+            self.max_rows = gr.Slider(
                 1, 500, value=20, step=1, label="rows", info="How many rows to generate for", elem_id="eval-max-rows"
             )
-            max_new = gr.Slider(
+            self.max_new = gr.Slider(
                 8,
                 512,
                 value=64,
@@ -79,70 +96,79 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
                 info="Longest generated answer",
                 elem_id="eval-max-new",
             )
-            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature", info="0: greedy, repeatable")
+            self.temperature = gr.Slider(
+                0.0, 1.5, value=0.0, step=0.05, label="temperature", info="0: greedy, repeatable"
+            )
         with gr.Row():
-            evaluate = gr.Button("Evaluate against base", variant="primary", elem_id="evaluate-btn")
-            forgetting = gr.Button("Forgetting check", elem_id="forgetting-btn")
-        comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="eval-comparison")
-        forgetting_note = gr.Markdown(elem_id="forgetting-note")
-        predictions = gr.Dataframe(
+            self.evaluate = gr.Button("Evaluate against base", variant="primary", elem_id="evaluate-btn")
+            self.forgetting = gr.Button("Forgetting check", elem_id="forgetting-btn")
+
+    def _generation_results(self) -> None:
+        self.comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="eval-comparison")
+        self.forgetting_note = gr.Markdown(elem_id="forgetting-note")
+        self.predictions = gr.Dataframe(
             label="Prompt / reference / prediction", interactive=False, wrap=True, elem_id="eval-rows"
         )
-        downloads = gr.File(
+        self.downloads = gr.File(
             label="Download the table", file_count="multiple", interactive=False, elem_id="eval-downloads"
         )
         with gr.Accordion("Batch predict", open=False):
-            prompts = gr.File(
+            self.prompts = gr.File(
                 label="A file of prompts (.txt one per line, or any dataset file)",
                 file_types=list(SUPPORTED_SUFFIXES),
                 elem_id="batch-prompts",
             )
-            batch = gr.Button("Predict", size="sm", elem_id="batch-btn")
-            batch_out = gr.File(label="Answers", file_count="multiple", interactive=False, elem_id="batch-out")
+            self.batch = gr.Button("Predict", size="sm", elem_id="batch-btn")
+            self.batch_out = gr.File(label="Answers", file_count="multiple", interactive=False, elem_id="batch-out")
 
-    with gr.Group(visible=False) as classification:
-        scores = gr.Dataframe(label="Validation scores", interactive=False, elem_id="cls-scores")
+    def _classification(self) -> None:
+        self.scores = gr.Dataframe(label="Validation scores", interactive=False, elem_id="cls-scores")
         with gr.Row():
-            confusion = gr.Plot(label="Confusion matrix", elem_id="confusion-plot")
-            roc = gr.Plot(label="ROC", elem_id="roc-plot")
-        compare_cls = gr.Button("Compare with base (untrained head)", elem_id="cls-compare-btn")
-        cls_comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="cls-comparison")
+            self.confusion = gr.Plot(label="Confusion matrix", elem_id="confusion-plot")
+            self.roc = gr.Plot(label="ROC", elem_id="roc-plot")
+        self.compare_cls = gr.Button("Compare with base (untrained head)", elem_id="cls-compare-btn")
+        self.cls_comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="cls-comparison")
         with gr.Row():
-            text = gr.Textbox(label="Classify this text", elem_id="cls-text", scale=3)
-            classify = gr.Button("Classify", elem_id="cls-btn", scale=1)
-        probabilities = gr.Label(label="Class probabilities", elem_id="cls-probs")
+            self.text = gr.Textbox(label="Classify this text", elem_id="cls-text", scale=3)
+            self.classify = gr.Button("Classify", elem_id="cls-btn", scale=1)
+        self.probabilities = gr.Label(label="Class probabilities", elem_id="cls-probs")
 
-    def choices():
-        return ["base", *ctx.jobs.finished_runs()]
+    def connect(self, page: Page) -> None:
+        run, view = self.run, [self.chart, self.generation, self.classification, self.scores, self.confusion, self.roc]
+        settings = [run, self.dataset, self.max_rows, self.max_new, self.temperature]
+        self.refresh.click(self.on_refresh, None, [self.summary, run])
+        self.ctx.blocks.load(self.on_refresh, None, [self.summary, run])
+        run.change(self.on_run, run, view)
+        self.evaluate.click(self.on_evaluate, settings, [self.comparison, self.predictions, self.downloads], **DEVICE)
+        self.forgetting.click(self.on_forgetting, run, self.forgetting_note, **DEVICE)
+        self.batch.click(self.on_batch, [run, self.prompts], self.batch_out, **DEVICE)
+        self.classify.click(self.on_classify, [run, self.text], self.probabilities, **DEVICE)
+        self.compare_cls.click(self.on_compare_classification, run, self.cls_comparison, **DEVICE)
+        self.text.submit(self.on_classify, [run, self.text], self.probabilities, **DEVICE)
 
-    def on_refresh():
-        return runs_summary(ctx), gr.update(choices=choices())
+    def on_refresh(self):
+        return runs_summary(self.ctx), gr.update(choices=["base", *self.ctx.jobs.finished_runs()])
 
     @on_refusal_warn(None, *generation_view())
-    def on_run(run_id):
+    def on_run(self, run_id):
         if not run_id or run_id == BASE:
             return None, *generation_view()
-        chart_value = loss_figure(ctx.jobs.events(run_id), "Train vs validation loss")
-        if ctx.jobs.config(run_id).get("task") != "classification":
-            return chart_value, *generation_view()
-        metrics = saved_scores(run_id)
-        return (
-            chart_value,
-            gr.update(visible=False),
-            gr.update(visible=True),
-            scores_table(metrics),
-            confusion_figure(metrics["confusion_matrix"], metrics["labels"]),
-            roc_figure(metrics.get("roc_curve", {}), metrics.get("roc_auc")),
-        )
+        chart = loss_figure(self.ctx.jobs.events(run_id), "Train vs validation loss")
+        if self.ctx.jobs.config(run_id).get("task") != "classification":
+            return chart, *generation_view()
+        metrics = self._saved_scores(run_id)
+        confusion = confusion_figure(metrics["confusion_matrix"], metrics["labels"])
+        roc = roc_figure(metrics.get("roc_curve", {}), metrics.get("roc_auc"))
+        return chart, gr.update(visible=False), gr.update(visible=True), scores_table(metrics), confusion, roc
 
-    def saved_scores(run_id: str) -> dict:
+    def _saved_scores(self, run_id: str) -> dict:
         try:
-            return evaluator.classification_metrics(run_id)
+            return self.evaluator.classification_metrics(run_id)
         except FileNotFoundError as exc:  # a classification run that ended before it wrote metrics.json
             raise TuneForgeError(str(exc)) from None
 
     @on_refusal_raise()
-    def on_evaluate(run_id, dataset, max_rows, max_new, temperature, progress=gr.Progress()):
+    def on_evaluate(self, run_id, dataset, max_rows, max_new, temperature, progress=gr.Progress()):
         def report(done, total, eta):
             progress(done / total, desc=f"generating {done}/{total} · ETA {format_duration(eta)}")
 
@@ -151,20 +177,20 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
         options = {"dataset": dataset or None, "max_rows": int(max_rows), "max_new_tokens": int(max_new)}
         options.update(temperature=float(temperature), progress=report)
         if run_id == BASE:
-            result = evaluator.evaluate_generation(BASE, **options)
+            result = self.evaluator.evaluate_generation(BASE, **options)
             table = pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
         else:
-            result = evaluator.compare_with_base(run_id, **options)
+            result = self.evaluator.compare_with_base(run_id, **options)
             table = pd.DataFrame(result["comparison"])
         out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-eval-"))
         files = write_table(result["rows"], out_dir, f"eval-{run_id}") if result["rows"] else None
         return table.round(3), pd.DataFrame(result["rows"]), [str(f) for f in files or []]
 
     @on_refusal("Cannot check")
-    def on_forgetting(run_id):
+    def on_forgetting(self, run_id):
         if not run_id or run_id == BASE:
             raise TuneForgeError("pick a fine-tuned run to compare with its base model")
-        result = evaluator.forgetting(run_id)
+        result = self.evaluator.forgetting(run_id)
         verdict = "a sign of forgetting" if result["change_pct"] > 10 else "no sign of forgetting"
         return (
             f"Perplexity on general text: base **{result['base']:.2f}** → tuned **{result['tuned']:.2f}** "
@@ -172,29 +198,17 @@ def build(ctx: AppContext, evaluator: Evaluator) -> None:
         )
 
     @on_refusal_raise()
-    def on_batch(run_id, file):
+    def on_batch(self, run_id, file):
         if file is None:
             raise TuneForgeError("upload a file of prompts first")
-        stored = store_upload(file, ctx.uploads_dir)  # the dataset upload's checks: type, regular file, name
+        stored = store_upload(file, self.ctx.uploads_dir)  # the dataset upload's checks: type, regular file, name
         out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
-        return [str(p) for p in evaluator.batch_predict(run_id or BASE, stored, out_dir)]
+        return [str(p) for p in self.evaluator.batch_predict(run_id or BASE, stored, out_dir)]
 
     @on_refusal_raise()
-    def on_compare_classification(run_id):
-        return pd.DataFrame(evaluator.compare_classification(run_id)["comparison"]).round(3)
+    def on_compare_classification(self, run_id):
+        return pd.DataFrame(self.evaluator.compare_classification(run_id)["comparison"]).round(3)
 
     @on_refusal_raise()
-    def on_classify(run_id, text):
-        return evaluator.predict_class(run_id, text)
-
-    refresh.click(on_refresh, None, [summary, run])
-    ctx.blocks.load(on_refresh, None, [summary, run])
-    run.change(on_run, run, [chart, generation, classification, scores, confusion, roc])
-    evaluate.click(
-        on_evaluate, [run, dataset, max_rows, max_new, temperature], [comparison, predictions, downloads], **DEVICE
-    )
-    forgetting.click(on_forgetting, run, forgetting_note, **DEVICE)
-    batch.click(on_batch, [run, prompts], batch_out, **DEVICE)
-    classify.click(on_classify, [run, text], probabilities, **DEVICE)
-    compare_cls.click(on_compare_classification, run, cls_comparison, **DEVICE)
-    text.submit(on_classify, [run, text], probabilities, **DEVICE)
+    def on_classify(self, run_id, text):
+        return self.evaluator.predict_class(run_id, text)

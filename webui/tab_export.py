@@ -8,47 +8,61 @@ from backend.serving.export import Exporter
 from webui.context import AppContext
 from webui.lanes import DEVICE
 from webui.refusals import LINE, on_refusal
+from webui.tab import Controls, Page, Tab
 
 
-def build(ctx: AppContext, exporter: Exporter) -> None:
-    gr.Markdown(
-        "**merged** folds a LoRA adapter into its base model and saves a full model (safetensors, sharded, with the "
-        "tokenizer and chat template) that plain transformers loads. **adapter** is the small PEFT adapter alone."
-    )
-    with gr.Row():
-        run = gr.Dropdown(label="Run", choices=ctx.jobs.finished_runs(), elem_id="export-run", scale=3)
-        refresh = gr.Button("↻ runs", size="sm", scale=0)
-    with gr.Row():
-        kind = gr.Radio(["merged", "adapter"], value="merged", label="What to export", elem_id="export-kind")
-        shard = gr.Textbox(
-            "2GB", label="max_shard_size", info="Largest safetensors file, e.g. 500MB or 5GB", elem_id="export-shard"
+class ExportTab(Tab):
+    title, id = "Export", "export"
+
+    def __init__(self, ctx: AppContext, exporter: Exporter):
+        super().__init__(ctx)
+        self.exporter = exporter
+
+    def build(self) -> Controls:
+        gr.Markdown(
+            "**merged** folds a LoRA adapter into its base model and saves a full model (safetensors, sharded, with "
+            "the tokenizer and chat template) that plain transformers loads. **adapter** is the small PEFT adapter "
+            "alone."
         )
-    export = gr.Button("Export as zip", variant="primary", elem_id="export-btn")
-    download = gr.File(label="Download", interactive=False, elem_id="export-file")
-    with gr.Accordion("Push to the Hugging Face Hub", open=False):
-        repo = gr.Textbox(label="Repository", placeholder="your-name/my-model", elem_id="push-repo")
-        token = gr.Textbox(label="Access token (write)", type="password", elem_id="push-token")
-        private = gr.Checkbox(True, label="Private repository", elem_id="push-private")
-        push = gr.Button("Push", elem_id="push-btn")
-    message = gr.Markdown(elem_id="export-message")
+        with gr.Row():
+            self.run = gr.Dropdown(label="Run", choices=self.ctx.jobs.finished_runs(), elem_id="export-run", scale=3)
+            self.refresh = gr.Button("↻ runs", size="sm", scale=0)
+        with gr.Row():
+            self.kind = gr.Radio(["merged", "adapter"], value="merged", label="What to export", elem_id="export-kind")
+            self.shard = gr.Textbox(
+                "2GB",
+                label="max_shard_size",
+                info="Largest safetensors file, e.g. 500MB or 5GB",
+                elem_id="export-shard",
+            )
+        self.export = gr.Button("Export as zip", variant="primary", elem_id="export-btn")
+        self.download = gr.File(label="Download", interactive=False, elem_id="export-file")
+        with gr.Accordion("Push to the Hugging Face Hub", open=False):
+            self.repo = gr.Textbox(label="Repository", placeholder="your-name/my-model", elem_id="push-repo")
+            self.token = gr.Textbox(label="Access token (write)", type="password", elem_id="push-token")
+            self.private = gr.Checkbox(True, label="Private repository", elem_id="push-private")
+            self.push = gr.Button("Push", elem_id="push-btn")
+        self.message = gr.Markdown(elem_id="export-message")
+        return {}
+
+    def connect(self, page: Page) -> None:
+        self.export.click(self.on_export, [self.run, self.kind, self.shard], [self.download, self.message], **DEVICE)
+        self.push.click(self.on_push, [self.run, self.kind, self.repo, self.token, self.private], self.message)
+        self.refresh.click(self.runs, None, self.run)
+        self.ctx.blocks.load(self.runs, None, self.run)
 
     @on_refusal("Cannot export", None, LINE)
-    def on_export(run_id, kind, shard):
+    def on_export(self, run_id, kind, shard):
         if not run_id:
             return None, "Select a completed run first."
-        archive = exporter.zip(run_id, kind, shard)
+        archive = self.exporter.zip(run_id, kind, shard)
         return str(archive), f"Exported to `{archive.parent / kind}`; the zip is ready to download."
 
     @on_refusal("Push failed")
-    def on_push(run_id, kind, repo, token, private):
+    def on_push(self, run_id, kind, repo, token, private):
         if not run_id:
             return "Select a completed run first."
-        return f"Pushed to {exporter.push(run_id, repo, token, private, kind)}"
+        return f"Pushed to {self.exporter.push(run_id, repo, token, private, kind)}"
 
-    def runs():
-        return gr.update(choices=ctx.jobs.finished_runs())
-
-    export.click(on_export, [run, kind, shard], [download, message], **DEVICE)
-    push.click(on_push, [run, kind, repo, token, private], message)
-    refresh.click(runs, None, run)
-    ctx.blocks.load(runs, None, run)
+    def runs(self):
+        return gr.update(choices=self.ctx.jobs.finished_runs())

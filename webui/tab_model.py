@@ -5,11 +5,16 @@ from __future__ import annotations
 import gradio as gr
 
 from webui.forms import controls
+from webui.tab import Controls, Tab
 
 
-def build() -> dict:
-    gr.Markdown(
-        "`default` is the embedded **SmolLM2-135M-Instruct** (135M parameters). It ships with TuneForge and "
-        "works offline. Put a local Hugging Face model folder or a hub id (when online) here to use another model."
-    )
-    return controls("model")
+class ModelTab(Tab):
+    title, id = "Model", "model"
+
+    def build(self) -> Controls:
+        gr.Markdown(
+            "`default` is the embedded **SmolLM2-135M-Instruct** (135M parameters). It ships with TuneForge and "
+            "works offline. Put a local Hugging Face model folder or a hub id (when online) here to use another "
+            "model."
+        )
+        return controls("model")

@@ -18,6 +18,8 @@ from webui.formats import format_duration
 from webui.forms import form_updates, kept_notes
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import KEEP, LINE, on_refusal, stream_with_refusal
+from webui.tab import Controls, Page, Tab
+from webui.tab_train import TrainTab
 
 HISTORY_COLUMNS = [
     "run_id",
@@ -34,6 +36,7 @@ HISTORY_COLUMNS = [
     "resumes",
 ]
 REFRESH_S = 2.0
+ANSWERS = (("base", "base"), ("a", "run A (first selected)"), ("b", "run B (second selected)"))
 
 
 def history_frame(ctx: AppContext) -> pd.DataFrame:
@@ -54,123 +57,141 @@ def history_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
-def build(ctx: AppContext, train: dict, options: dict, tabs: gr.Tabs) -> None:
-    gr.Markdown(
-        "Every run in the workspace, newest first; queued runs show their place in line. Select runs to compare "
-        "their loss curves, the options that differ and their final metrics."
-    )
-    history = gr.Dataframe(history_frame(ctx), interactive=False, elem_id="runs-history", wrap=True)
-    run_ids = [r["run_id"] for r in ctx.jobs.list_runs()]
-    with gr.Row():
-        selected = gr.Dropdown(
-            label="Selected runs",
-            choices=run_ids,
-            multiselect=True,
-            elem_id="runs-selected",
-            scale=4,
-            info="The first selected run is the one Open, Clone, Resume and Cancel act on; compare takes them all.",
+def first(chosen) -> str:
+    """The run that Open, Clone, Resume and Cancel act on."""
+    if not chosen:
+        raise TuneForgeError("select a run first")
+    return chosen[0]
+
+
+class RunsTab(Tab):
+    title, id = "Runs", "runs"
+
+    def __init__(self, ctx: AppContext, train: TrainTab):
+        super().__init__(ctx)
+        self.train = train  # Open shows the run in its live view
+
+    def build(self) -> Controls:
+        gr.Markdown(
+            "Every run in the workspace, newest first; queued runs show their place in line. Select runs to compare "
+            "their loss curves, the options that differ and their final metrics."
         )
-        compare = gr.Button("Compare", variant="primary", elem_id="runs-compare", scale=1)
-    with gr.Row():
-        open_btn = gr.Button("Open in Train tab", size="sm", elem_id="runs-open")
-        clone = gr.Button("Clone into the form", size="sm", elem_id="runs-clone")
-        resume = gr.Button("Resume", size="sm", elem_id="runs-resume")
-        cancel = gr.Button("Cancel / abort", size="sm", variant="stop", elem_id="runs-cancel")
-    message = gr.Markdown(elem_id="runs-message")
-    chart = gr.Plot(None, label="Loss by run", elem_id="compare-chart")
-    with gr.Row():
-        diff = gr.Dataframe(label="Options that differ", interactive=False, elem_id="compare-diff")
-        metrics = gr.Dataframe(label="Final metrics", interactive=False, elem_id="compare-metrics")
-
-    with gr.Accordion("Ask the base model and two runs the same question", open=False):
-        prompt = gr.Textbox(label="Prompt", placeholder="What is your name?", elem_id="three-way-prompt")
-        ask = gr.Button("Ask base, A and B", elem_id="three-way-ask")
+        self.history = gr.Dataframe(history_frame(self.ctx), interactive=False, elem_id="runs-history", wrap=True)
+        self._selection()
+        self.message = gr.Markdown(elem_id="runs-message")
+        self.chart = gr.Plot(None, label="Loss by run", elem_id="compare-chart")
         with gr.Row():
-            answers = [
-                gr.Textbox(label=label, lines=6, interactive=False, elem_id=f"three-way-{key}")
-                for key, label in (("base", "base"), ("a", "run A (first selected)"), ("b", "run B (second selected)"))
-            ]
+            self.diff = gr.Dataframe(label="Options that differ", interactive=False, elem_id="compare-diff")
+            self.metrics = gr.Dataframe(label="Final metrics", interactive=False, elem_id="compare-metrics")
+        self._three_way()
+        self.known = gr.State([])  # the run ids the selection offers, so a refresh changes it only when they change
+        self._importer()
+        self.timer = gr.Timer(REFRESH_S)
+        return {}
 
-    known = gr.State([])
+    def _selection(self) -> None:
+        with gr.Row():
+            self.selected = gr.Dropdown(
+                label="Selected runs",
+                choices=[r["run_id"] for r in self.ctx.jobs.list_runs()],
+                multiselect=True,
+                elem_id="runs-selected",
+                scale=4,
+                info="The first selected run is the one Open, Clone, Resume and Cancel act on; compare takes them all.",
+            )
+            self.compare = gr.Button("Compare", variant="primary", elem_id="runs-compare", scale=1)
+        with gr.Row():
+            self.open = gr.Button("Open in Train tab", size="sm", elem_id="runs-open")
+            self.clone = gr.Button("Clone into the form", size="sm", elem_id="runs-clone")
+            self.resume = gr.Button("Resume", size="sm", elem_id="runs-resume")
+            self.cancel = gr.Button("Cancel / abort", size="sm", variant="stop", elem_id="runs-cancel")
 
-    def refresh(previous):
+    def _three_way(self) -> None:
+        with gr.Accordion("Ask the base model and two runs the same question", open=False):
+            self.prompt = gr.Textbox(label="Prompt", placeholder="What is your name?", elem_id="three-way-prompt")
+            self.ask = gr.Button("Ask base, A and B", elem_id="three-way-ask")
+            with gr.Row():
+                self.answers = [
+                    gr.Textbox(label=label, lines=6, interactive=False, elem_id=f"three-way-{key}")
+                    for key, label in ANSWERS
+                ]
+
+    def _importer(self) -> None:
+        with gr.Accordion("Import an adapter trained elsewhere (e.g. LLaMA-Factory's saves/…/lora/sft)", open=False):
+            with gr.Row():
+                self.adapter_dir = gr.Textbox(
+                    label="Adapter folder", placeholder="/path/to/saves/model/lora/sft", scale=3
+                )
+                self.adapter_name = gr.Textbox(label="Run name", placeholder="empty: imported-<folder name>", scale=2)
+                self.import_btn = gr.Button("Import", scale=1, elem_id="runs-import")
+
+    def connect(self, page: Page) -> None:
+        form = [page.form[f.name] for f in fields()]
+        listing = [self.history, self.selected, self.known]
+        self.timer.tick(self.refresh, self.known, listing, show_progress="hidden", **STATUS)
+        self.ctx.blocks.load(self.refresh, self.known, listing, **STATUS)
+        self.compare.click(self.on_compare, self.selected, [self.chart, self.diff, self.metrics, self.message])
+        self.open.click(self.on_open, self.selected, [self.train.run, page.tabs, self.message])
+        self.clone.click(self.on_clone, self.selected, [*form, page.tabs, self.message])
+        self.resume.click(self.on_resume, self.selected, self.message, **JOBS)
+        self.cancel.click(self.on_cancel, self.selected, self.message, **JOBS)
+        self.ask.click(self.on_ask, [self.prompt, self.selected], self.answers, **DEVICE)
+        self.import_btn.click(self.on_import, [self.adapter_dir, self.adapter_name], self.message, **JOBS)
+
+    def refresh(self, previous):
         # Only the choices, and only when they change: re-rendering the open list, or setting the
         # value, could swallow a pick made while the refresh was in flight.
-        runs = [r["run_id"] for r in ctx.jobs.list_runs()]
-        return history_frame(ctx), gr.update(choices=runs) if runs != previous else gr.update(), runs
+        runs = [r["run_id"] for r in self.ctx.jobs.list_runs()]
+        return history_frame(self.ctx), gr.update(choices=runs) if runs != previous else gr.update(), runs
 
     @on_refusal("Cannot compare", KEEP, None, None, LINE)
-    def on_compare(chosen):
+    def on_compare(self, chosen):
         chosen = list(chosen or [])
         if len(chosen) < 2:
             return gr.update(), None, None, "Select two or more runs to compare."
-        figure = compare_figure({run_id: ctx.jobs.events(run_id) for run_id in chosen})
-        options_rows, metric_rows = differing_options(ctx.jobs, chosen), final_metrics(ctx.jobs, chosen)
+        figure = compare_figure({run_id: self.ctx.jobs.events(run_id) for run_id in chosen})
+        options_rows, metric_rows = differing_options(self.ctx.jobs, chosen), final_metrics(self.ctx.jobs, chosen)
         note = "" if options_rows else "The selected runs used identical options."
         return figure, pd.DataFrame(options_rows), pd.DataFrame(metric_rows), note
 
-    def first(chosen):
-        if not chosen:
-            raise TuneForgeError("select a run first")
-        return chosen[0]
-
     @on_refusal("Cannot open", KEEP, KEEP, LINE)
-    def on_open(chosen):
+    def on_open(self, chosen):
         run_id = first(chosen)
-        choices = [r["run_id"] for r in ctx.jobs.list_runs()]
-        return gr.update(choices=choices, value=run_id), gr.Tabs(selected="train"), ""
+        choices = [r["run_id"] for r in self.ctx.jobs.list_runs()]
+        return gr.update(choices=choices, value=run_id), gr.Tabs(selected=self.train.id), ""
 
     @on_refusal("Cannot clone", *[KEEP] * len(fields()), KEEP, LINE)
-    def on_clone(chosen):
+    def on_clone(self, chosen):
         run_id = first(chosen)
-        values, kept = form_updates(ctx.jobs.config(run_id))
+        values, kept = form_updates(self.ctx.jobs.config(run_id))
         note = f"The form now holds run `{run_id}`'s options; change what you want to test and press Start."
-        note = " ".join([note, *kept_notes(kept)])
-        return values + [gr.Tabs(selected="train"), note]
+        return *values, gr.Tabs(selected=self.train.id), " ".join([note, *kept_notes(kept)])
 
     @on_refusal("Cannot resume")
-    def on_resume(chosen):
-        run_id = ctx.jobs.resume(first(chosen))
+    def on_resume(self, chosen):
+        run_id = self.ctx.jobs.resume(first(chosen))
         return f"Run `{run_id}` resumes from its last checkpoint (queued if another run is training)."
 
     @on_refusal("Cannot cancel")
-    def on_cancel(chosen):
+    def on_cancel(self, chosen):
         run_id = first(chosen)
-        ctx.jobs.abort(run_id)
+        self.ctx.jobs.abort(run_id)
         return f"Run `{run_id}` cancelled."
 
-    def on_ask(question, chosen):
+    def on_ask(self, question, chosen):
         chosen = list(chosen or [])
         if len(chosen) < 2:
             yield "", "", "Select two runs (A and B) first."
             return
-        targets = [BASE, chosen[0], chosen[1]]
         replies = ["", "", ""]
         # One model is in memory at a time, so the three answer in turn.
-        for i, target in enumerate(targets):
-            stream = ctx.chat.stream(target, question, [], temperature=0.0, max_new_tokens=128)
+        for i, target in enumerate([BASE, chosen[0], chosen[1]]):
+            stream = self.ctx.chat.stream(target, question, [], temperature=0.0, max_new_tokens=128)
             for text in stream_with_refusal(stream):
                 replies[i] = text
                 yield tuple(replies)
 
-    with gr.Accordion("Import an adapter trained elsewhere (e.g. LLaMA-Factory's saves/…/lora/sft)", open=False):
-        with gr.Row():
-            adapter_dir = gr.Textbox(label="Adapter folder", placeholder="/path/to/saves/model/lora/sft", scale=3)
-            adapter_name = gr.Textbox(label="Run name", placeholder="empty: imported-<folder name>", scale=2)
-            import_btn = gr.Button("Import", scale=1, elem_id="runs-import")
-
     @on_refusal("Cannot import")
-    def on_import(folder, name):
-        run_id = import_adapter(ctx.jobs, folder, name)
+    def on_import(self, folder, name):
+        run_id = import_adapter(self.ctx.jobs, folder, name)
         return f"Imported as run `{run_id}`: chat with it, evaluate, compare or export it like any run."
-
-    form = [options[f.name] for f in fields()]
-    gr.Timer(REFRESH_S).tick(refresh, known, [history, selected, known], show_progress="hidden", **STATUS)
-    ctx.blocks.load(refresh, known, [history, selected, known], **STATUS)
-    compare.click(on_compare, selected, [chart, diff, metrics, message])
-    open_btn.click(on_open, selected, [train["run"], tabs, message])
-    clone.click(on_clone, selected, [*form, tabs, message])
-    resume.click(on_resume, selected, message, **JOBS)
-    cancel.click(on_cancel, selected, message, **JOBS)
-    ask.click(on_ask, [prompt, selected], answers, **DEVICE)
-    import_btn.click(on_import, [adapter_dir, adapter_name], message, **JOBS)

@@ -18,6 +18,7 @@ from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.lanes import JOBS, STATUS
 from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
+from webui.tab import Controls, Page, Tab
 
 REFRESH_S = 1.0
 LOG_LINES = 14
@@ -57,111 +58,130 @@ def runs_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS).round({"loss": 4, "eval_loss": 4})
 
 
-def build(ctx: AppContext, options: dict) -> dict:
-    with gr.Row():
-        with gr.Column(scale=2):
-            with gr.Group():
-                options.update(controls("basic"))
-            with gr.Accordion("LoRA", open=False):
-                options.update(controls("lora"))
-            with gr.Accordion("Preference (dpo, orpo, kto)", open=False, elem_id="preference-options"):
-                options.update(controls("preference"))
-            with gr.Accordion("Devices and precision", open=False):
-                gr.Markdown(describe(hardware_summary()), elem_id="hardware-summary")
-                options.update(controls("devices"))
-            with gr.Accordion("Advanced", open=False):
-                options.update(controls("advanced"))
-            with gr.Accordion("Preview command", open=False):
-                preview_yaml = gr.Code(language="yaml", label="run.yaml", elem_id="preview-yaml")
-                preview_cmd = gr.Textbox(label="Run it from a terminal", elem_id="preview-cmd", interactive=False)
-                with gr.Row():
-                    preview_btn = gr.Button("Preview", size="sm")
-                    save_config = gr.DownloadButton("Save config", size="sm", elem_id="save-config")
-                    load_config = gr.UploadButton(
-                        "Load config", file_types=[".yaml", ".yml"], size="sm", elem_id="load-config"
-                    )
-            with gr.Row():
-                start = gr.Button("Start", variant="primary", elem_id="start-btn")
-                abort = gr.Button("Abort", variant="stop", elem_id="abort-btn")
-            message = gr.Markdown(elem_id="train-message")
-        with gr.Column(scale=3):
-            run = gr.Dropdown(label="Run", choices=[r["run_id"] for r in ctx.jobs.list_runs()], elem_id="run-select")
-            progress = gr.HTML(progress_html(None))
-            chart = gr.Plot(None, label="Loss", elem_id="loss-chart")
-            chart_caption = gr.Markdown(elem_id="chart-caption")
-            rewards = gr.Plot(None, label="Preference rewards", elem_id="reward-chart", visible=False)
-            log = gr.Textbox(
-                label=f"Log (last {LOG_LINES} lines; the full log is train.log in the run folder)",
-                lines=LOG_LINES,
-                max_lines=LOG_LINES,
-                autoscroll=True,
-                elem_id="log-tail",
-                interactive=False,
-            )
-    runs = gr.Dataframe(runs_frame(ctx), label="Runs", interactive=False, elem_id="runs-table")
+def run_ids(ctx: AppContext) -> list[str]:
+    return [r["run_id"] for r in ctx.jobs.list_runs()]
 
-    inputs = [options[f.name] for f in fields()]
+
+class TrainTab(Tab):
+    title, id = "Train", "train"
+
+    def build(self) -> Controls:
+        with gr.Row():
+            with gr.Column(scale=2):
+                options = self._form()
+                self._preview()
+                with gr.Row():
+                    self.start = gr.Button("Start", variant="primary", elem_id="start-btn")
+                    self.abort = gr.Button("Abort", variant="stop", elem_id="abort-btn")
+                self.message = gr.Markdown(elem_id="train-message")
+            with gr.Column(scale=3):
+                self._live_view()
+        self.runs = gr.Dataframe(runs_frame(self.ctx), label="Runs", interactive=False, elem_id="runs-table")
+        self.timer = gr.Timer(REFRESH_S)
+        return options
+
+    def _form(self) -> Controls:
+        options = {}
+        with gr.Group():
+            options.update(controls("basic"))
+        with gr.Accordion("LoRA", open=False):
+            options.update(controls("lora"))
+        with gr.Accordion("Preference (dpo, orpo, kto)", open=False, elem_id="preference-options"):
+            options.update(controls("preference"))
+        with gr.Accordion("Devices and precision", open=False):
+            gr.Markdown(describe(hardware_summary()), elem_id="hardware-summary")
+            options.update(controls("devices"))
+        with gr.Accordion("Advanced", open=False):
+            options.update(controls("advanced"))
+        return options
+
+    def _preview(self) -> None:
+        with gr.Accordion("Preview command", open=False):
+            self.preview_yaml = gr.Code(language="yaml", label="run.yaml", elem_id="preview-yaml")
+            self.preview_cmd = gr.Textbox(label="Run it from a terminal", elem_id="preview-cmd", interactive=False)
+            with gr.Row():
+                self.preview_btn = gr.Button("Preview", size="sm")
+                self.save_config = gr.DownloadButton("Save config", size="sm", elem_id="save-config")
+                self.load_config = gr.UploadButton(
+                    "Load config", file_types=[".yaml", ".yml"], size="sm", elem_id="load-config"
+                )
+
+    def _live_view(self) -> None:
+        self.run = gr.Dropdown(label="Run", choices=run_ids(self.ctx), elem_id="run-select")
+        self.progress = gr.HTML(progress_html(None))
+        self.chart = gr.Plot(None, label="Loss", elem_id="loss-chart")
+        self.chart_caption = gr.Markdown(elem_id="chart-caption")
+        self.rewards = gr.Plot(None, label="Preference rewards", elem_id="reward-chart", visible=False)
+        self.log = gr.Textbox(
+            label=f"Log (last {LOG_LINES} lines; the full log is train.log in the run folder)",
+            lines=LOG_LINES,
+            max_lines=LOG_LINES,
+            autoscroll=True,
+            elem_id="log-tail",
+            interactive=False,
+        )
+
+    def connect(self, page: Page) -> None:
+        inputs = [page.form[f.name] for f in fields()]
+        preview = [self.preview_yaml, self.preview_cmd, self.message]
+        self.ctx.blocks.load(self.on_load, None, self.run)
+        self.preview_btn.click(self.on_preview, inputs, preview)
+        self.save_config.click(self.on_save, inputs, self.save_config)
+        self.load_config.upload(self.on_load_config, self.load_config, [*inputs, self.message])
+        # Start fills the preview too, so the YAML and command of what was started stay in view.
+        self.start.click(self.on_preview, inputs, preview).then(self.on_start, inputs, [self.run, self.message], **JOBS)
+        self.abort.click(self.on_abort, self.run, self.message, **JOBS)
+        live = [self.progress, self.chart, self.chart_caption, self.rewards, self.log, self.runs]
+        self.run.change(self.refresh, self.run, live, **STATUS)
+        self.timer.tick(self.refresh, self.run, live, show_progress="hidden", **STATUS)
 
     @on_refusal("Cannot start", "", "", LINE)
-    def on_preview(*values):
-        text, cmd = ctx.jobs.preview(options_from(values))
+    def on_preview(self, *values):
+        text, cmd = self.ctx.jobs.preview(options_from(values))
         return text, cmd, ""
 
     @on_refusal_raise("Cannot save")
-    def on_save(*values):
-        text, _ = ctx.jobs.preview(options_from(values))
+    def on_save(self, *values):
+        text, _ = self.ctx.jobs.preview(options_from(values))
         path = Path(tempfile.mkdtemp(prefix="tuneforge-config-")) / "run.yaml"
         path.write_text(text, encoding="utf-8")
         return str(path)
 
-    @on_refusal(lambda file: f"Cannot load {Path(file).name}", *[KEEP] * len(inputs), LINE)
-    def on_load_config(file):
+    @on_refusal(lambda self, file: f"Cannot load {Path(file).name}", *[KEEP] * len(fields()), LINE)
+    def on_load_config(self, file):
         values, kept = form_updates(load_config_file(file))
-        return values + [" ".join([f"Loaded `{Path(file).name}` into the form.", *kept_notes(kept)])]
+        return *values, " ".join([f"Loaded `{Path(file).name}` into the form.", *kept_notes(kept)])
 
     @on_refusal("Cannot start", KEEP, LINE)
-    def on_start(*values):
-        run_id = ctx.jobs.start(options_from(values))
-        choices = [r["run_id"] for r in ctx.jobs.list_runs()]
-        return gr.update(
-            choices=choices, value=run_id
-        ), f"Started run `{run_id}`. It keeps running if you close this page."
+    def on_start(self, *values):
+        run_id = self.ctx.jobs.start(options_from(values))
+        picked = gr.update(choices=run_ids(self.ctx), value=run_id)
+        return picked, f"Started run `{run_id}`. It keeps running if you close this page."
 
     @on_refusal("Cannot abort")
-    def on_abort(run_id):
+    def on_abort(self, run_id):
         if not run_id:
             return "Select a run to abort."
-        ctx.jobs.abort(run_id)
+        self.ctx.jobs.abort(run_id)
         return f"Run `{run_id}` aborted."
 
-    def refresh(run_id):
-        return *run_view(run_id), runs_frame(ctx)
+    def refresh(self, run_id):
+        return *self._run_view(run_id), runs_frame(self.ctx)
 
     @on_refusal(None, progress_html(None), None, "", no_rewards(), REASON)  # the log box says why
-    def run_view(run_id):
+    def _run_view(self, run_id):
         """Progress, loss chart, its caption, the reward chart and the log tail of one run."""
         if not run_id:
             return progress_html(None), None, "", no_rewards(), ""
-        status, events = ctx.jobs.status(run_id), ctx.jobs.events(run_id)
+        status, events = self.ctx.jobs.status(run_id), self.ctx.jobs.events(run_id)
         train, evals = loss_points(events)
         caption = f"{len(train)} train points · {len(evals)} eval points"
         reward_chart = reward_figure(events)
         rewards = gr.update(value=reward_chart, visible=True) if reward_chart else no_rewards()
-        log = ctx.jobs.log_tail(run_id, LOG_LINES)
+        log = self.ctx.jobs.log_tail(run_id, LOG_LINES)
         return progress_html(status), loss_figure(events), caption, rewards, log
 
-    def on_load():
+    def on_load(self):
         """A reopened page picks up the newest run, so a closed tab loses nothing."""
-        choices = [r["run_id"] for r in ctx.jobs.list_runs()]
+        choices = run_ids(self.ctx)
         return gr.update(choices=choices, value=choices[0] if choices else None)
-
-    ctx.blocks.load(on_load, None, run)
-    preview_btn.click(on_preview, inputs, [preview_yaml, preview_cmd, message])
-    save_config.click(on_save, inputs, save_config)
-    load_config.upload(on_load_config, load_config, [*inputs, message])
-    start.click(on_preview, inputs, [preview_yaml, preview_cmd, message]).then(on_start, inputs, [run, message], **JOBS)
-    abort.click(on_abort, run, message, **JOBS)
-    live = [progress, chart, chart_caption, rewards, log, runs]
-    run.change(refresh, run, live, **STATUS)
-    gr.Timer(REFRESH_S).tick(refresh, run, live, show_progress="hidden", **STATUS)
-    return {"run": run}
