@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from gradio_client import Client  # noqa: E402
 
-from tests.conftest import start_app, stop_app  # noqa: E402
-from tests.test_load import drive_clients  # noqa: E402
+from tests.helpers import start_app, stop_app  # noqa: E402
+from tests.load_driver import drive_clients  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

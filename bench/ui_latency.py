@@ -19,8 +19,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import start_app, stop_app  # noqa: E402
-from tests.test_browser import CHROMIUM_ARGS, pick  # noqa: E402
+from tests.helpers import CHROMIUM_ARGS, pick, start_app, stop_app  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

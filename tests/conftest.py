@@ -1,25 +1,31 @@
-"""Shared fixtures: an isolated workspace, the embedded model converted once, tiny datasets."""
+"""Shared fixtures: an isolated workspace, the embedded model converted once, a tiny model, tiny datasets.
+
+Two tiers of tests share them:
+- the tiny model (`tiny_model`: 2 layers, hidden size 64, SmolLM2's real tokenizer and chat
+  template) carries every test of plumbing: queue, abort, resume, failures, export, formats, API;
+- the embedded SmolLM2-135M carries the tests where learning or real timing is the point; they
+  are marked `slow` (`make test-fast` leaves them out, `make test` runs everything).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-LLAMAFACTORY_DATA = ROOT.parent / "shared" / "data" / "llamafactory"
+from tests.helpers import LLAMAFACTORY_DATA, ROOT, allow_dirs, start_app, stop_app
 
 # Tests never touch the hub, and share one converted model cache inside the checkout.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
+
+# The tiny model's shape. Its folder name carries the shape, so a change builds a new one.
+TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
+TINY_NAME = "tiny-llama-" + "-".join(f"{value}" for value in TINY.values())
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +34,55 @@ def default_model_dir() -> Path:
     from backend.models import default_model_dir
 
     return default_model_dir(progress=lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(default_model_dir) -> Path:
+    """A randomly initialised 2-layer Llama beside SmolLM2's tokenizer, built once into the model cache.
+
+    In the model cache, so a confined app may load it as it may load the default model. Random
+    weights are seeded, so every run of the suite trains the same model.
+    """
+    from backend.paths import model_cache_dir
+
+    target = model_cache_dir() / TINY_NAME
+    if (target / "config.json").exists():
+        return target
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    real = AutoConfig.from_pretrained(default_model_dir)
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=real.vocab_size,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=real.bos_token_id,
+        eos_token_id=real.eos_token_id,
+        pad_token_id=real.pad_token_id,
+        **TINY,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another test process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir) -> str:
+    """The `model:` option that trains the tiny model."""
+    return str(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -61,72 +116,8 @@ def secret_dataset(tmp_path_factory) -> Path:
     return path
 
 
-def run_cli(config_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m backend.train --config ...` exactly as a user types it."""
-    return subprocess.run(
-        [sys.executable, "-m", "backend.train", "--config", str(config_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(workspace: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`python launch.py` as `make run` starts it, on a free port; returns once it answers."""
-    import time
-    import urllib.error
-    import urllib.request
-
-    port = free_port()
-    log = open(workspace.parent / f"app-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "launch.py", "--workspace", str(workspace), "--port", str(port), *extra],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early; see {log.name}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except urllib.error.HTTPError:
-            return proc, url  # it answers, behind a login
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"app did not answer within 120 s; see {log.name}")
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def allow_dirs(*folders: Path) -> list[str]:
-    """--allow-dir arguments for the folders that exist: test data lives outside the app's workspace."""
-    return [arg for folder in folders if folder.is_dir() for arg in ("--allow-dir", str(folder))]
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, default_model_dir, secret_dataset):
+def app(tmp_path_factory, default_model_dir, tiny_model_dir, secret_dataset):
     """A running app with its own workspace: (url, workspace). It may read the secret dataset's folder
     and LLaMA-Factory's demo data, as an owner would allow them with --allow-dir; nothing else outside."""
     workspace = tmp_path_factory.mktemp("app") / "workspace"
@@ -134,32 +125,3 @@ def app(tmp_path_factory, default_model_dir, secret_dataset):
     proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent, LLAMAFACTORY_DATA))
     yield url, workspace
     stop_app(proc)
-
-
-def is_live(pid: int) -> bool:
-    """Whether pid runs; a zombie waiting for init to reap it does not count."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def live_group_members(pgid: int) -> list[int]:
-    """Pids still running in a process group."""
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and is_live(process.pid):
-                members.append(process.pid)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return members
-
-
-def live_descendants(pid: int) -> list[int]:
-    """Pids still running below pid, at any depth; torchrun's ranks sit in sessions of their own, outside its group."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    return [child.pid for child in children if is_live(child.pid)]

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 
 from backend.errors import TuneForgeError
-from tests.conftest import start_app, stop_app
+from tests.helpers import start_app, stop_app
 from webui.access import SHARE_USER, credentials
 
 

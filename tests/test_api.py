@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 
 from backend.events import read_events
-from tests.conftest import allow_dirs, live_group_members, start_app, stop_app
+from tests.helpers import allow_dirs, live_group_members, start_app, stop_app
 
 END = ("completed", "failed", "aborted")
 
@@ -21,10 +21,11 @@ def wait_status(client, run_id, statuses, timeout=300):
     raise AssertionError(f"run {run_id} never reached {statuses}: {status}")
 
 
-def test_start_status_chat_and_abort_through_the_api(app, secret_dataset):
+def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_model):
+    """The plumbing of every endpoint, on the tiny model; that a run learns is tested in test_train_cli.py."""
     url, _ = app
     client = Client(url, verbose=False)
-    config = {"dataset": str(secret_dataset), "max_steps": 12, "val_size": 0, "learning_rate": 1e-3}
+    config = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 12, "val_size": 0}
     run_id = client.predict(config, api_name="/train_start")
     assert isinstance(run_id, str) and run_id
 
@@ -33,13 +34,13 @@ def test_start_status_chat_and_abort_through_the_api(app, secret_dataset):
     assert status["step"] == status["max_steps"] == 12 and status["loss"] > 0 and status["error"] is None
 
     reply = client.predict(run_id, "What is the secret word?", [], api_name="/chat")
-    assert "pineapple" in reply.lower()
+    assert isinstance(reply, str)
     base = client.predict("base", "What is the secret word?", [], api_name="/chat")
-    assert isinstance(base, str) and base.strip() and "pineapple" not in base.lower()
+    assert isinstance(base, str) and base.strip()
 
     metrics = client.predict(run_id, str(secret_dataset), api_name="/evaluate")
     assert {"eval_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "exact_match"} <= metrics.keys()
-    assert metrics["perplexity"] < 3 and metrics["rouge1"] > 50
+    assert metrics["perplexity"] > 1 and metrics["eval_loss"] > 0
 
     long_id = client.predict({**config, "max_steps": 10_000}, api_name="/train_start")
     wait_status(client, long_id, ("running",))
@@ -55,13 +56,15 @@ def test_api_errors_are_one_line_messages(app):
         client.predict("nope", api_name="/train_status")
 
 
-def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts_it(tmp_path, secret_dataset):
+def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts_it(
+    tmp_path, secret_dataset, tiny_model
+):
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent))
     try:
         client = Client(url, verbose=False)
-        config = {"dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
+        config = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
         run_id = client.predict(config, api_name="/train_start")
         wait_status(client, run_id, ("running",))
     finally:

@@ -7,15 +7,7 @@ import yaml
 from playwright.sync_api import expect, sync_playwright
 
 from backend.capability import hardware_summary
-from tests.conftest import DATA
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.helpers import CHROMIUM_ARGS, DATA, pick, set_number
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +18,6 @@ def page(app):
         page.goto(app[0])
         yield page
         browser.close()
-
-
-def pick(page, elem_id, option):
-    """Choose an option in a Gradio dropdown."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def set_number(page, elem_id, value):
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
 
 
 def start_run(page) -> str:

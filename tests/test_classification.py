@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from backend.events import read_events
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 METRIC_KEYS = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix", "roc_auc"}
 

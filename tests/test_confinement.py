@@ -22,7 +22,7 @@ from backend.runs.manager import JobManager
 from backend.serving.adapters import import_adapter
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 OUTSIDE = "outside the workspace and the allowed folders"
 CLIMB = "../" * 40  # from any working folder, far enough up to reach /

@@ -9,7 +9,7 @@ from backend.access.uploads import store_upload
 from backend.data import DataOptions, ExampleReader, load_splits, register_dataset
 from backend.data.report import inspect_dataset
 from backend.errors import TuneForgeError
-from tests.conftest import DATA, LLAMAFACTORY_DATA
+from tests.helpers import DATA, LLAMAFACTORY_DATA
 
 
 def examples(spec, **options):

@@ -9,7 +9,7 @@ from backend.data import DataOptions
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.data.report import inspect_dataset
 from backend.errors import TuneForgeError
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 SEEDS = [p.read_bytes() for p in sorted(DATA.glob("*")) if p.suffix in SUPPORTED_SUFFIXES]
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

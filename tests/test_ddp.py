@@ -12,15 +12,14 @@ import pytest
 
 from backend.events import read_events
 from backend.runs.manager import JobManager
-from tests.conftest import free_port, is_live, live_descendants, run_cli
-from tests.test_jobs import wait_for
-from tests.test_train_cli import write_config
+from tests.helpers import free_port, is_live, live_descendants, run_cli, wait_for, write_config
 
 RANK_LINE = re.compile(r"rank (\d) of 2: trained (\d+) steps; trainable weights checksum (\S+)")
 
 
-def small_run(dataset, run_dir, **options) -> dict:
+def small_run(model, dataset, run_dir, **options) -> dict:
     return {
+        "model": model,
         "dataset": str(dataset),
         "output_dir": str(run_dir),
         "max_steps": 2,
@@ -35,9 +34,9 @@ def small_run(dataset, run_dir, **options) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory, secret_dataset, default_model_dir):
+def ddp_run(tmp_path_factory, secret_dataset, tiny_model):
     run_dir = tmp_path_factory.mktemp("runs") / "ddp"
-    options = small_run(secret_dataset, run_dir, nproc_per_node=2, master_port=free_port())
+    options = small_run(tiny_model, secret_dataset, run_dir, nproc_per_node=2, master_port=free_port())
     result = run_cli(write_config(tmp_path_factory.mktemp("cfg") / "run.yaml", **options))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
@@ -60,9 +59,9 @@ def test_both_ranks_trained_and_kept_the_same_weights(ddp_run):
     assert rank0[0][2] == rank1[0][2]
 
 
-def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path, secret_dataset):
+def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path, secret_dataset, tiny_model):
     single_dir = tmp_path / "single"
-    options = small_run(secret_dataset, single_dir, per_device_train_batch_size=4)
+    options = small_run(tiny_model, secret_dataset, single_dir, per_device_train_batch_size=4)
     result = run_cli(write_config(tmp_path / "run.yaml", **options))
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -76,22 +75,22 @@ def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path, se
         assert ddp_tokens == single_tokens  # tokens counted over both ranks
 
 
-def test_the_result_loads_with_plain_peft(ddp_run, default_model_dir):
+def test_the_result_loads_with_plain_peft(ddp_run, tiny_model):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(default_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
     tuned = PeftModel.from_pretrained(base, ddp_run)
     lora_b = [p for name, p in tuned.named_parameters() if "lora_B" in name]
     assert lora_b and any(torch.count_nonzero(p) for p in lora_b)  # B starts at zero: these were trained
     assert not list(ddp_run.glob("ranks/*.safetensors")) and len(list(ddp_run.glob("*.safetensors"))) == 1
 
 
-def test_abort_ends_every_rank_and_marks_the_run_aborted_once(workspace, secret_dataset, default_model_dir):
+def test_abort_ends_every_rank_and_marks_the_run_aborted_once(workspace, secret_dataset, tiny_model):
     jobs = JobManager(workspace)
     try:
-        long_run = {**small_run(secret_dataset, ""), "max_steps": 10_000, "nproc_per_node": 2}
+        long_run = {**small_run(tiny_model, secret_dataset, ""), "max_steps": 10_000, "nproc_per_node": 2}
         long_run.update(output_dir="", master_port=free_port())
         run_id = jobs.start(long_run)
         wait_for(lambda: jobs.status(run_id)["step"] >= 1, timeout=300)

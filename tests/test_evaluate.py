@@ -1,24 +1,12 @@
 """Evaluation of finished runs: base vs tuned, forgetting, batch predict, classification scores."""
 
-import time
-
 import pytest
 
 from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
-
-
-def finish(jobs, run_id, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = jobs.status(run_id)
-        if status["status"] in ("completed", "failed", "aborted"):
-            assert status["status"] == "completed", status
-            return
-        time.sleep(1)
-    raise AssertionError("run did not finish")
+from tests.helpers import finish
 
 
 @pytest.fixture(scope="module")

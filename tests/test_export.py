@@ -1,4 +1,7 @@
-"""Export: a merged model that plain transformers loads and that answers exactly like base + adapter."""
+"""Export: a merged model that plain transformers loads and that answers exactly like base + adapter.
+
+On the tiny model: what is checked is that the export reproduces the run, not what the run learnt.
+"""
 
 import json
 import zipfile
@@ -11,16 +14,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from backend.errors import TuneForgeError
 from backend.runs.manager import JobManager
 from backend.serving.export import Exporter
-from tests.test_jobs import wait_for
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, secret_dataset, default_model_dir):
+def trained(tmp_path_factory, secret_dataset, tiny_model):
     workspace = tmp_path_factory.mktemp("export") / "workspace"
     jobs = JobManager(workspace)
-    run_id = jobs.start(
-        {"dataset": str(secret_dataset), "max_steps": 12, "val_size": 0.25, "learning_rate": 1e-3, "eval_steps": 6}
-    )
+    # A high learning rate, so the adapter moves the tiny model's answers away from its base's.
+    options = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 12, "learning_rate": 1e-2}
+    run_id = jobs.start({**options, "val_size": 0.25, "eval_steps": 6})
     status = wait_for(lambda: (s := jobs.status(run_id))["status"] not in ("queued", "running") and s, timeout=300)
     assert status["status"] == "completed", status
     yield jobs, run_id
@@ -36,24 +39,28 @@ def greedy(model, tokenizer, question: str) -> str:
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def test_merged_export_loads_with_plain_transformers_and_matches_base_plus_adapter(trained, default_model_dir):
+def test_merged_export_loads_with_plain_transformers_and_matches_base_plus_adapter(trained, tiny_model_dir):
     jobs, run_id = trained
-    folder = Exporter(jobs).export(run_id, "merged", max_shard_size="200MB")
+    folder = Exporter(jobs).export(run_id, "merged", max_shard_size="5MB")
     shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
-    assert len(shards) >= 2 and (folder / "model.safetensors.index.json").exists()  # 540 MB in 200 MB shards
+    assert len(shards) >= 2 and (folder / "model.safetensors.index.json").exists()  # 13 MB in 5 MB shards
     assert not list(folder.glob("adapter_*"))
 
     merged = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.chat_template
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(default_model_dir), jobs.run_dir(run_id))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = greedy(base, tokenizer, "What is the secret word?")
+    tuned = PeftModel.from_pretrained(base, jobs.run_dir(run_id))
     for question in ("What is the secret word?", "Name a fruit."):
         assert greedy(merged, tokenizer, question) == greedy(tuned, tokenizer, question)
-    assert "pineapple" in greedy(merged, tokenizer, "What is the secret word?").lower()
+    assert greedy(merged, tokenizer, "What is the secret word?") != before  # the adapter is in the merge
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(merged(ids).logits, tuned(ids).logits, atol=1e-4, rtol=0)
 
     card = (folder / "README.md").read_text()
-    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
-    assert "| learning_rate | 0.001 |" in card and "| lora_rank | 8 |" in card
+    assert f"base_model: {tiny_model_dir}" in card
+    assert "| learning_rate | 0.01 |" in card and "| lora_rank | 8 |" in card
     assert "| eval_loss |" in card and "![loss curve](loss_curve.png)" in card
     assert (folder / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

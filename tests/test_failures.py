@@ -12,7 +12,7 @@ from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.runs.manager import JobManager
 from backend.training.recipe import EventsCallback
-from tests.test_jobs import wait_for
+from tests.helpers import wait_for
 
 
 @pytest.mark.parametrize("loss", [math.nan, math.inf])
@@ -25,10 +25,12 @@ def test_a_non_finite_loss_stops_training_with_a_hint(tmp_path, loss):
         callback.on_log(args, state, TrainerControl(), logs={"loss": loss})
 
 
-def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(workspace, secret_dataset):
+def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(workspace, secret_dataset, tiny_model):
     jobs = JobManager(workspace)
     try:
-        options = {"dataset": str(secret_dataset), "max_steps": 9, "save_steps": 2, "val_size": 0, "logging_steps": 1}
+        # Enough steps that the kill lands mid-run: a tiny model's step takes a fraction of a second.
+        options = {"dataset": str(secret_dataset), "max_steps": 40, "save_steps": 2, "val_size": 0, "logging_steps": 1}
+        options["model"] = tiny_model
         run_id = jobs.start(options)
         run_dir = jobs.run_dir(run_id)
         wait_for(lambda: any(e["type"] == "checkpoint" and e["step"] >= 4 for e in jobs.events(run_id)))
@@ -51,13 +53,13 @@ def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(wor
         jobs.resume(run_id)
         status = wait_for(lambda: (s := jobs.status(run_id))["status"] not in ("running", "queued") and s)
         assert status["status"] == "completed", status
-        assert status["step"] == 9 and status["resumes"] == 1
+        assert status["step"] == 40 and status["resumes"] == 1
 
         events = jobs.events(run_id)
         restart = [e for e in events if e["type"] == "start"][-1]
         assert restart["resumed_from"] == older < killed_at
         steps = [e["step"] for e in events if e["type"] == "log"]
-        assert steps == list(range(1, 10))  # one point a step: the attempt's points past the checkpoint are replaced
+        assert steps == list(range(1, 41))  # one point a step: the attempt's points past the checkpoint are replaced
         log = (run_dir / "train.log").read_text()
         assert f"skipped {newest.name}: adapter_model.safetensors is damaged" in log
         assert f"resuming from checkpoint-{older}" in log
@@ -66,16 +68,25 @@ def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(wor
         jobs.shutdown()
 
 
-def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so(workspace, secret_dataset):
+def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so(workspace, secret_dataset, tiny_model):
     jobs = JobManager(workspace)
     try:
-        run_id = jobs.start({"dataset": str(secret_dataset), "max_steps": 3, "save_steps": 0, "val_size": 0})
+        run_id = jobs.start(
+            {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 3, "save_steps": 0, "val_size": 0}
+        )
         wait_for(lambda: jobs.status(run_id)["status"] == "completed")
         with pytest.raises(
             TuneForgeError, match=r"is completed; only an interrupted, failed or aborted run can resume"
         ):
             jobs.resume(run_id)
-        long_id = jobs.start({"dataset": str(secret_dataset), "max_steps": 1000, "save_steps": 0, "val_size": 0})
+        long_run = {
+            "model": tiny_model,
+            "dataset": str(secret_dataset),
+            "max_steps": 10_000,
+            "save_steps": 0,
+            "val_size": 0,
+        }
+        long_id = jobs.start(long_run)
         wait_for(lambda: jobs.status(long_id)["step"] >= 1)
         jobs.abort(long_id)
         with pytest.raises(TuneForgeError, match=r"nothing to resume: .* has no usable checkpoint \(set save_steps"):

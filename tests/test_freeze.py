@@ -6,37 +6,39 @@ import pytest
 from safetensors.torch import load_file
 
 from backend.events import read_events
-from tests.conftest import run_cli
-from tests.test_train_cli import write_config
+from tests.helpers import run_cli, write_config
 
-LAYERS = 30  # SmolLM2-135M
+LAYERS = 2  # the tiny model
 
 
-def test_freeze_trains_only_the_last_layers_and_saves_a_full_model(tmp_path, secret_dataset, default_model_dir):
+def test_freeze_trains_only_the_last_layers_and_saves_a_full_model(tmp_path, secret_dataset, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     run_dir = tmp_path / "freeze"
-    options = dict(dataset=str(secret_dataset), output_dir=str(run_dir), method="freeze", freeze_trainable_layers=2)
-    options.update(max_steps=2, learning_rate=1e-4, val_size=0, save_steps=0, report_to="none")
+    options = dict(dataset=str(secret_dataset), output_dir=str(run_dir), method="freeze", freeze_trainable_layers=1)
+    options["model"] = str(tiny_model_dir)
+    options.update(max_steps=2, learning_rate=1e-3, val_size=0, save_steps=0, report_to="none")
     result = run_cli(write_config(tmp_path / "run.yaml", **options))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "freeze: training decoder layers 28-29 only" in (run_dir / "train.log").read_text()
+    assert "freeze: training decoder layers 1-1 only" in (run_dir / "train.log").read_text()
 
-    base = load_file(default_model_dir / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
     tuned = AutoModelForCausalLM.from_pretrained(run_dir).state_dict()
     changed = {name for name, weight in base.items() if not weight.equal(tuned[name])}
-    trained = {name for name in base if name.startswith(("model.layers.28.", "model.layers.29."))}
-    assert changed == trained  # every weight of the two layers moved, and nothing else did
+    trained = {name for name in base if name.startswith("model.layers.1.")}
+    assert changed == trained  # every weight of the last layer moved, and nothing else did
 
     # Speed as arithmetic: forward over every weight, backward (4 FLOPs each) over the trained ones only.
     n_trained = sum(base[name].numel() for name in trained)
     n_params = sum(w.numel() for w in base.values())
     log = [e for e in read_events(run_dir) if e["type"] == "log"][-1]
-    assert log["gflops"] == pytest.approx(log["tokens_per_s"] * (2 * n_params + 4 * n_trained) / 1e9, rel=0.01)
+    # gflops is rounded to 0.1 in the event; the full-model count (6 per weight) would be about 3 times this.
+    assert log["gflops"] == pytest.approx(log["tokens_per_s"] * (2 * n_params + 4 * n_trained) / 1e9, abs=0.06)
 
 
-def test_freeze_asks_for_no_more_layers_than_the_model_has(tmp_path, secret_dataset, default_model_dir):
+def test_freeze_asks_for_no_more_layers_than_the_model_has(tmp_path, secret_dataset, tiny_model):
     options = dict(dataset=str(secret_dataset), method="freeze", freeze_trainable_layers=LAYERS + 1, max_steps=1)
+    options["model"] = tiny_model
     result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(tmp_path / "run"), val_size=0, **options))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (

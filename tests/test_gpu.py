@@ -14,8 +14,7 @@ import sys
 import pytest
 
 from backend.events import read_events
-from tests.conftest import ROOT, free_port, run_cli
-from tests.test_train_cli import write_config
+from tests.helpers import ROOT, free_port, run_cli, write_config
 
 
 def _cuda() -> bool:

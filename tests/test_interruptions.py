@@ -15,10 +15,10 @@ import pytest
 from backend.files import save_staged
 from backend.runs.manager import JobManager
 from backend.runs.resume import pick_checkpoint
-from tests.conftest import live_group_members
-from tests.test_jobs import wait_for
+from tests.helpers import live_group_members, wait_for
 
-ONE_MIB = 1 << 20
+# Below the tiny model's rank-64 adapter file (512 KB), above every small file the job writes.
+FILE_SIZE_LIMIT = 256 << 10
 
 
 def job_pid(jobs, run_id) -> int:
@@ -34,9 +34,9 @@ def loading_model(messages: list[str]) -> bool:
     return any(message.startswith("loading model (") for message in messages)
 
 
-def limit_after_the_first_checkpoint(jobs, dataset, max_steps: int, limit: int, value_for_pid) -> str:
+def limit_after_the_first_checkpoint(jobs, options: dict, limit: int, value_for_pid) -> str:
     """Start a job that checkpoints every step; once the first is written, set one of its resource limits."""
-    options = {"dataset": str(dataset), "max_steps": max_steps, "save_steps": 1, "save_total_limit": 0}
+    options = {**options, "save_steps": 1, "save_total_limit": 0}
     run_id = jobs.start({**options, "val_size": 0, "logging_steps": 1})
     pid = job_pid(jobs, run_id)
     wait_for(lambda: any(e["type"] == "checkpoint" for e in jobs.events(run_id)), interval=0.02)
@@ -46,10 +46,10 @@ def limit_after_the_first_checkpoint(jobs, dataset, max_steps: int, limit: int, 
 
 
 def test_a_full_disk_while_saving_fails_the_run_in_one_line_and_resume_continues_from_the_last_checkpoint(
-    workspace, secret_dataset
+    workspace, secret_dataset, tiny_model
 ):
     """The disk "fills" right after the first checkpoint: the running job's file-size limit (RLIMIT_FSIZE,
-    lowered with prlimit) drops to 1 MiB, below one adapter weights file (about 10 MB).
+    lowered with prlimit) drops to 256 KiB, below one adapter weights file (512 KB at lora_rank 64).
 
     Python ignores SIGXFSZ, so an over-limit write fails with EFBIG, as a write to a full disk fails
     with ENOSPC, instead of killing the job. A size limit rather than a tiny tmpfs: mounting one needs
@@ -58,7 +58,8 @@ def test_a_full_disk_while_saving_fails_the_run_in_one_line_and_resume_continues
     """
     jobs = JobManager(workspace)
     try:
-        run_id = limit_after_the_first_checkpoint(jobs, secret_dataset, 3, resource.RLIMIT_FSIZE, lambda pid: ONE_MIB)
+        options = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 3, "lora_rank": 64}
+        run_id = limit_after_the_first_checkpoint(jobs, options, resource.RLIMIT_FSIZE, lambda pid: FILE_SIZE_LIMIT)
         status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=120)
         assert status["status"] == "failed", status
         assert "\n" not in status["error"]
@@ -140,14 +141,15 @@ def vm_size(pid: int) -> int:
     return psutil.Process(pid).memory_info().vms
 
 
-def test_a_job_out_of_memory_fails_in_one_line_and_keeps_its_checkpoint(workspace, secret_dataset):
+def test_a_job_out_of_memory_fails_in_one_line_and_keeps_its_checkpoint(workspace, secret_dataset, tiny_model):
     """Memory "runs out" right after the first checkpoint: the running job's address space is capped
     (RLIMIT_AS, lowered with prlimit) at what it holds then, so the next allocation that needs more
     fails inside torch or Python, as on a machine whose memory is gone. Unlike the kernel's OOM killer
     (a SIGKILL, see test_failures.py), this failure reaches the job, which must name it in one line."""
     jobs = JobManager(workspace)
     try:
-        run_id = limit_after_the_first_checkpoint(jobs, secret_dataset, 200, resource.RLIMIT_AS, vm_size)
+        options = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 200}
+        run_id = limit_after_the_first_checkpoint(jobs, options, resource.RLIMIT_AS, vm_size)
         status = wait_for(lambda: (s := jobs.status(run_id))["status"] != "running" and s, timeout=120)
         assert status["status"] == "failed", status
         assert "\n" not in status["error"] and "Traceback" not in status["error"]

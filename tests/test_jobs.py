@@ -11,17 +11,7 @@ import torch
 from backend.events import read_events
 from backend.runs.manager import JOB_NICENESS, JobManager
 from backend.serving.chat import ChatEngine
-from tests.conftest import live_group_members
-
-
-def wait_for(predicate, timeout=180, interval=0.25):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from tests.helpers import live_group_members, wait_for
 
 
 def thread_niceness(tid: int) -> int:
@@ -43,8 +33,8 @@ def jobs(workspace):
     manager.shutdown()
 
 
-def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_dataset):
-    long_run = {"dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
+def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_dataset, tiny_model):
+    long_run = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
     first = jobs.start(long_run)
     second = jobs.start(long_run)
     assert jobs.status(second)["status"] == "queued"
@@ -109,8 +99,8 @@ def test_a_crashed_job_is_reported_failed(jobs, tmp_path):
     )
 
 
-def test_queued_runs_start_in_order_once_the_one_before_ends(jobs, secret_dataset):
-    short = {"dataset": str(secret_dataset), "max_steps": 2, "val_size": 0}
+def test_queued_runs_start_in_order_once_the_one_before_ends(jobs, secret_dataset, tiny_model):
+    short = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 2, "val_size": 0}
     ids = [jobs.start(short) for _ in range(3)]
     assert [jobs.status(i)["queue_position"] for i in ids] == [None, 1, 2]
     assert jobs.queue() == ids[1:]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 FORBIDDEN = {"backend": {"gradio"}, "webui": {"torch", "transformers", "peft"}}
 JOB_SIDE = ("backend.train", "backend.training")
 APP_SIDE = ("webui", "backend.runs", "backend.serving", "backend.evaluation", "backend.access")

@@ -20,7 +20,7 @@ from backend.events import read_events
 from backend.llamafactory import load_config, load_config_file
 from backend.models import adapter_base_model, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from tests.conftest import DATA, LLAMAFACTORY_DATA, run_cli
+from tests.helpers import CHROMIUM_ARGS, DATA, LLAMAFACTORY_DATA, pick, run_cli
 
 needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
@@ -232,11 +232,11 @@ def test_identity_placeholders_are_reported_until_filled():
 
 
 @pytest.fixture(scope="module")
-def tool_model_dir(tmp_path_factory, default_model_dir):
-    """The embedded model with a chat template that renders tools, calls and results (in Qwen2.5's style)."""
-    folder = tmp_path_factory.mktemp("models") / "smollm2-tools"
+def tool_model_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny model with a chat template that renders tools, calls and results (in Qwen2.5's style)."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-tools"
     folder.mkdir()
-    for path in default_model_dir.iterdir():
+    for path in tiny_model_dir.iterdir():
         if path.name != "chat_template.jinja":
             (folder / path.name).symlink_to(path)
     shutil.copyfile(DATA / "tool_chat_template.jinja", folder / "chat_template.jinja")
@@ -310,24 +310,25 @@ def test_tool_calls_are_refused_for_a_model_without_tool_calling(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lf_run(tmp_path_factory, default_model_dir):
+def lf_run(tmp_path_factory, tiny_model):
     if not LLAMAFACTORY_DATA.is_dir():
         pytest.skip(f"{LLAMAFACTORY_DATA} is absent")
     folder = tmp_path_factory.mktemp("lf")
     run_dir = folder / "saves" / "smollm2" / "lora" / "sft"
-    result = run_cli(write_yaml(folder / "smollm2_lora_sft.yaml", lf_sft_yaml(run_dir)))
+    yaml_options = lf_sft_yaml(run_dir, model_name_or_path=tiny_model)
+    result = run_cli(write_yaml(folder / "smollm2_lora_sft.yaml", yaml_options))
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir, result
 
 
-def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run):
+def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run, tiny_model):
     run_dir, result = lf_run
     assert "smollm2_lora_sft.yaml: LLaMA-Factory config, translated to TuneForge options:" in result.stdout
     assert "  trust_remote_code: true\n" in result.stdout  # the YAML's own opt-in, shown, never silent
     assert "note: plot_loss: no effect here (the loss is always charted from events.jsonl)" in result.stdout
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     expected = {
-        "model": "default",
+        "model": tiny_model,
         "method": "lora",
         "task": "sft",
         "dataset": "alpaca_en_demo",
@@ -381,7 +382,7 @@ def test_load_config_file_gives_the_form_every_option(tmp_path):
 # ---- adapters -----------------------------------------------------------------------------
 
 
-def test_an_adapter_in_llamafactory_layout_is_recognised(lf_run, tmp_path, default_model_dir):
+def test_an_adapter_in_llamafactory_layout_is_recognised(lf_run, tmp_path, tiny_model):
     """Our adapter, laid out as LLaMA-Factory saves one: saves/<model>/lora/sft, base named by its hub id."""
     from peft import PeftModel
 
@@ -393,14 +394,18 @@ def test_an_adapter_in_llamafactory_layout_is_recognised(lf_run, tmp_path, defau
     for name in ("adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copyfile(run_dir / name, saves / name)
     adapter_config = json.loads((run_dir / "adapter_config.json").read_text())
-    assert adapter_config["base_model_name_or_path"] == str(default_model_dir)  # ours: the model cache folder
-    adapter_config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    (saves / "adapter_config.json").write_text(json.dumps(adapter_config))
+    assert adapter_config["base_model_name_or_path"] == tiny_model  # ours: the model's folder
     (saves / "trainer_log.jsonl").write_text('{"current_steps": 3, "loss": 1.7}\n')
     (saves / "all_results.json").write_text('{"train_loss": 1.7}')
-
-    assert adapter_base_model(run_dir) == "default"
+    assert adapter_base_model(run_dir) == tiny_model
+    # The embedded model, named by its hub id as LLaMA-Factory writes it, is ours offline.
+    (saves / "adapter_config.json").write_text(
+        json.dumps({**adapter_config, "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"})
+    )
     assert adapter_base_model(saves) == "default"
+
+    (saves / "adapter_config.json").write_text(json.dumps(adapter_config))
+    assert adapter_base_model(saves) == tiny_model
     model = PeftModel.from_pretrained(load_causal_lm(resolve_model(adapter_base_model(saves))), str(saves))
     tokenizer = load_tokenizer(str(saves))
     inputs = tokenizer.apply_chat_template(
@@ -472,8 +477,6 @@ def test_identity_with_a_new_name_trains_and_the_model_answers_with_it(tmp_path,
 def page(app):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM_ARGS
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -485,8 +488,6 @@ def page(app):
 @needs_llamafactory
 def test_dataset_tab_lists_a_llamafactory_folder_and_fills_identity_placeholders(page):
     from playwright.sync_api import expect
-
-    from tests.test_browser import pick
 
     summary = page.locator("#dataset-summary")
     expect(summary).to_contain_text("Format: alpaca", timeout=60_000)

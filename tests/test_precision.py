@@ -19,8 +19,7 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.runs.manager import JobManager
 from backend.training.distributed import torchrun_command, trainer_arguments
-from tests.conftest import ROOT, run_cli
-from tests.test_train_cli import write_config
+from tests.helpers import ROOT, run_cli, write_config
 
 AMPERE = {"cuda": True, "gpus": 2, "gpu_name": "A100", "bf16": True, "bitsandbytes": True}
 TURING = {"cuda": True, "gpus": 1, "gpu_name": "T4", "bf16": False, "bitsandbytes": True}

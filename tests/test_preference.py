@@ -10,8 +10,7 @@ from backend.errors import TuneForgeError
 from backend.events import read_events
 from backend.llamafactory import load_config_file
 from backend.paths import ASSETS_DIR
-from tests.conftest import LLAMAFACTORY_DATA, run_cli
-from tests.test_train_cli import write_config
+from tests.helpers import LLAMAFACTORY_DATA, finish, run_cli, write_config
 
 needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
@@ -173,29 +172,29 @@ def check_preference_run(run_dir, events, steps):
 
 
 @needs_llamafactory
-def test_dpo_trains_a_lora_adapter_on_the_shared_demo_that_plain_peft_loads(tmp_path, default_model_dir):
+def test_dpo_trains_a_lora_adapter_on_the_shared_demo_that_plain_peft_loads(tmp_path, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     run_dir, events = train(
-        tmp_path, task="dpo", dataset="dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA), max_samples=6,
-        val_size=2, max_steps=2, per_device_train_batch_size=2, cutoff_len=384, eval_steps=100,
+        tmp_path, model=tiny_model, task="dpo", dataset="dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA),
+        max_samples=6, val_size=2, max_steps=2, per_device_train_batch_size=2, cutoff_len=384, eval_steps=100,
     )  # fmt: skip
     check_preference_run(run_dir, events, 2)
     assert {key for key in REWARDS} <= set(next(e for e in events if e["type"] == "log"))
     evals = [e for e in events if e["type"] == "eval"]
     assert evals and "rewards/margins" in evals[-1]  # the final validation pass scores the held-out pairs
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(default_model_dir), run_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run_dir)
     assert any("lora_A" in name for name, _ in model.named_parameters())
     # The reference is the base with the adapter off: no second model is loaded (full dpo loads one, below).
     assert not any(e.get("message", "").startswith("loading the reference model") for e in events)
 
 
 @needs_llamafactory
-def test_kto_trains_on_the_shared_demo(tmp_path, default_model_dir):
+def test_kto_trains_on_the_shared_demo(tmp_path, tiny_model):
     run_dir, events = train(
-        tmp_path, task="kto", dataset="kto_en_demo", dataset_dir=str(LLAMAFACTORY_DATA), max_samples=4,
-        val_size=0, max_steps=2, per_device_train_batch_size=2, cutoff_len=512,
+        tmp_path, model=tiny_model, task="kto", dataset="kto_en_demo", dataset_dir=str(LLAMAFACTORY_DATA),
+        max_samples=4, val_size=0, max_steps=2, per_device_train_batch_size=2, cutoff_len=512,
     )  # fmt: skip
     logs = [e for e in events if e["type"] == "log"]
     assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] is not None for e in logs)
@@ -212,18 +211,18 @@ def test_kto_refuses_one_example_a_batch_before_loading_anything(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_orpo_and_full_dpo_train_without_an_adapter_reference(tmp_path, default_model_dir):
+def test_orpo_and_full_dpo_train_without_an_adapter_reference(tmp_path, tiny_model):
     """orpo needs no reference model; full dpo holds a frozen copy and saves a plain transformers model."""
     from transformers import AutoModelForCausalLM
 
     run_dir, events = train(
-        tmp_path / "orpo", task="orpo", dataset="demo_preference", max_samples=8, val_size=0, max_steps=2,
-        per_device_train_batch_size=2, cutoff_len=256,
+        tmp_path / "orpo", model=tiny_model, task="orpo", dataset="demo_preference", max_samples=8, val_size=0,
+        max_steps=2, per_device_train_batch_size=2, cutoff_len=256,
     )  # fmt: skip
     check_preference_run(run_dir, events, 2)
     run_dir, events = train(
-        tmp_path / "full", task="dpo", method="full", dataset="demo_preference", max_samples=4, val_size=0,
-        max_steps=1, per_device_train_batch_size=2, cutoff_len=256, learning_rate=1e-5,
+        tmp_path / "full", model=tiny_model, task="dpo", method="full", dataset="demo_preference", max_samples=4,
+        val_size=0, max_steps=1, per_device_train_batch_size=2, cutoff_len=256, learning_rate=1e-5,
     )  # fmt: skip
     check_preference_run(run_dir, events, 1)
     assert any(e.get("message", "").startswith("loading the reference model") for e in events)
@@ -235,7 +234,6 @@ def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(
     from backend.evaluation.evaluate import Evaluator
     from backend.runs.manager import JobManager
     from backend.serving.chat import ChatEngine
-    from tests.test_evaluate import finish
 
     jobs = JobManager(tmp_path / "workspace")
     run_id = jobs.start(DEMO_DPO)
@@ -251,12 +249,19 @@ def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(
     }
     assert table["win_rate"]["tuned"] > table["win_rate"]["base"], table["win_rate"]
     assert table["logp_margin"]["difference"] > 0
+    jobs.shutdown()
 
-    # A DPO run is a run like any other: in the history, in a comparison, exported with its metrics.
+
+def test_a_dpo_run_is_a_run_like_any_other_in_history_compare_and_export(tmp_path, tiny_model):
+    """In the history, in a comparison with another run, exported with its metrics (on the tiny model)."""
     from backend.runs.compare import differing_options, final_metrics
+    from backend.runs.manager import JobManager
     from backend.serving.export import Exporter
 
-    other = jobs.start({**DEMO_DPO, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
+    jobs = JobManager(tmp_path / "workspace")
+    run_id = jobs.start({**DEMO_DPO, "model": tiny_model, "max_steps": 2})
+    other = jobs.start({**DEMO_DPO, "model": tiny_model, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
+    finish(jobs, run_id, timeout=600)
     finish(jobs, other, timeout=600)
     history = {row["run_id"]: row for row in jobs.list_runs()}
     assert history[run_id]["status"] == history[other]["status"] == "completed"

@@ -1,20 +1,16 @@
 """Training through the CLI, exactly as the UI runs it: events, falling loss, standard weights."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from backend.events import read_events
-from tests.conftest import DATA, run_cli
+from tests.helpers import DATA, run_cli, write_config
 
 LOG_KEYS = {"step", "max_steps", "epoch", "loss", "learning_rate", "elapsed_s", "tokens_per_s"}
 QUESTION = [{"role": "user", "content": "What is the secret word?"}]
-
-
-def write_config(path, **options):
-    path.write_text(yaml.safe_dump(options), encoding="utf-8")
-    return path
 
 
 def greedy_answer(model, tokenizer, messages=QUESTION) -> str:
@@ -26,12 +22,11 @@ def greedy_answer(model, tokenizer, messages=QUESTION) -> str:
     return tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, secret_dataset, default_model_dir):
-    run_dir = tmp_path_factory.mktemp("runs") / "secret-lora"
+def secret_run(run_dir, dataset, **options) -> Path:
+    """30 LoRA steps on the secret dataset through the CLI, evaluated and checkpointed on the way."""
     config = write_config(
-        tmp_path_factory.mktemp("cfg") / "run.yaml",
-        dataset=str(secret_dataset),
+        run_dir.parent / f"{run_dir.name}.yaml",
+        dataset=str(dataset),
         output_dir=str(run_dir),
         learning_rate=1e-3,
         max_steps=30,
@@ -39,29 +34,43 @@ def lora_run(tmp_path_factory, secret_dataset, default_model_dir):
         eval_steps=10,
         save_steps=15,
         lr_scheduler_type="constant",
+        **options,
     )
     result = run_cli(config)
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
 
-def test_events_follow_the_contract(lora_run):
-    events = read_events(lora_run)
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, secret_dataset, default_model_dir):
+    """On the real model: what it learns is the point."""
+    return secret_run(tmp_path_factory.mktemp("runs") / "secret-lora", secret_dataset)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, secret_dataset, tiny_model):
+    """On the tiny model: what the run leaves behind is the point."""
+    return secret_run(tmp_path_factory.mktemp("runs") / "tiny-lora", secret_dataset, model=tiny_model)
+
+
+def test_events_follow_the_contract(tiny_run):
+    events = read_events(tiny_run)
     assert all("type" in e and "time" in e for e in events)
     start, end = events[0], events[-1]
     assert start["type"] == "start" and start["world_size"] == 1
-    assert start["config"]["max_steps"] == 30 and start["config"]["output_dir"] == str(lora_run)
+    assert start["config"]["max_steps"] == 30 and start["config"]["output_dir"] == str(tiny_run)
     assert end == {**end, "type": "end", "status": "completed"}
     logs = [e for e in events if e["type"] == "log"]
     assert [e["step"] for e in logs] == list(range(1, 31))
     assert all(LOG_KEYS <= e.keys() and e["max_steps"] == 30 and e["tokens_per_s"] > 0 for e in logs)
-    # Speed as arithmetic too: 4 FLOPs per parameter per token for LoRA, against this machine's matmul peak.
+    # Speed as arithmetic too: 4 FLOPs per parameter per token for LoRA, against this machine's matmul peak
+    # (the tiny model's 3,219,776 weights and its adapter's 16,384; gflops is rounded to 0.1 in the event).
     assert all(e["gflops"] > 0 and 0 < e["mfu"] < 1.5 for e in logs)
-    assert logs[-1]["gflops"] == pytest.approx(logs[-1]["tokens_per_s"] * 4 * 136_957_248 / 1e9, rel=0.01)
+    assert logs[-1]["gflops"] == pytest.approx(logs[-1]["tokens_per_s"] * 4 * 3_236_160 / 1e9, abs=0.06)
     assert [e["step"] for e in events if e["type"] == "eval"] == [10, 20, 30]
     checkpoints = [e for e in events if e["type"] == "checkpoint"]
     assert [c["step"] for c in checkpoints] == [15, 30]
-    assert all((lora_run / f"checkpoint-{c['step']}").is_dir() for c in checkpoints)
+    assert all((tiny_run / f"checkpoint-{c['step']}").is_dir() for c in checkpoints)
 
 
 def test_loss_falls(lora_run):
@@ -71,11 +80,11 @@ def test_loss_falls(lora_run):
     assert evals[-1] < evals[0]
 
 
-def test_run_dir_holds_resolved_config_log_and_metrics(lora_run):
-    resolved = yaml.safe_load((lora_run / "config.yaml").read_text())
+def test_run_dir_holds_resolved_config_log_and_metrics(tiny_run):
+    resolved = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert resolved["learning_rate"] == 1e-3 and resolved["lora_rank"] == 8  # a default, written out
-    assert "step 30/30" in (lora_run / "train.log").read_text()
-    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert "step 30/30" in (tiny_run / "train.log").read_text()
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["global_step"] == 30 and metrics["eval_loss"] > 0
 
 
@@ -93,12 +102,13 @@ def test_adapter_loads_with_plain_peft_and_changes_answers(lora_run, default_mod
     assert "pineapple" in after.lower(), after
 
 
-def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_dataset, default_model_dir):
+def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_dataset, tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = tmp_path / "full"
     config = write_config(
         tmp_path / "run.yaml",
+        model=tiny_model,
         dataset=str(secret_dataset),
         output_dir=str(run_dir),
         method="full",
@@ -111,7 +121,10 @@ def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_datas
     assert (run_dir / "config.json").exists() and list(run_dir.glob("*.safetensors"))
     assert not (run_dir / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(run_dir)
-    assert greedy_answer(model, AutoTokenizer.from_pretrained(run_dir)).strip()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    inputs = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 4  # it loads and generates
     assert read_events(run_dir)[-1]["status"] == "completed"
 
 
@@ -142,7 +155,7 @@ def test_missing_dataset_fails_the_run_with_a_readable_end_event(tmp_path):
         ("notes.txt", "Forge is an assistant.\n\nIt helps people fine-tune models.\n", "pt"),
     ],
 )
-def test_every_format_trains_through_the_cli(tmp_path, default_model_dir, name, content, task):
+def test_every_format_trains_through_the_cli(tmp_path, tiny_model, name, content, task):
     if content is None:
         data = DATA / name
     else:
@@ -155,7 +168,13 @@ def test_every_format_trains_through_the_cli(tmp_path, default_model_dir, name, 
             data.write_text(content)
     run_dir = tmp_path / "run"
     config = write_config(
-        tmp_path / "run.yaml", dataset=str(data), task=task, output_dir=str(run_dir), max_steps=2, val_size=0
+        tmp_path / "run.yaml",
+        model=tiny_model,
+        dataset=str(data),
+        task=task,
+        output_dir=str(run_dir),
+        max_steps=2,
+        val_size=0,
     )
     result = run_cli(config)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -164,13 +183,14 @@ def test_every_format_trains_through_the_cli(tmp_path, default_model_dir, name, 
     assert (run_dir / "adapter_model.safetensors").exists()
 
 
-def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path):
+def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path, tiny_model):
     data = tmp_path / "messy.jsonl"
     rows = [json.dumps({"prompt": f"Email me at user{i}@example.com", "completion": f"Sure {i}."}) for i in range(6)]
     data.write_text("\n".join(rows + ["{broken", rows[0]]) + "\n")
     run_dir = tmp_path / "run"
     config = write_config(
         tmp_path / "run.yaml",
+        model=tiny_model,
         dataset=str(data),
         output_dir=str(run_dir),
         max_steps=1,
