@@ -24,8 +24,8 @@ CHATS = [
 
 
 @pytest.fixture(scope="module")
-def model(default_model_dir):
-    model = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32)
+def model(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model.config.use_cache = False  # as in training: with a KV cache, transformers does not look for packed rows
     return model
 
@@ -84,7 +84,7 @@ def loss_and_grads(model, batch):
     model.zero_grad()
     out = model(**batch)
     out.loss.backward()
-    layer = model.model.layers[3]
+    layer = model.model.layers[-1]
     return out.loss.item(), layer.self_attn.q_proj.weight.grad.clone(), layer.mlp.up_proj.weight.grad.clone()
 
 
@@ -104,6 +104,8 @@ def test_attention_per_example_gives_the_masked_rows_loss_and_gradients(model, t
             torch.testing.assert_close(grad, reference, atol=1e-6, rtol=1e-4)
         crossed = dict(per_example)
         del crossed["cu_seq_lens_q"]  # what per-example attention would compute without them: one causal row
-        assert loss_and_grads(model, crossed)[0] != pytest.approx(expected[0], rel=1e-3)
+        crossed_grads = loss_and_grads(model, crossed)[1:]
+        # A random model's attention is near uniform, so the loss hardly moves; the attention's gradients do.
+        assert not torch.allclose(crossed_grads[0], expected[1], atol=1e-6, rtol=1e-2)
     finally:
         model.set_attn_implementation("sdpa")

@@ -180,7 +180,14 @@ def test_classification_run_trains_and_shows_its_plots(page):
     expect(page.locator("#cls-probs")).to_contain_text("negative", timeout=60_000)
 
 
-def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_path):
+def choose_model(page, model: str) -> None:
+    page.get_by_role("tab", name="Model").click()
+    box = page.locator("#opt-model textarea, #opt-model input").first
+    box.fill(model)
+    box.press("Tab")
+
+
+def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_path, tiny_model):
     runs = sorted((app[1] / "runs").iterdir())
     run_a = next(r.name for r in runs if yaml.safe_load((r / "config.yaml").read_text())["dataset"] == "demo_identity")
     page.get_by_role("tab", name="Runs").click()
@@ -196,7 +203,8 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")
     expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("5")
 
-    # Clone A back into the form, then change one option: B is A with another learning rate.
+    # Clone A back into the form, then change two options: B is A with another learning rate, on the
+    # tiny model (what B learns is not the point here).
     page.get_by_role("tab", name="Runs").click()
     pick(page, "runs-selected", run_a)
     page.locator("#runs-clone").click()
@@ -204,6 +212,8 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.001", timeout=30_000)
     expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("8")
     expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
+    choose_model(page, tiny_model)
+    page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-learning_rate", 0.0005)
     run_b = start_run(page)
     expect(page.locator(f"#run-progress[data-run='{run_b}']")).to_have_attribute(
@@ -216,7 +226,8 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(page.locator("#compare-chart .scatterlayer .trace")).to_have_count(4, timeout=30_000)  # 2 runs x train/eval
     diff = page.locator("#compare-diff")
     expect(diff).to_contain_text("learning_rate")
-    expect(diff.locator("tbody tr")).to_have_count(1)  # only what differs
+    expect(diff).to_contain_text("model")
+    expect(diff.locator("tbody tr")).to_have_count(2)  # only what differs
     expect(diff).to_contain_text("0.0005")
     expect(page.locator("#compare-metrics")).to_contain_text("eval_loss")
 
@@ -236,7 +247,8 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
         assert "⚠️" not in page.locator(f"#three-way-{key} textarea").input_value()
 
 
-def test_dpo_run_draws_its_reward_chart_beside_the_loss(page):
+def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
+    choose_model(page, tiny_model)  # the charts are the point, not what the model learns
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_preference")
     page.locator("#opt-task").get_by_text("dpo", exact=True).click()

@@ -73,8 +73,8 @@ def test_early_stopping_stops_and_marks_the_best_checkpoint(tmp_path):
     assert [e for e in read_events(run_dir) if e["type"] == "best"][-1]["step"] == best["step"]
 
 
-def test_a_decoder_gets_a_classification_head_too(tmp_path, default_model_dir):
-    run_dir = train(tmp_path, dataset="demo_reviews", model=str(default_model_dir), max_steps=2, val_size=0.1)
+def test_a_decoder_gets_a_classification_head_too(tmp_path, tiny_model):
+    run_dir = train(tmp_path, dataset="demo_reviews", model=tiny_model, max_steps=2, val_size=0.1)
     assert json.loads((run_dir / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     assert "accuracy" in json.loads((run_dir / "metrics.json").read_text())
 
