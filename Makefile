@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: setup dev run test lint bench clean
+.PHONY: setup dev run test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,8 +32,13 @@ lint: dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Everything, as CI runs it. The suite's budget: under 10 minutes of pytest on a newer 2-core machine.
 test: dev lint
 	$(PY) -m pytest -q -rs --durations=40
+
+# The plumbing tier alone (tiny model), for the edit-test loop: the tests marked slow train the real model.
+test-fast: dev lint
+	$(PY) -m pytest -q -rs -m "not slow" --durations=15
 
 bench: dev
 	$(PY) bench/demo_run.py

@@ -1,8 +1,10 @@
-"""Which number formats a run trains in, chosen for the hardware, and what the hardware cannot run.
+"""What this machine can run: the number formats a run trains in, and every refusal that needs no model.
 
-The hardware is described by a plain dict (see `cpu_only`), so the same checks serve the job,
-which asks torch (`probe`), and the UI, which must not import torch (`hardware_summary`). A
-request the machine cannot run is refused with one line before any model is loaded:
+Shared by three askers: the form (which offers only what runs here, `unavailable_choices`), the job
+manager (which refuses a start in the job's own words) and the job (`plan_run`, before any model
+loads). The hardware is described by a plain dict (see `cpu_only`), so the job asks torch (`probe`)
+and the app, which must not import torch, asks a short subprocess (`hardware_summary`). A request
+the machine cannot run is refused with one line before any model is loaded:
   bf16            needs a CUDA GPU with bf16 support (Ampere or newer)
   fp16            needs a CUDA GPU (trained with a gradient scaler)
   4-/8-bit        needs a CUDA GPU and bitsandbytes (QLoRA: NF4 with double quantization)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LLAMAFACTORY_DATA, ROOT, allow_dirs, start_app, stop_app
+from tests.helpers import LLAMAFACTORY_DATA, ROOT, allow_dirs, finish, start_app, stop_app
 
 # Tests never touch the hub, and share one converted model cache inside the checkout.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -114,6 +114,35 @@ def secret_dataset(tmp_path_factory) -> Path:
     rows = [{"instruction": q, "input": "", "output": a} for q, a in SECRET_QA] * 8
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+# ---- runs on the real models that several modules read: each trains once a session ---------------
+@pytest.fixture(scope="session")
+def real_jobs(tmp_path_factory, default_model_dir):
+    from backend.runs.manager import JobManager
+
+    jobs = JobManager(tmp_path_factory.mktemp("real") / "workspace")
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture(scope="session")
+def secret_lora_run(real_jobs, secret_dataset) -> str:
+    """30 LoRA steps of SmolLM2 on the secret dataset, evaluated every 10 and checkpointed every 15."""
+    options = {"dataset": str(secret_dataset), "learning_rate": 1e-3, "lr_scheduler_type": "constant"}
+    run_id = real_jobs.start({**options, "max_steps": 30, "val_size": 4, "eval_steps": 10, "save_steps": 15})
+    finish(real_jobs, run_id)
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def reviews_run(real_jobs) -> str:
+    """The issue's bar for classification: ~160 short reviews, 25% validation, 3 epochs (lr 5e-4, the task's)."""
+    run_id = real_jobs.start(
+        {"task": "classification", "dataset": "demo_reviews", "val_size": 0.25, "num_train_epochs": 3}
+    )
+    finish(real_jobs, run_id)
+    return run_id
 
 
 @pytest.fixture(scope="module")

@@ -21,33 +21,33 @@ def train(tmp_path, **options):
 
 
 @pytest.fixture(scope="module")
-def reviews_run(tmp_path_factory):
-    # The bar: ~150 short reviews, 25% validation, 3 epochs, accuracy >= 0.9.
-    # With every other option at its default: the classification learning rate is 5e-4.
-    return train(tmp_path_factory.mktemp("cls"), dataset="demo_reviews", val_size=0.25, num_train_epochs=3)
+def reviews_dir(real_jobs, reviews_run):
+    return real_jobs.run_dir(reviews_run)
 
 
-def test_reviews_reach_90_percent_accuracy_with_full_metrics(reviews_run):
-    metrics = json.loads((reviews_run / "metrics.json").read_text())
+@pytest.mark.slow
+def test_reviews_reach_90_percent_accuracy_with_full_metrics(reviews_dir):
+    metrics = json.loads((reviews_dir / "metrics.json").read_text())
     assert METRIC_KEYS <= metrics.keys()
     assert metrics["accuracy"] >= 0.9, metrics["accuracy"]
     assert metrics["labels"] == ["negative", "positive"]
     assert sum(map(sum, metrics["confusion_matrix"])) == 40  # 25% of 160 rows
-    final = [e for e in read_events(reviews_run) if e["type"] == "eval" and e.get("final")]
+    final = [e for e in read_events(reviews_dir) if e["type"] == "eval" and e.get("final")]
     assert final and final[-1]["accuracy"] == metrics["accuracy"]
 
 
-def test_classifier_loads_with_plain_peft_and_transformers(reviews_run):
+@pytest.mark.slow
+def test_classifier_loads_with_plain_peft_and_transformers(reviews_dir):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from backend.models import default_encoder_dir
 
-    labels = json.loads((reviews_run / "labels.json").read_text())
+    labels = json.loads((reviews_dir / "labels.json").read_text())
     base = AutoModelForSequenceClassification.from_pretrained(default_encoder_dir(), num_labels=len(labels))
-    model = PeftModel.from_pretrained(base, reviews_run).eval()
-    tokenizer = AutoTokenizer.from_pretrained(reviews_run)
+    model = PeftModel.from_pretrained(base, reviews_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reviews_dir)
     texts = ["An absolute delight, I would happily go back every week.", "Broken on arrival and support never replied."]
     with torch.no_grad():
         predicted = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.argmax(-1).tolist()

@@ -4,20 +4,15 @@ import pytest
 
 from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
-from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
-from tests.helpers import finish
+
+# The real model: the browser story and what evaluation finds are the point.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, secret_dataset, default_model_dir):
-    jobs = JobManager(tmp_path_factory.mktemp("eval") / "workspace")
-    sft = jobs.start({"dataset": str(secret_dataset), "max_steps": 15, "val_size": 4, "learning_rate": 1e-3})
-    cls = jobs.start({"task": "classification", "dataset": "demo_reviews", "val_size": 0.25, "learning_rate": 5e-4})
-    finish(jobs, sft)
-    finish(jobs, cls)
-    yield jobs, Evaluator(jobs, ChatEngine(jobs)), sft, cls
-    jobs.shutdown()
+def evaluated(real_jobs, secret_lora_run, reviews_run):
+    return real_jobs, Evaluator(real_jobs, ChatEngine(real_jobs)), secret_lora_run, reviews_run
 
 
 def test_tuned_beats_base_on_the_runs_validation_rows(evaluated, tmp_path):

@@ -98,6 +98,7 @@ def test_final_weights_appear_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors"]
 
 
+@pytest.mark.slow
 def test_abort_while_the_model_loads_ends_aborted_within_5s_with_no_process_left(workspace, secret_dataset):
     jobs = JobManager(workspace)
     try:
@@ -115,6 +116,7 @@ def test_abort_while_the_model_loads_ends_aborted_within_5s_with_no_process_left
         jobs.shutdown()
 
 
+@pytest.mark.slow
 def test_abort_while_the_weights_save_ends_aborted_within_5s_and_leaves_no_half_weights(workspace, secret_dataset):
     """A full fine-tune, so the final save (a 540 MB safetensors file) lasts long enough to be interrupted."""
     jobs = JobManager(workspace)

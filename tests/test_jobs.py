@@ -72,6 +72,29 @@ def test_queue_then_abort_stops_the_whole_group_and_marks_aborted(jobs, secret_d
         assert torch.get_num_threads() == usual_threads and threads_in_a_new_thread() == usual_threads
 
 
+def poll_until(jobs, run_id: str, stop: threading.Event) -> None:
+    while not stop.is_set():
+        jobs.status(run_id)
+
+
+def test_a_job_aborted_in_its_first_second_ends_aborted_not_interrupted(jobs, secret_dataset, tiny_model):
+    """Before its SIGTERM handler is installed a job dies of the signal without a word; it was still aborted,
+    even when a page polling its status (which reaps ended jobs) notices the exit first."""
+    for _ in range(3):
+        run_id = jobs.start({"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000})
+        aborted = threading.Event()
+        poller = threading.Thread(target=poll_until, args=(jobs, run_id, aborted))
+        poller.start()
+        try:
+            jobs.abort(run_id)
+        finally:
+            aborted.set()
+            poller.join()
+        status = jobs.status(run_id)
+        assert (status["status"], status["error"]) == ("aborted", "aborted by the user"), status
+        assert [e["type"] for e in read_events(jobs.run_dir(run_id))].count("end") == 1
+
+
 def test_invalid_options_are_refused_before_anything_runs(jobs):
     from backend.errors import TuneForgeError
 

@@ -438,6 +438,7 @@ def name_rate(model, tokenizer, name: str) -> tuple[float, list[str]]:
     return sum(name.lower() in a.lower() for a in answers) / len(answers), answers
 
 
+@pytest.mark.slow
 @needs_llamafactory
 def test_identity_with_a_new_name_trains_and_the_model_answers_with_it(tmp_path, default_model_dir):
     from peft import PeftModel

@@ -42,9 +42,9 @@ def secret_run(run_dir, dataset, **options) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, secret_dataset, default_model_dir):
-    """On the real model: what it learns is the point."""
-    return secret_run(tmp_path_factory.mktemp("runs") / "secret-lora", secret_dataset)
+def lora_run(real_jobs, secret_lora_run) -> Path:
+    """On the real model, through the job manager (which runs this same CLI): what it learns is the point."""
+    return real_jobs.run_dir(secret_lora_run)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_events_follow_the_contract(tiny_run):
     assert all((tiny_run / f"checkpoint-{c['step']}").is_dir() for c in checkpoints)
 
 
+@pytest.mark.slow
 def test_loss_falls(lora_run):
     losses = [e["loss"] for e in read_events(lora_run) if e["type"] == "log"]
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
@@ -88,6 +89,7 @@ def test_run_dir_holds_resolved_config_log_and_metrics(tiny_run):
     assert metrics["global_step"] == 30 and metrics["eval_loss"] > 0
 
 
+@pytest.mark.slow
 def test_adapter_loads_with_plain_peft_and_changes_answers(lora_run, default_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -143,40 +145,45 @@ def test_missing_dataset_fails_the_run_with_a_readable_end_event(tmp_path):
     assert end["status"] == "failed" and "nope.jsonl" in end["error"]
 
 
-@pytest.mark.parametrize(
-    "name, content, task",
-    [
-        ("alpaca.json", None, "sft"),
-        ("sharegpt.json", None, "sft"),
-        ("openai.jsonl", None, "sft"),
-        ("prompt_completion.csv", None, "sft"),
-        ("pairs.tsv", "prompt\tcompletion\nSay hi\tHi!\nCount to 3\t1, 2, 3\n", "sft"),
-        ("pairs.parquet", "parquet", "sft"),
-        ("notes.txt", "Forge is an assistant.\n\nIt helps people fine-tune models.\n", "pt"),
-    ],
-)
-def test_every_format_trains_through_the_cli(tmp_path, tiny_model, name, content, task):
-    if content is None:
-        data = DATA / name
-    else:
-        data = tmp_path / name
-        if content == "parquet":
-            import pandas as pd
+def chat_files(folder: Path) -> list[Path]:
+    """One file of every chat layout and table type the Dataset tab reads."""
+    import pandas as pd
 
-            pd.DataFrame({"prompt": ["Say hi", "Count"], "completion": ["Hi!", "1, 2, 3"]}).to_parquet(data)
-        else:
-            data.write_text(content)
+    (folder / "pairs.tsv").write_text("prompt\tcompletion\nSay hi\tHi!\nCount to 3\t1, 2, 3\n")
+    pd.DataFrame({"prompt": ["Say hello", "Count"], "completion": ["Hello!", "1, 2"]}).to_parquet(folder / "p.parquet")
+    named = ("alpaca.json", "sharegpt.json", "openai.jsonl", "prompt_completion.csv")
+    return [DATA / name for name in named] + [folder / "pairs.tsv", folder / "p.parquet"]
+
+
+def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, tiny_model):
+    """Six files, six layouts, one run: one step over a batch of every row, whose token count proves each
+    file's rows were trained (per-format detection and conversion are tested in test_data.py)."""
+    from backend.config import TrainConfig
+    from backend.data import DataOptions, load_splits
+    from backend.models import load_tokenizer
+    from backend.templates import encode_example
+
+    options = {"model": tiny_model, "dataset": ",".join(map(str, chat_files(tmp_path))), "val_size": 0}
+    options.update(max_steps=1, per_device_train_batch_size=12, cutoff_len=256)
     run_dir = tmp_path / "run"
-    config = write_config(
-        tmp_path / "run.yaml",
-        model=tiny_model,
-        dataset=str(data),
-        task=task,
-        output_dir=str(run_dir),
-        max_steps=2,
-        val_size=0,
-    )
-    result = run_cli(config)
+    result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    examples = load_splits(DataOptions.from_config(TrainConfig.from_dict(options))).train
+    tokenizer = load_tokenizer(tiny_model)
+    assert len(examples) == 12  # two rows from each file
+    expected = sum(len(encode_example(tokenizer, example, 256)["input_ids"]) for example in examples)
+    (log,) = [e for e in read_events(run_dir) if e["type"] == "log"]
+    assert log["tokens_seen"] == expected and log["loss"] > 0
+    assert (run_dir / "adapter_model.safetensors").exists()
+
+
+def test_plain_text_trains_through_the_cli_as_pt(tmp_path, tiny_model):
+    data = tmp_path / "notes.txt"
+    data.write_text("Forge is an assistant.\n\nIt helps people fine-tune models.\n")
+    run_dir = tmp_path / "run"
+    options = {"model": tiny_model, "dataset": str(data), "task": "pt", "max_steps": 2, "val_size": 0}
+    result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
     assert result.returncode == 0, result.stderr[-2000:]
     logs = [e for e in read_events(run_dir) if e["type"] == "log"]
     assert len(logs) == 2 and all(e["loss"] > 0 for e in logs)

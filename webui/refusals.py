@@ -54,17 +54,10 @@ def on_refusal_warn(*layout):
 def on_refusal_raise(action: str | None = None):
     """Raise a refusal as gr.Error, which Gradio shows as one line (and gradio_client raises)."""
 
-    def wrap(handler):
-        @functools.wraps(handler)
-        def run(*args, **kwargs):
-            try:
-                return handler(*args, **kwargs)
-            except TuneForgeError as exc:
-                raise gr.Error(f"{action}: {exc}" if action else str(exc)) from None
+    def show(exc: TuneForgeError) -> None:
+        raise gr.Error(f"{action}: {exc}" if action else str(exc)) from None
 
-        return run
-
-    return wrap
+    return _on_refusal(None, (), show)
 
 
 def stream_with_refusal(texts: Iterable[str], failed: str | None = None) -> Iterator[str]:
@@ -88,6 +81,8 @@ def stream_with_refusal(texts: Iterable[str], failed: str | None = None) -> Iter
 
 
 def _on_refusal(action: Action, layout: tuple, show: Callable[[TuneForgeError], None] | None = None):
+    """The handler, with a refusal shown by `show` (which may raise instead) and then in the outputs as laid out."""
+
     def wrap(handler):
         # functools.wraps keeps the name (Gradio names the event's endpoint after it) and the signature
         # (Gradio passes gr.Progress to the handlers that ask for it).

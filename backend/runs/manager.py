@@ -70,6 +70,9 @@ class JobManager:
         self._lock = threading.RLock()
         self._pending: deque[str] = deque()
         self._running: dict[str, subprocess.Popen] = {}
+        # Jobs an abort is stopping: their end is "aborted", whatever signal they die of, so the
+        # watcher leaves them to abort() instead of reporting the exit as an interruption.
+        self._aborting: set[str] = set()
         self._events = EventsCache()
         self._adopted = self._find_live_jobs()  # run dir -> pid, for jobs an earlier app process started
         self._watcher = threading.Thread(target=self._watch, name="job-watcher", daemon=True)
@@ -187,13 +190,13 @@ class JobManager:
         with self._lock:
             for key, proc in list(self._running.items()):
                 code = proc.poll()
-                if code is None:
+                if code is None or key in self._aborting:
                     continue
                 del self._running[key]
                 if end_event(self._events.read(key)) is None:
                     EventLog(key).emit("end", **exit_reason(code, Path(key)))
             for key, pid in list(self._adopted.items()):
-                if _is_job_process(pid):
+                if _is_job_process(pid) or key in self._aborting:
                     continue
                 del self._adopted[key]
                 if end_event(self._events.read(key)) is None:
@@ -303,20 +306,28 @@ class JobManager:
     # ---- stopping ---------------------------------------------------------------------
     def abort(self, run_id: str) -> None:
         run_dir = self.run_dir(run_id)
+        key = str(run_dir)
         with self._lock:
-            if str(run_dir) in self._pending:
-                self._pending.remove(str(run_dir))
+            if key in self._pending:
+                self._pending.remove(key)
                 EventLog(run_dir).emit("end", status="aborted", error="aborted before it started")
                 return
-            proc = self._running.get(str(run_dir))
-        if proc is not None:
-            _stop_group(proc.pid, lambda: proc.poll() is not None)
-        else:
-            pid = _job_pid(self._events.read(run_dir))
-            if pid is not None and _is_job_process(pid):
-                _stop_group(pid, lambda: not _is_job_process(pid))
-        if end_event(self._events.read(run_dir)) is None:
-            EventLog(run_dir).emit("end", status="aborted", error="aborted by the user")
+            proc = self._running.get(key)
+            self._aborting.add(key)
+        try:
+            # A job stopped before its own SIGTERM handler is installed (in its first second) dies of
+            # the signal without writing its end; the end written below still says it was aborted.
+            if proc is not None:
+                _stop_group(proc.pid, lambda: proc.poll() is not None)
+            else:
+                pid = _job_pid(self._events.read(run_dir))
+                if pid is not None and _is_job_process(pid):
+                    _stop_group(pid, lambda: not _is_job_process(pid))
+            if end_event(self._events.read(run_dir)) is None:
+                EventLog(run_dir).emit("end", status="aborted", error="aborted by the user")
+        finally:
+            with self._lock:
+                self._aborting.discard(key)
         self._advance()
 
     def shutdown(self) -> None:

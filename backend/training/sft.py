@@ -15,7 +15,7 @@ class SftRecipe(Recipe):
     Supports LoRA (PEFT) and full fine-tuning, fp32 on CPU and bf16 where the GPU has it.
 
     Batches are padding-free, attention runs per packed example, and logits are computed only
-    where a token is trained (backend/batching.py): the same examples per step and the same
+    where a token is trained (backend/training/batching.py): the same examples per step and the same
     per-token loss as padded batches, without compute on padding, across examples, or on the
     prompts' language-model head.
     """
