@@ -3,7 +3,8 @@
 `<output_dir>/events.jsonl` holds one JSON object a line, each with `type` and `time`:
   start       world_size, pid, config (the fully resolved options); resumed_from (step) on a resume
   status      message (a phase the user should see, e.g. converting the model)
-  log         step, max_steps, epoch, loss, learning_rate, grad_norm, elapsed_s, tokens_per_s, eta_s
+  log         step, max_steps, epoch, loss, learning_rate, grad_norm, elapsed_s, tokens_per_s, eta_s,
+              gflops, mfu, flops_per_token (what one token of a step costs: backend.training.flops)
   eval        step, eval_loss
   checkpoint  step, path
   end         status (completed | failed | aborted | interrupted), error (all but completed)

@@ -11,6 +11,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.runs.manager import JobManager
+from backend.runs.resume import pick_checkpoint
 from backend.training.recipe import EventsCallback
 from tests.helpers import wait_for
 
@@ -45,10 +46,11 @@ def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(wor
         with pytest.raises(TuneForgeError, match=r"cannot resume: method was 'lora', now 'full'"):
             jobs.resume(run_id, {"method": "full"})
 
-        # A crash while saving leaves the newest checkpoint half-written: resume passes over it.
-        newest = max((p for p in run_dir.glob("checkpoint-*")), key=lambda p: int(p.name.split("-")[1]))
+        # A crash while saving leaves the newest checkpoint half-written: resume passes over it. The kill may
+        # itself have cut a save short, so the newest whole one is damaged here, and the one before it resumes.
+        newest, _ = pick_checkpoint(run_dir, "last")
         (newest / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
-        older = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p != newest)
+        older = int(pick_checkpoint(run_dir, "last")[0].name.split("-")[1])
 
         jobs.resume(run_id)
         status = wait_for(lambda: (s := jobs.status(run_id))["status"] not in ("running", "queued") and s)

@@ -34,7 +34,7 @@ from backend.files import save_staged, write_text_atomically
 from backend.paths import default_workspace
 from backend.runfiles import METRICS_FILE
 from backend.training.distributed import is_main_rank, rank, trainer_arguments
-from backend.training.flops import matmul_peak_gflops, parameters_in_memory, training_flops_per_token
+from backend.training.flops import matmul_peak_gflops, step_shape, training_flops_per_token
 
 # Metrics some trainers log beside the loss (TRL's preference trainers), passed on into log events.
 TRAINER_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "nll_loss")
@@ -92,6 +92,7 @@ class EventsCallback(TrainerCallback):
                 tokens_seen=tokens,
                 tokens_per_s=round(speed, 1) if speed else None,
                 gflops=round(gflops, 1) if gflops else None,
+                flops_per_token=round(self.flops_per_token),
                 mfu=round(gflops / self.peak_gflops, 3) if gflops and self.peak_gflops else None,
                 eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
                 **{key: finite_or_none(value) for key, value in logs.items() if key in TRAINER_METRICS},
@@ -225,6 +226,9 @@ class Recipe:
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)", flush=True)
+        # Weights and buffers as loaded and adapted: what quantization saves, beside the runtime's fixed cost.
+        weights_mb = round(self.model.get_memory_footprint() / 2**20, 1)
+        self.events.emit("status", message=f"model weights in memory: {weights_mb} MB", weights_mb=weights_mb)
 
     def collator(self):
         raise NotImplementedError
@@ -292,12 +296,14 @@ class Recipe:
 
     def _speed_meter(self) -> EventsCallback:
         """The events callback, told what a token costs and what the hardware can do, for MFU."""
-        n_params = parameters_in_memory(self.model)
-        n_trained = parameters_in_memory(self.model, trainable_only=True)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8)
-        per_token = training_flops_per_token(n_params, self.config.method, n_trained)
+        peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8, dtype=self.precision.name)
+        per_token = training_flops_per_token(step_shape(self.model), self.head_share())
         return EventsCallback(self.events, self.run_dir, flops_per_token=per_token, peak_gflops=peak)
+
+    def head_share(self) -> float:
+        """The share of tokens whose logits the step computes: all of them, unless a recipe keeps fewer."""
+        return 1.0
 
     def build_trainer(self) -> Trainer:
         return Trainer(

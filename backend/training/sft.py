@@ -5,7 +5,7 @@ from __future__ import annotations
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from backend.training.batching import padding_free_collator, use_per_example_attention
+from backend.training.batching import keeps_trained_logits, padding_free_collator, use_per_example_attention
 from backend.training.recipe import Recipe
 
 
@@ -59,3 +59,11 @@ class SftRecipe(Recipe):
 
     def collator(self):
         return padding_free_collator(self.model)
+
+    def head_share(self) -> float:
+        """Only the trained tokens' logits, where the model keeps just those (padding_free_collator)."""
+        if not keeps_trained_logits(self.model):
+            return 1.0
+        tokens = sum(len(example["input_ids"]) for example in self.train_set)
+        trained = sum(label != IGNORE_INDEX for example in self.train_set for label in example["labels"])
+        return trained / tokens if tokens else 1.0
