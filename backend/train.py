@@ -140,7 +140,12 @@ def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path 
 def out_of_memory_message(exc: BaseException, config: TrainConfig) -> str | None:
     """One actionable line for an allocation that failed (CPU or GPU), or None for any other error."""
     text = str(exc)
-    if not (isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text):
+    # oneDNN (bf16 and int8 kernels on a CPU) reports a failed allocation of its workspace only as this;
+    # it is also what an unsupported shape raises, but that fails the first step, not a run under way.
+    onednn = "could not create a primitive" in text
+    if not (
+        isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text or onednn
+    ):
         return None
     lighter = "; or use method lora (qlora on a CUDA GPU)" if config.method in ("full", "freeze") else ""
     return (

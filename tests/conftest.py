@@ -22,18 +22,43 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
+# Under pytest-xdist two workers share the cores. A torch process (a worker, its jobs, its apps) with
+# a thread per core would then wait at every OpenMP barrier for a core the other worker holds: a step
+# took 50 times longer. One thread each keeps every core busy without that.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The tiny model's shape. Its folder name carries the shape, so a change builds a new one.
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
 TINY_NAME = "tiny-llama-" + "-".join(f"{value}" for value in TINY.values())
 
 
+def pytest_collection_modifyitems(items):
+    """Keep together, on one xdist worker, what shares work: a module's tests (its module-scoped fixtures,
+    and the browser story's order), and every test that reads the session's runs on the real models,
+    which would otherwise train once per worker."""
+    for item in items:
+        group = "real-runs" if "real_jobs" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def built_once(name: str):
+    """A lock around building something into the shared model cache, so two workers do not both build it."""
+    from filelock import FileLock
+
+    from backend.paths import model_cache_dir
+
+    model_cache_dir().mkdir(parents=True, exist_ok=True)
+    return FileLock(str(model_cache_dir() / f".{name}.lock"))
+
+
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The embedded SmolLM2 converted to safetensors (converted on the first test run only)."""
-    from backend.models import default_model_dir
+    from backend.models import DEFAULT_MODEL_NAME, default_model_dir
 
-    return default_model_dir(progress=lambda msg: None)
+    with built_once(DEFAULT_MODEL_NAME):
+        return default_model_dir(progress=lambda msg: None)
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +71,13 @@ def tiny_model_dir(default_model_dir) -> Path:
     from backend.paths import model_cache_dir
 
     target = model_cache_dir() / TINY_NAME
-    if (target / "config.json").exists():
-        return target
+    with built_once(TINY_NAME):
+        if not (target / "config.json").exists():
+            build_tiny_model(target, default_model_dir)
+    return target
+
+
+def build_tiny_model(target: Path, default_model_dir: Path) -> None:
     import shutil
     import tempfile
 
@@ -76,7 +106,6 @@ def tiny_model_dir(default_model_dir) -> Path:
         os.rename(staging, target)
     except OSError:  # another test process built it first
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 @pytest.fixture(scope="session")
