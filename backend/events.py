@@ -2,9 +2,11 @@
 
 `<output_dir>/events.jsonl` holds one JSON object a line, each with `type` and `time`:
   start       world_size, pid, config (the fully resolved options); resumed_from (step) on a resume
-  status      message (a phase the user should see, e.g. converting the model)
+  status      message (a phase the user should see, e.g. converting the model); the `training` one
+              also max_steps and attention (what packed rows attend with, backend.training.batching)
   log         step, max_steps, epoch, loss, learning_rate, grad_norm, elapsed_s, tokens_per_s, eta_s,
-              gflops, mfu, flops_per_token (what one token of a step costs: backend.training.flops)
+              gflops, mfu, flops_per_token (what one token of a step costs: backend.training.flops),
+              peak_memory_mb (GPU memory allocated on CUDA, resident memory on a CPU)
   eval        step, eval_loss
   checkpoint  step, path
   end         status (completed | failed | aborted | interrupted), error (all but completed)

@@ -6,11 +6,13 @@ from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataColla
 
 from backend.templates import IGNORE_INDEX, encode_conversation
 from backend.training.batching import (
+    PER_EXAMPLE,
     TrainedLogitsOnly,
-    has_per_example_attention,
     keeps_trained_logits,
+    packed_attention_candidates,
     padding_free_collator,
-    use_per_example_attention,
+    takes_example_boundaries,
+    use_packed_attention,
 )
 
 CHATS = [
@@ -77,7 +79,7 @@ def test_a_model_without_logits_to_keep_gets_plain_padding_free_batches():
 
     assert not keeps_trained_logits(Legacy())
     assert not isinstance(padding_free_collator(Legacy()), TrainedLogitsOnly)
-    assert not use_per_example_attention(Legacy()) and not has_per_example_attention(Legacy())
+    assert use_packed_attention(Legacy()) is None and not takes_example_boundaries(Legacy())
 
 
 def loss_and_grads(model, batch):
@@ -93,7 +95,7 @@ def test_attention_per_example_gives_the_masked_rows_loss_and_gradients(model, t
     assert "cu_seq_lens_q" not in masked  # on plain SDPA, the block-diagonal mask keeps the examples apart
     expected = loss_and_grads(model, masked)
     try:
-        assert use_per_example_attention(model) and has_per_example_attention(model)
+        assert use_packed_attention(model) == PER_EXAMPLE and takes_example_boundaries(model)  # on a CPU: the loop
         per_example = padding_free_collator(model)(features(tokenizer))
         lengths = [len(f["input_ids"]) for f in features(tokenizer)]
         assert per_example["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
@@ -109,3 +111,18 @@ def test_attention_per_example_gives_the_masked_rows_loss_and_gradients(model, t
         assert not torch.allclose(crossed_grads[0], expected[1], atol=1e-6, rtol=1e-2)
     finally:
         model.set_attn_implementation("sdpa")
+
+
+@pytest.mark.parametrize(
+    ("on_cuda", "half", "packages", "expected"),
+    [
+        (True, True, {"flash_attn"}, ["flash_attention_2", PER_EXAMPLE]),
+        (True, True, {"flash_attn", "flash_attn_interface"}, ["flash_attention_3", "flash_attention_2", PER_EXAMPLE]),
+        (True, True, {"kernels"}, ["kernels-community/flash-attn", PER_EXAMPLE]),
+        (True, True, set(), [PER_EXAMPLE]),  # no kernel installed: the loop
+        (True, False, {"flash_attn"}, [PER_EXAMPLE]),  # fp32: the kernels run in bf16/fp16 only
+        (False, True, {"flash_attn", "kernels"}, [PER_EXAMPLE]),  # a CPU: the loop is what pays
+    ],
+)
+def test_packed_rows_use_a_variable_length_kernel_on_a_gpu_where_one_is_installed(on_cuda, half, packages, expected):
+    assert packed_attention_candidates(on_cuda, half, packages.__contains__) == expected

@@ -7,8 +7,10 @@
     model's compute) and the cross-entropy skip prompt positions. transformers reads a boolean
     `logits_to_keep` mask and the matching `shift_labels`; the loss and its gradient are those of
     every position, since the skipped ones carried label -100.
-  - Attention per example: SDPA runs once per packed example, causal within it, instead of once
-    over the whole row under a block-diagonal mask. The mask's answer is the same, but SDPA over
+  - Attention per example: on a GPU with a variable-length kernel installed (FlashAttention 3 or 2,
+    or the hub's kernel), the whole row in one call that takes the example boundaries; otherwise SDPA
+    once per packed example, causal within it, instead of once over the whole row under a
+    block-diagonal mask. The mask's answer is the same, but SDPA over
     the row computes every pair of tokens in it, examples with each other too, and then discards
     them; a row of 4 examples did about 8 times the attention arithmetic it needed.
 All three leave the optimisation as it was: the same examples per step, the same per-token loss.
@@ -61,20 +63,53 @@ def _attention_of(model) -> tuple[object, str | None]:
     return base, getattr(getattr(base, "config", None), "_attn_implementation", None)
 
 
-def use_per_example_attention(model) -> bool:
-    """Switch a model on SDPA to per-example attention; False (unchanged) where it cannot take it.
+# Variable-length attention kernels that take a padding-free row's example boundaries in one call,
+# best first: (transformers' name for it, the package that provides it). The hub's kernel needs the
+# `kernels` package and, the first time, the network.
+VARLEN_KERNELS = (
+    ("flash_attention_3", "flash_attn_interface"),
+    ("flash_attention_2", "flash_attn"),
+    ("kernels-community/flash-attn", "kernels"),
+)
+TAKES_BOUNDARIES = (PER_EXAMPLE, *(name for name, _ in VARLEN_KERNELS))
 
-    Only the model in this process changes: the name is not saved with the weights.
+
+def packed_attention_candidates(on_cuda: bool, half_precision: bool, installed) -> list[str]:
+    """The attentions to try for padding-free rows, in order; the per-example loop is always last.
+
+    On a GPU a variable-length kernel runs the whole row in one launch, where the loop launches one
+    SDPA call per example per layer. They run in bf16/fp16 only. On a CPU the loop is what pays.
     """
+    kernels = [name for name, package in VARLEN_KERNELS if installed(package)] if on_cuda and half_precision else []
+    return [*kernels, PER_EXAMPLE]
+
+
+def use_packed_attention(model) -> str | None:
+    """Switch a model on SDPA to attention that keeps packed examples apart; returns which, or None.
+
+    None (unchanged) where the model cannot switch. Only the model in this process changes: the
+    name is not saved with the weights, so a saved or exported model stays plain SDPA.
+    """
+    import importlib.util
+
     base, attention = _attention_of(model)
     if attention != "sdpa" or not base._can_set_attn_implementation():
-        return False
-    base.set_attn_implementation(PER_EXAMPLE)
-    return True
+        return None
+    weight = next(base.parameters())
+    half = weight.dtype in (torch.bfloat16, torch.float16)
+    installed = lambda package: importlib.util.find_spec(package) is not None  # noqa: E731
+    for name in packed_attention_candidates(weight.is_cuda, half, installed):
+        try:
+            base.set_attn_implementation(name)
+            return name
+        except (ImportError, ValueError, OSError, RuntimeError):
+            continue  # a kernel that will not load here: the next one, and the loop last of all
+    return None
 
 
-def has_per_example_attention(model) -> bool:
-    return _attention_of(model)[1] == PER_EXAMPLE
+def takes_example_boundaries(model) -> bool:
+    """Whether the model's attention reads the collator's example boundaries (cu_seq_lens_*)."""
+    return _attention_of(model)[1] in TAKES_BOUNDARIES
 
 
 class TrainedLogitsOnly:
@@ -105,6 +140,6 @@ def padding_free_collator(model):
     The example boundaries go along (cu_seq_lens_*) for a model that attends per example.
     """
     flatten = DataCollatorWithFlattening(
-        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=has_per_example_attention(model)
+        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=takes_example_boundaries(model)
     )
     return TrainedLogitsOnly(flatten) if keeps_trained_logits(model) else flatten

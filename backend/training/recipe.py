@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import resource
 import time
 from pathlib import Path
 
@@ -46,6 +47,13 @@ def eta_seconds(elapsed_s: float, step: int, max_steps: int) -> float | None:
     return round(max(0.0, elapsed_s / step * (max_steps - step)), 1)
 
 
+def peak_memory_mb() -> float:
+    """The most this process has held so far: GPU memory allocated on CUDA, resident memory on a CPU."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
 def finite_or_none(value) -> float | None:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -53,9 +61,16 @@ def finite_or_none(value) -> float | None:
 class EventsCallback(TrainerCallback):
     """Trainer logs → events.jsonl, and a one-line summary per log into train.log."""
 
-    def __init__(self, events: EventLog, run_dir: Path, flops_per_token: float = 0.0, peak_gflops: float = 0.0):
+    def __init__(
+        self,
+        events: EventLog,
+        run_dir: Path,
+        flops_per_token: float = 0.0,
+        peak_gflops: float = 0.0,
+        attention: str | None = None,
+    ):
         self.events, self.run_dir = events, run_dir
-        self.flops_per_token, self.peak_gflops = flops_per_token, peak_gflops
+        self.flops_per_token, self.peak_gflops, self.attention = flops_per_token, peak_gflops, attention
         self.started = time.time()
         self.first_step = self.first_tokens = 0
 
@@ -63,7 +78,7 @@ class EventsCallback(TrainerCallback):
         self.started = time.time()
         # A resumed run starts from a checkpoint's step and token count; speed counts this attempt only.
         self.first_step, self.first_tokens = state.global_step, state.num_input_tokens_seen
-        self.events.emit("status", message="training", max_steps=state.max_steps)
+        self.events.emit("status", message="training", max_steps=state.max_steps, attention=self.attention)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -93,6 +108,7 @@ class EventsCallback(TrainerCallback):
                 tokens_per_s=round(speed, 1) if speed else None,
                 gflops=round(gflops, 1) if gflops else None,
                 flops_per_token=round(self.flops_per_token),
+                peak_memory_mb=peak_memory_mb(),
                 mfu=round(gflops / self.peak_gflops, 3) if gflops and self.peak_gflops else None,
                 eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
                 **{key: finite_or_none(value) for key, value in logs.items() if key in TRAINER_METRICS},
@@ -156,6 +172,7 @@ class Recipe:
         self.config, self.events, self.run_dir = config, events, run_dir
         self.resume_from = resume_from
         self.best: dict | None = None
+        self.attention: str | None = None  # what packed rows attend with, where a recipe packs them
         self.hardware = probe()
         self.precision = choose(config, self.hardware)
 
@@ -299,7 +316,7 @@ class Recipe:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8, dtype=self.precision.name)
         per_token = training_flops_per_token(step_shape(self.model), self.head_share())
-        return EventsCallback(self.events, self.run_dir, flops_per_token=per_token, peak_gflops=peak)
+        return EventsCallback(self.events, self.run_dir, per_token, peak, self.attention)
 
     def head_share(self) -> float:
         """The share of tokens whose logits the step computes: all of them, unless a recipe keeps fewer."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, load_tokenizer, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from backend.training.batching import keeps_trained_logits, padding_free_collator, use_per_example_attention
+from backend.training.batching import PER_EXAMPLE, keeps_trained_logits, padding_free_collator, use_packed_attention
 from backend.training.recipe import Recipe
+
+ATTENTION_NAMES = {PER_EXAMPLE: "per example (SDPA, causal within each packed example)"}
 
 
 class SftRecipe(Recipe):
@@ -40,8 +42,9 @@ class SftRecipe(Recipe):
             **self.precision.loading_arguments(),
         )
         model.config.use_cache = False
-        if use_per_example_attention(model):
-            print("attention: per example (SDPA, causal within each packed example)", flush=True)
+        self.attention = use_packed_attention(model)
+        if self.attention:
+            print(f"attention: {ATTENTION_NAMES.get(self.attention, self.attention)}", flush=True)
         self.model = self._adapt(model)
         self.report_size()
 
