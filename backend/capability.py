@@ -5,10 +5,11 @@ manager (which refuses a start in the job's own words) and the job (`plan_run`, 
 loads). The hardware is described by a plain dict (see `cpu_only`), so the job asks torch (`probe`)
 and the app, which must not import torch, asks a short subprocess (`hardware_summary`). A request
 the machine cannot run is refused with one line before any model is loaded:
-  bf16            needs a CUDA GPU with bf16 support (Ampere or newer)
+  bf16            needs a CUDA GPU with bf16 (Ampere or newer) or a CPU with native bf16 (AVX512_BF16 or AMX)
   fp16            needs a CUDA GPU (trained with a gradient scaler)
-  4-/8-bit        needs a CUDA GPU and bitsandbytes (QLoRA: NF4 with double quantization)
-auto picks bf16 where supported, fp16 on older GPUs and fp32 on CPU.
+  4-/8-bit        needs bitsandbytes: on a CUDA GPU, or on the CPU through its CPU backend (8-bit in fp32 there)
+auto picks bf16 where the GPU supports it, fp16 on older GPUs; on a CPU, bf16 only where measured to pay
+(CPU_AUTO_BF16), else fp32.
 """
 
 from __future__ import annotations
@@ -30,36 +31,83 @@ SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 # The methods that train an adapter. Only these may quantize the base: a quantized weight cannot take a
 # gradient, so an adapter must.
 ADAPTER_METHODS = ("lora", "qlora")
+# Where precision auto trains in bf16 on a CPU: (its native bf16, method), each measured faster at about
+# the same eval loss (docs/benchmarks.md, 2026-12-02): LoRA on an AMX CPU, 1.4x fp32. Not (yet) chosen: qlora
+# (1.08x there), full and freeze (not measured), and AVX512_BF16 without AMX (no such CPU was measured).
+CPU_AUTO_BF16 = {("AMX", "lora")}
 
 
-def cpu_only() -> dict:
-    return {"cuda": False, "gpus": 0, "gpu_name": "", "bf16": False, "bitsandbytes": _installed("bitsandbytes")}
+def cpu_only(cpu_bf16: str = "") -> dict:
+    """A machine that trains on its CPU. cpu_bf16 names the CPU's native bf16 instructions ('' for none).
+
+    With no argument: a CPU whose bf16 is unknown, so treated as absent (the safe fallback).
+    "bf16" says whether the device that trains computes bf16 natively, here as on a GPU.
+    """
+    return {
+        "cuda": False,
+        "gpus": 0,
+        "gpu_name": "",
+        "bf16": bool(cpu_bf16),
+        "cpu_bf16": cpu_bf16,
+        "bitsandbytes": _installed("bitsandbytes"),
+        "bitsandbytes_cpu": _bitsandbytes_has_cpu_backend(),
+    }
 
 
 def probe() -> dict:
     """The hardware as this process's torch sees it (imports torch: for the training job)."""
     import torch
 
+    cpu_bf16 = native_cpu_bf16()
     if not torch.cuda.is_available():
-        return cpu_only()
+        return cpu_only(cpu_bf16)
     return {
         "cuda": True,
         "gpus": torch.cuda.device_count(),
         "gpu_name": torch.cuda.get_device_name(0),
         "bf16": torch.cuda.is_bf16_supported(),
+        "cpu_bf16": cpu_bf16,
         "bitsandbytes": _installed("bitsandbytes"),
+        "bitsandbytes_cpu": _bitsandbytes_has_cpu_backend(),
     }
+
+
+def native_cpu_bf16() -> str:
+    """The CPU's native bf16 instructions, as torch's CPU checks see them: AMX, AVX512_BF16, ARM_BF16 or ''.
+
+    Not oneDNN's "bf16 supported" alone: on x86 it is true on any AVX512 CPU, where bf16 is emulated
+    by conversions and runs slower than fp32. AMX is named first: where both exist, oneDNN uses it.
+    The checks are private torch functions, so a torch without them reads as no native bf16.
+    """
+    import platform
+
+    import torch
+
+    def asks(check) -> bool:
+        try:
+            return bool(check())
+        except (AttributeError, RuntimeError):
+            return False
+
+    if not asks(lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return ""
+    if asks(lambda: torch.cpu._is_amx_tile_supported()):
+        return "AMX"
+    if asks(lambda: torch.cpu._is_avx512_bf16_supported()):
+        return "AVX512_BF16"
+    if platform.machine().lower() in ("aarch64", "arm64"):  # oneDNN's check is the CPU's own bf16 there
+        return "ARM_BF16"
+    return ""
 
 
 @functools.lru_cache(maxsize=1)
 def hardware_summary() -> dict:
     """The hardware, without importing torch here: for the UI process.
 
-    A machine without an NVIDIA driver is CPU only, known at once. Otherwise torch is asked in a
-    short-lived subprocess (a few seconds, once per app), so the app itself never loads it.
+    torch is asked in a short-lived subprocess (a few seconds, once per app), so the app itself
+    never loads it: on a GPU machine for the GPU, on any machine for the CPU's native bf16.
+    If the subprocess fails, the answer is a CPU without bf16, which refuses rather than crashes.
     """
-    if not _nvidia_driver_present():
-        return cpu_only()
     code = "import json; from backend.capability import probe; print(json.dumps(probe()))"
     try:
         out = subprocess.run(
@@ -67,58 +115,85 @@ def hardware_summary() -> dict:
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return cpu_only()  # a broken driver trains nothing on the GPU either
-
-
-def _nvidia_driver_present() -> bool:
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*"))
+        return cpu_only()
 
 
 def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def _bitsandbytes_has_cpu_backend() -> bool:
+    """Whether the installed bitsandbytes ships its CPU backend, found by its files: importing it loads torch."""
+    spec = importlib.util.find_spec("bitsandbytes")
+    return bool(spec and spec.submodule_search_locations) and any(
+        (Path(folder) / "backends" / "cpu").is_dir() for folder in spec.submodule_search_locations
+    )
+
+
 def describe(hardware: dict) -> str:
     """One line for the Train tab: what this machine trains with, and what it cannot."""
+    quant = (
+        "4-bit/8-bit need bitsandbytes"
+        if not hardware["bitsandbytes"]
+        else "4-bit/8-bit available"
+        if hardware["cuda"]
+        else "4-bit/8-bit through bitsandbytes' CPU backend (8-bit in fp32)"
+        if hardware.get("bitsandbytes_cpu")
+        else "4-bit/8-bit need a CUDA GPU or a bitsandbytes with a CPU backend"
+    )
     if not hardware["cuda"]:
-        return "This machine: CPU only — fp32; 4-bit/8-bit and bf16/fp16 need a CUDA GPU"
+        if hardware["bf16"]:
+            auto = [method for isa, method in sorted(CPU_AUTO_BF16) if isa == hardware["cpu_bf16"]]
+            auto_line = f"{', '.join(auto)} in bf16, the rest in fp32" if auto else "in fp32, bf16 on request"
+            return (
+                f"This machine: CPU only, with native bf16 ({hardware['cpu_bf16']}) — auto trains {auto_line}; "
+                f"{quant}; fp16 needs a CUDA GPU"
+            )
+        return (
+            "This machine: CPU only, without native bf16 (no AVX512_BF16 or AMX) — fp32; "
+            f"{quant}; bf16 needs a CPU with native bf16 or a CUDA GPU, fp16 a CUDA GPU"
+        )
     gpus = f"{hardware['gpus']} × {hardware['gpu_name']}"
     if hardware["bf16"]:
         auto = "bf16"
     else:
         auto = "fp16 with a gradient scaler (this GPU has no bf16)"
-    quant = "4-bit/8-bit available" if hardware["bitsandbytes"] else "4-bit/8-bit need bitsandbytes"
     return f"This machine: {gpus} — auto trains in {auto}; {quant}"
 
 
 @dataclass(frozen=True)
 class Precision:
-    """The resolved choice: the float format to train in and the bits the base model is stored in."""
+    """The resolved choice: the float format to train in, the bits the base model is stored in, and where."""
 
     name: str  # bf16 | fp16 | fp32
     quantization_bit: int  # 0, 4 or 8
+    on_cpu: bool = False
 
     def describe(self) -> str:
         return f"{self.name}, {self.quantization_bit}-bit base" if self.quantization_bit else self.name
 
     def loading_arguments(self) -> dict:
-        """from_pretrained arguments for a quantized base: bitsandbytes settings, and this rank's GPU."""
+        """from_pretrained arguments for a quantized base: bitsandbytes settings, and where its weights live."""
         quantization = self.quantization_config()
         if quantization is None:
             return {}
-        # A quantized model cannot be moved after loading, so each rank loads it onto its own GPU.
-        return {"quantization_config": quantization, "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
+        # A quantized model cannot be moved after loading, so each rank loads it onto its own GPU, or the CPU.
+        device = "cpu" if self.on_cpu else int(os.environ.get("LOCAL_RANK", 0))
+        return {"quantization_config": quantization, "device_map": {"": device}}
 
     def load_dtype(self, method: str):
         """The dtype the model's weights are loaded in.
 
         fp16 trains with a gradient scaler, which needs fp32 weights wherever gradients flow, so
-        only a frozen base (LoRA) is stored in fp16; bf16 needs no scaler and stores everything in bf16.
+        only a frozen base (LoRA) is stored in fp16. bf16 needs no scaler: on a GPU everything is
+        stored in bf16; on a CPU only a frozen base is, and trained weights stay fp32 under the
+        Trainer's bf16 autocast (mixed precision), as transformers runs bf16 there. A frozen base kept
+        in fp32 would be cast at every step for the same arithmetic: on the benchmark it trained at
+        294 tokens/s against 403, with the same eval loss (docs/benchmarks.md).
         """
         import torch
 
-        if self.name == "bf16":
+        if self.name == "bf16" and (method in ADAPTER_METHODS or not self.on_cpu):
             return torch.bfloat16
         if self.name == "fp16" and method in ADAPTER_METHODS:
             return torch.float16
@@ -146,6 +221,12 @@ def quantization_bits(config: TrainConfig) -> int:
     return config.quantization_bit or (4 if config.method == "qlora" else 0)
 
 
+def saved_quantization_bits(saved: dict) -> int:
+    """quantization_bits of a finished run's config.yaml, read from the two keys it needs, so that any run's
+    config answers (an imported adapter's, or one saved by an older version)."""
+    return quantization_bits(TrainConfig.from_dict({k: saved[k] for k in ("method", "quantization_bit") if k in saved}))
+
+
 def choose(config: TrainConfig, hardware: dict) -> Precision:
     """The precision this run trains in on this hardware, or one line saying why it cannot."""
     bits = quantization_bits(config)
@@ -153,18 +234,38 @@ def choose(config: TrainConfig, hardware: dict) -> Precision:
         raise TuneForgeError(
             f"quantization_bit={bits} needs method lora or qlora: quantized weights cannot be trained directly"
         )
-    if bits and not hardware["cuda"]:
-        raise TuneForgeError(f"quantization_bit={bits} needs a CUDA GPU (bitsandbytes {bits}-bit)")
     if bits and not hardware["bitsandbytes"]:
         raise TuneForgeError(f"quantization_bit={bits} needs the bitsandbytes package: pip install bitsandbytes")
+    if bits and not hardware["cuda"] and not hardware.get("bitsandbytes_cpu"):
+        raise TuneForgeError(
+            f"quantization_bit={bits} needs a CUDA GPU, or a bitsandbytes with its CPU backend: "
+            "pip install -U bitsandbytes"
+        )
     name = config.precision
     if name == "auto":
-        name = ("bf16" if hardware["bf16"] else "fp16") if hardware["cuda"] else "fp32"
+        name = auto_precision(config.method, bits, hardware)
     elif name == "bf16" and not hardware["bf16"]:
-        raise TuneForgeError("bf16 needs a GPU with bf16 support" + ("" if hardware["cuda"] else "; this is a CPU"))
+        raise TuneForgeError(
+            "bf16 needs a GPU with bf16 support"
+            if hardware["cuda"]
+            else "bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX) or a CUDA GPU; this CPU has neither"
+        )
     elif name == "fp16" and not hardware["cuda"]:
         raise TuneForgeError("fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)")
-    return Precision(name=name, quantization_bit=bits)
+    if bits == 8 and name == "bf16" and not hardware["cuda"]:
+        raise TuneForgeError(
+            "quantization_bit=8 on a CPU trains in fp32 (bitsandbytes' 8-bit CPU layers run many times slower "
+            "in bf16); use precision fp32 or auto, or quantization_bit 4"
+        )
+    return Precision(name=name, quantization_bit=bits, on_cpu=not hardware["cuda"])
+
+
+def auto_precision(method: str, bits: int, hardware: dict) -> str:
+    """precision auto: bf16 where the GPU has it, else fp16 with a scaler; on a CPU, bf16 where CPU_AUTO_BF16 says."""
+    if hardware["cuda"]:
+        return "bf16" if hardware["bf16"] else "fp16"
+    measured = (hardware.get("cpu_bf16"), method) in CPU_AUTO_BF16 and not bits
+    return "bf16" if measured else "fp32"
 
 
 def plan_run(config: TrainConfig, hardware: dict) -> Precision:

@@ -11,6 +11,7 @@ from backend.training.batching import (
     keeps_trained_logits,
     packed_attention_candidates,
     padding_free_collator,
+    per_example_attention,
     takes_example_boundaries,
     use_packed_attention,
 )
@@ -111,6 +112,19 @@ def test_attention_per_example_gives_the_masked_rows_loss_and_gradients(model, t
         assert not torch.allclose(crossed_grads[0], expected[1], atol=1e-6, rtol=1e-2)
     finally:
         model.set_attn_implementation("sdpa")
+
+
+def test_per_example_attention_in_bf16_on_a_cpu_computes_in_fp32(model):
+    """SDPA's bf16 CPU kernels are slower than its fp32 ones: under bf16 autocast it runs in fp32, returns bf16."""
+    attention = model.model.layers[0].self_attn
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(1, heads, 10, 16).bfloat16() for heads in (4, 2, 2))
+    bounds = torch.tensor([0, 4, 10], dtype=torch.int32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = per_example_attention(attention, query, key, value, None, cu_seq_lens_q=bounds)
+    fp32, _ = per_example_attention(attention, query.float(), key.float(), value.float(), None, cu_seq_lens_q=bounds)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, fp32.bfloat16(), atol=0, rtol=0)  # fp32's answer, rounded once
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Precision, quantization and launch choices per hardware: what runs, and one line for what cannot.
 
-Hardware is a plain dict (what torch reports), so the choices for a GPU machine are checked here too;
-the GPU runs themselves are in test_gpu.py.
+Hardware is a plain dict (what torch reports), so the choices for a GPU machine, and for CPUs with
+and without native bf16, are checked here on any machine; the GPU runs themselves are in
+test_gpu.py, the CPU's bf16 and QLoRA runs in test_cpu_bf16_qlora.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 
-from backend.capability import cpu_only, describe, hardware_summary, plan_run, unavailable_choices
+from backend.capability import cpu_only, describe, hardware_summary, plan_run, probe, unavailable_choices
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.runs.manager import JobManager
@@ -23,6 +24,10 @@ from tests.helpers import ROOT, run_cli, write_config
 
 AMPERE = {"cuda": True, "gpus": 2, "gpu_name": "A100", "bf16": True, "bitsandbytes": True}
 TURING = {"cuda": True, "gpus": 1, "gpu_name": "T4", "bf16": False, "bitsandbytes": True}
+# CPUs, with a bitsandbytes that has its CPU backend: a Zen 1 (AVX2, no native bf16), a Sapphire Rapids (AMX).
+ZEN1 = {**cpu_only(), "bitsandbytes": True, "bitsandbytes_cpu": True}
+SAPPHIRE_RAPIDS = {**cpu_only("AMX"), "bitsandbytes": True, "bitsandbytes_cpu": True}
+ZEN4 = {**cpu_only("AVX512_BF16"), "bitsandbytes": True, "bitsandbytes_cpu": True}
 
 
 def plan(hardware, **options):
@@ -32,18 +37,65 @@ def plan(hardware, **options):
 @pytest.mark.parametrize(
     "options, line",
     [
-        ({"method": "qlora"}, "quantization_bit=4 needs a CUDA GPU (bitsandbytes 4-bit)"),
-        ({"quantization_bit": 8}, "quantization_bit=8 needs a CUDA GPU (bitsandbytes 8-bit)"),
-        ({"precision": "bf16"}, "bf16 needs a GPU with bf16 support; this is a CPU"),
+        (
+            {"precision": "bf16"},
+            "bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX) or a CUDA GPU; this CPU has neither",
+        ),
         ({"precision": "fp16"}, "fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)"),
         ({"strategy": "fsdp"}, "strategy=fsdp needs CUDA GPUs; on CPU use strategy ddp"),
         ({"nnodes": 2, "node_rank": 2}, "node_rank=2 must be below nnodes=2 (nodes count from 0)"),
     ],
 )
-def test_a_cpu_refuses_what_it_cannot_run_in_one_line(options, line):
+def test_a_cpu_without_native_bf16_refuses_what_it_cannot_run_in_one_line(options, line):
     with pytest.raises(TuneForgeError) as refused:
-        plan(cpu_only(), **options)
+        plan(ZEN1, **options)
     assert str(refused.value) == line
+
+
+@pytest.mark.parametrize(
+    "hardware, options, line",
+    [
+        ({**ZEN1, "bitsandbytes_cpu": False}, {"method": "qlora"}, "quantization_bit=4 needs a CUDA GPU, or a "),
+        ({**ZEN1, "bitsandbytes": False}, {"quantization_bit": 8}, "quantization_bit=8 needs the bitsandbytes package"),
+        (SAPPHIRE_RAPIDS, {"quantization_bit": 8, "precision": "bf16"}, "quantization_bit=8 on a CPU trains in fp32"),
+        (SAPPHIRE_RAPIDS, {"precision": "fp16"}, "fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)"),
+    ],
+)
+def test_quantization_on_a_cpu_needs_bitsandbytes_cpu_backend_and_8bit_trains_in_fp32(hardware, options, line):
+    with pytest.raises(TuneForgeError, match="^" + re.escape(line)):
+        plan(hardware, **options)
+
+
+def test_a_cpu_runs_qlora_on_its_cpu_and_bf16_where_it_is_native():
+    import torch
+
+    qlora = plan(ZEN1, method="qlora")
+    assert (qlora.name, qlora.quantization_bit, qlora.on_cpu) == ("fp32", 4, True)
+    assert qlora.loading_arguments()["device_map"] == {"": "cpu"}  # never a GPU index on a CPU machine
+    assert qlora.quantization_config().bnb_4bit_compute_dtype == torch.float32
+    assert plan(ZEN1, quantization_bit=8).quantization_config().load_in_8bit
+    bf16 = plan(SAPPHIRE_RAPIDS, precision="bf16")
+    assert bf16.name == "bf16" and bf16.on_cpu
+    # Mixed precision on a CPU: a frozen base may be stored in bf16; weights that train stay fp32 under autocast.
+    assert bf16.load_dtype("lora") == torch.bfloat16
+    assert bf16.load_dtype("full") == bf16.load_dtype("freeze") == torch.float32
+    assert plan(SAPPHIRE_RAPIDS, method="qlora", precision="bf16").quantization_config().bnb_4bit_compute_dtype == (
+        torch.bfloat16
+    )
+
+
+def test_the_devices_line_says_what_this_cpu_has():
+    assert describe(ZEN1) == (
+        "This machine: CPU only, without native bf16 (no AVX512_BF16 or AMX) — fp32; 4-bit/8-bit through "
+        "bitsandbytes' CPU backend (8-bit in fp32); bf16 needs a CPU with native bf16 or a CUDA GPU, fp16 a CUDA GPU"
+    )
+    assert describe(SAPPHIRE_RAPIDS).startswith(
+        "This machine: CPU only, with native bf16 (AMX) — auto trains lora in bf16, the rest in fp32; "
+    )
+    assert describe(ZEN4).startswith("This machine: CPU only, with native bf16 (AVX512_BF16) — auto trains in fp32, ")
+    assert "4-bit/8-bit need a CUDA GPU or a bitsandbytes with a CPU backend" in describe(
+        {**ZEN1, "bitsandbytes_cpu": False}
+    )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
@@ -53,19 +105,26 @@ def test_deepspeed_without_its_package_is_refused_before_the_model_loads():
     assert str(refused.value) == "strategy=deepspeed_zero3 needs the deepspeed package: pip install deepspeed"
 
 
-def test_the_cli_refuses_qlora_on_cpu_before_loading_anything(tmp_path):
+def cpu_machine():
+    if hardware_summary()["cuda"]:
+        pytest.skip("this machine has a CUDA GPU, which runs fp16")
+
+
+def test_the_cli_refuses_fp16_on_cpu_before_loading_anything(tmp_path):
+    cpu_machine()
     run_dir = tmp_path / "run"
-    result = run_cli(write_config(tmp_path / "run.yaml", method="qlora", output_dir=str(run_dir)), timeout=120)
+    result = run_cli(write_config(tmp_path / "run.yaml", precision="fp16", output_dir=str(run_dir)), timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: quantization_bit=4 needs a CUDA GPU (bitsandbytes 4-bit)"]
+    assert result.stderr.strip().splitlines() == ["error: fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)"]
     assert not run_dir.exists()
 
 
 def test_starting_from_the_ui_refuses_with_the_same_line(workspace):
+    cpu_machine()
     jobs = JobManager(workspace)
     try:
-        with pytest.raises(TuneForgeError, match=r"^bf16 needs a GPU with bf16 support; this is a CPU$"):
-            jobs.start({"precision": "bf16"})
+        with pytest.raises(TuneForgeError, match=r"^fp16 needs a CUDA GPU; on CPU use precision fp32 \(or auto\)$"):
+            jobs.start({"precision": "fp16"})
         with pytest.raises(TuneForgeError, match=r"^node_rank=1: start the other nodes from a terminal"):
             jobs.start({"nnodes": 2, "node_rank": 1})
         assert jobs.list_runs() == []
@@ -74,7 +133,12 @@ def test_starting_from_the_ui_refuses_with_the_same_line(workspace):
 
 
 def test_auto_precision_follows_the_hardware():
-    assert plan(cpu_only()).name == "fp32"
+    assert plan(ZEN1).name == plan(ZEN1, method="qlora").name == "fp32"
+    # bf16 by auto only where it was measured to pay (docs/benchmarks.md): LoRA on an AMX CPU.
+    assert plan(SAPPHIRE_RAPIDS).name == "bf16"
+    for options in ({"method": "qlora"}, {"quantization_bit": 8}, {"method": "full"}, {"method": "freeze"}):
+        assert plan(SAPPHIRE_RAPIDS, **options).name == "fp32"
+    assert plan(ZEN4).name == "fp32" and plan(ZEN4, precision="bf16").name == "bf16"
     assert plan(AMPERE).name == "bf16"
     assert plan(TURING).name == "fp16"  # trained with the Trainer's gradient scaler
     assert plan(TURING, precision="fp32").name == "fp32"
@@ -131,7 +195,8 @@ def test_strategy_files_are_generated_into_the_run_folder(tmp_path, monkeypatch)
     assert json.loads((tmp_path / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
     fsdp = trainer_arguments(TrainConfig.from_dict({"strategy": "fsdp"}), tmp_path, AMPERE)
     assert fsdp["fsdp"] is True and json.loads((tmp_path / "fsdp_config.json").read_text())["version"] == 2
-    assert trainer_arguments(TrainConfig(), tmp_path, cpu_only()) == {}  # one process: nothing to set up
+    assert trainer_arguments(TrainConfig(), tmp_path, AMPERE) == {}  # one process on a GPU: nothing to set up
+    assert trainer_arguments(TrainConfig(), tmp_path, cpu_only()) == {"use_cpu": True}  # bf16 autocast needs it
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert trainer_arguments(TrainConfig(), tmp_path, cpu_only()) == {"use_cpu": True, "ddp_backend": "gloo"}
 
@@ -146,16 +211,18 @@ def test_the_launch_command_is_torchrun_with_the_config_keys():
 
 
 def test_the_ui_learns_the_hardware_without_loading_torch():
-    probe = (
+    app = (
         "import sys, json; from backend.capability import hardware_summary, describe; h = hardware_summary(); "
         "print(json.dumps([h, describe(h), 'torch' in sys.modules]))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", app], cwd=ROOT, capture_output=True, text=True, check=True)
     hardware, line, loaded_torch = json.loads(out.stdout)
     assert not loaded_torch
+    assert hardware == probe()  # the subprocess asked torch, on a CPU-only machine too
+    assert line == describe(probe())
     if not hardware["cuda"]:
-        assert line == "This machine: CPU only — fp32; 4-bit/8-bit and bf16/fp16 need a CUDA GPU"
-        assert describe(hardware_summary()) == line
+        has = f"with native bf16 ({hardware['cpu_bf16']})" if hardware["bf16"] else "without native bf16"
+        assert line.startswith(f"This machine: CPU only, {has} — ")
 
 
 def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
@@ -171,17 +238,27 @@ def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
 def test_the_form_offers_only_what_the_hardware_runs_and_says_why():
     from webui.forms import hardware_overrides
 
-    cpu = unavailable_choices(cpu_only())
-    assert set(cpu["method"]) == {"qlora"} and set(cpu["quantization_bit"]) == {4, 8}
+    cpu = unavailable_choices(ZEN1)
+    assert "method" not in cpu and "quantization_bit" not in cpu  # 4- and 8-bit through bitsandbytes' CPU backend
     assert set(cpu["precision"]) == {"bf16", "fp16"}
     assert set(cpu["strategy"]) == {"fsdp", "deepspeed_zero2", "deepspeed_zero3"}
-    assert "needs a CUDA GPU" in cpu["method"]["qlora"]
     widgets = hardware_overrides(cpu)
-    assert widgets["method"]["choices"] == ["lora", "full", "freeze"]
-    assert "Not on this machine — qlora: quantization_bit=4 needs a CUDA GPU" in widgets["method"]["info"]
     assert widgets["strategy"]["choices"] == ["ddp"] and widgets["strategy"]["interactive"] is False
-    assert widgets["quantization_bit"]["choices"] == [0] and widgets["quantization_bit"]["interactive"] is False
     assert widgets["precision"]["choices"] == ["auto", "fp32"] and "interactive" not in widgets["precision"]
+    assert (
+        "Not on this machine — bf16: bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX)"
+        in (widgets["precision"]["info"])
+    )
+    assert set(unavailable_choices(SAPPHIRE_RAPIDS)["precision"]) == {"fp16"}
+
+    old_bitsandbytes = hardware_overrides(unavailable_choices({**ZEN1, "bitsandbytes_cpu": False}))
+    assert old_bitsandbytes["method"]["choices"] == ["lora", "full", "freeze"]
+    assert (
+        "Not on this machine — qlora: quantization_bit=4 needs a CUDA GPU, or a bitsandbytes with its CPU "
+        in (old_bitsandbytes["method"]["info"])
+    )
+    assert old_bitsandbytes["quantization_bit"]["choices"] == [0]
+    assert old_bitsandbytes["quantization_bit"]["interactive"] is False
 
     ampere = unavailable_choices(AMPERE)
     assert "method" not in ampere and "precision" not in ampere and "quantization_bit" not in ampere
@@ -197,13 +274,12 @@ def test_a_loaded_config_the_machine_cannot_run_keeps_the_form_value_and_says_wh
     from backend.config import fields
     from webui.forms import form_updates
 
-    if hardware_summary()["cuda"]:
-        pytest.skip("this machine has a CUDA GPU, so it can run every loaded value")
-    updates, kept = form_updates({"method": "qlora", "precision": "bf16", "learning_rate": 1e-3})
+    cpu_machine()
+    updates, kept = form_updates({"strategy": "fsdp", "precision": "fp16", "learning_rate": 1e-3})
     by_name = dict(zip([f.name for f in fields()], updates, strict=True))
-    assert "value" not in by_name["method"] and "value" not in by_name["precision"]
+    assert "value" not in by_name["strategy"] and "value" not in by_name["precision"]
     assert by_name["learning_rate"]["value"] == 1e-3
     assert kept == [
-        "method=qlora was not loaded: quantization_bit=4 needs a CUDA GPU (bitsandbytes 4-bit)",
-        "precision=bf16 was not loaded: bf16 needs a GPU with bf16 support; this is a CPU",
+        "strategy=fsdp was not loaded: strategy=fsdp needs CUDA GPUs; on CPU use strategy ddp",
+        "precision=fp16 was not loaded: fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)",
     ]

@@ -155,10 +155,12 @@ def _die_with_parent() -> None:
 def trainer_arguments(config: TrainConfig, run_dir: Path, hardware: dict) -> dict:
     """TrainingArguments for the strategy: the communication backend and generated DeepSpeed/FSDP files."""
     args: dict = {}
-    if not hardware["cuda"] and inside_launch():
-        # accelerate sets up CPU ranks (MULTI_CPU) only when told the run is on CPU; without use_cpu each
-        # rank would silently train alone. NCCL is GPU-only, so CPU ranks talk over gloo.
-        args.update(use_cpu=True, ddp_backend="gloo")
+    if not hardware["cuda"]:
+        # The Trainer runs bf16 (autocast) on a CPU only when told the run is on CPU, and accelerate sets up
+        # CPU ranks (MULTI_CPU) only then: without use_cpu each rank would silently train alone.
+        args["use_cpu"] = True
+        if inside_launch():
+            args["ddp_backend"] = "gloo"  # NCCL is GPU-only
     if config.strategy == "fsdp":
         args.update(fsdp=True, fsdp_config=str(_write_json(run_dir / FSDP_FILE, fsdp_settings())))
     elif config.strategy.startswith("deepspeed"):

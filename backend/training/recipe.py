@@ -213,9 +213,16 @@ class Recipe:
         from peft import get_peft_model
 
         try:
-            return get_peft_model(model, self._lora_config())
+            model = get_peft_model(model, self._lora_config())
         except ValueError as exc:
             raise self._lora_error(exc) from None
+        if self.precision.name == "bf16" and self.precision.on_cpu:
+            # PEFT casts each adapter's input to the adapter's fp32 and autocast casts it back to bf16:
+            # two copies of every activation per adapter, for nothing. Autocast alone casts the small adapter.
+            for layer in model.modules():
+                if hasattr(layer, "cast_input_dtype_enabled"):
+                    layer.cast_input_dtype_enabled = False
+        return model
 
     def _lora_error(self, exc: ValueError) -> TuneForgeError:
         return TuneForgeError(f"lora_target={self.config.lora_target!r}: {str(exc).splitlines()[0]}")
