@@ -96,7 +96,8 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     @on_refusal_raise()
     def export(run_id: str, options: dict | None = None) -> dict:
         """Export a completed run. options: kind (merged|adapter), max_shard_size ('2GB'), and to push:
-        repo_id, token, private (default true). Returns {folder, zip} and, after a push, {url}."""
+        repo_id, token, private (default true). Returns {folder, zip}, {note} for a quantized base merged
+        dequantized, and after a push {url}."""
         options = dict(options or {})
         kind, shard = options.pop("kind", "merged"), options.pop("max_shard_size", "2GB")
         push = {k: options.pop(k) for k in ("repo_id", "token", "private") if k in options}
@@ -104,6 +105,8 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
             raise gr.Error(f"unknown export option(s): {', '.join(map(str, options))}")
         archive = exporter.zip(run_id, kind, shard)
         result = {"folder": str(archive.parent / kind), "zip": str(archive)}
+        if note := exporter.note(run_id, kind):
+            result["note"] = note
         if push:
             result["url"] = exporter.push(
                 run_id, push.get("repo_id"), push.get("token"), push.get("private", True), kind

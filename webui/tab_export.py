@@ -56,7 +56,10 @@ class ExportTab(Tab):
         if not run_id:
             return None, "Select a completed run first."
         archive = self.exporter.zip(run_id, kind, shard)
-        return str(archive), f"Exported to `{archive.parent / kind}`; the zip is ready to download."
+        note = self.exporter.note(run_id, kind)
+        return str(archive), f"Exported to `{archive.parent / kind}`; the zip is ready to download." + (
+            f" {note}" if note else ""
+        )
 
     @on_refusal("Push failed")
     def on_push(self, run_id, kind, repo, token, private):

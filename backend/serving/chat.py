@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from backend.capability import Precision, hardware_summary, saved_quantization_bits
 from backend.errors import TuneForgeError
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
 from backend.runs.manager import JobManager
@@ -109,7 +110,8 @@ class ChatEngine:
             return load_causal_lm(str(run_dir), trust_remote_code=trusted), tokenizer
         from peft import PeftModel
 
-        base = load_causal_lm(resolve_model(config.get("model", "default")), trust_remote_code=trusted)
+        base_path = resolve_model(config.get("model", "default"))
+        base = load_causal_lm(base_path, trust_remote_code=trusted, **quantized_as_trained(config))
         return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
 
     def stream(
@@ -190,6 +192,20 @@ def _run_generate(torch, model, kwargs, streamer, failure: list) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the caller, which is waiting on the streamer
         failure.append(exc)
         streamer.end()
+
+
+def quantized_as_trained(config: dict) -> dict:
+    """from_pretrained arguments that load a QLoRA run's base quantized as it trained, on the CPU, where chat runs.
+
+    The adapter learned on the quantized base, and a large base fits a small machine's memory only
+    quantized. Computed in fp32: bitsandbytes' 8-bit CPU layers crawl in bf16. Without bitsandbytes'
+    CPU backend the base loads unquantized: the same adapter, with slightly different answers.
+    """
+    bits = saved_quantization_bits(config)
+    if not bits or not hardware_summary().get("bitsandbytes_cpu"):
+        return {}
+    precision = Precision(name="fp32", quantization_bit=bits, on_cpu=True)
+    return {"dtype": precision.load_dtype("qlora"), **precision.loading_arguments()}
 
 
 def load_classifier(run_dir: Path, config: dict):

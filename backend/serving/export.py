@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from backend.capability import saved_quantization_bits
 from backend.errors import TuneForgeError
 from backend.events import loss_points, read_events, timeline
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
@@ -86,6 +87,10 @@ class Exporter:
             raise
         return target
 
+    def note(self, run_id: str, kind: str = "merged") -> str:
+        """What the export did that a user should know (a quantized base merged dequantized); '' if nothing."""
+        return merge_note(self.jobs.config(run_id), kind)
+
     def zip(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB") -> Path:
         """The export as one zip file beside its folder (exported first if needed)."""
         folder = self.export(run_id, kind, max_shard_size)
@@ -140,6 +145,8 @@ def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) ->
         if is_adapter_dir(run_dir):
             from peft import PeftModel
 
+            # Unquantized even for a QLoRA run: an adapter cannot be folded into 4- or 8-bit weights, so the
+            # base is loaded in its stored precision (dequantized) and the merge is a full-precision model.
             base = load_causal_lm(resolve_model(config.get("model", "default")), trust_remote_code=trusted)
             model = PeftModel.from_pretrained(base, str(run_dir))
         else:
@@ -152,8 +159,22 @@ def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) ->
         shutil.copy2(run_dir / "labels.json", out / "labels.json")
 
 
+def merge_note(config: dict, kind: str) -> str:
+    """What a merged export of a quantized run did beyond the merge, for its message and model card; '' if nothing."""
+    bits = saved_quantization_bits(config) if config.get("task") != "classification" else 0
+    if kind != "merged" or not bits:
+        return ""
+    return (
+        f"The adapter was trained on a {bits}-bit base. A {bits}-bit weight cannot take the adapter in, so the "
+        "merge loaded the base dequantized, in its stored precision, and folded the adapter into that: the "
+        f"merged model is full precision, not {bits}-bit, and its answers can differ slightly from the "
+        f"{bits}-bit base with the adapter."
+    )
+
+
 def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
     metrics = _read_metrics(run_dir)
+    note = merge_note(config, kind)
     has_curve = draw_loss_curve(timeline(read_events(run_dir)), out / "loss_curve.png")
     base = config.get("model", "default")
     if base == "default":
@@ -184,6 +205,7 @@ def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
             else "a full model: load it with `transformers.AutoModelForCausalLM.from_pretrained`."
         ),
         "",
+        *([note, ""] if note else []),
         "## Hyperparameters",
         "",
         "| option | value |",
