@@ -147,7 +147,7 @@ def out_of_memory_message(exc: BaseException, config: TrainConfig) -> str | None
         isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text or onednn
     ):
         return None
-    lighter = "; or use method lora (qlora on a CUDA GPU)" if config.method in ("full", "freeze") else ""
+    lighter = "; or use method lora or qlora (a 4-bit base)" if config.method in ("full", "freeze") else ""
     return (
         f"out of memory while training (per_device_train_batch_size {config.per_device_train_batch_size}, "
         f"cutoff_len {config.cutoff_len}): lower either, and raise gradient_accumulation_steps to keep the "

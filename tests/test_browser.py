@@ -6,7 +6,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
 
-from backend.capability import hardware_summary
+from backend.capability import describe, hardware_summary
 from tests.helpers import CHROMIUM_ARGS, DATA, pick, set_number
 
 # The real model: the browser story and what evaluation finds are the point.
@@ -97,14 +97,17 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
 
     page.get_by_role("tab", name="Model").click()
     expect(page.locator("#opt-model textarea, #opt-model input").first).to_have_value("default")
-    if not hardware_summary()["cuda"]:  # what this machine cannot run is not offered, and the help says why
-        expect(page.locator("#opt-method")).to_contain_text("qlora: quantization_bit=4 needs a CUDA GPU")
+    hardware = hardware_summary()
+    if not hardware["cuda"] and not hardware["bitsandbytes_cpu"]:  # not offered where it cannot run, and says why
+        expect(page.locator("#opt-method")).to_contain_text("qlora: quantization_bit=4 needs a CUDA GPU, or a ")
         page.locator("#opt-method input").click()
         expect(page.get_by_role("option", name="freeze", exact=True)).to_be_visible()
         expect(page.get_by_role("option", name="qlora", exact=True)).to_have_count(0)
         page.keyboard.press("Escape")
 
     page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Devices and precision", exact=True).click()  # a closed accordion renders nothing
+    expect(page.locator("#hardware-summary")).to_contain_text(describe(hardware).split(" — ")[0])  # what it has
     set_number(page, "opt-max_steps", 8)
     set_number(page, "opt-learning_rate", 0.001)
     run_id = start_run(page)

@@ -111,7 +111,7 @@ def test_an_allocation_that_fails_is_named_out_of_memory_with_what_to_lower():
     assert "\n" not in message
     assert message.endswith("to keep the effective batch")  # already an adapter: nothing lighter to suggest
     full = TrainConfig.from_dict({"method": "full"})
-    assert out_of_memory_message(failed.value, full).endswith("; or use method lora (qlora on a CUDA GPU)")
+    assert out_of_memory_message(failed.value, full).endswith("; or use method lora or qlora (a 4-bit base)")
     onednn = RuntimeError("could not create a primitive")  # a CPU's bf16 kernels, when their workspace finds no room
     assert out_of_memory_message(onednn, config).startswith("out of memory while training")
     assert out_of_memory_message(ValueError("bad value"), config) is None
