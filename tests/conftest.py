@@ -33,16 +33,6 @@ TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "nu
 TINY_NAME = "tiny-llama-" + "-".join(f"{value}" for value in TINY.values())
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups when it schedules
-def pytest_collection_modifyitems(items):
-    """Keep together, on one xdist worker, what shares work: a module's tests (its module-scoped fixtures,
-    and the browser story's order), and every test that reads the session's runs on the real models,
-    which would otherwise train once per worker."""
-    for item in items:
-        group = "real-runs" if "real_jobs" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 def built_once(name: str):
     """A lock around building something into the shared model cache, so two workers do not both build it."""
     from filelock import FileLock
