@@ -27,6 +27,8 @@ DPO_LOSSES = (
 )  # fmt: skip
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
 PREFERENCE_LOSSES = {"dpo": DPO_LOSSES, "kto": KTO_LOSSES, "orpo": ("orpo",)}
+# Options that change how the LoRA adapter is made or trained; they need an adapter to act on.
+ADAPTER_VARIANTS = ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio")
 
 
 def option(
@@ -236,6 +238,39 @@ class TrainConfig:
     lora_target: str = option(
         "all", "Modules to adapt: 'all' linear layers, or comma-separated names like q_proj,v_proj.", group="lora"
     )
+    # The variants below keep LLaMA-Factory's key names, so its YAMLs carry them over unchanged.
+    use_dora: bool = option(
+        False,
+        "DoRA: train each adapted weight's magnitude apart from its direction; often closer to full "
+        "fine-tuning, at some cost per step.",
+        group="lora",
+    )
+    use_rslora: bool = option(
+        False,
+        "rsLoRA: scale the adapter by alpha / sqrt(rank) instead of alpha / rank, so that high ranks still learn.",
+        group="lora",
+    )
+    pissa_init: bool = option(
+        False,
+        "PiSSA: start the adapter from each weight's principal singular vectors instead of zero. The adapter is "
+        "saved converted to plain LoRA (rank 2 x lora_rank), which loads on the unchanged model.",
+        group="lora",
+    )
+    pissa_iter: int = option(
+        16,
+        "PiSSA: power iterations of the fast SVD; -1 computes the exact SVD (slow on large models).",
+        min=-1,
+        max=1024,
+        group="lora",
+    )
+    loraplus_lr_ratio: float = option(
+        0.0,
+        "LoRA+: the adapter's B matrices learn this many times faster than its A matrices (which use "
+        "learning_rate); the paper suggests 16. 0: off.",
+        min=0.0,
+        max=1000.0,
+        group="lora",
+    )
 
     # Preference tuning (dpo, orpo, kto)
     pref_beta: float = option(
@@ -327,6 +362,7 @@ class TrainConfig:
                 values[name] = f.metadata["task_defaults"][task]
         config = cls(**values)
         config._check_preference()
+        config._check_adapter_variants()
         return config
 
     def _check_preference(self) -> None:
@@ -335,6 +371,26 @@ class TrainConfig:
             raise TuneForgeError(
                 f"pref_loss={self.pref_loss!r} does not apply to task {self.task} (use {', '.join(allowed)})"
             )
+
+    def _check_adapter_variants(self) -> None:
+        """The LoRA variants apply to an adapter, and PiSSA only where its changed base can be undone."""
+        chosen = [name for name in ADAPTER_VARIANTS if getattr(self, name)]
+        if chosen and self.method not in ("lora", "qlora"):
+            raise TuneForgeError(f"{chosen[0]} applies to method lora or qlora, not {self.method}")
+        if not self.pissa_init:
+            return
+        if self.method == "qlora" or self.quantization_bit:
+            # PEFT computes the SVD of full-precision weights only.
+            raise TuneForgeError("pissa_init needs an unquantized model: use method lora with quantization_bit 0")
+        if self.use_dora:
+            # PEFT's conversion to plain LoRA keeps only the A and B matrices, not DoRA's magnitudes.
+            raise TuneForgeError("pissa_init and use_dora cannot be combined; choose one")
+        if self.task in ("dpo", "kto", "classification"):
+            # dpo and kto's reference is the model with the adapter off, which PiSSA has changed; the
+            # conversion to plain LoRA would drop classification's trained head.
+            raise TuneForgeError(f"pissa_init does not apply to task {self.task}; use it with sft, pt or orpo")
+        if self.strategy != "ddp":
+            raise TuneForgeError(f"pissa_init needs strategy ddp: a {self.strategy} run saves its adapter unconverted")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:

@@ -6,7 +6,7 @@
   - translated to our option (model_name_or_path → model, finetuning_type → method, stage → task, ...);
   - accepted without effect, because TuneForge already does what it asks (plot_loss, packing, ...),
     with the reason printed;
-  - refused, naming the key, because honouring it is not possible here (use_dora, stage: ppo, ...).
+  - refused, naming the key, because honouring it is not possible here (use_galore, stage: ppo, ...).
 Nothing is dropped without a word. Options the YAML leaves out take LLaMA-Factory's defaults where
 they change what is trained (learning rate, batch size, scheduler, cutoff_len, val_size), so the
 same file trains the same way in both tools.
@@ -36,7 +36,7 @@ SAME_KEYS = (
     "weight_decay", "max_grad_norm", "seed", "logging_steps", "eval_steps", "save_steps", "output_dir",
     "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "max_samples", "save_total_limit",
     "resume_from_checkpoint", "report_to", "trust_remote_code", "pref_beta", "ref_model",
-    "freeze_trainable_layers",
+    "freeze_trainable_layers", "use_dora", "use_rslora", "pissa_init", "pissa_iter",
 )  # fmt: skip
 # Precision and launch keys, translated by _precision and _deepspeed.
 PRECISION_KEYS = ("bf16", "fp16", "quantization_bit", "deepspeed")
@@ -108,12 +108,14 @@ NO_EFFECT = {
     "warmup_steps": (_is(0, None), "use warmup_ratio instead"),
     "pref_ftx": (_is(0, 0.0, None), "no SFT term is added to the preference loss"),
     "optim": (_is("adamw_torch"), "TuneForge trains with AdamW (adamw_torch)"),
+    "pissa_convert": (_any, "a PiSSA adapter is always saved as plain LoRA, which loads on the unchanged model"),
+    "loraplus_lr_embedding": (_is(1e-6), "LoRA+ trains LoRA on embedding layers at 1e-6, LLaMA-Factory's default"),
 }
 NO_EFFECT_REFUSAL = {  # what to say when a NO_EFFECT key holds a value we cannot honour
     "do_train": "this YAML does not train; remove it or set do_train: true",
 }
 LF_KEYS = set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | set(PRECISION_KEYS)
-LF_KEYS |= {"dataset_dir", "template", "adapter_name_or_path", "pref_loss"}
+LF_KEYS |= {"dataset_dir", "template", "adapter_name_or_path", "pref_loss", "loraplus_lr_ratio"}
 # Keys only a LLaMA-Factory YAML has: one of them marks the file as LLaMA-Factory's.
 MARKERS = LF_KEYS - OUR_KEYS
 
@@ -190,6 +192,8 @@ def translate(raw: dict[str, Any], where: str, folders: list[Path]) -> LoadedCon
             pass  # read with stage, after the loop
         elif key == "template":
             options["template"] = _template(value, notes)
+        elif key == "loraplus_lr_ratio":
+            options[key] = 0.0 if value is None else value  # LLaMA-Factory's None is our 0: LoRA+ off
         elif key in PRECISION_KEYS:
             try:
                 options.update(_precision(key, value, raw, folders, notes))

@@ -21,6 +21,8 @@ from backend.errors import TuneForgeError
 # Precision and process counts may change: checkpoints hold fp32 optimizer state, unsharded under DDP.
 LOCKED_KEYS = (
     "model", "method", "task", "lora_rank", "lora_target", "quantization_bit", "freeze_trainable_layers", "strategy",
+    # The adapter's weights (DoRA's magnitudes, PiSSA's changed base), scale and optimizer groups (LoRA+).
+    "use_dora", "use_rslora", "pissa_init", "pissa_iter", "loraplus_lr_ratio",
 )  # fmt: skip
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 CHECKPOINT_PREFIX = "checkpoint-"

@@ -36,6 +36,13 @@ from backend.paths import default_workspace
 from backend.runfiles import METRICS_FILE
 from backend.training.distributed import is_main_rank, rank, trainer_arguments
 from backend.training.flops import matmul_peak_gflops, step_shape, training_flops_per_token
+from backend.training.lora_variants import (
+    drop_initial_adapter,
+    keep_initial_adapter,
+    lora_variant_options,
+    save_converted_adapter,
+    use_loraplus,
+)
 
 # Metrics some trainers log beside the loss (TRL's preference trainers), passed on into log events.
 TRAINER_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "nll_loss")
@@ -207,6 +214,7 @@ class Recipe:
             lora_dropout=cfg.lora_dropout,
             target_modules=target,
             task_type=self.lora_task_type,
+            **lora_variant_options(cfg),
         )
 
     def _wrap_lora(self, model):
@@ -341,6 +349,10 @@ class Recipe:
 
     def train(self) -> dict:
         self.trainer = self.build_trainer()
+        if self.config.loraplus_lr_ratio:
+            use_loraplus(self.trainer, self.config.loraplus_lr_ratio)
+        if self.config.pissa_init and is_main_rank():
+            keep_initial_adapter(self.model, self.run_dir)
         self.trainer.remove_callback(PrinterCallback)  # EventsCallback prints a readable line instead
         self.trainer.add_callback(self._speed_meter())
         if self.config.early_stopping_patience:
@@ -400,7 +412,11 @@ class Recipe:
         if not is_main_rank():
             return
         savers = [self.tokenizer.save_pretrained]
-        if self.config.strategy not in SHARDED_STRATEGIES:
+        if self.config.pissa_init:
+            savers.insert(0, lambda d: save_converted_adapter(self.model, d, self.run_dir))
+        elif self.config.strategy not in SHARDED_STRATEGIES:
             savers.insert(0, lambda d: self.model.save_pretrained(d, safe_serialization=True))
         save_staged(self.run_dir, *savers)
+        if self.config.pissa_init:
+            drop_initial_adapter(self.run_dir)
         write_text_atomically(self.run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
