@@ -19,6 +19,7 @@ import yaml
 
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
+from backend.templates import TEMPLATE_NAMES
 
 PREFERENCE_TASKS = ("dpo", "orpo", "kto")
 # The loss variants TRL's trainers offer for each task.
@@ -138,9 +139,10 @@ class TrainConfig:
     output_dir: str = option("", "Run directory. Empty: a new folder under the workspace's runs/.", group="advanced")
     template: str = option(
         "chatml",
-        "Chat template used only when the model has none of its own.",
-        choices=("chatml", "llama2", "alpaca"),
-        group="advanced",
+        "The chat template for a model that has none of its own (a base model); a model's own always wins. "
+        "It is saved with the run's tokenizer, so chat and export format prompts as in training.",
+        choices=TEMPLATE_NAMES,
+        group="model",
     )
     max_samples: int = option(0, "Use at most this many examples (0: all).", min=0, max=100_000_000, group="advanced")
 

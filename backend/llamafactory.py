@@ -27,6 +27,7 @@ from backend.config import TrainConfig, parse_yaml, read_config_text
 from backend.data.registry import REGISTRY_FILE
 from backend.errors import TuneForgeError
 from backend.models import offline_model_spec
+from backend.templates import TEMPLATE_NAMES
 
 OUR_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 # Read the same way by both tools (transformers' TrainingArguments or LLaMA-Factory's own arguments).
@@ -41,7 +42,8 @@ SAME_KEYS = (
 # Precision and launch keys, translated by _precision and _deepspeed.
 PRECISION_KEYS = ("bf16", "fp16", "quantization_bit", "deepspeed")
 RENAMED = {"model_name_or_path": "model", "finetuning_type": "method", "stage": "task"}
-TEMPLATES = {"chatml": "chatml", "qwen": "chatml", "llama2": "llama2", "alpaca": "alpaca"}
+# LLaMA-Factory's template names: ours where they match, and the ones we know under another name.
+TEMPLATES = {name: name for name in TEMPLATE_NAMES} | {"qwen": "chatml", "phi": "phi3"}
 # Defaults of LLaMA-Factory (and the TrainingArguments under it) that differ from ours.
 LF_DEFAULTS = {
     "learning_rate": 5e-5,

@@ -15,21 +15,102 @@ from backend.errors import TuneForgeError
 
 IGNORE_INDEX = -100  # what transformers' loss skips
 
+# The fallbacks, for models without a chat template of their own (base models), named as in LLaMA-Factory.
+#
+# Each renders a conversation so that every shorter conversation renders to a prefix of it:
+# answer_spans() locates the answers by that property. So a system message is rendered where it
+# stands, or folded into the first user turn where the format has no system role (never into a
+# later one), and no turn's text depends on the turns after it.
+#
+# An answer ends with the format's end-of-turn marker and then the tokenizer's eos token, unless the
+# marker is that token: a base model's tokenizer often knows the marker only as text, and generation
+# stops at eos, so the model learns to stop where chat stops it.
+_SYSTEM_FIRST = (  # system: the leading system message's text; turns: the messages after it
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+)
+_BOS = "{% if bos_token %}{{ bos_token }}{% endif %}"
+_EOS = "{% if eos_token %}{{ eos_token }}{% endif %}"
+
+
+def _answer_end(marker: str) -> str:
+    return "{{ '" + marker + "' }}{% if eos_token and eos_token != '" + marker + "' %}{{ eos_token }}{% endif %}"
+
+
+def _turn_end(marker: str) -> str:
+    """The marker after a message: an answer's also gets eos (see above)."""
+    return (
+        "{% if message['role'] == 'assistant' %}" + _answer_end(marker) + "{% else %}{{ '" + marker + "' }}{% endif %}"
+    )
+
+
+def _content_with_system(prefix: str, suffix: str) -> str:
+    """Sets `content`: the message's text, with the system text (wrapped in prefix, suffix) opening the first turn."""
+    return (
+        "{% set content = message['content'] %}"
+        "{% if loop.first and system and message['role'] == 'user' %}"
+        "{% set content = '" + prefix + "' + system + '" + suffix + "' + content %}"
+        "{% endif %}"
+    )
+
+
 FALLBACK_TEMPLATES = {
     # ChatML, as used by SmolLM2, Qwen and many others.
     "chatml": (
         "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] }}" + _turn_end("<|im_end|>") + "{{ '\n' }}"
         "{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     ),
+    # Llama 2 chat: each exchange is bos [INST] ... [/INST] answer eos; the system text sits in <<SYS>> in the first.
     "llama2": (
-        "{% for message in messages %}"
-        "{% if message['role'] == 'system' %}{{ '<<SYS>>\n' + message['content'] + '\n<</SYS>>\n\n' }}"
-        "{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
-        "{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}"
+        _SYSTEM_FIRST
+        + "{% for message in turns %}"
+        + _content_with_system("<<SYS>>\n", "\n<</SYS>>\n\n")
+        + "{% if message['role'] == 'user' %}"
+        + _BOS
+        + "{{ '[INST] ' + content + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' ' + content + ' ' }}" + _EOS + "{% endif %}"
         "{% endfor %}"
     ),
+    # Mistral Instruct: one bos, [INST] ... [/INST] round each user turn, the system text opening the first.
+    "mistral": (
+        _SYSTEM_FIRST
+        + _BOS
+        + "{% for message in turns %}"
+        + _content_with_system("", "\n\n")
+        + "{% if message['role'] == 'user' %}{{ '[INST] ' + content + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ content }}" + _EOS + "{% endif %}"
+        "{% endfor %}"
+    ),
+    # Gemma: user and model turns, no system role: the system text opens the first user turn.
+    "gemma": (
+        _SYSTEM_FIRST
+        + _BOS
+        + "{% for message in turns %}"
+        + _content_with_system("", "\n\n")
+        + "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+        "{{ '<start_of_turn>' + role + '\n' + content }}" + _turn_end("<end_of_turn>") + "{{ '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+    ),
+    # Llama 3: a header naming each message's role, <|eot_id|> after each.
+    "llama3": (
+        _BOS + "{% for message in messages %}"
+        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] }}"
+        + _turn_end("<|eot_id|>")
+        + "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    ),
+    # Phi-3: <|system|>, <|user|> and <|assistant|> turns, each closed by <|end|>.
+    "phi3": (
+        "{% for message in messages %}"
+        "{{ '<|' + message['role'] + '|>\n' + message['content'] }}" + _turn_end("<|end|>") + "{{ '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+    # Alpaca: instruction and response sections, for base models tuned on instruction data.
     "alpaca": (
         "{% for message in messages %}"
         "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
@@ -39,6 +120,8 @@ FALLBACK_TEMPLATES = {
         "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
     ),
 }
+TEMPLATE_NAMES = tuple(FALLBACK_TEMPLATES)  # the `template` option's choices
+OWN_TEMPLATE = "own"  # what template_in_use says of a model's own chat template
 
 
 def ensure_chat_template(tokenizer, fallback: str = "chatml") -> None:
@@ -47,6 +130,14 @@ def ensure_chat_template(tokenizer, fallback: str = "chatml") -> None:
         tokenizer.chat_template = FALLBACK_TEMPLATES[fallback]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def template_in_use(tokenizer, fallback: str) -> str:
+    """OWN_TEMPLATE, or the fallback's name where ensure_chat_template gave the tokenizer that fallback.
+
+    A model saved by an earlier run with a fallback carries that fallback's text: it is named too.
+    """
+    return fallback if tokenizer.chat_template == FALLBACK_TEMPLATES.get(fallback) else OWN_TEMPLATE
 
 
 # A tiny tool-use conversation: a template that knows tools shows all three markers when rendering it.

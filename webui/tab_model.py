@@ -6,6 +6,7 @@ import gradio as gr
 
 from webui.forms import controls
 from webui.tab import Controls, Tab
+from webui.template_line import template_line
 
 
 class ModelTab(Tab):
@@ -17,4 +18,6 @@ class ModelTab(Tab):
             "works offline. Put a local Hugging Face model folder or a hub id (when online) here to use another "
             "model."
         )
-        return controls("model")
+        options = controls("model")
+        template_line(self.ctx, options)  # which chat template the model trains with
+        return options

@@ -21,7 +21,7 @@ import random
 
 from backend.capability import ADAPTER_METHODS
 from backend.errors import TuneForgeError
-from backend.models import load_causal_lm, load_tokenizer, resolve_model
+from backend.models import load_causal_lm, resolve_model
 from backend.training.recipe import Recipe
 
 # The metrics charted beside the loss and kept in metrics.json, as TRL names them.
@@ -65,8 +65,7 @@ class PreferenceRecipe(Recipe):
         splits = self.load_data()
         progress = lambda msg: self.events.emit("status", message=msg)  # noqa: E731
         self.model_path = resolve_model(cfg.model, progress=progress)
-        self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
-        self.tokenizer = load_tokenizer(self.model_path, cfg.template, cfg.trust_remote_code)
+        self.tokenizer = self.load_chat_tokenizer()
 
         self.train_set = self._dataset(splits.train, "training")
         self.eval_set = self._dataset(splits.validation, "validation") if splits.validation else []

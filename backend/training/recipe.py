@@ -32,8 +32,11 @@ from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.files import save_staged, write_text_atomically
+from backend.models import load_tokenizer
 from backend.paths import default_workspace
-from backend.runfiles import METRICS_FILE
+from backend.runfiles import CONFIG_FILE, METRICS_FILE
+from backend.template_choice import describe, record_in_config
+from backend.templates import template_in_use
 from backend.training.distributed import is_main_rank, rank, trainer_arguments
 from backend.training.flops import matmul_peak_gflops, step_shape, training_flops_per_token
 from backend.training.lora_variants import (
@@ -200,6 +203,22 @@ class Recipe:
         if cfg.early_stopping_patience and not splits.validation:
             raise TuneForgeError("early stopping needs validation data: set val_size or eval_dataset")
         return splits
+
+    def load_chat_tokenizer(self):
+        """The model's tokenizer with the chat template this run trains with, which save() keeps beside the weights.
+
+        Whether that is the model's own template or the named fallback goes into the events and config.yaml.
+        """
+        cfg = self.config
+        self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
+        tokenizer = load_tokenizer(self.model_path, cfg.template, cfg.trust_remote_code)
+        used = template_in_use(tokenizer, cfg.template)
+        line = f"chat template: {describe(used, cfg.template)}"
+        print(line, flush=True)
+        self.events.emit("status", message=line, chat_template=used)
+        if is_main_rank():
+            record_in_config(self.run_dir / CONFIG_FILE, used, cfg.template)
+        return tokenizer
 
     def _lora_config(self):
         from peft import LoraConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.errors import TuneForgeError
-from backend.models import load_causal_lm, load_tokenizer, resolve_model
+from backend.models import load_causal_lm, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
 from backend.training.batching import PER_EXAMPLE, keeps_trained_logits, padding_free_collator, use_packed_attention
 from backend.training.recipe import Recipe
@@ -29,8 +29,7 @@ class SftRecipe(Recipe):
         splits = self.load_data()
 
         self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
-        self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
-        self.tokenizer = load_tokenizer(self.model_path, cfg.template, cfg.trust_remote_code)
+        self.tokenizer = self.load_chat_tokenizer()
         self.train_set = self._tokenize(splits.train, "training")
         self.eval_set = self._tokenize(splits.validation, "validation") if splits.validation else []
 
