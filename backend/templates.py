@@ -121,6 +121,9 @@ FALLBACK_TEMPLATES = {
     ),
 }
 TEMPLATE_NAMES = tuple(FALLBACK_TEMPLATES)  # the `template` option's choices
+# The fallbacks' end-of-turn markers. A base model's tokenizer that knows one only as text shows it in a
+# reply, and a model may write on past it into a next turn: a reply ends where its marker is.
+TURN_END_MARKERS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
 OWN_TEMPLATE = "own"  # what template_in_use says of a model's own chat template
 
 
@@ -130,6 +133,12 @@ def ensure_chat_template(tokenizer, fallback: str = "chatml") -> None:
         tokenizer.chat_template = FALLBACK_TEMPLATES[fallback]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def cut_at_turn_end(text: str) -> tuple[str, bool]:
+    """The reply up to the first end-of-turn marker written as text, and whether there was one."""
+    ends = [text.index(marker) for marker in TURN_END_MARKERS if marker in text]
+    return (text[: min(ends)], True) if ends else (text, False)
 
 
 def template_in_use(tokenizer, fallback: str) -> str:

@@ -14,6 +14,7 @@ from backend.templates import (
     IGNORE_INDEX,
     OWN_TEMPLATE,
     TEMPLATE_NAMES,
+    cut_at_turn_end,
     encode_conversation,
     ensure_chat_template,
     render,
@@ -105,6 +106,12 @@ def test_no_fallback_claims_tool_calling(bare_tokenizer, name):
     assert "has no tool calling" in tool_template_problem(with_fallback(bare_tokenizer, name))
 
 
+def test_a_reply_ends_at_an_end_of_turn_marker_the_tokenizer_knows_only_as_text():
+    assert cut_at_turn_end("Forge.<end_of_turn>\n<start_of_turn>user\nmore") == ("Forge.", True)
+    assert cut_at_turn_end("Forge. <|eot_id|>") == ("Forge. ", True)
+    assert cut_at_turn_end("Still writing <end_of") == ("Still writing <end_of", False)
+
+
 def test_the_model_tab_says_whose_template_a_model_trains_with(tiny_model_dir, bare_model_dir):
     assert model_template(str(tiny_model_dir), "gemma") == OWN_TEMPLATE
     assert describe(OWN_TEMPLATE, "gemma") == "the model's own chat template"
@@ -134,9 +141,11 @@ def test_a_base_model_trains_chats_and_exports_with_the_chosen_fallback(tmp_path
 
     jobs = JobManager(workspace)
     try:
-        with ChatEngine(jobs).model_for("base-gemma") as (_model, tokenizer):
+        chat = ChatEngine(jobs)
+        with chat.model_for("base-gemma") as (_model, tokenizer):
             prompt = render(tokenizer, [{"role": "user", "content": "Hi"}], add_generation_prompt=True)
         assert prompt.endswith("<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
+        assert "<end_of_turn>" not in chat.reply("base-gemma", "Hi", temperature=0, max_new_tokens=4)
         exported = Exporter(jobs).export("base-gemma", "adapter")
         assert (exported / "chat_template.jinja").read_text(encoding="utf-8") == FALLBACK_TEMPLATES["gemma"]
     finally:

@@ -18,6 +18,7 @@ from backend.capability import Precision, hardware_summary, saved_quantization_b
 from backend.errors import TuneForgeError
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
 from backend.runs.manager import JobManager
+from backend.templates import cut_at_turn_end
 
 BASE = "base"
 
@@ -174,8 +175,10 @@ class ChatEngine:
         text = ""
         try:
             for piece in streamer:
-                text += piece
+                text, ended = cut_at_turn_end(text + piece)
                 yield text
+                if ended:  # the rest would be the model writing the next turn; closing stops it
+                    break
         finally:
             closed.set()  # a client that stops listening stops the generation too
             worker.join()
