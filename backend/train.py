@@ -11,8 +11,9 @@ validation loss, periodic checkpoints, resume from the last whole checkpoint
 (resume_from_checkpoint), and abort by SIGTERM (the run is marked aborted at once). With
 nproc_per_node × nnodes > 1 the command relaunches itself through torchrun (backend.training.distributed), and
 rank 0 speaks for the run.
-Refuses: unknown options and out-of-range values, and what this machine cannot run (bf16 on a CPU,
-4-bit without CUDA, DeepSpeed without its package), before any model is loaded.
+Refuses: unknown options and out-of-range values, what this machine cannot run (bf16 on a CPU,
+4-bit without CUDA, DeepSpeed without its package), and a model that cannot load (backend.model_checks),
+before any model is loaded.
 A LLaMA-Factory training YAML is accepted too: it is translated (backend.llamafactory), and the
 translation is printed first, so nothing it asks for is dropped unseen.
 
@@ -38,6 +39,7 @@ from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
 from backend.files import disk_full_message
 from backend.llamafactory import load_train_config
+from backend.model_checks import check_model
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, EVENTS_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
 from backend.runs.resume import checkpoint_step
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.resume_from_checkpoint:
             resume_from, notes = resume_point(config)  # before config.yaml is overwritten: it is checked against
         plan_run(config, probe())  # what this machine cannot run is refused before any model loads
+        for spec in (config.model, config.ref_model):  # and a model folder or .gguf file that cannot load
+            check_model(spec, config.trust_remote_code)
         run_dir = prepare_run_dir(config)
     except TuneForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,8 +36,10 @@ def sandbox(tmp_path, workspace, secret_dataset):
         folder.mkdir()
         (folder / "data.jsonl").write_bytes(secret_dataset.read_bytes())
         (folder / "dataset_info.json").write_text(json.dumps({"qa": {"file_name": "data.jsonl"}}))
-        (folder / "model").mkdir()
-        (folder / "model" / "config.json").write_text("{}")
+        (folder / "model").mkdir()  # as much of a model as the checks before a start look at
+        (folder / "model" / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "model" / "model.safetensors").write_bytes(b"")
+        (folder / "model" / "vocab.json").write_text("{}")
     uploads = workspace / "uploads"
     uploads.mkdir()
     (uploads / "link.jsonl").symlink_to(outside / "data.jsonl")

@@ -36,6 +36,7 @@ from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EventLog, EventsCache, end_event, timeline
 from backend.files import write_text_atomically
+from backend.model_checks import check_model
 from backend.paths import PROJECT_ROOT
 from backend.runfiles import (
     CONFIG_FILE,
@@ -83,6 +84,8 @@ class JobManager:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
         self.confinement.options(config)  # before anything is read or written on the caller's word
+        for spec in (config.model, config.ref_model):  # a model that cannot load is refused before it queues
+            check_model(spec, config.trust_remote_code)
         resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
         plan_run(config, hardware_summary())  # what this machine cannot run, in the job's own words
         if config.node_rank:

@@ -20,7 +20,7 @@ from typing import Any
 from backend.capability import saved_quantization_bits
 from backend.errors import TuneForgeError
 from backend.events import loss_points, read_events, timeline
-from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.models import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
 from backend.runfiles import METRICS_FILE
 from backend.runs.manager import JobManager
 
@@ -177,6 +177,9 @@ def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
     note = merge_note(config, kind)
     has_curve = draw_loss_curve(timeline(read_events(run_dir)), out / "loss_curve.png")
     base = config.get("model", "default")
+    origin = gguf_origin(base)
+    if origin:
+        base = origin["gguf_file"]  # the file the user gave; its converted copy lives only in this machine's cache
     if base == "default":
         base = (
             "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -198,6 +201,7 @@ def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
         f"Fine-tuned with TuneForge from **{base}** on **{config.get('dataset', '?')}** "
         f"({config.get('method', '?')}, task {config.get('task', '?')}).",
         "",
+        *([gguf_note(origin), ""] if origin else []),
         "This folder is "
         + (
             "a PEFT adapter: load it with `peft.AutoPeftModelForCausalLM.from_pretrained`."
@@ -224,6 +228,15 @@ def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
     if has_curve:
         lines += ["", "## Loss curve", "", "![loss curve](loss_curve.png)"]
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def gguf_note(origin: dict) -> str:
+    """The model card's line on a base given as a .gguf file: which file, and what became of it."""
+    digest = f" (sha256 `{origin['sha256']}`)" if origin.get("sha256") else ""
+    return (
+        f"The base model is the GGUF file **{origin['gguf_file']}**{digest}, converted by TuneForge to a "
+        "transformers model (quantized weights dequantized to float) before training."
+    )
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
