@@ -49,8 +49,8 @@ class TrainConfig:
     # What to train
     model: str = option(
         "default",
-        "'default' is the embedded SmolLM2-135M-Instruct (works offline); "
-        "or a local model folder, or a hub id when online.",
+        "'default' is the embedded SmolLM2-135M-Instruct (works offline); or a local model folder, "
+        "a .gguf file (converted once into the model cache, quantized weights dequantized), or a hub id when online.",
         group="model",
     )
     method: str = option(
