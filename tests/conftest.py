@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LLAMAFACTORY_DATA, ROOT, allow_dirs, finish, start_app, stop_app
+from tests.helpers import (
+    ENCODERS,
+    LLAMAFACTORY_DATA,
+    ROOT,
+    allow_dirs,
+    build_tiny_model,
+    finish,
+    start_app,
+    stop_app,
+    tiny_model_name,
+)
 
 # Tests never touch the hub, and share one converted model cache inside the checkout.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -27,10 +37,6 @@ os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
 # took 50 times longer. One thread each keeps every core busy without that.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-# The tiny model's shape. Its folder name carries the shape, so a change builds a new one.
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
-TINY_NAME = "tiny-llama-" + "-".join(f"{value}" for value in TINY.values())
 
 
 def built_once(name: str):
@@ -53,50 +59,31 @@ def default_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(default_model_dir) -> Path:
-    """A randomly initialised 2-layer Llama beside SmolLM2's tokenizer, built once into the model cache.
+def tiny_model_of(default_model_dir):
+    """model_type → a randomly initialised 2-layer model of that architecture, built once into the model cache.
 
-    In the model cache, so a confined app may load it as it may load the default model. Random
-    weights are seeded, so every run of the suite trains the same model.
+    A causal LM sits beside SmolLM2's tokenizer and chat template; an encoder (tests.helpers.ENCODERS)
+    beside the embedded MiniLM's BERT tokenizer. In the model cache, so a confined app may load it as
+    it may load the default model. Random weights are seeded, so every run of the suite trains the same model.
     """
+    from backend.models import default_encoder_dir
     from backend.paths import model_cache_dir
 
-    target = model_cache_dir() / TINY_NAME
-    with built_once(TINY_NAME):
-        if not (target / "config.json").exists():
-            build_tiny_model(target, default_model_dir)
-    return target
+    def folder(model_type: str) -> Path:
+        target = model_cache_dir() / tiny_model_name(model_type)
+        with built_once(target.name):
+            if not (target / "config.json").exists():
+                tokenizer_dir = default_encoder_dir() if model_type in ENCODERS else default_model_dir
+                build_tiny_model(target, model_type, tokenizer_dir)
+        return target
+
+    return folder
 
 
-def build_tiny_model(target: Path, default_model_dir: Path) -> None:
-    import shutil
-    import tempfile
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    real = AutoConfig.from_pretrained(default_model_dir)
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=real.vocab_size,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=real.bos_token_id,
-        eos_token_id=real.eos_token_id,
-        pad_token_id=real.pad_token_id,
-        **TINY,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}-", dir=target.parent))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        os.rename(staging, target)
-    except OSError:  # another test process built it first
-        shutil.rmtree(staging, ignore_errors=True)
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model_of) -> Path:
+    """The tiny Llama that carries the tests of plumbing."""
+    return tiny_model_of("llama")
 
 
 @pytest.fixture(scope="session")

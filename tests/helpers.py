@@ -154,3 +154,90 @@ def set_number(page, elem_id, value):
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.press("Tab")
+
+
+# ---- tiny random models of each architecture --------------------------------------------------
+# Every tiny model's shape, in the names most configs use: the folder name carries it, so a change builds anew.
+TINY_SHAPE = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
+WINDOW = 16  # shorter than the test examples, so a sliding-window layer's window is really in play
+# What each architecture adds to the shape: its own names for it (GPT-2, DistilBERT), and what its real
+# checkpoints carry that training must meet (a sliding window, Gemma's head size beside a tiny hidden size).
+TINY_ARCHITECTURES = {
+    "llama": {},
+    "qwen2": {"use_sliding_window": True, "sliding_window": WINDOW, "max_window_layers": 1},
+    "qwen3": {},
+    "gemma2": {"head_dim": 16, "sliding_window": WINDOW},  # soft-capped attention and logits, as Gemma 2's
+    "gemma3_text": {"head_dim": 16, "sliding_window": WINDOW, "layer_types": ["sliding_attention", "full_attention"]},
+    "mistral": {"sliding_window": WINDOW},
+    "phi3": {"sliding_window": WINDOW},
+    "gpt2": {"n_layer": 2, "n_embd": 64, "n_inner": 128, "n_head": 4, "n_positions": 2048},
+    "bert": {"max_position_embeddings": 512},
+    "distilbert": {"n_layers": 2, "dim": 64, "hidden_dim": 128, "n_heads": 4, "max_position_embeddings": 512},
+    "roberta": {"max_position_embeddings": 514},  # positions start after the padding id
+}
+ENCODERS = ("bert", "distilbert", "roberta")  # no causal LM head: built beside the embedded MiniLM's BERT tokenizer
+DECODER_DEFAULTS = {"num_key_value_heads": 2, "max_position_embeddings": 2048, "tie_word_embeddings": True}
+
+
+def tiny_model_name(model_type: str) -> str:
+    return f"tiny-{model_type}-" + "-".join(f"{value}" for value in TINY_SHAPE.values())
+
+
+def build_tiny_model(target: Path, model_type: str, tokenizer_dir: Path) -> None:
+    """A seeded random model of model_type with TINY_SHAPE, saved with the tokenizer of tokenizer_dir into target.
+
+    Written beside target and renamed into place, so a concurrent reader never sees half a model.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    real = AutoConfig.from_pretrained(tokenizer_dir)
+    ids = {name: getattr(real, name, None) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    shape = {} if model_type in ("gpt2", "distilbert") else TINY_SHAPE
+    defaults = {} if model_type in ENCODERS + ("gpt2",) else DECODER_DEFAULTS
+    config = AutoConfig.for_model(
+        model_type, vocab_size=real.vocab_size, **ids, **shape, **defaults, **TINY_ARCHITECTURES[model_type]
+    )
+    torch.manual_seed(0)
+    model = (AutoModel if model_type in ENCODERS else AutoModelForCausalLM).from_config(config)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another test process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def train_in_process(jobs, options: dict) -> str:
+    """A run as JobManager.start lays it out, trained by the job's own main() in this process; returns its id.
+
+    The job's entry point, events and weights are the same as a launched job's; only the start-up of a new
+    Python with torch (seconds on a small CPU) is saved, where a test trains many tiny models. The job's
+    output goes to train.log, as the job manager sends it there.
+    """
+    import contextlib
+    import signal
+
+    from backend.runfiles import LOG_FILE, LOG_REDIRECTED_ENV, RUN_FILE
+    from backend.train import main
+
+    run_id, config = jobs.prepare(options)
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    on_terminate = signal.getsignal(signal.SIGTERM)  # the job installs its own abort handler
+    os.environ[LOG_REDIRECTED_ENV] = "1"
+    try:
+        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                code = main(["--config", str(run_dir / RUN_FILE)])
+    finally:
+        os.environ.pop(LOG_REDIRECTED_ENV, None)
+        signal.signal(signal.SIGTERM, on_terminate)
+    assert code == 0, (run_dir / LOG_FILE).read_text(encoding="utf-8")[-3000:]
+    return run_id

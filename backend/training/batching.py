@@ -33,11 +33,12 @@ from backend.templates import IGNORE_INDEX
 PER_EXAMPLE = "tuneforge_per_example"  # an attention implementation, registered with transformers below
 
 
-def per_example_attention(module, query, key, value, attention_mask, cu_seq_lens_q=None, **kwargs):
+def per_example_attention(module, query, key, value, attention_mask, cu_seq_lens_q=None, sliding_window=None, **kwargs):
     """transformers' SDPA attention, once per example of a padding-free row, causal within each.
 
     The row's example boundaries come from the collator (cu_seq_lens_q). Anything else (a padded
-    batch, a mask, one token while generating) is plain SDPA.
+    batch, a mask, one token while generating) is plain SDPA. A sliding-window layer (Mistral,
+    Qwen2, Gemma 3, Phi-3) keeps its window inside each example.
     """
     for key_name in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
         kwargs.pop(key_name, None)
@@ -49,16 +50,28 @@ def per_example_attention(module, query, key, value, attention_mask, cu_seq_lens
         # examples of about 100 tokens on an AMX CPU), and attention is a small share of a step's
         # arithmetic: run it in fp32, out of the Trainer's autocast, which would cast it back to bf16.
         with torch.autocast("cpu", enabled=False):
-            return _each_example(module, query.float(), key.float(), value.float(), bounds, kwargs).bfloat16(), None
-    return _each_example(module, query, key, value, bounds, kwargs), None
+            query, key, value = query.float(), key.float(), value.float()
+            return _each_example(module, query, key, value, bounds, sliding_window, kwargs).bfloat16(), None
+    return _each_example(module, query, key, value, bounds, sliding_window, kwargs), None
 
 
-def _each_example(module, query, key, value, bounds: list[int], kwargs: dict):
-    pieces = [
-        sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **kwargs)[0]
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
+def _each_example(module, query, key, value, bounds: list[int], window: int | None, kwargs: dict):
+    pieces = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        # SDPA takes no window: the model's mask carries it, and no mask is built for this attention.
+        # Without one, an example longer than the window would see tokens its layer must not.
+        mask = _sliding_causal_mask(b - a, window, query.device) if window and b - a > window else None
+        pieces.append(
+            sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, **kwargs)[0]
+        )
     return torch.cat(pieces, dim=1)
+
+
+def _sliding_causal_mask(length: int, window: int, device) -> torch.Tensor:
+    """Where each query may attend: itself and the window - 1 tokens before it (transformers' convention)."""
+    positions = torch.arange(length, device=device)
+    distance = positions[:, None] - positions[None, :]
+    return ((distance >= 0) & (distance < window))[None, None]
 
 
 # Registered as an attention function only, not as a mask function: transformers then builds no
@@ -115,6 +128,30 @@ def use_packed_attention(model) -> str | None:
         except (ImportError, ValueError, OSError, RuntimeError):
             continue  # a kernel that will not load here: the next one, and the loop last of all
     return None
+
+
+ATTENTION_NAMES = {PER_EXAMPLE: "per example (SDPA, causal within each packed example)"}
+
+
+def attend_packed_rows(model) -> tuple[str | None, str]:
+    """Switch to attention that keeps packed examples apart where the model can; (its name, a line for train.log).
+
+    Where it cannot, the model keeps its own attention over the whole row, and the block-diagonal
+    mask transformers builds from the restarting position ids keeps the examples apart: the same
+    answer, with the pairs across examples computed and then discarded. Gemma 2 is such a model:
+    it soft-caps its attention logits, which SDPA cannot, so transformers gives it eager attention.
+    """
+    name = use_packed_attention(model)
+    if name:
+        return name, ATTENTION_NAMES.get(name, name)
+    base, own = _attention_of(model)
+    config = getattr(base, "config", None)
+    why = (
+        "it soft-caps attention logits, which SDPA cannot"
+        if getattr(config, "attn_logit_softcapping", None)
+        else "only SDPA is switched to per-example attention"
+    )
+    return own, f"{own} over each packed row under a block-diagonal mask ({type(base).__name__}: {why})"
 
 
 def takes_example_boundaries(model) -> bool:

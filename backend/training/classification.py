@@ -9,7 +9,9 @@ metrics.json and an `eval` event. The label order is saved in the model's config
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import torch
@@ -29,6 +31,17 @@ def label_order(labels: set[str]) -> list[str]:
     if all(label.lstrip("-").isdigit() for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
+
+
+def head_modules(model) -> list[str]:
+    """The model's top-level modules outside its pretrained body: the new head (classifier, score, pre_classifier).
+
+    None where the body is not found under its prefix: PEFT's own head names (classifier, score) then apply.
+    """
+    body = getattr(model, model.base_model_prefix, None)
+    if body is None:
+        return []
+    return [name for name, part in model.named_children() if part is not body and any(True for _ in part.parameters())]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,9 +76,23 @@ class ClassificationRecipe(Recipe):
             trust_remote_code=cfg.trust_remote_code,
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.head = head_modules(model)
         self.model = self._adapt(model)
         print(f"labels: {', '.join(self.labels)}", flush=True)
         self.report_size()
+
+    def _lora_config(self):
+        """LoRA on the body; the new head trains whole and gets no adapter of its own.
+
+        Without the exclusion "all-linear" also puts adapters into the head: PEFT then refuses to
+        train DistilBERT's pre_classifier whole as well (it matches the head's name "classifier" by
+        suffix), and RoBERTa's classifier.dense would carry an adapter inside the copy it trains.
+        """
+        config = super()._lora_config()
+        if not self.head:
+            return config
+        head = "|".join(map(re.escape, self.head))
+        return dataclasses.replace(config, modules_to_save=list(self.head), exclude_modules=rf"^({head})(\..+)?$")
 
     def _encode(self, examples) -> list[dict]:
         index = {label: i for i, label in enumerate(self.labels)}

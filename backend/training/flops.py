@@ -13,6 +13,7 @@ Attention's sequence-length term is left out, as is usual for MFU figures.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -65,10 +66,15 @@ def step_shape(model) -> StepShape:
 
 def _linear_weights(module) -> int:
     """in × out for a linear layer, else 0. bitsandbytes' layers are torch Linears; a PEFT adapter wraps
-    its base layer and its two low-rank Linears without being one, so nothing is counted twice."""
+    its base layer and its two low-rank Linears without being one, so nothing is counted twice.
+    GPT-2's projections are transformers' Conv1D, a Linear with its weight stored transposed: left
+    out, a GPT-2 step would count its head alone."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
-    return module.in_features * module.out_features if isinstance(module, torch.nn.Linear) else 0
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features * module.out_features
+    return module.weight.numel() if isinstance(module, Conv1D) else 0
 
 
 def training_flops_per_token(shape: StepShape, head_share: float = 1.0) -> float:
@@ -95,6 +101,9 @@ def parameter_count(model_dir: str | Path) -> int:
     return total
 
 
+# Measured once a process: a job trains once, and a process that trains several runs in turn (the tests of
+# every architecture) would otherwise spend half a second of a small CPU on each measurement of the same peak.
+@functools.cache
 def matmul_peak_gflops(device: str = "cpu", n: int = 2048, reps: int = 8, dtype: str = "") -> float:
     """A large matmul in the training dtype (bf16, fp16 or fp32): the practical peak that MFU is measured against.
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from backend.training.batching import PER_EXAMPLE, keeps_trained_logits, padding_free_collator, use_packed_attention
+from backend.training.batching import attend_packed_rows, keeps_trained_logits, padding_free_collator
 from backend.training.recipe import Recipe
-
-ATTENTION_NAMES = {PER_EXAMPLE: "per example (SDPA, causal within each packed example)"}
 
 
 class SftRecipe(Recipe):
@@ -41,9 +39,8 @@ class SftRecipe(Recipe):
             **self.precision.loading_arguments(),
         )
         model.config.use_cache = False
-        self.attention = use_packed_attention(model)
-        if self.attention:
-            print(f"attention: {ATTENTION_NAMES.get(self.attention, self.attention)}", flush=True)
+        self.attention, described = attend_packed_rows(model)
+        print(f"attention: {described}", flush=True)
         self.model = self._adapt(model)
         self.report_size()
 
