@@ -56,6 +56,15 @@ def test_api_errors_are_one_line_messages(app):
         client.predict("nope", api_name="/train_status")
 
 
+def test_model_info_answers_what_the_model_tab_shows(app, tiny_model):
+    """Architecture, parameters, and per method the memory a run needs against free memory (tests/test_fit.py)."""
+    info = Client(app[0], verbose=False).predict({"model": tiny_model, "method": "full"}, api_name="/model_info")
+    assert (info["architecture"], info["parameters"], info["layers"]) == ("LlamaForCausalLM", 3_219_776, 2)
+    assert [row["method"] for row in info["fit"]] == ["lora", "qlora", "full", "freeze"]
+    assert info["run"]["method"] == "full" and info["run"]["total_mb"] > info["run"]["weights_mb"] > 0
+    assert info["free_mb"] > 0 and isinstance(info["warning"], str)
+
+
 def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts_it(
     tmp_path, secret_dataset, tiny_model
 ):

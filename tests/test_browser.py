@@ -97,6 +97,7 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
 
     page.get_by_role("tab", name="Model").click()
     expect(page.locator("#opt-model textarea, #opt-model input").first).to_have_value("default")
+    expect(page.locator("#model-fit")).to_contain_text("LlamaForCausalLM", timeout=30_000)  # will it fit, per method
     hardware = hardware_summary()
     if not hardware["cuda"] and not hardware["bitsandbytes_cpu"]:  # not offered where it cannot run, and says why
         expect(page.locator("#opt-method")).to_contain_text("qlora: quantization_bit=4 needs a CUDA GPU, or a ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.evaluation.evaluate import Evaluator
+from backend.fit import model_report
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
@@ -83,6 +84,15 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
         """Continue an interrupted, failed or aborted run from its last whole checkpoint (queued like a start)."""
         return jobs.resume(run_id, overrides or None)
 
+    @on_refusal_raise("No memory estimate")
+    def model_info(config: dict | None = None) -> dict:
+        """A config dict (TrainConfig keys; {} for the defaults) → the model's architecture, parameters and
+        sizes, and per method (lora, qlora, full, freeze) the memory a run needs here against free memory:
+        `fit`, `run` (the config's own method) and `warning` (a line when that run may not fit)."""
+        config = dict(config or {})
+        jobs.confinement.model(str(config.get("model") or "default"))
+        return model_report(config)
+
     @on_refusal_raise()
     def chat_reply(target: str, message: str, history: list) -> str:
         """Reply from 'base' or a completed run id, given [{role, content}] history."""
@@ -121,3 +131,4 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     gr.api(train_resume, api_name="train_resume", **JOBS)
     gr.api(train_status, api_name="train_status", **STATUS)
     gr.api(runs_list, api_name="runs_list", **STATUS)
+    gr.api(model_info, api_name="model_info")

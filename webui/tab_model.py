@@ -1,11 +1,18 @@
-"""Model tab: the embedded default is preselected; a local folder or hub id can replace it."""
+"""Model tab: the embedded default is preselected; a local folder or hub id can replace it.
+
+Below the choice: what the model is and whether a run of it fits this machine's memory, per method
+(webui/fit_view.py), redrawn whenever an option that changes the estimate changes.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from backend.config import fields
+from webui.fit_view import FIT_TRIGGERS, fit_markdown, report_for
 from webui.forms import controls
-from webui.tab import Controls, Tab
+from webui.refusals import on_refusal
+from webui.tab import Controls, Page, Tab
 from webui.template_line import template_line
 
 
@@ -20,4 +27,15 @@ class ModelTab(Tab):
         )
         options = controls("model")
         template_line(self.ctx, options)  # which chat template the model trains with
+        self.fit = gr.Markdown(elem_id="model-fit")
         return options
+
+    def connect(self, page: Page) -> None:
+        inputs = [page.form[f.name] for f in fields()]
+        triggers = [page.form[name].change for name in FIT_TRIGGERS]
+        gr.on(triggers, self.on_fit, inputs, self.fit, show_progress="hidden")
+        self.ctx.blocks.load(self.on_fit, inputs, self.fit)
+
+    @on_refusal("No memory estimate")
+    def on_fit(self, *values):
+        return fit_markdown(report_for(self.ctx, values))

@@ -14,6 +14,7 @@ from backend.config import fields
 from backend.llamafactory import load_config_file
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext
+from webui.fit_view import FIT_TRIGGERS, warning_for
 from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.lanes import JOBS, STATUS
@@ -74,6 +75,7 @@ class TrainTab(Tab):
                     self.start = gr.Button("Start", variant="primary", elem_id="start-btn")
                     self.abort = gr.Button("Abort", variant="stop", elem_id="abort-btn")
                 self.message = gr.Markdown(elem_id="train-message")
+                self.fit_warning = gr.Markdown(elem_id="fit-warning")  # before Start: a run that may not fit
             with gr.Column(scale=3):
                 self._live_view()
         self.runs = gr.Dataframe(runs_frame(self.ctx), label="Runs", interactive=False, elem_id="runs-table")
@@ -131,6 +133,9 @@ class TrainTab(Tab):
         # Start fills the preview too, so the YAML and command of what was started stay in view.
         self.start.click(self.on_preview, inputs, preview).then(self.on_start, inputs, [self.run, self.message], **JOBS)
         self.abort.click(self.on_abort, self.run, self.message, **JOBS)
+        fit_triggers = [page.form[name].change for name in FIT_TRIGGERS] + [self.start.click]
+        gr.on(fit_triggers, self.on_fit_warning, inputs, self.fit_warning, show_progress="hidden")
+        self.ctx.blocks.load(self.on_fit_warning, inputs, self.fit_warning)
         live = [self.progress, self.chart, self.chart_caption, self.rewards, self.log, self.runs]
         self.run.change(self.refresh, self.run, live, **STATUS)
         self.timer.tick(self.refresh, self.run, live, show_progress="hidden", **STATUS)
@@ -157,6 +162,9 @@ class TrainTab(Tab):
         run_id = self.ctx.jobs.start(options_from(values))
         picked = gr.update(choices=run_ids(self.ctx), value=run_id)
         return picked, f"Started run `{run_id}`. It keeps running if you close this page."
+
+    def on_fit_warning(self, *values):
+        return warning_for(self.ctx, values)
 
     @on_refusal("Cannot abort")
     def on_abort(self, run_id):
