@@ -1,12 +1,14 @@
 """Check the Model tab's memory estimate (backend/fit.py) against the peak RSS of real training jobs.
 
-Each case is a short job (MAX_STEPS optimizer steps: AdamW's state is allocated at the end of the
-first, so only from the second does a forward and backward pass run beside it, the steady state) run as the UI
-runs it, `python -m backend.train --config run.yaml`, and waited for with wait4, so the peak is that
-job's own (ru_maxrss: its resident memory at its largest, model load and final save included). The data
-are examples longer than cutoff_len, so every batch holds batch × cutoff tokens, the estimate's worst
-case; nearly every token is a trained answer token. A baseline process that only imports the job's
-modules and loads the tokenizer shows how much of a peak is the runtime's fixed cost.
+Each case is a short job run as the UI runs it, `python -m backend.train --config run.yaml`, for
+MAX_STEPS optimizer steps: AdamW's state is allocated at the end of the first, so only from the second
+does a forward and backward pass run beside it (the steady state). The job is waited for with wait4, so
+the peak is its own (ru_maxrss: its resident memory at its largest, model load and final save
+included); its RSS is also sampled before and after the `training` event. The data are examples longer
+than cutoff_len, so every batch holds batch × cutoff tokens, the estimate's worst case; nearly every
+token is a trained answer token. A baseline process that only imports the job's modules and loads the
+tokenizer shows how much of a peak is the runtime's fixed cost. The last CASES were not used to fit
+backend/fit.py's constants. Results: docs/benchmarks.md, "Will it fit?".
 
 Usage: python bench/fit_check.py [--cases NAME,...]   (the last line printed is the JSON result)
        python bench/fit_check.py --reestimate RESULT.json   (the same measurements against today's estimate,
