@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from backend.capability import ADAPTER_METHODS, Precision, choose, hardware_summary
+from backend.capability import ADAPTER_METHODS, Precision, hardware_summary, plan_run
 from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.errors import TuneForgeError
 from backend.model_info import ModelShape, inspect_model
@@ -211,7 +211,7 @@ def fit_rows(shape: ModelShape, config: TrainConfig, hardware: dict) -> dict[str
     for method in METHODS:
         variant = method_config(config, method)
         try:
-            rows[method] = estimate(shape, variant, choose(variant, hardware))
+            rows[method] = estimate(shape, variant, plan_run(variant, hardware))  # refused as Start would
         except TuneForgeError as exc:
             rows[method] = str(exc)
     return rows
