@@ -179,6 +179,13 @@ def yield_to_the_app() -> None:
         os.nice(int(steps))
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """An exception's text on one line, its newlines written as \\n: cutting at the first one can lose the
+    point (a tokenizer's "Token `\\n` out of vocabulary" read as "Token `")."""
+    text = text.strip().replace("\r", "").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.train", description="Run one TuneForge training job.")
     parser.add_argument("--config", required=True, help="YAML file of training options (see README)")
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         message = (
             disk_full_message(exc, run_dir)
             or out_of_memory_message(exc, config)
-            or (f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (details in train.log)")
+            or f"{type(exc).__name__}: {one_line(str(exc))} (details in train.log)"
         )
         events.emit("end", status="failed", error=message)
         print(f"error: {message}", file=sys.stderr, flush=True)

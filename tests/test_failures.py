@@ -133,3 +133,14 @@ def test_a_model_that_does_not_exist_fails_the_run_in_one_line(tmp_path):
         assert message in status["error"] and "Traceback" not in status["error"], status["error"]
         assert (jobs.run_dir(run_id) / "train.log").exists()
     jobs.shutdown()
+
+
+def test_a_crash_whose_message_spans_lines_is_told_in_one_line_without_losing_its_point():
+    from backend.train import one_line
+
+    # A tokenizer's own words when a GGUF's vocabulary lacks the newline token.
+    assert one_line("Error while initializing BPE: Token `\n` out of vocabulary") == (
+        "Error while initializing BPE: Token `\\n` out of vocabulary"
+    )
+    long = one_line("x" * 1000)
+    assert len(long) == 300 and long.endswith("…")
