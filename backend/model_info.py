@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import TuneForgeError
-from backend.models import resolve_model
+from backend.model_checks import check_gguf_file
+from backend.models import converted_gguf_dir, resolve_model
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 HEADER_LIMIT = 100 * 2**20  # a header is kilobytes; anything near this is not a safetensors file
@@ -63,6 +64,16 @@ class ModelShape:
 
 def inspect_model(spec: str, task: str = "sft") -> ModelShape:
     """The shape of a model spec ('default', a folder, a hub id in the local cache), or one line why not."""
+    gguf = Path((spec or "").strip()).expanduser()
+    if gguf.suffix.lower() == ".gguf" and gguf.is_file():
+        folder = converted_gguf_dir(gguf)
+        if folder is None:
+            architecture = check_gguf_file(gguf).get("general.architecture", "unknown")
+            raise TuneForgeError(
+                f"{gguf.name}: a {architecture} GGUF, not converted yet; its first run converts it "
+                "(minutes for a large file), and then its sizes show here"
+            )
+        return read_shape(folder)
     resolved = resolve_model(spec, progress=lambda _message: None, task=task)
     folder = Path(resolved)
     if not folder.is_dir():

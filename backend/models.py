@@ -127,6 +127,19 @@ def _read_hashes() -> dict:
     return known if isinstance(known, dict) else {}
 
 
+def converted_gguf_dir(path: Path) -> Path | None:
+    """The model cache's copy of a .gguf file, if a run already converted it; never hashes or converts.
+
+    For what must answer at once (the Model tab): converting a large GGUF takes minutes.
+    """
+    stat = path.stat()
+    entry = _read_hashes().get(str(path.resolve()))
+    if not isinstance(entry, dict) or (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+        return None
+    found = [folder for folder in model_cache_dir().glob(f"*-{str(entry.get('sha256'))[:12]}")]
+    return next((folder for folder in sorted(found) if (folder / "config.json").exists()), None)
+
+
 def gguf_origin(spec: str) -> dict | None:
     """What a `model:` naming a .gguf file was: {'gguf_file', 'sha256'} (sha256 only while the file is here)."""
     spec = (spec or "").strip()

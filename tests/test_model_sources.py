@@ -131,6 +131,15 @@ def gguf_run(own_model_cache, tmp_path_factory, tiny_gguf, secret_dataset) -> Pa
     return run_dir
 
 
+def test_the_model_tab_describes_a_gguf_without_converting_it(own_model_cache, tiny_gguf):
+    from backend.model_info import inspect_model
+    from backend.paths import model_cache_dir
+
+    with pytest.raises(TuneForgeError, match=r"^tiny-chat.Q8_0.gguf: a llama GGUF, not converted yet; its first run"):
+        inspect_model(str(tiny_gguf[0]))  # answers at once: converting a large GGUF takes minutes
+    assert not list(model_cache_dir().glob("tiny-chat*"))
+
+
 def test_a_gguf_file_trains_converted_once_into_the_cache_with_progress_in_the_events(gguf_run, tiny_gguf):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -147,6 +156,9 @@ def test_a_gguf_file_trains_converted_once_into_the_cache_with_progress_in_the_e
     shutil.copy(path, renamed)
     assert resolve_model(str(renamed), progress=lambda msg: None) == str(converted)
 
+    from backend.model_info import inspect_model
+
+    assert inspect_model(str(path)).num_layers == 2  # converted by its run: now the Model tab reads its sizes
     base = AutoModelForCausalLM.from_pretrained(converted)
     stored = base.get_input_embeddings().weight.detach().numpy()
     assert np.abs(stored - embedding).max() < 1e-3  # Q8_0 read back as floats, not zeros or raw blocks

@@ -1,4 +1,4 @@
-"""Model tab: the embedded default is preselected; a local folder or hub id can replace it.
+"""Model tab: the embedded default is preselected; a local folder, a .gguf file or a hub id can replace it.
 
 Below the choice: what the model is and whether a run of it fits this machine's memory, per method
 (webui/fit_view.py), redrawn whenever an option that changes the estimate changes.
@@ -22,8 +22,9 @@ class ModelTab(Tab):
     def build(self) -> Controls:
         gr.Markdown(
             "`default` is the embedded **SmolLM2-135M-Instruct** (135M parameters). It ships with TuneForge and "
-            "works offline. Put a local Hugging Face model folder or a hub id (when online) here to use another "
-            "model."
+            "works offline. Put a local Hugging Face model folder, the path of a `.gguf` file (quantized ones too: "
+            "converted once into the model cache), or a hub id (when online) here to use another model. A model "
+            "that cannot be used is refused at Start with one line saying why."
         )
         options = controls("model")
         template_line(self.ctx, options)  # which chat template the model trains with
