@@ -221,7 +221,8 @@ def test_the_ui_learns_the_hardware_without_loading_torch():
     assert hardware == probe()  # the subprocess asked torch, on a CPU-only machine too
     assert line == describe(probe())
     if not hardware["cuda"]:
-        has = f"with native bf16 ({hardware['cpu_bf16']})" if hardware["bf16"] else "without native bf16"
+        missing = "without native bf16 (no AVX512_BF16 or AMX)"
+        has = f"with native bf16 ({hardware['cpu_bf16']})" if hardware["bf16"] else missing
         assert line.startswith(f"This machine: CPU only, {has} — ")
 
 

@@ -342,7 +342,8 @@ class Recipe:
         if importlib.util.find_spec(package) is None:
             raise TuneForgeError(f"report_to={tracker} needs the {package} package: pip install {package}")
         if tracker == "tensorboard":
-            os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
+            # Set, not defaulted: a process that trains twice (a test, a sweep) would log the second run into the first.
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.run_dir / "tensorboard")
         return tracker
 
     def _speed_meter(self) -> EventsCallback:
