@@ -119,7 +119,10 @@ def _local_folder(resolved: str) -> Path | None:
 
 def record_in_config(config_path: Path, used: str, fallback: str) -> None:
     """Add (or replace) the config.yaml line saying which template the run used, atomically."""
-    text = config_path.read_text(encoding="utf-8")
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:  # a speed trial trains without a run's config.yaml; its events keep the record
+        return
     lines = [line for line in text.splitlines() if not line.startswith(RECORD_PREFIX)]
     lines.append(f"{RECORD_PREFIX}{used}  # {describe(used, fallback)}")
     write_text_atomically(config_path, "\n".join(lines) + "\n")

@@ -214,3 +214,22 @@ def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path, tiny_model)
     )
     assert "messy.jsonl: scrubbed PII: 7 email" in messages
     assert "dropped 1 duplicate rows" in messages
+
+
+def test_the_speed_trial_behind_estimate_time_measures_the_tiny_model(tiny_model, secret_dataset, tmp_path):
+    """What the Dataset tab's Estimate time button runs: six real steps in a folder with no run config."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, write_config
+
+    config = write_config(tmp_path / "run.yaml", model=tiny_model, dataset=str(secret_dataset), cutoff_len=64)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend.training.speed_trial", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"] > 0
