@@ -26,6 +26,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+# A short chat with a system prompt and two answers: what the template tests render and mask.
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello! I am Forge."},
+    {"role": "user", "content": "Your name?"},
+    {"role": "assistant", "content": "Forge."},
+]
+
 
 def write_config(path: Path, **options) -> Path:
     path.write_text(yaml.safe_dump(options), encoding="utf-8")

@@ -20,15 +20,8 @@ from backend.templates import (
     render,
     tool_template_problem,
 )
-from tests.helpers import DATA, run_cli, write_config
+from tests.helpers import CONVERSATION, DATA, run_cli, write_config
 
-CONVERSATION = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Hi there"},
-    {"role": "assistant", "content": "Hello! I am Forge."},
-    {"role": "user", "content": "Your name?"},
-    {"role": "assistant", "content": "Forge."},
-]
 # What each format puts before an answer, so a chat's prompt ends where the model starts writing.
 ANSWER_OPENS = {
     "chatml": "<|im_start|>assistant\n",

@@ -1,14 +1,7 @@
 """Chat data trains on the answers only: prompt tokens are masked with the model's own template."""
 
 from backend.templates import FALLBACK_TEMPLATES, IGNORE_INDEX, encode_conversation, ensure_chat_template
-
-CONVERSATION = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Hi there"},
-    {"role": "assistant", "content": "Hello! I am Forge."},
-    {"role": "user", "content": "Your name?"},
-    {"role": "assistant", "content": "Forge."},
-]
+from tests.helpers import CONVERSATION
 
 
 def trained_text(tokenizer, encoded):
