@@ -65,9 +65,8 @@ def gguf_model_dir(path: Path, progress: Callable[[str], None] = print) -> Path:
     """
     check_gguf_file(path)
     digest = gguf_sha256(path, progress)
-    for converted in sorted(model_cache_dir().glob(f"*-{digest[:12]}")):  # under whatever name it came first
-        if (converted / "config.json").exists():
-            return converted
+    if converted := _converted_copy(digest):
+        return converted
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80] or "model"
     target = model_cache_dir() / f"{stem}-{digest[:12]}"
     progress(f"Converting {path.name} to {target} (first use of this file only; quantized weights are dequantized)")
@@ -136,8 +135,13 @@ def converted_gguf_dir(path: Path) -> Path | None:
     entry = _read_hashes().get(str(path.resolve()))
     if not isinstance(entry, dict) or (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
         return None
-    found = [folder for folder in model_cache_dir().glob(f"*-{str(entry.get('sha256'))[:12]}")]
-    return next((folder for folder in sorted(found) if (folder / "config.json").exists()), None)
+    return _converted_copy(str(entry.get("sha256")))
+
+
+def _converted_copy(digest: str) -> Path | None:
+    """The cache's conversion of the GGUF with this sha256, under whatever name it came first."""
+    found = sorted(model_cache_dir().glob(f"*-{digest[:12]}"))
+    return next((folder for folder in found if (folder / "config.json").exists()), None)
 
 
 def gguf_origin(spec: str) -> dict | None:
