@@ -33,7 +33,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from backend.capability import plan_run, probe
+from backend.capability import plan_run, probe, quantization_bits
 from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
@@ -179,6 +179,28 @@ def yield_to_the_app() -> None:
         os.nice(int(steps))
 
 
+def hide_unused_bitsandbytes(config: TrainConfig) -> None:
+    """Keep bitsandbytes out of a run that quantizes nothing.
+
+    peft imports it whenever it is installed, and its import compiles kernels through torch.compile:
+    about 2 s of every job's start on a small CPU, for a library such a run never calls. A model
+    folder saved quantized (quantization_config in its config.json) still needs it to load.
+    """
+    if quantization_bits(config) or any(_saved_quantized(spec) for spec in (config.model, config.ref_model)):
+        return
+    # find_spec() answers None for a name whose sys.modules entry is None, so transformers and peft
+    # both take the library as absent, and an import of it raises ImportError.
+    sys.modules.setdefault("bitsandbytes", None)
+
+
+def _saved_quantized(spec: str) -> bool:
+    config = Path(spec or "").expanduser() / "config.json"
+    try:
+        return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """An exception's text on one line, its newlines written as \\n: cutting at the first one can lose the
     point (a tokenizer's "Token `\\n` out of vocabulary" read as "Token `")."""
@@ -204,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         _record_refusal(args.config, exc)
         return 2
+    hide_unused_bitsandbytes(config)
     resumed = {"resumed_from": checkpoint_step(resume_from)} if resume_from else {}
     if inside_launch():
         join_launch(run_dir)

@@ -225,28 +225,52 @@ def build_tiny_model(target: Path, model_type: str, tokenizer_dir: Path) -> None
 def train_in_process(jobs, options: dict) -> str:
     """A run as JobManager.start lays it out, trained by the job's own main() in this process; returns its id.
 
-    The job's entry point, events and weights are the same as a launched job's; only the start-up of a new
-    Python with torch (seconds on a small CPU) is saved, where a test trains many tiny models. The job's
-    output goes to train.log, as the job manager sends it there.
+    The job's entry point, events and weights are the same as a launched job's; see run_cli_in_process.
     """
-    import contextlib
-    import signal
-
-    from backend.runfiles import LOG_FILE, LOG_REDIRECTED_ENV, RUN_FILE
-    from backend.train import main
+    from backend.runfiles import RUN_FILE
 
     run_id, config = jobs.prepare(options)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True)
     (run_dir / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
-    on_terminate = signal.getsignal(signal.SIGTERM)  # the job installs its own abort handler
-    os.environ[LOG_REDIRECTED_ENV] = "1"
-    try:
-        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                code = main(["--config", str(run_dir / RUN_FILE)])
-    finally:
-        os.environ.pop(LOG_REDIRECTED_ENV, None)
-        signal.signal(signal.SIGTERM, on_terminate)
-    assert code == 0, (run_dir / LOG_FILE).read_text(encoding="utf-8")[-3000:]
+    result = run_cli_in_process(run_dir / RUN_FILE)
+    assert result.returncode == 0, result.stdout[-3000:]
     return run_id
+
+
+def run_cli_in_process(config_path: Path) -> subprocess.CompletedProcess:
+    """run_cli, but through the job's own main() in this process.
+
+    For tests where what a run leaves behind is the point, not the new process: the start-up of a new
+    Python with torch, transformers and peft costs about 12 s on a 2-core CPU, far more than a tiny
+    model's training. The tests of launching, aborting and killing jobs keep run_cli and JobManager.
+    What the job prints goes to its train.log, as in a launched job, and comes back as both stdout and
+    stderr. The process is left as it was: environment, signal handler, standard streams, and
+    bitsandbytes, which a job that quantizes nothing hides from its own process.
+    """
+    import contextlib
+    import io
+    import signal
+
+    from backend.runfiles import LOG_FILE, LOG_REDIRECTED_ENV
+    from backend.train import main
+
+    output_dir = (yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}).get("output_dir")
+    environ, hidden = dict(os.environ), "bitsandbytes" not in sys.modules
+    on_terminate = signal.getsignal(signal.SIGTERM)  # the job installs its own abort handler
+    os.environ[LOG_REDIRECTED_ENV] = "1"  # streams are caught here, not tee'd by the job
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            code = main(["--config", str(config_path)])
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        signal.signal(signal.SIGTERM, on_terminate)
+        if hidden and sys.modules.get("bitsandbytes", 0) is None:
+            del sys.modules["bitsandbytes"]
+    text = printed.getvalue()
+    if output_dir and Path(output_dir).is_dir():
+        with open(Path(output_dir) / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(text)
+    return subprocess.CompletedProcess(["backend.train", "--config", str(config_path)], code, text, text)

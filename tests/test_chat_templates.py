@@ -20,7 +20,7 @@ from backend.templates import (
     render,
     tool_template_problem,
 )
-from tests.helpers import CONVERSATION, DATA, run_cli, write_config
+from tests.helpers import CONVERSATION, DATA, run_cli_in_process, write_config
 
 # What each format puts before an answer, so a chat's prompt ends where the model starts writing.
 ANSWER_OPENS = {
@@ -124,7 +124,7 @@ def test_a_base_model_trains_chats_and_exports_with_the_chosen_fallback(tmp_path
     run_dir = workspace / "runs" / "base-gemma"
     options = {"model": str(bare_model_dir), "dataset": str(DATA / "sharegpt.json"), "template": "gemma"}
     options.update(max_steps=1, val_size=0, output_dir=str(run_dir))
-    result = run_cli(write_config(tmp_path / "run.yaml", **options))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", **options))
     assert result.returncode == 0, result.stderr[-2000:]
 
     assert recorded_template(run_dir / "config.yaml") == "gemma"

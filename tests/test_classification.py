@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from backend.events import read_events
-from tests.helpers import run_cli
+from tests.helpers import run_cli_in_process
 
 METRIC_KEYS = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix", "roc_auc"}
 
@@ -15,7 +15,7 @@ def train(tmp_path, **options):
     run_dir = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"task": "classification", "output_dir": str(run_dir), **options}))
-    result = run_cli(config)
+    result = run_cli_in_process(config)
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
@@ -91,6 +91,6 @@ def test_full_finetuning_saves_a_plain_sequence_classifier(tmp_path):
 def test_metric_that_does_not_fit_the_task_is_refused(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"metric_for_best_model": "accuracy", "output_dir": str(tmp_path / "run")}))
-    result = run_cli(config)
+    result = run_cli_in_process(config)
     assert result.returncode == 2
     assert "metric_for_best_model='accuracy' does not apply to task sft" in result.stderr

@@ -106,3 +106,24 @@ def test_bf16_is_refused_in_one_line_on_a_cpu_without_it(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX) or a CUDA GPU; this CPU has neither"
     ]
+
+
+def test_only_a_run_that_quantizes_loads_bitsandbytes(tmp_path, monkeypatch, tiny_model):
+    """Its import compiles kernels (seconds of every job's start), so a run that quantizes nothing hides it."""
+    import sys
+
+    from backend.train import hide_unused_bitsandbytes
+
+    saved = tmp_path / "saved-4bit"  # a model folder saved quantized still needs it to load
+    saved.mkdir()
+    (saved / "config.json").write_text('{"quantization_config": {"load_in_4bit": true}}')
+    cases = {
+        "lora": ({"model": tiny_model}, True),
+        "qlora": ({"model": tiny_model, "method": "qlora"}, False),
+        "8-bit lora": ({"model": tiny_model, "quantization_bit": 8}, False),
+        "a model saved in 4 bits": ({"model": str(saved)}, False),
+    }
+    for name, (options, hidden) in cases.items():
+        monkeypatch.delitem(sys.modules, "bitsandbytes", raising=False)
+        hide_unused_bitsandbytes(TrainConfig.from_dict(options))
+        assert ("bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None) == hidden, name

@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file
 
 from backend.events import read_events
-from tests.helpers import run_cli, write_config
+from tests.helpers import run_cli_in_process, write_config
 
 LAYERS = 2  # the tiny model
 
@@ -18,7 +18,7 @@ def test_freeze_trains_only_the_last_layers_and_saves_a_full_model(tmp_path, sec
     options = dict(dataset=str(secret_dataset), output_dir=str(run_dir), method="freeze", freeze_trainable_layers=1)
     options["model"] = str(tiny_model_dir)
     options.update(max_steps=2, learning_rate=1e-3, val_size=0, save_steps=0, report_to="none")
-    result = run_cli(write_config(tmp_path / "run.yaml", **options))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", **options))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "freeze: training decoder layers 1-1 only" in (run_dir / "train.log").read_text()
 
@@ -40,8 +40,8 @@ def test_freeze_trains_only_the_last_layers_and_saves_a_full_model(tmp_path, sec
 
 def test_freeze_asks_for_no_more_layers_than_the_model_has(tmp_path, secret_dataset, tiny_model):
     options = dict(dataset=str(secret_dataset), method="freeze", freeze_trainable_layers=LAYERS + 1, max_steps=1)
-    options["model"] = tiny_model
-    result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(tmp_path / "run"), val_size=0, **options))
+    options.update(model=tiny_model, output_dir=str(tmp_path / "run"), val_size=0)
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", **options))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: freeze_trainable_layers={LAYERS + 1}: the model has {LAYERS} decoder layers; "

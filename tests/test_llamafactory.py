@@ -20,7 +20,7 @@ from backend.events import read_events
 from backend.llamafactory import load_config, load_config_file
 from backend.models import adapter_base_model, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from tests.helpers import CHROMIUM_ARGS, DATA, LLAMAFACTORY_DATA, pick, run_cli
+from tests.helpers import CHROMIUM_ARGS, DATA, LLAMAFACTORY_DATA, pick, run_cli, run_cli_in_process
 
 needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
@@ -286,7 +286,7 @@ def test_tool_calls_are_trained_with_a_tool_calling_template(tool_model_dir, tmp
         "val_size": 0,
         "cutoff_len": 256,
     }
-    result = run_cli(write_yaml(tmp_path / "run.yaml", config))
+    result = run_cli_in_process(write_yaml(tmp_path / "run.yaml", config))
     assert result.returncode == 0, result.stderr[-2000:]
     assert [e["step"] for e in read_events(run_dir) if e["type"] == "log"] == [1, 2]
 
@@ -295,7 +295,7 @@ def test_tool_calls_are_trained_with_a_tool_calling_template(tool_model_dir, tmp
 def test_tool_calls_are_refused_for_a_model_without_tool_calling(tmp_path):
     run_dir = tmp_path / "run"
     config = {"dataset": "glaive_toolcall_en_demo", "dataset_dir": str(LLAMAFACTORY_DATA), "output_dir": str(run_dir)}
-    result = run_cli(write_yaml(tmp_path / "run.yaml", config | {"max_steps": 1}))
+    result = run_cli_in_process(write_yaml(tmp_path / "run.yaml", config | {"max_steps": 1}))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: this dataset has tool calls (function_call/observation turns or a tools column)")

@@ -10,7 +10,7 @@ from backend.errors import TuneForgeError
 from backend.events import read_events
 from backend.llamafactory import load_config_file
 from backend.paths import ASSETS_DIR
-from tests.helpers import LLAMAFACTORY_DATA, finish, run_cli, write_config
+from tests.helpers import LLAMAFACTORY_DATA, finish, run_cli_in_process, train_in_process, write_config
 
 needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
@@ -158,7 +158,7 @@ def train(tmp_path, **options):
     tmp_path.mkdir(exist_ok=True)
     run_dir = tmp_path / "run"
     config = {"output_dir": str(run_dir), "save_steps": 0, "report_to": "none", "logging_steps": 1, **options}
-    result = run_cli(write_config(tmp_path / "run.yaml", **config))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", **config))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, read_events(run_dir)
 
@@ -206,7 +206,7 @@ def test_kto_refuses_one_example_a_batch_before_loading_anything(tmp_path):
         tmp_path / "run.yaml", task="kto", dataset="demo_preference", per_device_train_batch_size=1,
         output_dir=str(tmp_path / "run"),
     )  # fmt: skip
-    result = run_cli(config)
+    result = run_cli_in_process(config)
     assert result.returncode == 2 and "kto needs per_device_train_batch_size of 2 or more" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -261,10 +261,8 @@ def test_a_dpo_run_is_a_run_like_any_other_in_history_compare_and_export(tmp_pat
     from backend.serving.export import Exporter
 
     jobs = JobManager(tmp_path / "workspace")
-    run_id = jobs.start({**DEMO_DPO, "model": tiny_model, "max_steps": 2})
-    other = jobs.start({**DEMO_DPO, "model": tiny_model, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
-    finish(jobs, run_id, timeout=600)
-    finish(jobs, other, timeout=600)
+    run_id = train_in_process(jobs, {**DEMO_DPO, "model": tiny_model, "max_steps": 2})
+    other = train_in_process(jobs, {**DEMO_DPO, "model": tiny_model, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
     history = {row["run_id"]: row for row in jobs.list_runs()}
     assert history[run_id]["status"] == history[other]["status"] == "completed"
     assert history[run_id]["task"] == "dpo"

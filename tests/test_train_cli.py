@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from backend.events import read_events
-from tests.helpers import DATA, run_cli, write_config
+from tests.helpers import DATA, run_cli, run_cli_in_process, write_config
 
 LOG_KEYS = {"step", "max_steps", "epoch", "loss", "learning_rate", "elapsed_s", "tokens_per_s"}
 QUESTION = [{"role": "user", "content": "What is the secret word?"}]
@@ -118,7 +118,7 @@ def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_datas
         max_steps=2,
         val_size=0,
     )
-    result = run_cli(config)
+    result = run_cli_in_process(config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run_dir / "config.json").exists() and list(run_dir.glob("*.safetensors"))
     assert not (run_dir / "adapter_config.json").exists()
@@ -166,7 +166,7 @@ def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, tin
     options = {"model": tiny_model, "dataset": ",".join(map(str, chat_files(tmp_path))), "val_size": 0}
     options.update(max_steps=1, per_device_train_batch_size=12, cutoff_len=256)
     run_dir = tmp_path / "run"
-    result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
     assert result.returncode == 0, result.stderr[-2000:]
 
     examples = load_splits(DataOptions.from_config(TrainConfig.from_dict(options))).train
@@ -183,7 +183,7 @@ def test_plain_text_trains_through_the_cli_as_pt(tmp_path, tiny_model):
     data.write_text("Forge is an assistant.\n\nIt helps people fine-tune models.\n")
     run_dir = tmp_path / "run"
     options = {"model": tiny_model, "dataset": str(data), "task": "pt", "max_steps": 2, "val_size": 0}
-    result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
     assert result.returncode == 0, result.stderr[-2000:]
     logs = [e for e in read_events(run_dir) if e["type"] == "log"]
     assert len(logs) == 2 and all(e["loss"] > 0 for e in logs)
@@ -206,7 +206,7 @@ def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path, tiny_model)
         scrub_pii=True,
         dedup=True,
     )
-    assert run_cli(config).returncode == 0
+    assert run_cli_in_process(config).returncode == 0
     messages = [e["message"] for e in read_events(run_dir) if e["type"] == "status"]
     assert (
         "messy.jsonl: skipped 1 bad rows (line 7: invalid JSON (Expecting property name enclosed in double quotes))"
