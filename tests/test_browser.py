@@ -65,7 +65,7 @@ def test_upload_with_an_error_is_refused_with_its_line(page):
     expect(page.locator("#dataset-summary")).to_contain_text("Format: openai", timeout=30_000)
 
 
-def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page):
+def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page, tiny_model):
     page.get_by_role("tab", name="Dataset").click()
     page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "leaky.jsonl"))
     summary = page.locator("#dataset-summary")
@@ -84,8 +84,12 @@ def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page):
     expect(page.locator("#length-histogram .trace.bars").first).to_be_attached()
     expect(page.locator("#length-histogram")).to_contain_text("0.0% truncated")
     expect(page.locator("#dataset-cost")).to_contain_text("tokens to train")
+    # The estimate's speed trial trains six steps of the chosen model: the tiny one, as the wiring is the point.
+    choose_model(page, tiny_model)
+    page.get_by_role("tab", name="Dataset").click()
     page.locator("#estimate-btn").click()
     expect(page.locator("#dataset-cost")).to_contain_text(re.compile(r"ETA ≈ \d+ min"), timeout=180_000)
+    choose_model(page, "default")
 
 
 def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
@@ -137,36 +141,18 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     page.locator("#chat-input textarea").fill("What is your name?")
     page.locator("#chat-send").click()
     bot = page.locator("#chatbot [data-testid=bot]").last
-    expect(bot).to_have_text(re.compile(r"\w{2,}"), timeout=120_000)
+    expect(bot).to_have_text(re.compile(r"\w"), timeout=120_000)  # any reply: "I'm M.L.E.S." is one
     assert "⚠️" not in bot.inner_text()  # an error is shown in the bubble, and is not a reply
 
 
-def test_generation_run_is_evaluated_against_its_base(app, page):
-    page.get_by_role("tab", name="Evaluate").click()
-    # The demo run: the newest in the app's workspace (run ids begin with their start time). Read from
-    # the folder, not from the Train tab's table, which is not drawn while another tab is open.
-    run_id = sorted(path.name for path in (app[1] / "runs").iterdir())[-1]
-    refresh_eval_runs(page, run_id)
-    pick(page, "eval-run", run_id)
-    expect(page.locator("#eval-chart .scatterlayer .trace").first).to_be_visible(timeout=30_000)
-    set_number(page, "eval-max-rows", 2)
-    set_number(page, "eval-max-new", 16)
-    page.locator("#evaluate-btn").click()
-    comparison = page.locator("#eval-comparison")
-    expect(comparison).to_contain_text("rouge1", timeout=180_000)
-    expect(comparison).to_contain_text("difference")
-    expect(page.locator("#eval-rows")).to_contain_text("base_prediction")
-    page.locator("#forgetting-btn").click()
-    expect(page.locator("#forgetting-note")).to_contain_text("Perplexity on general text", timeout=180_000)
-
-
-def test_classification_run_trains_and_shows_its_plots(page):
+def test_classification_run_trains_and_shows_its_plots(page, tiny_model):
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-learning_rate", 0.0002)  # back to the sft default, which the task switch then follows
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_reviews")
     page.locator("#opt-task").get_by_text("classification", exact=True).click()
     expect(page.locator("#dataset-summary")).to_contain_text("Format: classification", timeout=30_000)
+    choose_model(page, tiny_model)  # the plots are the point; the real model's accuracy is test_evaluate.py's
     page.get_by_role("tab", name="Train").click()
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")  # the task's default
     set_number(page, "opt-max_steps", 30)
@@ -256,6 +242,27 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     for key, answer in (("base", r"\w{2,}"), ("a", r"\w{2,}"), ("b", r"[\s\S]")):
         expect(page.locator(f"#three-way-{key} textarea")).to_have_value(re.compile(answer), timeout=120_000)
         assert "⚠️" not in page.locator(f"#three-way-{key} textarea").input_value()
+
+
+def test_generation_run_is_evaluated_against_its_base(app, page):
+    page.get_by_role("tab", name="Evaluate").click()
+    # Run B of the Runs tab's test, on the tiny model: the newest in the app's workspace (run ids begin
+    # with their start time). What the tab shows is the point; that tuning beats the base on the real
+    # model is test_evaluate.py's. Read from the folder, not from the Train tab's table, which is not
+    # drawn while another tab is open.
+    run_id = sorted(path.name for path in (app[1] / "runs").iterdir())[-1]
+    refresh_eval_runs(page, run_id)
+    pick(page, "eval-run", run_id)
+    expect(page.locator("#eval-chart .scatterlayer .trace").first).to_be_visible(timeout=30_000)
+    set_number(page, "eval-max-rows", 2)
+    set_number(page, "eval-max-new", 16)
+    page.locator("#evaluate-btn").click()
+    comparison = page.locator("#eval-comparison")
+    expect(comparison).to_contain_text("rouge1", timeout=180_000)
+    expect(comparison).to_contain_text("difference")
+    expect(page.locator("#eval-rows")).to_contain_text("base_prediction")
+    page.locator("#forgetting-btn").click()
+    expect(page.locator("#forgetting-note")).to_contain_text("Perplexity on general text", timeout=180_000)
 
 
 def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
