@@ -123,7 +123,7 @@ def secret_dataset(tmp_path_factory) -> Path:
     return path
 
 
-# ---- runs on the real models that several modules read: each trains once a session ---------------
+# ---- runs on the real models that several modules read: each trains once a suite -----------------
 @pytest.fixture(scope="session")
 def real_jobs(tmp_path_factory, default_model_dir):
     from backend.runs.manager import JobManager
@@ -134,22 +134,48 @@ def real_jobs(tmp_path_factory, default_model_dir):
 
 
 @pytest.fixture(scope="session")
-def secret_lora_run(real_jobs, secret_dataset) -> str:
-    """30 LoRA steps of SmolLM2 on the secret dataset, evaluated every 10 and checkpointed every 15."""
-    options = {"dataset": str(secret_dataset), "learning_rate": 1e-3, "lr_scheduler_type": "constant"}
-    run_id = real_jobs.start({**options, "max_steps": 30, "val_size": 4, "eval_steps": 10, "save_steps": 15})
-    finish(real_jobs, run_id)
-    return run_id
+def trained_once(tmp_path_factory, real_jobs):
+    """name, options → the id of a finished real-model run in real_jobs' workspace, trained once a suite.
+
+    Such a run takes a minute or more of a 2-core CPU, and under pytest-xdist each worker has its own
+    session: the first worker to need a run trains it and keeps a copy beside the workers' folders;
+    the others copy that folder into their own workspace, where their job manager reads it as its own.
+    """
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained-once"
+    shared.mkdir(exist_ok=True)
+
+    def run(name: str, options: dict) -> str:
+        kept = shared / name
+        with FileLock(str(shared / f".{name}.lock")):
+            if (kept / "metrics.json").exists():
+                shutil.copytree(kept, real_jobs.runs_dir / name, dirs_exist_ok=True)
+                return name
+            run_id = real_jobs.start({**options, "output_dir": name})
+            finish(real_jobs, run_id)
+            shutil.copytree(real_jobs.run_dir(run_id), kept)
+            return run_id
+
+    return run
 
 
 @pytest.fixture(scope="session")
-def reviews_run(real_jobs) -> str:
+def secret_lora_run(trained_once, secret_dataset) -> str:
+    """30 LoRA steps of SmolLM2 on the secret dataset, evaluated every 10 and checkpointed every 15."""
+    options = {"dataset": str(secret_dataset), "learning_rate": 1e-3, "lr_scheduler_type": "constant"}
+    return trained_once("secret-lora", {**options, "max_steps": 30, "val_size": 4, "eval_steps": 10, "save_steps": 15})
+
+
+@pytest.fixture(scope="session")
+def reviews_run(trained_once) -> str:
     """The issue's bar for classification: ~160 short reviews, 25% validation, 3 epochs (lr 5e-4, the task's)."""
-    run_id = real_jobs.start(
-        {"task": "classification", "dataset": "demo_reviews", "val_size": 0.25, "num_train_epochs": 3}
+    return trained_once(
+        "reviews", {"task": "classification", "dataset": "demo_reviews", "val_size": 0.25, "num_train_epochs": 3}
     )
-    finish(real_jobs, run_id)
-    return run_id
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import pytest
 from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
 from backend.serving.chat import ChatEngine
+from tests.helpers import train_in_process
 
 # The real model: the browser story and what evaluation finds are the point.
 pytestmark = pytest.mark.slow
@@ -30,9 +31,11 @@ def test_tuned_beats_base_on_the_runs_validation_rows(evaluated, tmp_path):
     assert seen[-1][:2] == (4, 4)  # progress reached the end, for both models
 
 
-def test_forgetting_check_reports_both_perplexities(evaluated):
-    _, evaluator, sft, _ = evaluated
-    result = evaluator.forgetting(sft)
+def test_forgetting_check_reports_both_perplexities(evaluated, tiny_model, secret_dataset):
+    """On a tiny run: two perplexities and their change are the point (the real model's take a minute)."""
+    jobs, evaluator, _, _ = evaluated
+    options = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 2, "val_size": 0}
+    result = evaluator.forgetting(train_in_process(jobs, options))
     assert result["base"] > 1 and result["tuned"] > 1
     assert result["change_pct"] == pytest.approx(100 * (result["tuned"] / result["base"] - 1))
 
