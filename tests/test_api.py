@@ -21,7 +21,7 @@ def wait_status(client, run_id, statuses, timeout=300):
     raise AssertionError(f"run {run_id} never reached {statuses}: {status}")
 
 
-def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_model):
+def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_model, tokenizer):
     """The plumbing of every endpoint, on the tiny model; that a run learns is tested in test_train_cli.py."""
     url, _ = app
     client = Client(url, verbose=False)
@@ -35,8 +35,11 @@ def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_m
 
     reply = client.predict(run_id, "What is the secret word?", [], api_name="/chat")
     assert isinstance(reply, str)
-    base = client.predict("base", "What is the secret word?", [], api_name="/chat")
-    assert isinstance(base, str) and base.strip()
+    # The Chat tab's generation settings, optional after the history: greedy, so the same twice, and short.
+    greedy = ("base", "What is the secret word?", [], "Answer in one word.", 0.0, 0.9, 8)
+    base = client.predict(*greedy, api_name="/chat")
+    assert base.strip() and client.predict(*greedy, api_name="/chat") == base
+    assert len(tokenizer(base, add_special_tokens=False)["input_ids"]) <= 8 + 1  # re-encoding may split one
 
     metrics = client.predict(run_id, str(secret_dataset), api_name="/evaluate")
     assert {"eval_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "exact_match"} <= metrics.keys()

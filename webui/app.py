@@ -94,9 +94,19 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
         return model_report(config)
 
     @on_refusal_raise()
-    def chat_reply(target: str, message: str, history: list) -> str:
-        """Reply from 'base' or a completed run id, given [{role, content}] history."""
-        return chat.reply(target, message, history)
+    def chat_reply(
+        target: str,
+        message: str,
+        history: list,
+        system_prompt: str = "",
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int = 256,
+    ) -> str:
+        """Reply from 'base' or a completed run id, given [{role, content}] history; the generation
+        settings are the Chat tab's (temperature 0: always the likeliest token)."""
+        settings = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+        return chat.reply(target, message, history, system_prompt=system_prompt, **settings)
 
     @on_refusal_raise()
     def evaluate(run_id: str, dataset: str = "") -> dict:
