@@ -278,6 +278,8 @@ def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
     expect(page.locator("#opt-pref_beta input[type=number]")).to_have_value("0.1")
     set_number(page, "opt-max_steps", 3)
     set_number(page, "opt-learning_rate", 0.0001)
+    # Two pairs a step: the tiny model's 49k-token vocabulary makes a DPO step slow all the same (~5 s).
+    set_number(page, "opt-per_device_train_batch_size", 2)
     run_id = start_run(page)
     expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
         "data-status", "completed", timeout=300_000
