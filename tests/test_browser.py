@@ -190,12 +190,14 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
 
     # Load config fills the form from a saved YAML.
     saved = tmp_path / "saved.yaml"
-    saved.write_text("dataset: demo_identity\nmax_steps: 5\nlearning_rate: 0.0005\nlora_rank: 4\n")
+    # Learning rates here are no task's default (2e-4, 5e-4): the form lets a task switch replace those,
+    # and the loads and clones below switch the task back from the classification test's.
+    saved.write_text("dataset: demo_identity\nmax_steps: 5\nlearning_rate: 0.0004\nlora_rank: 4\n")
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("Preview command").click()
     page.locator("input[type=file][accept*='.yaml']").set_input_files(str(saved))
     expect(page.locator("#train-message")).to_contain_text("Loaded saved.yaml", timeout=30_000)
-    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")
+    expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0004")
     expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("5")
 
     # Clone A back into the form, then change two options: B is A with another learning rate, on the
@@ -209,7 +211,7 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
     choose_model(page, tiny_model)
     page.get_by_role("tab", name="Train").click()
-    set_number(page, "opt-learning_rate", 0.0005)
+    set_number(page, "opt-learning_rate", 0.0003)
     run_b = start_run(page)
     expect(page.locator(f"#run-progress[data-run='{run_b}']")).to_have_attribute(
         "data-status", "completed", timeout=300_000
@@ -224,7 +226,7 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(diff).to_contain_text("model")
     # Only what differs: the header and two rows. (Gradio's table draws its body rows outside <tbody>.)
     expect(diff.locator("[role=row]")).to_have_count(3)
-    expect(diff).to_contain_text("0.0005")
+    expect(diff).to_contain_text("0.0003")
     expect(page.locator("#compare-metrics")).to_contain_text("eval_loss")
 
     # A second browser tab (another user) sees the same history.
