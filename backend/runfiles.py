@@ -12,7 +12,7 @@ A job writes them and the app reads them (see backend.events for the events file
 
 from __future__ import annotations
 
-import random
+import secrets
 import time
 
 RUN_FILE = "run.yaml"
@@ -33,4 +33,6 @@ JOB_MODULE = "backend.train"
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + f"{random.randrange(16**4):04x}"
+    # Not `random`: training seeds it, so after a run in the same process (a test, a speed trial) two
+    # ids started within a second came out the same.
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
