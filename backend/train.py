@@ -184,17 +184,23 @@ def hide_unused_bitsandbytes(config: TrainConfig) -> None:
 
     peft imports it whenever it is installed, and its import compiles kernels through torch.compile:
     about 2 s of every job's start on a small CPU, for a library such a run never calls. A model
-    folder saved quantized (quantization_config in its config.json) still needs it to load.
+    folder saved quantized (quantization_config in its config.json) still needs it to load, and so may
+    a hub id, whose config is not on this machine to read.
     """
-    if quantization_bits(config) or any(_saved_quantized(spec) for spec in (config.model, config.ref_model)):
+    if quantization_bits(config) or any(_may_be_saved_quantized(spec) for spec in (config.model, config.ref_model)):
         return
     # find_spec() answers None for a name whose sys.modules entry is None, so transformers and peft
     # both take the library as absent, and an import of it raises ImportError.
     sys.modules.setdefault("bitsandbytes", None)
 
 
-def _saved_quantized(spec: str) -> bool:
-    config = Path(spec or "").expanduser() / "config.json"
+def _may_be_saved_quantized(spec: str) -> bool:
+    spec = (spec or "").strip()
+    if not spec or spec == "default" or Path(spec).expanduser().is_file():  # none, or the embedded or a GGUF
+        return False
+    config = Path(spec).expanduser() / "config.json"
+    if not config.exists():
+        return True
     try:
         return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -122,6 +122,8 @@ def test_only_a_run_that_quantizes_loads_bitsandbytes(tmp_path, monkeypatch, tin
         "qlora": ({"model": tiny_model, "method": "qlora"}, False),
         "8-bit lora": ({"model": tiny_model, "quantization_bit": 8}, False),
         "a model saved in 4 bits": ({"model": str(saved)}, False),
+        "a hub id, whose config is not here": ({"model": "someone/model-bnb-4bit"}, False),
+        "the embedded model": ({"model": "default"}, True),
     }
     for name, (options, hidden) in cases.items():
         monkeypatch.delitem(sys.modules, "bitsandbytes", raising=False)
