@@ -92,6 +92,9 @@ def main() -> None:
         app_kwargs={"middleware": [Middleware(LoginLimiter)]},
         prevent_thread_lock=True,
     )
+    # The job server imports torch & co. now, so that the first Start trains at once. After the launch,
+    # which sets Gradio's flags in the environment the server takes.
+    jobs.warm_up()
     if args.share and not app.share_url:
         print(
             f"--share: no public link (offline, or the share tunnel could not start); "

@@ -30,6 +30,20 @@ LOG_REDIRECTED_ENV = "TUNEFORGE_LOG_REDIRECTED"
 NICE_ENV = "TUNEFORGE_NICE"
 # A live job is recognised by this module name in its command line (a restarted app adopts it).
 JOB_MODULE = "backend.train"
+# Set to 0 to start every job as a new process instead of forking it from the warm job server.
+WARM_JOBS_ENV = "TUNEFORGE_WARM_JOBS"
+# The environment that libraries read when they are imported: thread counts, offline flags, cache
+# folders, library paths. A job forked from the job server (backend.training.fork_server) gets its own
+# environment, but the server's imports read these once, at its start: a change in one of them needs a
+# new server. Anything else (the workspace, a flag a library sets at run time) a forked job just takes.
+IMPORT_TIME_ENV = (
+    "OMP_", "MKL_", "OPENBLAS_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "PYTORCH_", "CUDA_",
+    "NCCL_", "TOKENIZERS_", "BNB_", "LD_", "PYTHONPATH", "PYTHONHASHSEED",
+)  # fmt: skip
+
+
+def import_time_env(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name.startswith(IMPORT_TIME_ENV)}
 
 
 def new_run_id() -> str:

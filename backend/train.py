@@ -187,11 +187,20 @@ def hide_unused_bitsandbytes(config: TrainConfig) -> None:
     folder saved quantized (quantization_config in its config.json) still needs it to load, and so may
     a hub id, whose config is not on this machine to read.
     """
-    if quantization_bits(config) or any(_may_be_saved_quantized(spec) for spec in (config.model, config.ref_model)):
+    if uses_bitsandbytes(config):
         return
     # find_spec() answers None for a name whose sys.modules entry is None, so transformers and peft
     # both take the library as absent, and an import of it raises ImportError.
     sys.modules.setdefault("bitsandbytes", None)
+
+
+def uses_bitsandbytes(config: TrainConfig) -> bool:
+    return bool(quantization_bits(config)) or any(_may_be_saved_quantized(s) for s in (config.model, config.ref_model))
+
+
+def config_uses_bitsandbytes(config_path: str) -> bool:
+    """For the job server (backend.training.fork_server), whose imports keep bitsandbytes out."""
+    return uses_bitsandbytes(load_train_config(config_path)[0])
 
 
 def _may_be_saved_quantized(spec: str) -> bool:
@@ -216,8 +225,15 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.train", description="Run one TuneForge training job.")
-    parser.add_argument("--config", required=True, help="YAML file of training options (see README)")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--config", help="YAML file of training options (see README)")
+    given.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the app's warm job server
     args = parser.parse_args(argv)
+    if args.serve:
+        yield_to_the_app()  # once here: the jobs it forks inherit the priority
+        from backend.training.fork_server import serve
+
+        return serve(main, config_uses_bitsandbytes)
     yield_to_the_app()
     resume_from, notes = None, []
     try:

@@ -1,10 +1,11 @@
 """The job manager: start, queue, watch and abort training jobs in the workspace.
 
 Every job is `python -m backend.train --config <run_dir>/run.yaml`, started in its own
-process group with stdout/stderr going to `<run_dir>/train.log`. Nothing of a job lives in
-this process except its Popen handle: status comes from the run directory's files, so a
-job carries on if the browser (or this whole app) goes away, and runs started from a
-terminal show up here too.
+process group with stdout/stderr going to `<run_dir>/train.log`: forked from the warm job
+server when it is ready (backend.runs.warm_jobs; training starts without ~12 s of imports),
+else a new process. Nothing of a job lives in this process except a handle to its process:
+status comes from the run directory's files, so a job carries on if the browser (or this
+whole app) goes away, and runs started from a terminal show up here too.
 
 Jobs run one at a time (two on a 2-core machine would each crawl); later ones wait as queued.
 A job that a previous app process started and that still runs is adopted: it counts as the
@@ -49,6 +50,7 @@ from backend.runfiles import (
     new_run_id,
 )
 from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
+from backend.runs.warm_jobs import ForkedJob, warm_server
 
 ABORT_GRACE_S = 3.0
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
@@ -70,7 +72,7 @@ class JobManager:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._pending: deque[str] = deque()
-        self._running: dict[str, subprocess.Popen] = {}
+        self._running: dict[str, subprocess.Popen | ForkedJob] = {}
         # Jobs an abort is stopping: their end is "aborted", whatever signal they die of, so the
         # watcher leaves them to abort() instead of reporting the exit as an interruption.
         self._aborting: set[str] = set()
@@ -167,31 +169,52 @@ class JobManager:
         with self._lock:
             self._running.pop(str(run_dir), None)
 
-    def _launch(self, run_dir: Path) -> None:
-        env = {
+    def _job_env(self) -> dict[str, str]:
+        return {
             **os.environ,
             LOG_REDIRECTED_ENV: "1",
             "PYTHONUNBUFFERED": "1",
             "TUNEFORGE_WORKSPACE": str(self.workspace),
             NICE_ENV: str(JOB_NICENESS),
         }
+
+    def warm_up(self) -> None:
+        """Start the warm job server now (the app, at its start), so that the first job starts at once too."""
+        warm_server(self._job_env())
+
+    def _launch(self, run_dir: Path) -> None:
+        env = self._job_env()
+        command = train_command(run_dir / RUN_FILE)
         with open(run_dir / LOG_FILE, "ab") as log:
-            log.write(f"$ {shlex.join(train_command(run_dir / RUN_FILE))}\n".encode())
+            log.write(f"$ {shlex.join(command)}\n".encode())
             log.flush()
-            self._running[str(run_dir)] = subprocess.Popen(
-                train_command(run_dir / RUN_FILE),
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: abort kills the whole tree
+            server = warm_server(env)
+            job = server.start(run_dir / RUN_FILE, run_dir / LOG_FILE, env) if server else None
+            if isinstance(job, str):
+                log.write(f"(a new process, not the warm job server: {job})\n".encode())
+                log.flush()
+            self._running[str(run_dir)] = (
+                job
+                if isinstance(job, ForkedJob)
+                else subprocess.Popen(
+                    command,
+                    cwd=PROJECT_ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: abort kills the whole tree
+                )
             )
 
     def _advance(self) -> None:
         """Reap finished jobs and start the next queued one if nothing is running."""
         with self._lock:
             for key, proc in list(self._running.items()):
+                if isinstance(proc, ForkedJob) and proc.orphaned:  # its server ended: follow it by pid
+                    del self._running[key]
+                    self._adopted[key] = proc.pid
+                    continue
                 code = proc.poll()
                 if code is None or key in self._aborting:
                     continue
