@@ -179,11 +179,16 @@ def reviews_run(trained_once) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, default_model_dir, tiny_model_dir, secret_dataset):
+def app(request, tmp_path_factory, default_model_dir, tiny_model_dir, secret_dataset):
     """A running app with its own workspace: (url, workspace). It may read the secret dataset's folder
-    and LLaMA-Factory's demo data, as an owner would allow them with --allow-dir; nothing else outside."""
+    and LLaMA-Factory's demo data, as an owner would allow them with --allow-dir; nothing else outside.
+    A module that sets APP_WARM_JOBS = True gets the app's warm job server, as `make run` starts it
+    (its log: app-<port>.log beside the workspace); the others, which train once or not at all, do not
+    spend its imports."""
     workspace = tmp_path_factory.mktemp("app") / "workspace"
     workspace.mkdir()
-    proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent, LLAMAFACTORY_DATA))
+    proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent, LLAMAFACTORY_DATA),
+        warm_jobs=getattr(request.module, "APP_WARM_JOBS", False),
+    )  # fmt: skip
     yield url, workspace
     stop_app(proc)

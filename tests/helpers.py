@@ -60,11 +60,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(workspace: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`python launch.py` as `make run` starts it, on a free port; returns once it answers."""
+def start_app(
+    workspace: Path, *extra: str, env: dict | None = None, warm_jobs: bool = False
+) -> tuple[subprocess.Popen, str]:
+    """`python launch.py` as `make run` starts it, on a free port; returns once it answers.
+
+    warm_jobs: with the app's warm job server, as `make run` has it. Off by default: an app that trains
+    once or not at all would spend the server's imports (a core for ~12 s) for nothing.
+    """
     import time
     import urllib.error
     import urllib.request
+
+    from backend.runfiles import WARM_JOBS_ENV
 
     port = free_port()
     log = open(workspace.parent / f"app-{port}.log", "wb")
@@ -74,7 +82,7 @@ def start_app(workspace: Path, *extra: str, env: dict | None = None) -> tuple[su
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, WARM_JOBS_ENV: "1" if warm_jobs else "0", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120

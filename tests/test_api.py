@@ -2,13 +2,15 @@
 
 import time
 
+import psutil
 import pytest
 from gradio_client import Client
 
 from backend.events import read_events
-from tests.helpers import allow_dirs, live_group_members, start_app, stop_app
+from tests.helpers import allow_dirs, live_group_members, start_app, stop_app, wait_for
 
 END = ("completed", "failed", "aborted")
+APP_WARM_JOBS = True  # the app as `make run` starts it: its Starts are forked from its warm job server
 
 
 def wait_status(client, run_id, statuses, timeout=300):
@@ -23,7 +25,7 @@ def wait_status(client, run_id, statuses, timeout=300):
 
 def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_model, tokenizer):
     """The plumbing of every endpoint, on the tiny model; that a run learns is tested in test_train_cli.py."""
-    url, _ = app
+    url, workspace = app
     client = Client(url, verbose=False)
     config = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 12, "val_size": 0}
     run_id = client.predict(config, api_name="/train_start")
@@ -45,8 +47,13 @@ def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_m
     assert {"eval_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "exact_match"} <= metrics.keys()
     assert metrics["perplexity"] > 1 and metrics["eval_loss"] > 0
 
+    # Once the app's warm job server is ready (it says so in the app's log), a Start is forked from it.
+    wait_for(lambda: "job server: ready" in next(workspace.parent.glob("app-*.log")).read_text(), 120)
     long_id = client.predict({**config, "max_steps": 10_000}, api_name="/train_start")
     wait_status(client, long_id, ("running",))
+    events = workspace / "runs" / long_id
+    pid = wait_for(lambda: next((e["pid"] for e in read_events(events) if e["type"] == "start"), None), 60)
+    assert "--serve" in psutil.Process(pid).cmdline()
     client.predict(long_id, api_name="/train_abort")
     assert client.predict(long_id, api_name="/train_status")["status"] == "aborted"
 

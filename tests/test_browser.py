@@ -9,6 +9,8 @@ from playwright.sync_api import expect, sync_playwright
 from backend.capability import describe, hardware_summary
 from tests.helpers import CHROMIUM_ARGS, DATA, pick, set_number
 
+APP_WARM_JOBS = True  # the story starts several runs: each after the first is forked from the warm job server
+
 # The real model: the browser story and what evaluation finds are the point.
 pytestmark = pytest.mark.slow
 
