@@ -87,3 +87,17 @@ def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server,
     jobs.abort(run_id)
     assert jobs.status(run_id)["status"] == "aborted"
     wait_for(lambda: not live_group_members(pid), 10)
+
+
+def test_a_server_that_ends_before_it_is_ready_is_not_started_again(monkeypatch):
+    """Where forking is unsafe (outside Linux, a CUDA build of torch) the server says why and ends: jobs then
+    start as new processes, without a new server's imports at every launch."""
+    monkeypatch.setattr(warm_jobs, "_server", None)
+    monkeypatch.setattr(warm_jobs, "_given_up", False)
+    monkeypatch.setattr(warm_jobs, "JOB_MODULE", "json.tool")  # `python -m json.tool --serve` ends at once
+    env = dict(os.environ)
+    assert warm_jobs.warm_server(env) is None  # spawned, not ready yet
+    ended = warm_jobs._server
+    wait_for(lambda: not ended.alive, 30)
+    assert warm_jobs.warm_server(env) is None and warm_jobs._given_up
+    assert warm_jobs._server is ended and not ended.ready.is_set()

@@ -56,6 +56,24 @@ def warm_imports() -> None:
     import backend.training.sft  # noqa: F401
 
 
+def cannot_fork_here() -> str | None:
+    if not sys.platform.startswith("linux"):  # macOS's system frameworks are not safe to use after a fork
+        return f"forking jobs is for Linux, not {sys.platform}"
+    return None
+
+
+def cannot_fork_after_imports() -> str | None:
+    import torch
+
+    if torch.version.cuda or torch.version.hip:
+        # A GPU job forked from a process that has asked the driver anything cannot start CUDA, and torch
+        # asks it at import on some versions. GPU jobs run long enough that their imports matter little.
+        return "a CUDA or ROCm build of torch, whose forked jobs could not use the GPU"
+    if threading.active_count() > 1:  # a fork would copy the locks another Python thread holds, without it
+        return f"{threading.active_count()} Python threads after the imports"
+    return None
+
+
 def serve(run_job: Callable[[list[str]], int], needs_bitsandbytes: Callable[[str], bool]) -> int:
     """Serve fork requests until stdin closes. run_job is the job's main(argv); needs_bitsandbytes(config path)."""
     # The answers go on a copy of stdout; fd 1 itself goes to stderr, so no library's print at import
@@ -64,9 +82,12 @@ def serve(run_job: Callable[[list[str]], int], needs_bitsandbytes: Callable[[str
     os.dup2(2, 1)
     started = time.time()
     own_env = import_time_env(dict(os.environ))  # as spawned: some imports add to it (torch's inductor cache)
-    warm_imports()
-    if threading.active_count() > 1:  # a fork would copy the locks another Python thread holds, without it
-        print(f"job server: {threading.active_count()} threads after the imports; not forking", file=sys.stderr)
+    why_not = cannot_fork_here()
+    if why_not is None:
+        warm_imports()
+        why_not = cannot_fork_after_imports()
+    if why_not:
+        print(f"job server: {why_not}; jobs start as new processes", file=sys.stderr, flush=True)
         return 1
     try:
         answers.write("ready\n")
