@@ -192,8 +192,8 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
 
     # Load config fills the form from a saved YAML.
     saved = tmp_path / "saved.yaml"
-    # Learning rates here are no task's default (2e-4, 5e-4): the form lets a task switch replace those,
-    # and the loads and clones below switch the task back from the classification test's.
+    # Learning rates here are no task's default (2e-4, 5e-4): a task switch moves a value still at the
+    # previous task's default, and the loads and clones below switch the task back from the classification test's.
     saved.write_text("dataset: demo_identity\nmax_steps: 5\nlearning_rate: 0.0004\nlora_rank: 4\n")
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("Preview command").click()

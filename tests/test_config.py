@@ -79,3 +79,18 @@ def test_classification_gets_its_own_learning_rate_unless_one_is_given():
     assert TrainConfig.from_dict({"task": "classification"}).learning_rate == 5e-4
     assert TrainConfig.from_dict({"task": "classification", "learning_rate": 1e-4}).learning_rate == 1e-4
     assert TrainConfig.from_dict({}).learning_rate == 2e-4
+
+
+def test_a_task_switch_moves_only_the_options_still_at_the_previous_tasks_default():
+    """The form's follower (webui/tab_dataset.py). A learning rate the person typed stays, even one that equals
+    another task's default: a late switch from sft once replaced a typed 5e-4, classification's default."""
+    from webui.tab_dataset import TASK_FOLLOWERS, follow_task_defaults
+
+    names = [f.name for f in TASK_FOLLOWERS]
+    assert names == ["learning_rate", "pref_loss"]
+    lr, loss, previous = follow_task_defaults("sft", "classification", 2e-4, "sigmoid")
+    assert (lr, loss, previous) == (5e-4, "sigmoid", "classification")  # both at sft's defaults: both follow
+    lr, loss, previous = follow_task_defaults("sft", "kto", 5e-4, "sigmoid")
+    assert lr == {"__type__": "update"} and loss == "kto" and previous == "kto"  # 5e-4 was typed under sft
+    lr, _, _ = follow_task_defaults("classification", "sft", 5e-4, "sigmoid")
+    assert lr == 2e-4  # classification's default, left as it was: it goes back to sft's

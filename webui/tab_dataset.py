@@ -39,17 +39,19 @@ def config_from(values) -> TrainConfig:
     return TrainConfig.from_dict(options_from(values))
 
 
-def task_default_values(f) -> set:
-    return {f.default, *f.metadata["task_defaults"].values()}
+# Options whose default depends on the task (learning_rate, pref_loss): they follow a task switch.
+TASK_FOLLOWERS = tuple(f for f in fields() if f.metadata["task_defaults"])
+FIRST_TASK = next(f.default for f in fields() if f.name == "task")
 
 
-def task_default_follower(f):
-    """The handler of a task change for option f: follow the task's default unless the person chose their own."""
-
-    def follow_task_default(task, value):
-        return default_for(f, task) if value in task_default_values(f) else gr.update()
-
-    return follow_task_default
+def follow_task_defaults(previous_task, task, *values):
+    """On a task switch, an option still at the previous task's default takes the new task's; one the person
+    set stays, even if it happens to be some other task's default. Also returns task: the next switch's previous."""
+    updates = [
+        default_for(f, task) if value == default_for(f, previous_task) else gr.update()
+        for f, value in zip(TASK_FOLLOWERS, values, strict=True)
+    ]
+    return *updates, task
 
 
 def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) -> str:
@@ -147,9 +149,10 @@ class DatasetTab(Tab):
         triggers = [form[name].change for name in DATA_TRIGGERS] + [self.check.click]
         gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal")
         self.ctx.blocks.load(self.on_check, inputs, checked)
-        for f in fields():
-            if f.metadata["task_defaults"]:
-                form["task"].change(task_default_follower(f), [form["task"], form[f.name]], form[f.name])
+        followers, previous_task = [form[f.name] for f in TASK_FOLLOWERS], gr.State(FIRST_TASK)
+        # One handler for them all, so that the previous task they compare against is updated once.
+        task_and_followers = [previous_task, form["task"], *followers]
+        form["task"].change(follow_task_defaults, task_and_followers, [*followers, previous_task])
         self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
 
