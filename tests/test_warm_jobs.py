@@ -87,6 +87,10 @@ def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server,
     jobs.abort(run_id)
     assert jobs.status(run_id)["status"] == "aborted"
     wait_for(lambda: not live_group_members(pid), 10)
+    # The next Start is a new process while a new server imports, and its log says so.
+    again = jobs.start({**long_run(tiny_model, secret_dataset), "max_steps": 1})
+    assert f"{COLD}: it ended; a new one is starting)" in (jobs.run_dir(again) / "train.log").read_text()
+    finish(jobs, again, 120)
 
 
 def test_a_server_that_ends_before_it_is_ready_is_not_started_again(monkeypatch):
@@ -96,8 +100,9 @@ def test_a_server_that_ends_before_it_is_ready_is_not_started_again(monkeypatch)
     monkeypatch.setattr(warm_jobs, "_given_up", False)
     monkeypatch.setattr(warm_jobs, "JOB_MODULE", "json.tool")  # `python -m json.tool --serve` ends at once
     env = dict(os.environ)
-    assert warm_jobs.warm_server(env) is None  # spawned, not ready yet
+    assert warm_jobs.warm_server(env) == "it is starting"  # what the job's train.log says of its new process
     ended = warm_jobs._server
     wait_for(lambda: not ended.alive, 30)
-    assert warm_jobs.warm_server(env) is None and warm_jobs._given_up
-    assert warm_jobs._server is ended and not ended.ready.is_set()
+    assert warm_jobs.warm_server(env) == "it ended before it was ready (the app's log says why)"
+    assert warm_jobs._given_up and warm_jobs._server is ended and not ended.ready.is_set()
+    assert warm_jobs.warm_server(env).startswith("it ended before") and warm_jobs._server is ended  # none again

@@ -50,7 +50,7 @@ from backend.runfiles import (
     new_run_id,
 )
 from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
-from backend.runs.warm_jobs import ForkedJob, warm_server
+from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server
 
 ABORT_GRACE_S = 3.0
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
@@ -189,7 +189,7 @@ class JobManager:
             log.write(f"$ {shlex.join(command)}\n".encode())
             log.flush()
             server = warm_server(env)
-            job = server.start(run_dir / RUN_FILE, run_dir / LOG_FILE, env) if server else None
+            job = server.start(run_dir / RUN_FILE, run_dir / LOG_FILE, env) if isinstance(server, JobServer) else server
             if isinstance(job, str):
                 log.write(f"(a new process, not the warm job server: {job})\n".encode())
                 log.flush()

@@ -123,30 +123,34 @@ _server_lock = threading.Lock()
 _given_up = False  # a server ended before it was ever ready: it would again, at every launch
 
 
-def warm_server(env: dict[str, str]) -> JobServer | None:
-    """This process's job server, if it is ready for a job with env; starts one for later jobs if there is none.
+def warm_server(env: dict[str, str]) -> JobServer | str | None:
+    """This process's job server if it is ready for a job with env; else why not, after starting one for later.
 
-    None also when switched off (TUNEFORGE_WARM_JOBS=0).
+    None when switched off (TUNEFORGE_WARM_JOBS=0).
     """
     global _server, _given_up
-    if os.environ.get(WARM_JOBS_ENV, "1") == "0" or _given_up:
+    if os.environ.get(WARM_JOBS_ENV, "1") == "0":
         return None
     with _server_lock:
-        if _server is not None and not _server.alive and not _server.ready.is_set():
+        if _given_up or (_server is not None and not _server.alive and not _server.ready.is_set()):
+            if not _given_up:
+                print("job server: it ended before it was ready; jobs start as new processes", file=sys.stderr)
             _given_up = True
-            print("job server: it ended before it was ready; jobs start as new processes", file=sys.stderr)
-            return None
+            return "it ended before it was ready (the app's log says why)"
+        why = "it is starting"
         if _server is not None and (not _server.alive or import_time_env(_server.env) != import_time_env(env)):
             changed = set(import_time_env(_server.env).items()) ^ set(import_time_env(env).items())
+            why = "it ended; a new one is starting"
             if changed:
                 names = ", ".join(sorted({name for name, _ in changed}))
-                print(f"job server: the environment changed ({names}); starting a new one", file=sys.stderr)
+                why = f"the environment changed ({names}); a new one is starting"
+                print(f"job server: {why}", file=sys.stderr)
             _server.close()
             _server = None
         if _server is None:
             _server = JobServer(env)
-            return None
-        return _server if _server.ready.is_set() else None
+            return why
+        return _server if _server.ready.is_set() else "it is still importing"
 
 
 def wait_until_ready(timeout: float) -> bool:

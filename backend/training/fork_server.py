@@ -14,8 +14,8 @@ On its own stdout the server answers, one line each:
   exited <pid> <code>    a job ended; code as Popen gives it (-N: killed by signal N)
 
 A job is sent back cold when this process cannot be it: a run that loads bitsandbytes (peft is imported
-here with bitsandbytes hidden, see backend.train.hide_unused_bitsandbytes), or an environment that
-differs from the one the imports read (thread counts, offline flags, cache folders are read at import).
+here with bitsandbytes hidden, see backend.train.hide_unused_bitsandbytes). The app sends only jobs whose
+import-time environment (backend.runfiles.IMPORT_TIME_ENV) is the one this server started with.
 The server ends when its stdin closes (the app ended); jobs it started go on, like any job of the app.
 
 Forking is safe here because nothing in this process has computed anything yet: torch starts its
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from backend.runfiles import NICE_ENV, import_time_env
+from backend.runfiles import NICE_ENV
 
 REAP_INTERVAL_S = 0.2
 
@@ -81,7 +81,6 @@ def serve(run_job: Callable[[list[str]], int], needs_bitsandbytes: Callable[[str
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     started = time.time()
-    own_env = import_time_env(dict(os.environ))  # as spawned: some imports add to it (torch's inductor cache)
     why_not = cannot_fork_here()
     if why_not is None:
         warm_imports()
@@ -92,12 +91,12 @@ def serve(run_job: Callable[[list[str]], int], needs_bitsandbytes: Callable[[str
     try:
         answers.write("ready\n")
         print(f"job server: ready in {time.time() - started:.1f} s (pid {os.getpid()})", file=sys.stderr, flush=True)
-        return _serve_requests(answers, own_env, run_job, needs_bitsandbytes)
+        return _serve_requests(answers, run_job, needs_bitsandbytes)
     except BrokenPipeError:  # the app stopped reading: it ended, or let this server go
         return 0
 
 
-def _serve_requests(answers, own_env: dict, run_job, needs_bitsandbytes) -> int:
+def _serve_requests(answers, run_job, needs_bitsandbytes) -> int:
     pending = b""
     while True:
         readable, _, _ = select.select([0], [], [], REAP_INTERVAL_S)
@@ -110,14 +109,10 @@ def _serve_requests(answers, own_env: dict, run_job, needs_bitsandbytes) -> int:
         pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
-            answers.write(_answer(json.loads(line), own_env, run_job, needs_bitsandbytes, answers) + "\n")
+            answers.write(_answer(json.loads(line), run_job, needs_bitsandbytes, answers) + "\n")
 
 
-def _answer(request: dict, own_env: dict, run_job, needs_bitsandbytes, answers) -> str:
-    env = request["env"]
-    if import_time_env(env) != own_env:
-        changed = sorted(set(import_time_env(env).items()) ^ set(own_env.items()))
-        return "cold environment differs: " + ", ".join(sorted({k for k, _ in changed}))[:200]
+def _answer(request: dict, run_job, needs_bitsandbytes, answers) -> str:
     try:
         if needs_bitsandbytes(request["config"]):
             return "cold the run loads bitsandbytes"
