@@ -42,6 +42,12 @@ def main() -> None:
         help="a folder whose datasets, models and adapters browser and API users may read, besides the workspace, "
         "the model cache and the bundled assets (repeatable; nothing else on disk can be named)",
     )
+    parser.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="keep sweeps in this Optuna storage (e.g. postgresql://user@host/db), to share studies with other "
+        "machines; default: the workspace's sweeps/optuna.db",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -57,6 +63,7 @@ def main() -> None:
     from backend.paths import PROJECT_ROOT
     from backend.runs.manager import JobManager
     from backend.serving.chat import ChatEngine
+    from backend.sweeps.manager import SweepManager
     from webui.access import credentials
     from webui.app import CSS, build_app
     from webui.login_limit import LoginLimiter
@@ -78,7 +85,11 @@ def main() -> None:
     # and the one the confinement checked is the one the job reads.
     os.chdir(PROJECT_ROOT)
     jobs = JobManager(workspace, Confinement(workspace, allowed))
-    app = build_app(jobs, ChatEngine(jobs))
+    try:
+        sweeps = SweepManager(jobs, args.optuna_storage)  # picks up the sweeps a killed app was running
+    except TuneForgeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    app = build_app(jobs, ChatEngine(jobs), sweeps)
     print(f"TuneForge workspace: {workspace}" + "".join(f"\nreadable folder: {d}" for d in allowed))
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host,

@@ -11,6 +11,8 @@
   checkpoint  step, path
   end         status (completed | failed | aborted | interrupted), error (all but completed)
   resume      checkpoint (written by the job manager when it queues a resume)
+  abort       reason (written by the job manager before it stops a job for someone other than the
+              user, such as a sweep's pruner: the run's error then says why)
 
 A resumed run appends a second `start` to the same file: each `start` opens an attempt, and
 `timeline()` joins the attempts into the one history the chart shows.

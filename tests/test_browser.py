@@ -293,3 +293,31 @@ def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
     expect(rewards).to_contain_text("margin")
     expect(page.locator("#loss-chart .scatterlayer .trace").first).to_be_visible()
     assert chart_points(page) == 3
+
+
+def test_a_grid_sweep_from_the_sweeps_tab_finishes_its_trials_marks_the_best_and_draws_its_charts(page, tiny_model):
+    choose_model(page, tiny_model)  # the trials' plumbing and the view are the point, not what they learn
+    page.get_by_role("tab", name="Dataset").click()
+    pick(page, "demo-dataset", "demo_identity")
+    page.locator("#opt-task").get_by_text("sft", exact=True).click()
+    page.get_by_role("tab", name="Train").click()
+    set_number(page, "opt-max_steps", 4)
+    page.get_by_role("tab", name="Sweeps").click()
+    page.locator("#sweep-space .cm-content").fill("learning_rate: [1.0e-3, 3.0e-3]\n")
+    page.locator("#sweep-start").click()
+    expect(page.locator("#sweep-message")).to_contain_text("Started sweep", timeout=60_000)
+
+    summary = page.locator("#sweep-summary")
+    expect(summary).to_have_attribute("data-status", "completed", timeout=300_000)
+    expect(summary).to_contain_text("2/2 trials ended (2 completed)")
+    best = summary.get_attribute("data-best")
+    table = page.locator("#sweep-trials-table")
+    rows = table.locator("div[role=row]")  # the body's rows (the header's is a tr)
+    expect(rows.filter(has_text="completed")).to_have_count(2)
+    expect(rows.filter(has_text="★")).to_contain_text(best)
+    expect(page.locator("#sweep-history .scatterlayer .trace").first).to_be_attached(timeout=30_000)
+    expect(page.locator("#sweep-parallel .js-plotly-plot")).to_be_attached()
+    expect(page.locator("#sweep-importance .barlayer")).to_be_attached()  # learning_rate, the one option searched
+
+    page.locator("#sweep-best-chat").click()
+    expect(page.locator("#chat-target input")).to_have_value(best, timeout=30_000)

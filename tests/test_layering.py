@@ -2,7 +2,7 @@
 
 - backend never imports gradio; webui never imports torch, transformers or peft;
 - no two modules import each other, directly or round a circle, not even inside a function;
-- the app (webui, and backend's runs, serving, evaluation and access) never imports the job's code
+- the app (webui, and backend's runs, serving, evaluation, access and sweeps) never imports the job's code
   (backend.train, backend.training), which it only starts as a process.
 """
 
@@ -17,7 +17,7 @@ from tests.helpers import ROOT
 
 FORBIDDEN = {"backend": {"gradio"}, "webui": {"torch", "transformers", "peft"}}
 JOB_SIDE = ("backend.train", "backend.training")
-APP_SIDE = ("webui", "backend.runs", "backend.serving", "backend.evaluation", "backend.access")
+APP_SIDE = ("webui", "backend.runs", "backend.serving", "backend.evaluation", "backend.access", "backend.sweeps")
 
 
 def module_name(path: Path) -> str:

@@ -9,6 +9,7 @@ from backend.fit import model_report
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
+from backend.sweeps.manager import SweepManager
 from webui.context import AppContext
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import on_refusal_raise
@@ -19,6 +20,7 @@ from webui.tab_evaluate import EvaluateTab
 from webui.tab_export import ExportTab
 from webui.tab_model import ModelTab
 from webui.tab_runs import RunsTab
+from webui.tab_sweeps import SweepsTab
 from webui.tab_train import TrainTab
 
 CSS = """
@@ -29,19 +31,27 @@ CSS = """
 """
 
 
-def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
+def build_app(jobs: JobManager, chat: ChatEngine, sweeps: SweepManager | None = None) -> gr.Blocks:
+    """sweeps: the app's sweep manager (default: one on the workspace's own study storage)."""
+    sweeps = sweeps or SweepManager(jobs)
     with gr.Blocks(title="TuneForge") as blocks:
-        ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks)
+        ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks, sweeps=sweeps)
         evaluator, exporter = Evaluator(jobs, chat), Exporter(jobs)
-        train = TrainTab(ctx)
+        train, evaluate, chat_tab, export = (
+            TrainTab(ctx),
+            EvaluateTab(ctx, evaluator),
+            ChatTab(ctx),
+            ExportTab(ctx, exporter),
+        )
         tabs = [
             DatasetTab(ctx),
             ModelTab(ctx),
             train,
-            EvaluateTab(ctx, evaluator),
-            ChatTab(ctx),
+            evaluate,
+            chat_tab,
             RunsTab(ctx, train),
-            ExportTab(ctx, exporter),
+            SweepsTab(ctx, evaluate=evaluate, chat=chat_tab, export=export),
+            export,
         ]
         gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
         form = {}
@@ -53,6 +63,7 @@ def build_app(jobs: JobManager, chat: ChatEngine) -> gr.Blocks:
         for tab in tabs:
             tab.connect(page)
         register_api(jobs, chat, evaluator, exporter)
+        register_sweep_api(sweeps)
     return blocks
 
 
@@ -142,3 +153,34 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     gr.api(train_status, api_name="train_status", **STATUS)
     gr.api(runs_list, api_name="runs_list", **STATUS)
     gr.api(model_info, api_name="model_info")
+
+
+def register_sweep_api(sweeps: SweepManager) -> None:
+    """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/spec.py and the README."""
+
+    @on_refusal_raise()
+    def sweep_start(spec: dict) -> str:
+        """A spec dict (base, space, sampler, n_trials, metric, direction, ...) → the sweep's id; its trials queue
+        one after another. A bad search space is refused before any trial starts."""
+        return sweeps.start(spec)
+
+    @on_refusal_raise()
+    def sweep_status(sweep_id: str) -> dict:
+        """status (running|completed|aborted|failed), trials [{run_id, params, status, value, ...}], best
+        {run_id, params, value}, metric, direction, sampler, n_trials, space."""
+        return sweeps.status(sweep_id)
+
+    @on_refusal_raise()
+    def sweep_abort(sweep_id: str) -> None:
+        """Abort the sweep's running trial and start no more; finished trials stay."""
+        sweeps.abort(sweep_id)
+
+    @on_refusal_raise()
+    def sweeps_list() -> list:
+        """Every sweep in the workspace's study storage, newest first: sweep_id, status, trials, metric, best."""
+        return sweeps.list_sweeps()
+
+    gr.api(sweep_start, api_name="sweep_start", **JOBS)
+    gr.api(sweep_abort, api_name="sweep_abort", **JOBS)
+    gr.api(sweep_status, api_name="sweep_status", **STATUS)
+    gr.api(sweeps_list, api_name="sweeps_list", **STATUS)

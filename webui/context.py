@@ -9,6 +9,7 @@ import gradio as gr
 
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
+from backend.sweeps.manager import SweepManager
 
 
 @dataclass
@@ -16,6 +17,7 @@ class AppContext:
     jobs: JobManager
     chat: ChatEngine
     blocks: gr.Blocks
+    sweeps: SweepManager | None = None
 
     @property
     def uploads_dir(self) -> Path:

@@ -34,6 +34,7 @@ HISTORY_COLUMNS = [
     "task",
     "dataset",
     "resumes",
+    "sweep",
 ]
 REFRESH_S = 2.0
 ANSWERS = (("base", "base"), ("a", "run A (first selected)"), ("b", "run B (second selected)"))

@@ -16,6 +16,7 @@ last whole checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -47,6 +48,7 @@ from backend.runfiles import (
     LOG_REDIRECTED_ENV,
     NICE_ENV,
     RUN_FILE,
+    SWEEP_FILE,
     new_run_id,
 )
 from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
@@ -114,7 +116,8 @@ class JobManager:
         cmd = "python -m backend.train --config run.yaml"
         return text, cmd
 
-    def start(self, options: dict[str, Any]) -> str:
+    def start(self, options: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
+        """Validate, write the run folder and queue the job; sweep: the sweep and trial a sweep's run belongs to."""
         run_id, config = self.prepare(options)
         run_dir = Path(config.output_dir)
         if (run_dir / EVENTS_FILE).exists():
@@ -122,6 +125,8 @@ class JobManager:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
+            if sweep:
+                write_text_atomically(run_dir / SWEEP_FILE, json.dumps(sweep))
         except OSError as exc:  # a name too long for the file system, a full disk
             raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
         with self._lock:
@@ -330,14 +335,17 @@ class JobManager:
         return None
 
     # ---- stopping ---------------------------------------------------------------------
-    def abort(self, run_id: str) -> None:
+    def abort(self, run_id: str, reason: str = "") -> None:
+        """Stop the run's job (or take it off the queue); reason: why, when it was not the user who asked."""
         run_dir = self.run_dir(run_id)
         key = str(run_dir)
         with self._lock:
             if key in self._pending:
                 self._pending.remove(key)
-                EventLog(run_dir).emit("end", status="aborted", error="aborted before it started")
+                EventLog(run_dir).emit("end", status="aborted", error=reason or "aborted before it started")
                 return
+            if reason:  # before the job's own end, which says only that it was aborted
+                EventLog(run_dir).emit("abort", reason=reason)
             proc = self._running.get(key)
             self._aborting.add(key)
         try:
@@ -454,11 +462,15 @@ def summarize(
         "task": config.get("task"),
         "dataset": config.get("dataset"),
         "metric": None,
+        "sweep": None,
     }
+    if (run_dir / SWEEP_FILE).exists():
+        summary["sweep"] = _sweep_label(run_dir)
     if queue_position is not None:
         summary.update(status="queued", phase=f"queued, #{queue_position} in line")
     elif end is not None:
-        summary.update(status=end["status"], error=end.get("error"), phase=end["status"])
+        error = (end["status"] == "aborted" and _abort_reason(events)) or end.get("error")
+        summary.update(status=end["status"], error=error, phase=end["status"])
         if end["status"] == "completed":
             summary["eval_loss"] = end.get("eval_loss", summary["eval_loss"])
             summary["eta_s"] = 0
@@ -470,6 +482,24 @@ def summarize(
             status="interrupted", phase="interrupted", error="the job stopped without reporting an end; see train.log"
         )
     return summary
+
+
+def _abort_reason(events: list[dict[str, Any]]) -> str | None:
+    """Why the latest attempt was stopped, where someone other than the user stopped it."""
+    for event in reversed(events):
+        if event["type"] == "abort":
+            return event.get("reason")
+        if event["type"] in ("start", "resume"):
+            return None
+    return None
+
+
+def _sweep_label(run_dir: Path) -> str | None:
+    try:
+        label = json.loads((run_dir / SWEEP_FILE).read_text(encoding="utf-8"))
+        return f"{label['sweep_id']} #{label['trial']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _duration(events: list[dict[str, Any]]) -> float | None:
