@@ -66,32 +66,6 @@ def test_api_errors_are_one_line_messages(app):
         client.predict("nope", api_name="/train_status")
 
 
-def test_a_sweep_through_the_api_runs_its_grid_and_reports_the_best(app, tiny_model):
-    """The sweep endpoints' contract; pruning, abort and taking a sweep up again are tests/test_sweeps.py's."""
-    client = Client(app[0], verbose=False)
-    base = {"model": tiny_model, "dataset": "demo_identity", "max_steps": 6, "eval_steps": 3, "val_size": 0.2}
-    spec = {"base": base, "space": {"learning_rate": [1e-3, 3e-3]}, "sampler": "grid", "n_trials": 2,
-            "metric": "eval_loss", "direction": "minimize"}  # fmt: skip
-    with pytest.raises(Exception, match=r"space: unknown option 'lerning_rate' \(did you mean 'learning_rate'\?\)"):
-        client.predict({**spec, "space": {"lerning_rate": [1e-3]}}, api_name="/sweep_start")
-    sweep_id = client.predict(spec, api_name="/sweep_start")
-    status = wait_for(lambda: (s := client.predict(sweep_id, api_name="/sweep_status"))["status"] != "running" and s)
-
-    assert status["status"] == "completed", status
-    assert [(t["params"], t["status"]) for t in status["trials"]] == [
-        ({"learning_rate": 1e-3}, "completed"),
-        ({"learning_rate": 3e-3}, "completed"),
-    ]
-    best = min(status["trials"], key=lambda t: t["value"])
-    assert status["best"] == {"run_id": best["run_id"], "params": best["params"], "value": best["value"]}
-    for trial in status["trials"]:
-        run = client.predict(trial["run_id"], api_name="/train_status")
-        assert run["sweep"].startswith(sweep_id) and run["eval_loss"] == pytest.approx(trial["value"])
-    assert client.predict(api_name="/sweeps_list")[0]["sweep_id"] == sweep_id
-    with pytest.raises(Exception, match=r"no sweep named 'nope'"):
-        client.predict("nope", api_name="/sweep_abort")
-
-
 def test_model_info_answers_what_the_model_tab_shows(app, tiny_model):
     """Architecture, parameters, and per method the memory a run needs against free memory (tests/test_fit.py)."""
     info = Client(app[0], verbose=False).predict({"model": tiny_model, "method": "full"}, api_name="/model_info")

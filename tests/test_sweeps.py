@@ -2,19 +2,19 @@
 and a sweep whose driver was killed taken up again by the next one (as a restarted app does)."""
 
 import json
-import signal
 import subprocess
 import sys
 
 import pytest
 import yaml
+from gradio_client import Client
 
 from backend.errors import TuneForgeError
 from backend.events import read_events
 from backend.runs.manager import JobManager
 from backend.sweeps.manager import SweepManager
 from backend.sweeps.spec import parse_spec
-from tests.helpers import ROOT, is_live, wait_for
+from tests.helpers import ROOT, is_live, start_app, stop_app, wait_for
 
 BASE = {"dataset": "demo_identity", "max_steps": 30, "eval_steps": 3, "logging_steps": 3, "val_size": 0.2}
 
@@ -129,39 +129,63 @@ def test_abort_stops_the_running_trial_and_starts_no_more(workspace, tiny_model)
     assert not jobs.training() and len(jobs.list_runs()) == 1
 
 
-def test_a_sweep_whose_driver_was_killed_is_taken_up_by_the_next_and_finishes(workspace, tiny_model, tmp_path):
-    """The CLI drives the sweep and is killed mid-trial; its trial's job trains on, and a new manager of the
-    workspace (what a restarted app builds) follows that run to its end, then runs the rest."""
+def test_a_sweep_whose_app_was_killed_is_taken_up_by_the_restarted_app_and_finishes(workspace, tiny_model, tmp_path):
+    """Through the API: the app drives the sweep and is killed mid-trial; the trial's job trains on, and the
+    restarted app follows that run to its end, then runs the rest. The CLI, given the sweep's name, then
+    finds nothing left to do."""
     spec = {"base": tiny_base(tiny_model, max_steps=20, eval_steps=10, method="lora"), "space": {"lora_rank": [2, 4]},
             "sampler": "grid", "pruner": "none", "name": "killed-and-taken-up"}  # fmt: skip
+    proc, url = start_app(workspace)
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match=r"space: unknown option 'lerning_rate' \(did you mean 'learning_rate'\?\)"):
+            client.predict({**spec, "space": {"lerning_rate": [1e-3]}}, api_name="/sweep_start")
+        assert client.predict(spec, api_name="/sweep_start") == "killed-and-taken-up"
+        status = lambda: client.predict("killed-and-taken-up", api_name="/sweep_status")  # noqa: E731
+        run_id = wait_for(lambda: status()["trials"][0]["run_id"])
+        run_dir = workspace / "runs" / run_id
+        wait_for(lambda: any(e["type"] == "log" for e in read_events(run_dir)), 120)  # training, not loading
+    finally:
+        proc.kill()  # the whole app is gone, its sweep's driver thread with it
+        proc.wait()
+    job_pid = next(e["pid"] for e in read_events(run_dir) if e["type"] == "start")
+    assert is_live(job_pid)  # the trial trains on
+
+    proc, url = start_app(workspace, warm_jobs=True)
+    try:
+        client = Client(url, verbose=False)
+        report = wait_for(
+            lambda: (s := client.predict("killed-and-taken-up", api_name="/sweep_status"))["status"] != "running" and s
+        )
+        assert report["status"] == "completed", report
+        assert [(t["status"], t["params"]) for t in report["trials"]] == [
+            ("completed", {"lora_rank": 2}),
+            ("completed", {"lora_rank": 4}),
+        ]
+        assert report["trials"][0]["run_id"] == run_id and all(t["value"] > 0 for t in report["trials"])
+        assert sum(e["type"] == "start" for e in read_events(run_dir)) == 1  # followed, not started again
+        best = min(report["trials"], key=lambda t: t["value"])
+        assert report["best"] == {"run_id": best["run_id"], "params": best["params"], "value": best["value"]}
+        assert client.predict(run_id, api_name="/train_status")["sweep"] == "killed-and-taken-up #0"
+        assert client.predict(api_name="/sweeps_list")[0]["trials"] == "2/2"
+        with pytest.raises(Exception, match=r"no sweep named 'nope'"):
+            client.predict("nope", api_name="/sweep_abort")
+    finally:
+        stop_app(proc)
+
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(spec))
-    cli = subprocess.Popen(
+    cli = subprocess.run(
         [sys.executable, "-m", "backend.sweep", "--config", str(config), "--workspace", str(workspace)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
+        timeout=120,
     )
-    runs = workspace / "runs"
-    run_dir = wait_for(lambda: next(iter(runs.iterdir()), None) if runs.exists() else None, 120)
-    wait_for(lambda: any(e["type"] == "log" for e in read_events(run_dir)), 120)  # training, not loading
-    job_pid = next(e["pid"] for e in read_events(run_dir) if e["type"] == "start")
-    cli.send_signal(signal.SIGKILL)
-    printed, _ = cli.communicate(timeout=30)
-    assert f"trial 0: run {run_dir.name} lora_rank=2" in printed
-    assert is_live(job_pid)  # the killed driver's trial trains on
-
-    sweeps = SweepManager(JobManager(workspace))  # picks the sweep up, as a restarted app does
-    report = wait_sweep(sweeps, "killed-and-taken-up")
-    assert report["status"] == "completed", report
-    assert [(t["status"], t["params"]) for t in report["trials"]] == [
-        ("completed", {"lora_rank": 2}),
-        ("completed", {"lora_rank": 4}),
-    ]
-    assert report["trials"][0]["run_id"] == run_dir.name
-    assert sum(e["type"] == "start" for e in read_events(run_dir)) == 1  # followed, not started again
-    assert all(t["value"] > 0 for t in report["trials"])
+    assert cli.returncode == 0, cli.stderr
+    printed = cli.stdout
+    assert json.loads(printed[printed.index("{") :])["best"] == report["best"]
+    assert len(list((workspace / "runs").iterdir())) == 2  # no trial ran again
 
 
 def test_a_sweep_of_a_name_already_stored_joins_it_and_another_spec_is_refused(workspace, tiny_model, tmp_path):

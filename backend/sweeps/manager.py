@@ -53,13 +53,23 @@ class SweepManager:
         """The spec checked, and its study created (or, for a sweep of that name, joined); the sweep's id."""
         spec = parse_spec(raw)
         self._check_like_a_start(spec)
-        study = create_study(spec, self.storage)
-        driver = study.user_attrs.get("driver")
+        if spec.name:
+            self._refuse_if_running(spec.name)
+        return create_study(spec, self.storage).study_name
+
+    def _refuse_if_running(self, sweep_id: str) -> None:
+        """A stored sweep of that name may be run again (it goes on), unless a live driver still runs it."""
+        try:
+            study, _ = open_study(self.storage, sweep_id)
+        except TuneForgeError:
+            return  # a new sweep
+        if study.user_attrs.get("status") != "running":
+            return
         with self._lock:
-            thread, _ = self._drivers.get(study.study_name, (None, None))
+            thread, _ = self._drivers.get(sweep_id, (None, None))
+        driver = study.user_attrs.get("driver")
         if (thread and thread.is_alive()) or (driver and _drives_now(driver, self.jobs.workspace)):
-            raise TuneForgeError(f"sweep {study.study_name} is already running")
-        return study.study_name
+            raise TuneForgeError(f"sweep {sweep_id} is already running")
 
     def driver(self, sweep_id: str, stop: threading.Event, say=lambda line: None) -> SweepDriver:
         study, spec = open_study(self.storage, sweep_id)
