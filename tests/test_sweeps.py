@@ -55,6 +55,7 @@ def wait_sweep(sweeps: SweepManager, sweep_id: str, timeout: float = 300) -> dic
         ({"space": {"lora_rank": [4]}, "n_trials": 0, "sampler": "tpe"}, "n_trials: a whole number from 1"),
         ({"space": {"lora_rank": [4]}, "trials": 3}, "unknown sweep key 'trials' (did you mean 'n_trials'?)"),
         ({"space": {"lora_rank": [4]}, "name": "../x"}, "name: '../x' is not a sweep name"),
+        ({"space": {"lora_rank": [4]}, "pruner_margin": 2}, "pruner_margin: a number from 0 to 1, got 2"),
     ],
 )
 def test_a_bad_search_space_is_refused_in_one_line_naming_it(spec, message):
@@ -110,6 +111,19 @@ def test_a_grid_sweep_runs_its_trials_as_runs_prunes_the_worse_one_and_marks_the
     figures = sweeps.figures(sweep_id)
     assert figures["history"] is not None and figures["parallel"] is not None
     assert figures["importance"] is None  # one completed trial: nothing to rank yet
+
+
+def test_a_trial_worse_only_by_a_hair_is_not_pruned(workspace, tiny_model):
+    jobs = JobManager(workspace)
+    sweeps = SweepManager(jobs)
+    sweep_id = sweeps.start({"base": tiny_base(tiny_model, max_steps=9), "space": {"learning_rate": [3e-3, 2.97e-3]},
+                             "sampler": "grid", "pruner_startup_trials": 1})  # fmt: skip
+    report = wait_sweep(sweeps, sweep_id)
+
+    assert [t["status"] for t in report["trials"]] == ["completed", "completed"], report
+    evals = [[e for e in jobs.events(t["run_id"]) if e["type"] == "eval"] for t in report["trials"]]
+    at_3 = [next(e["eval_loss"] for e in events if e["step"] == 3) for events in evals]
+    assert at_3[0] < at_3[1] < at_3[0] * 1.01  # worse, which Optuna's median pruner alone would have stopped
 
 
 def test_abort_stops_the_running_trial_and_starts_no_more(workspace, tiny_model):

@@ -7,7 +7,8 @@
     metric     what the trials are judged by, as the runs report it: eval_loss, accuracy, rewards/margins, ...
     direction  minimize or maximize (default: minimize for a loss, maximize for anything else)
     pruner     median (stop a trial whose eval is worse than the median of earlier trials' at the
-               same step) or none; pruner_startup_trials: trials that finish before any is pruned
+               same step) or none; pruner_startup_trials: trials that finish before any is pruned;
+               pruner_margin: how much worse, relative to that median, counts as clearly worse
     name       the sweep's id (default: a new one); a sweep given the name of one already in the
                storage joins it, so several machines can work on one study
     seed       the sampler's seed
@@ -55,7 +56,8 @@ METRICS = {
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 KEYS = (
-    "base", "space", "sampler", "n_trials", "metric", "direction", "pruner", "pruner_startup_trials", "name", "seed",
+    "base", "space", "sampler", "n_trials", "metric", "direction", "pruner", "pruner_startup_trials",
+    "pruner_margin", "name", "seed",
 )  # fmt: skip
 RANGE_KEYS = ("low", "high", "log")
 
@@ -77,6 +79,7 @@ class SweepSpec:
     direction: str = "minimize"
     pruner: str = "median"
     pruner_startup_trials: int = 2
+    pruner_margin: float = 0.01
     name: str = ""
     seed: int = 42
     kinds: dict[str, str] = field(default_factory=dict)  # option -> int | float | str | bool
@@ -119,6 +122,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     spec.direction = _choice(raw, "direction", DIRECTIONS, "minimize" if "loss" in spec.metric else "maximize")
     spec.pruner = _choice(raw, "pruner", PRUNERS, "median")
     spec.pruner_startup_trials = _whole(raw, "pruner_startup_trials", 2, 0, MAX_TRIALS)
+    spec.pruner_margin = _share(raw, "pruner_margin", 0.01)
     spec.seed = _whole(raw, "seed", 42, 0, 2**31 - 1)
     spec.n_trials = _trials(raw, spec)
     spec.name = _name(raw.get("name"))
@@ -146,6 +150,13 @@ def _whole(raw: dict, key: str, default: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise TuneForgeError(f"{key}: a whole number from {low} to {high}, got {value!r}")
     return value
+
+
+def _share(raw: dict, key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise TuneForgeError(f"{key}: a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def _name(value: Any) -> str:
