@@ -50,7 +50,7 @@ class SweepDriver:
         try:
             for trial in self._ours_unfinished():
                 self._follow(trial, self._still_coming(trial) or self._start(trial))
-            while not self.stop.is_set() and self._asked() < self.spec.n_trials:
+            while not self._stopping() and self._asked() < self.spec.n_trials:
                 trial = self.study.ask(distributions(self.spec))
                 self._follow(trial, self._start(trial))
         except Exception as exc:  # noqa: BLE001 - the sweep must end with a status, whatever broke it
@@ -61,6 +61,11 @@ class SweepDriver:
         self.study.set_user_attr("status", status)
         self.say(f"sweep {self.study.study_name} {status}")
         return status
+
+    def _stopping(self) -> bool:
+        if self.study.user_attrs.get("status") == "aborted":  # sweep_abort from another process
+            self.stop.set()
+        return self.stop.is_set()
 
     def _asked(self) -> int:
         states = (*ENDED, TrialState.RUNNING)
@@ -110,9 +115,7 @@ class SweepDriver:
             return
         reported = set(self._frozen(trial).intermediate_values)
         while True:
-            if self.study.user_attrs.get("status") == "aborted":  # sweep_abort from another process
-                self.stop.set()
-            if self.stop.is_set():
+            if self._stopping():
                 self.jobs.abort(run_id, reason=f"the sweep {self.study.study_name} was aborted")
                 self._end(trial, TrialState.FAIL, status="aborted", error="the sweep was aborted")
                 return
