@@ -48,8 +48,8 @@ class SweepDriver:
         """Work until n_trials have ended or stop is set; the sweep's status at the end."""
         self.study.set_user_attr("driver", self.me)
         try:
-            for trial in self._ours_unfinished():
-                self._follow(trial, self._still_coming(trial) or self._start(trial))
+            for trial, run_id in self._ours_unfinished():
+                self._follow(trial, self._still_coming(run_id) or self._start(trial))
             while not self._stopping() and self._asked() < self.spec.n_trials:
                 trial = self.study.ask(distributions(self.spec))
                 self._follow(trial, self._start(trial))
@@ -71,18 +71,18 @@ class SweepDriver:
         states = (*ENDED, TrialState.RUNNING)
         return len(self.study.get_trials(deepcopy=False, states=states))
 
-    def _ours_unfinished(self) -> list[Trial]:
-        """Trials an earlier driver of this workspace asked for and did not see end."""
+    def _ours_unfinished(self) -> list[tuple[Trial, str | None]]:
+        """Trials an earlier driver of this workspace asked for and did not see end, with their run ids."""
         mine = []
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = frozen.user_attrs.get("driver", {})
             if (owner.get("host"), owner.get("workspace")) == (self.me["host"], self.me["workspace"]):
-                mine.append(Trial(self.study, frozen._trial_id))  # noqa: SLF001 - Optuna's way back to a live trial
+                trial = Trial(self.study, frozen._trial_id)  # noqa: SLF001 - Optuna's way back to a live trial
+                mine.append((trial, frozen.user_attrs.get("run_id")))
         return mine
 
-    def _still_coming(self, trial: Trial) -> str | None:
+    def _still_coming(self, run_id: str | None) -> str | None:
         """The trial's run, unless the earlier driver's app ended while it was queued (a queue lives in its app)."""
-        run_id = self._frozen(trial).user_attrs.get("run_id")
         if run_id is None:
             return None
         try:

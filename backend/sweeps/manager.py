@@ -168,6 +168,7 @@ def _drives_now(driver: dict[str, Any], workspace) -> bool:
     if pid == os.getpid():
         return False  # this process's own drivers are its threads
     try:
-        return psutil.Process(pid).is_running() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError, ValueError):
         return False

@@ -23,8 +23,6 @@ from backend.errors import TuneForgeError
 from backend.sweeps.spec import Range, SweepSpec, new_sweep_id, parse_spec
 
 STORAGE_FILE = Path("sweeps") / "optuna.db"
-SWEEP_STATUSES = ("running", "completed", "aborted", "failed")
-TRIAL_STATUSES = ("queued", "running", "completed", "pruned", "failed", "aborted")
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A storage (its SQL engine and pool) is built once per URL: the UI asks for a sweep's status every second.
 _storages: dict[str, optuna.storages.BaseStorage] = {}
