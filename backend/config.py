@@ -33,14 +33,27 @@ ADAPTER_VARIANTS = ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio")
 
 
 def option(
-    default, help: str, *, min=None, max=None, choices=None, group="basic", label=None, widget=None, task_defaults=None
+    default,
+    help: str,
+    *,
+    min=None,
+    max=None,
+    choices=None,
+    group="basic",
+    label=None,
+    widget=None,
+    task_defaults=None,
+    runs_code=False,
 ):
     """A config field with the metadata the UI and validator need.
 
     task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
+    runs_code marks an option that, when set, makes the job import code that is not the studio's own: in a
+    shared studio only an admin may set it, and only where the owner launched with --allow-remote-code.
     """
     meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label, "widget": widget}
     meta["task_defaults"] = task_defaults or {}
+    meta["runs_code"] = runs_code
     return field(default=default, metadata=meta)
 
 
@@ -73,6 +86,7 @@ class TrainConfig:
         "whose source you trust: that code runs with your permissions.",
         group="model",
         label="trust_remote_code (runs the model's own code)",
+        runs_code=True,
     )
     dataset: str = option(
         "demo_identity",
@@ -472,3 +486,8 @@ def default_for(f: dataclasses.Field, task: str):
 def fields() -> list[dataclasses.Field]:
     """The option fields in definition order, for building forms."""
     return list(dataclasses.fields(TrainConfig))
+
+
+def code_options(options: dict[str, Any]) -> list[str]:
+    """The options that `options` turns on and that make a job import code that is not the studio's own."""
+    return [f.name for f in fields() if f.metadata["runs_code"] and options.get(f.name)]

@@ -7,6 +7,7 @@ A job writes them and the app reads them (see backend.events for the events file
   train.log         the job's own output, for people
   metrics.json      the final metrics of a completed run
   sweep.json        the sweep and trial number of a run that a sweep started (backend.sweeps)
+  owner.json        who started the run, in a studio with logins (backend.access.gate)
   checkpoint-<N>/   mid-run checkpoints, resumable
   ranks/rank-<N>.log  the output of ranks other than 0 in a multi-process run
 """
@@ -22,6 +23,7 @@ EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.json"
 SWEEP_FILE = "sweep.json"
+OWNER_FILE = "owner.json"
 RANK_LOG_DIR = "ranks"
 DEEPSPEED_FILE = "ds_config.json"
 FSDP_FILE = "fsdp_config.json"

@@ -47,6 +47,7 @@ from backend.runfiles import (
     LOG_FILE,
     LOG_REDIRECTED_ENV,
     NICE_ENV,
+    OWNER_FILE,
     RUN_FILE,
     SWEEP_FILE,
     new_run_id,
@@ -116,8 +117,11 @@ class JobManager:
         cmd = "python -m backend.train --config run.yaml"
         return text, cmd
 
-    def start(self, options: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
-        """Validate, write the run folder and queue the job; sweep: the sweep and trial a sweep's run belongs to."""
+    def start(self, options: dict[str, Any], sweep: dict[str, Any] | None = None, owner: str | None = None) -> str:
+        """Validate, write the run folder and queue the job.
+
+        sweep: the sweep and trial a sweep's run belongs to; owner: the login name of who started it.
+        """
         run_id, config = self.prepare(options)
         run_dir = Path(config.output_dir)
         if (run_dir / EVENTS_FILE).exists():
@@ -127,6 +131,7 @@ class JobManager:
             write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
             if sweep:
                 write_text_atomically(run_dir / SWEEP_FILE, json.dumps(sweep))
+            write_owner(run_dir, owner)
         except OSError as exc:  # a name too long for the file system, a full disk
             raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
         with self._lock:
@@ -310,6 +315,10 @@ class JobManager:
     def finished_runs(self) -> list[str]:
         return [r["run_id"] for r in self.list_runs() if r["status"] == "completed"]
 
+    def owner(self, run_id: str) -> str | None:
+        """The login name that started the run; None for a run made without a login."""
+        return read_owner(self.run_dir(run_id))
+
     def config(self, run_id: str) -> dict[str, Any]:
         run_dir = self.run_dir(run_id)
         for name in (CONFIG_FILE, RUN_FILE):
@@ -463,6 +472,7 @@ def summarize(
         "dataset": config.get("dataset"),
         "metric": None,
         "sweep": None,
+        "owner": read_owner(run_dir),
     }
     if (run_dir / SWEEP_FILE).exists():
         summary["sweep"] = _sweep_label(run_dir)
@@ -492,6 +502,18 @@ def _abort_reason(events: list[dict[str, Any]]) -> str | None:
         if event["type"] in ("start", "resume"):
             return None
     return None
+
+
+def write_owner(run_dir: Path, owner: str | None) -> None:
+    if owner:
+        write_text_atomically(run_dir / OWNER_FILE, json.dumps({"user": owner}))
+
+
+def read_owner(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / OWNER_FILE).read_text(encoding="utf-8"))["user"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _sweep_label(run_dir: Path) -> str | None:

@@ -17,13 +17,13 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.models import adapter_base_model, is_adapter_dir, load_tokenizer, resolve_model
-from backend.runs.manager import JobManager
+from backend.runs.manager import JobManager, write_owner
 
 ADAPTER_FILES = re.compile(r".*\.(json|safetensors|jinja|txt|model)$")
 
 
-def import_adapter(jobs: JobManager, folder: str | Path, name: str = "") -> str:
-    """Copy a PEFT adapter folder in as a completed run; returns its run id."""
+def import_adapter(jobs: JobManager, folder: str | Path, name: str = "", owner: str | None = None) -> str:
+    """Copy a PEFT adapter folder in as a completed run (owned by `owner`'s login); returns its run id."""
     source = jobs.confinement.tree(Path(str(folder or "").strip()), "adapter folder")
     if not source.is_dir() or not is_adapter_dir(source):
         raise TuneForgeError(f"{source} is not a PEFT adapter folder (it has no adapter_config.json)")
@@ -40,6 +40,7 @@ def import_adapter(jobs: JobManager, folder: str | Path, name: str = "") -> str:
     if run_dir.resolve().parent != jobs.runs_dir or run_dir.exists():
         raise TuneForgeError(f"run name '{run_id}' is taken or not a plain name; choose another")
     run_dir.mkdir()
+    write_owner(run_dir, owner)
     for path in source.iterdir():
         if path.is_file() and ADAPTER_FILES.match(path.name) and path.name != "config.yaml":
             shutil.copy2(path, run_dir / path.name)

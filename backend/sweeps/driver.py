@@ -99,7 +99,8 @@ class SweepDriver:
         trial.set_user_attr("driver", self.me)
         params = {**trial.params}
         try:
-            run_id = self.jobs.start(self.spec.trial_options(params), sweep=self._label(trial))
+            options = self.spec.trial_options(params)
+            run_id = self.jobs.start(options, sweep=self._label(trial), owner=self.study.user_attrs.get("owner"))
         except TuneForgeError as exc:
             self._end(trial, TrialState.FAIL, status="failed", error=str(exc))
             return None

@@ -43,19 +43,28 @@ class SweepManager:
         if resume and (storage or (jobs.workspace / STORAGE_FILE).exists()):
             self._resume_orphans()
 
-    def start(self, raw: dict[str, Any]) -> str:
-        """Check the spec and every value it would try, then drive the sweep in a thread; its id."""
-        sweep_id = self.create(raw)
+    def start(self, raw: dict[str, Any], owner: str | None = None) -> str:
+        """Check the spec and every value it would try, then drive the sweep in a thread; its id.
+
+        owner: the login name that started it, which owns the sweep and its trials' runs."""
+        sweep_id = self.create(raw, owner)
         self._drive(sweep_id)
         return sweep_id
 
-    def create(self, raw: dict[str, Any]) -> str:
+    def create(self, raw: dict[str, Any], owner: str | None = None) -> str:
         """The spec checked, and its study created (or, for a sweep of that name, joined); the sweep's id."""
         spec = parse_spec(raw)
         self._check_like_a_start(spec)
         if spec.name:
             self._refuse_if_running(spec.name)
-        return create_study(spec, self.storage).study_name
+        study = create_study(spec, self.storage)
+        if owner and "owner" not in study.user_attrs:
+            study.set_user_attr("owner", owner)
+        return study.study_name
+
+    def owner(self, sweep_id: str) -> str | None:
+        study, _ = open_study(self.storage, sweep_id)
+        return study.user_attrs.get("owner")
 
     def _refuse_if_running(self, sweep_id: str) -> None:
         """A stored sweep of that name may be run again (it goes on), unless a live driver still runs it."""

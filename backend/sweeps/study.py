@@ -171,6 +171,7 @@ def sweep_report(study: optuna.Study, run_of: Callable[[str], dict[str, Any] | N
         "sampler": spec.get("sampler"),
         "n_trials": spec.get("n_trials"),
         "space": spec.get("space"),
+        "owner": attrs.get("owner"),
         "trials": trials,
         "best": {k: best[k] for k in ("run_id", "params", "value")} if best else None,
     }
