@@ -29,9 +29,27 @@ def main() -> None:
         "'tuneforge' is generated and printed once. Offline (no tunnel), the app says so in one line and keeps "
         "serving locally",
     )
-    parser.add_argument("--auth", metavar="USER:PASS", help="require this login")
     parser.add_argument(
-        "--auth-file", metavar="FILE", help="require a login from FILE (one user:pass a line, # comments)"
+        "--auth", metavar="USER:PASS[:ROLE]", help="require this login (an admin unless a role is given)"
+    )
+    parser.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="require a login from FILE: one user:password[:role] a line, role admin, member (the default) or "
+        "viewer; # comments",
+    )
+    parser.add_argument(
+        "--allow-remote-code",
+        action="store_true",
+        help="with logins, let admins start runs that run code shipped with a model (trust_remote_code); "
+        "without this flag no login can",
+    )
+    parser.add_argument(
+        "--max-queued-per-person",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with logins, how many runs one member may have waiting in the queue (default: 3)",
     )
     parser.add_argument("--max-upload-size", default="1gb", help="largest accepted upload, e.g. 200mb (default: 1gb)")
     parser.add_argument(
@@ -59,12 +77,13 @@ def main() -> None:
     from starlette.middleware import Middleware
 
     from backend.access.confine import Confinement
+    from backend.access.gate import Gate
     from backend.errors import TuneForgeError
     from backend.paths import PROJECT_ROOT
     from backend.runs.manager import JobManager
     from backend.serving.chat import ChatEngine
     from backend.sweeps.manager import SweepManager
-    from webui.access import credentials
+    from webui.access import credentials, roles_of
     from webui.app import CSS, build_app
     from webui.login_limit import LoginLimiter
 
@@ -74,6 +93,8 @@ def main() -> None:
         raise SystemExit(f"error: {exc}") from None
     for note in notes:
         print(note, flush=True)
+    if args.max_queued_per_person < 1:
+        raise SystemExit("error: --max-queued-per-person must be at least 1")
     workspace = Path(args.workspace).expanduser().resolve()
     allowed = [Path(d).expanduser().resolve() for d in args.allow_dir]
     for folder in allowed:
@@ -89,7 +110,8 @@ def main() -> None:
         sweeps = SweepManager(jobs, args.optuna_storage)  # picks up the sweeps a killed app was running
     except TuneForgeError as exc:
         raise SystemExit(f"error: {exc}") from None
-    app = build_app(jobs, ChatEngine(jobs), sweeps)
+    gate = Gate(jobs, roles_of(logins), args.allow_remote_code, args.max_queued_per_person)
+    app = build_app(jobs, ChatEngine(jobs), sweeps, gate)
     print(f"TuneForge workspace: {workspace}" + "".join(f"\nreadable folder: {d}" for d in allowed))
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host,

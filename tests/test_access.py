@@ -10,31 +10,44 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
+from backend.access.roles import Role
 from backend.errors import TuneForgeError
 from tests.helpers import start_app, stop_app
-from webui.access import SHARE_USER, credentials
+from webui.access import SHARE_USER, credentials, roles_of
 
 
 def test_share_without_auth_generates_a_strong_password_shown_once():
     pairs, notes = credentials(None, None, share=True, host="127.0.0.1")
-    ((user, password),), (note,) = pairs, notes
+    ((user, password, role),), (note,) = pairs, notes
     assert user == SHARE_USER and len(password) >= 20 and password in note
+    assert role is Role.ADMIN  # the owner's own login
     assert credentials(None, None, share=True, host="127.0.0.1")[0][0][1] != password
 
 
-def test_auth_file_lines_and_their_errors(tmp_path):
+def test_auth_file_lines_their_roles_and_their_errors(tmp_path):
     good = tmp_path / "users.txt"
-    good.write_text("# team\nalice:s3cret\n\nbob:hunter2:with-colon\n")
-    assert credentials(None, str(good), False, "127.0.0.1") == (
-        [("alice", "s3cret"), ("bob", "hunter2:with-colon")],
-        [],
-    )
+    good.write_text("# team\nalice:s3cret\n\nbob:hunter2:with-colon\ncarol:pw:viewer\ndan:a:b:admin\n")
+    logins, notes = credentials(None, str(good), False, "127.0.0.1")
+    assert notes == []
+    assert [tuple(login) for login in logins] == [
+        ("alice", "s3cret", Role.MEMBER),  # a line without a role is a member's
+        ("bob", "hunter2:with-colon", Role.MEMBER),  # a colon in a password that names no role stays in it
+        ("carol", "pw", Role.VIEWER),
+        ("dan", "a:b", Role.ADMIN),
+    ]
+    assert roles_of(logins) == {"alice": Role.MEMBER, "bob": Role.MEMBER, "carol": Role.VIEWER, "dan": Role.ADMIN}
+    assert roles_of([]) is None  # no logins: one person, an admin
+    (owner,), _ = credentials("eve:pw", None, False, "127.0.0.1")
+    assert owner.role is Role.ADMIN  # --auth is the owner's login unless it names a role
+    assert credentials("eve:pw:viewer", None, False, "127.0.0.1")[0][0].role is Role.VIEWER
     bad = tmp_path / "bad.txt"
     bad.write_text("alice:s3cret\nnocolon\n")
-    with pytest.raises(TuneForgeError, match="bad.txt: line 2: expected user:password"):
+    with pytest.raises(TuneForgeError, match="bad.txt: line 2: expected user:password or user:password:role"):
         credentials(None, str(bad), False, "127.0.0.1")
     with pytest.raises(TuneForgeError, match="--auth: expected user:password"):
         credentials("alice", None, False, "127.0.0.1")
+    with pytest.raises(TuneForgeError, match="--auth: expected user:password"):
+        credentials(":pw:viewer", None, False, "127.0.0.1")  # a role and a password, but no user
 
 
 def test_open_host_without_auth_is_warned_about():

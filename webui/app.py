@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.access.gate import Gate
+from backend.access.roles import Role
 from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
 from backend.sweeps.manager import SweepManager
-from webui.context import AppContext
+from webui.context import AppContext, caller
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import on_refusal_raise
 from webui.tab import Page
@@ -31,11 +33,15 @@ CSS = """
 """
 
 
-def build_app(jobs: JobManager, chat: ChatEngine, sweeps: SweepManager | None = None) -> gr.Blocks:
-    """sweeps: the app's sweep manager (default: one on the workspace's own study storage)."""
+def build_app(
+    jobs: JobManager, chat: ChatEngine, sweeps: SweepManager | None = None, gate: Gate | None = None
+) -> gr.Blocks:
+    """sweeps: the app's sweep manager (default: one on the workspace's own study storage);
+    gate: who may do what (default: one person, an admin, as an app without logins is)."""
     sweeps = sweeps or SweepManager(jobs)
+    gate = gate or Gate(jobs)
     with gr.Blocks(title="TuneForge") as blocks:
-        ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks, sweeps=sweeps)
+        ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks, sweeps=sweeps, gate=gate)
         evaluator, exporter = Evaluator(jobs, chat), Exporter(jobs)
         train, evaluate, chat_tab, export = (
             TrainTab(ctx),
@@ -54,6 +60,12 @@ def build_app(jobs: JobManager, chat: ChatEngine, sweeps: SweepManager | None = 
             export,
         ]
         gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
+        signed_in = gr.Markdown(elem_id="signed-in")
+
+        def whoami() -> str:
+            return identity_line(gate, caller())
+
+        blocks.load(whoami, None, signed_in, **STATUS)
         form = {}
         with gr.Tabs() as strip:
             for tab in tabs:
@@ -62,18 +74,34 @@ def build_app(jobs: JobManager, chat: ChatEngine, sweeps: SweepManager | None = 
         page = Page(tabs=strip, form=form)
         for tab in tabs:
             tab.connect(page)
-        register_api(jobs, chat, evaluator, exporter)
-        register_sweep_api(sweeps)
+        register_api(gate, chat, evaluator, exporter)
+        register_sweep_api(gate, sweeps)
     return blocks
 
 
-def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, exporter: Exporter) -> None:
-    """The stable endpoints for gradio_client; errors come back as one-line gr.Error messages."""
+def identity_line(gate: Gate, username: str | None) -> str:
+    """Who is signed in and what they may do; nothing in an app without logins."""
+    if not gate.shared:
+        return ""
+    role = gate.person(username).role
+    may = {
+        Role.ADMIN: "you may do everything, on every run, and read the audit log in the Runs tab",
+        Role.MEMBER: "you start runs and manage your own; other people's runs are yours to read",
+        Role.VIEWER: "you read runs, charts and metrics, and chat with completed runs",
+    }[role]
+    return f"Signed in as **{username}** ({role.value}): {may}."
+
+
+def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: Exporter) -> None:
+    """The stable endpoints for gradio_client; errors come back as one-line gr.Error messages.
+
+    Each goes through the gate as the caller's login, as the page's own handlers do."""
+    jobs = gate.jobs
 
     @on_refusal_raise()
     def train_start(config: dict) -> str:
         """Validate a config dict (TrainConfig keys) and start or queue a job; returns the run id."""
-        return jobs.start(config)
+        return gate.start(caller(), config)
 
     @on_refusal_raise()
     def train_status(run_id: str) -> dict:
@@ -83,7 +111,7 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     @on_refusal_raise()
     def train_abort(run_id: str) -> None:
         """Stop a run's whole process tree; the run is marked aborted."""
-        jobs.abort(run_id)
+        gate.abort(caller(), run_id)
 
     @on_refusal_raise()
     def runs_list() -> list:
@@ -93,7 +121,7 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     @on_refusal_raise()
     def train_resume(run_id: str, overrides: dict | None = None) -> str:
         """Continue an interrupted, failed or aborted run from its last whole checkpoint (queued like a start)."""
-        return jobs.resume(run_id, overrides or None)
+        return gate.resume(caller(), run_id, overrides or None)
 
     @on_refusal_raise("No memory estimate")
     def model_info(config: dict | None = None) -> dict:
@@ -122,7 +150,8 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     @on_refusal_raise()
     def evaluate(run_id: str, dataset: str = "") -> dict:
         """Metrics for a completed run (or 'base'): classification scores, or generation loss/perplexity/ROUGE/BLEU."""
-        return evaluator.evaluate(run_id, dataset or None)
+        work = lambda person: evaluator.evaluate(run_id, dataset or None)  # noqa: E731
+        return gate.act(caller(), "evaluate", work, run_id=run_id, options=gate.evaluation_data(run_id, dataset))
 
     @on_refusal_raise()
     def export(run_id: str, options: dict | None = None) -> dict:
@@ -134,14 +163,14 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
         push = {k: options.pop(k) for k in ("repo_id", "token", "private") if k in options}
         if options:
             raise gr.Error(f"unknown export option(s): {', '.join(map(str, options))}")
-        archive = exporter.zip(run_id, kind, shard)
+        archive = gate.act(caller(), "export", lambda person: exporter.zip(run_id, kind, shard), run_id=run_id)
         result = {"folder": str(archive.parent / kind), "zip": str(archive)}
         if note := exporter.note(run_id, kind):
             result["note"] = note
         if push:
-            result["url"] = exporter.push(
-                run_id, push.get("repo_id"), push.get("token"), push.get("private", True), kind
-            )
+            settings = (push.get("repo_id"), push.get("token"), push.get("private", True), kind)
+            work = lambda person: exporter.push(run_id, *settings)  # noqa: E731
+            result["url"] = gate.act(caller(), "export_push", work, run_id=run_id)
         return result
 
     gr.api(evaluate, api_name="evaluate", **DEVICE)
@@ -155,14 +184,14 @@ def register_api(jobs: JobManager, chat: ChatEngine, evaluator: Evaluator, expor
     gr.api(model_info, api_name="model_info")
 
 
-def register_sweep_api(sweeps: SweepManager) -> None:
+def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
     """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/spec.py and the README."""
 
     @on_refusal_raise()
     def sweep_start(spec: dict) -> str:
         """A spec dict (base, space, sampler, n_trials, metric, direction, ...) → the sweep's id; its trials queue
         one after another. A bad search space is refused before any trial starts."""
-        return sweeps.start(spec)
+        return gate.start_sweep(caller(), sweeps, spec)
 
     @on_refusal_raise()
     def sweep_status(sweep_id: str) -> dict:
@@ -173,7 +202,7 @@ def register_sweep_api(sweeps: SweepManager) -> None:
     @on_refusal_raise()
     def sweep_abort(sweep_id: str) -> None:
         """Abort the sweep's running trial and start no more; finished trials stay."""
-        sweeps.abort(sweep_id)
+        gate.abort_sweep(caller(), sweeps, sweep_id)
 
     @on_refusal_raise()
     def sweeps_list() -> list:

@@ -1,12 +1,14 @@
-"""What every tab builder needs: the backend singletons and the workspace paths."""
+"""What every tab builder needs: the backend singletons, the access gate, and who is calling."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import gradio as gr
+from gradio.context import LocalContext
 
+from backend.access.gate import Gate
+from backend.access.roles import Person
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.sweeps.manager import SweepManager
@@ -18,7 +20,27 @@ class AppContext:
     chat: ChatEngine
     blocks: gr.Blocks
     sweeps: SweepManager | None = None
+    gate: Gate = field(default=None)  # type: ignore[assignment]
 
-    @property
-    def uploads_dir(self) -> Path:
-        return self.jobs.workspace / "uploads"
+    def __post_init__(self):
+        if self.gate is None:
+            self.gate = Gate(self.jobs)  # a one-person app without logins
+
+    def person(self) -> Person:
+        return self.gate.person(caller())
+
+    def act(self, action: str, work, **checks):
+        """Do `work(person)` as the caller, if the gate lets them (backend.access.gate.Gate.act)."""
+        return self.gate.act(caller(), action, work, **checks)
+
+
+def caller() -> str | None:
+    """The login name behind the event or API call being handled; None without logins.
+
+    Gradio sets the request of every call it runs (events, API endpoints, streamed ones) in this
+    context variable before the handler starts. Reading it here, instead of adding a gr.Request
+    parameter to every handler, keeps the handlers' signatures what their API clients see. Should
+    it ever come back empty in a studio with logins, the gate refuses the action: it fails closed.
+    """
+    request = LocalContext.request.get(None)
+    return getattr(request, "username", None)

@@ -24,7 +24,7 @@ from webui.context import AppContext
 from webui.formats import format_duration
 from webui.forms import controls, options_from
 from webui.lanes import DEVICE
-from webui.refusals import KEEP, LINE, on_refusal, on_refusal_warn
+from webui.refusals import KEEP, LINE, on_refusal, on_refusal_raise
 from webui.tab import Controls, Page, Tab
 
 COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
@@ -160,16 +160,18 @@ class DatasetTab(Tab):
         """A name picked from the list becomes `dataset`; emptying the list leaves `dataset` as it is."""
         return name or gr.update()
 
-    @on_refusal_warn(KEEP, None, KEEP)
+    @on_refusal_raise("Cannot upload")  # a popup on the page; an API caller gets the error, as from every endpoint
     def on_upload(self, file):
         """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
             return gr.update(), None, gr.update()
-        return str(store_upload(file, self.ctx.uploads_dir)), None, None
+        stored = self.ctx.act("dataset_upload", lambda person: store_upload(file, self.ctx.gate.uploads_dir(person)))
+        return str(stored), None, None
 
     def _inspect(self, values, progress=None):
         config = config_from(values)
         self.ctx.jobs.confinement.options(config)  # the preview would show any readable file's rows otherwise
+        self.ctx.gate.check_options(self.ctx.person(), config.to_dict())  # and another person's upload
         report = inspect_dataset(DataOptions.from_config(config, self.ctx.jobs.workspace), progress)
         return config, report
 
@@ -217,7 +219,8 @@ class DatasetTab(Tab):
         if report.format == "classification":
             return "Time estimates for classification arrive with its training."
         stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
-        return cost_text(config, report, stats, measure_speed(config, self.ctx.jobs.workspace))
+        speed = self.ctx.act("time_estimate", lambda person: measure_speed(config, self.ctx.jobs.workspace))
+        return cost_text(config, report, stats, speed)
 
     @on_refusal("Cannot save", LINE, KEEP)
     def on_register(self, name, *values):
@@ -225,7 +228,8 @@ class DatasetTab(Tab):
         source = report_source(config, self.ctx)
         formatting = config.dataset_format if config.dataset_format != "auto" else source.formatting
         columns = {**source.columns, **DataOptions.from_config(config).mapping}
-        register_dataset(self.ctx.jobs.workspace, name, source.path, formatting, columns, source.tags)
+        saved = (self.ctx.jobs.workspace, name, source.path, formatting, columns, source.tags)
+        self.ctx.act("dataset_register", lambda person: register_dataset(*saved))
         choices = labelled_choices(self.ctx.jobs.workspace, config.dataset_dir)
         return f"Saved as **{name}**; pick it from the list any time.", gr.update(choices=choices, value=name)
 

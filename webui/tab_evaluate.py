@@ -176,12 +176,16 @@ class EvaluateTab(Tab):
             raise TuneForgeError("pick a run first")
         options = {"dataset": dataset or None, "max_rows": int(max_rows), "max_new_tokens": int(max_new)}
         options.update(temperature=float(temperature), progress=report)
-        if run_id == BASE:
-            result = self.evaluator.evaluate_generation(BASE, **options)
-            table = pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
-        else:
+
+        def scored(person):
+            if run_id == BASE:
+                result = self.evaluator.evaluate_generation(BASE, **options)
+                return result, pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
             result = self.evaluator.compare_with_base(run_id, **options)
-            table = pd.DataFrame(result["comparison"])
+            return result, pd.DataFrame(result["comparison"])
+
+        data = self.ctx.gate.evaluation_data(run_id, dataset)
+        result, table = self.ctx.act("evaluate", scored, run_id=run_id, options=data)
         out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-eval-"))
         files = write_table(result["rows"], out_dir, f"eval-{run_id}") if result["rows"] else None
         return table.round(3), pd.DataFrame(result["rows"]), [str(f) for f in files or []]
@@ -190,7 +194,7 @@ class EvaluateTab(Tab):
     def on_forgetting(self, run_id):
         if not run_id or run_id == BASE:
             raise TuneForgeError("pick a fine-tuned run to compare with its base model")
-        result = self.evaluator.forgetting(run_id)
+        result = self.ctx.act("evaluate", lambda person: self.evaluator.forgetting(run_id), run_id=run_id)
         verdict = "a sign of forgetting" if result["change_pct"] > 10 else "no sign of forgetting"
         return (
             f"Perplexity on general text: base **{result['base']:.2f}** → tuned **{result['tuned']:.2f}** "
@@ -201,13 +205,20 @@ class EvaluateTab(Tab):
     def on_batch(self, run_id, file):
         if file is None:
             raise TuneForgeError("upload a file of prompts first")
-        stored = store_upload(file, self.ctx.uploads_dir)  # the dataset upload's checks: type, regular file, name
-        out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
-        return [str(p) for p in self.evaluator.batch_predict(run_id or BASE, stored, out_dir)]
+
+        def predict(person):
+            stored = store_upload(file, self.ctx.gate.uploads_dir(person))  # an upload's checks: type, file, name
+            out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
+            return [str(p) for p in self.evaluator.batch_predict(run_id or BASE, stored, out_dir)]
+
+        return self.ctx.act("batch_predict", predict, run_id=run_id or None)
 
     @on_refusal_raise()
     def on_compare_classification(self, run_id):
-        return pd.DataFrame(self.evaluator.compare_classification(run_id)["comparison"]).round(3)
+        data = self.ctx.gate.evaluation_data(run_id)
+        work = lambda person: self.evaluator.compare_classification(run_id)  # noqa: E731
+        result = self.ctx.act("evaluate", work, run_id=run_id, options=data)
+        return pd.DataFrame(result["comparison"]).round(3)
 
     @on_refusal_raise()
     def on_classify(self, run_id, text):

@@ -55,7 +55,7 @@ class ExportTab(Tab):
     def on_export(self, run_id, kind, shard):
         if not run_id:
             return None, "Select a completed run first."
-        archive = self.exporter.zip(run_id, kind, shard)
+        archive = self.ctx.act("export", lambda person: self.exporter.zip(run_id, kind, shard), run_id=run_id)
         note = self.exporter.note(run_id, kind)
         return str(archive), f"Exported to `{archive.parent / kind}`; the zip is ready to download." + (
             f" {note}" if note else ""
@@ -65,7 +65,9 @@ class ExportTab(Tab):
     def on_push(self, run_id, kind, repo, token, private):
         if not run_id:
             return "Select a completed run first."
-        return f"Pushed to {self.exporter.push(run_id, repo, token, private, kind)}"
+        settings = (run_id, repo, token, private, kind)
+        url = self.ctx.act("export_push", lambda person: self.exporter.push(*settings), run_id=run_id)
+        return f"Pushed to {url}"
 
     def runs(self):
         return gr.update(choices=self.ctx.jobs.finished_runs())

@@ -7,13 +7,14 @@ import time
 import gradio as gr
 import pandas as pd
 
+from backend.access.roles import Role
 from backend.config import fields
 from backend.errors import TuneForgeError
 from backend.runs.compare import differing_options, final_metrics
 from backend.serving.adapters import import_adapter
 from backend.serving.chat import BASE
 from webui.charts import compare_figure
-from webui.context import AppContext
+from webui.context import AppContext, caller
 from webui.formats import format_duration
 from webui.forms import form_updates, kept_notes
 from webui.lanes import DEVICE, JOBS, STATUS
@@ -24,6 +25,7 @@ from webui.tab_train import TrainTab
 HISTORY_COLUMNS = [
     "run_id",
     "status",
+    "owner",
     "started",
     "duration",
     "step",
@@ -36,6 +38,8 @@ HISTORY_COLUMNS = [
     "resumes",
     "sweep",
 ]
+AUDIT_COLUMNS = ["time", "user", "action", "run_id", "result"]
+AUDIT_LINES = 200
 REFRESH_S = 2.0
 ANSWERS = (("base", "base"), ("a", "run A (first selected)"), ("b", "run B (second selected)"))
 
@@ -87,6 +91,13 @@ class RunsTab(Tab):
         self._three_way()
         self.known = gr.State([])  # the run ids the selection offers, so a refresh changes it only when they change
         self._importer()
+        with gr.Accordion(
+            f"Audit log (admins only): the last {AUDIT_LINES} actions and refusals, newest first",
+            open=False,
+            visible=False,
+            elem_id="audit-accordion",
+        ) as self.audit_box:
+            self.audit = gr.Dataframe(interactive=False, wrap=True, elem_id="audit-log")
         self.timer = gr.Timer(REFRESH_S)
         return {}
 
@@ -131,6 +142,8 @@ class RunsTab(Tab):
         listing = [self.history, self.selected, self.known]
         self.timer.tick(self.refresh, self.known, listing, show_progress="hidden", **STATUS)
         self.ctx.blocks.load(self.refresh, self.known, listing, **STATUS)
+        self.ctx.blocks.load(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
+        self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.compare.click(self.on_compare, self.selected, [self.chart, self.diff, self.metrics, self.message])
         self.open.click(self.on_open, self.selected, [self.train.run, page.tabs, self.message])
         self.clone.click(self.on_clone, self.selected, [*form, page.tabs, self.message])
@@ -144,6 +157,14 @@ class RunsTab(Tab):
         # value, could swallow a pick made while the refresh was in flight.
         runs = [r["run_id"] for r in self.ctx.jobs.list_runs()]
         return history_frame(self.ctx), gr.update(choices=runs) if runs != previous else gr.update(), runs
+
+    def on_audit(self):
+        """The audit log, shown to an admin of a studio with logins; nobody else sees the accordion."""
+        gate = self.ctx.gate
+        if not gate.shared or self.ctx.person().role is not Role.ADMIN:
+            return gr.update(visible=False), None
+        frame = pd.DataFrame(gate.audit.lines(AUDIT_LINES), columns=AUDIT_COLUMNS)
+        return gr.update(visible=True), frame
 
     @on_refusal("Cannot compare", KEEP, None, None, LINE)
     def on_compare(self, chosen):
@@ -170,13 +191,13 @@ class RunsTab(Tab):
 
     @on_refusal("Cannot resume")
     def on_resume(self, chosen):
-        run_id = self.ctx.jobs.resume(first(chosen))
+        run_id = self.ctx.gate.resume(caller(), first(chosen))
         return f"Run `{run_id}` resumes from its last checkpoint (queued if another run is training)."
 
     @on_refusal("Cannot cancel")
     def on_cancel(self, chosen):
         run_id = first(chosen)
-        self.ctx.jobs.abort(run_id)
+        self.ctx.gate.abort(caller(), run_id)
         return f"Run `{run_id}` cancelled."
 
     def on_ask(self, question, chosen):
@@ -194,5 +215,5 @@ class RunsTab(Tab):
 
     @on_refusal("Cannot import")
     def on_import(self, folder, name):
-        run_id = import_adapter(self.ctx.jobs, folder, name)
+        run_id = self.ctx.act("adapter_import", lambda person: import_adapter(self.ctx.jobs, folder, name, person.name))
         return f"Imported as run `{run_id}`: chat with it, evaluate, compare or export it like any run."

@@ -9,7 +9,7 @@ import pandas as pd
 
 from backend.config import fields, parse_yaml
 from backend.sweeps.spec import METRICS, PRUNERS, SAMPLERS
-from webui.context import AppContext
+from webui.context import AppContext, caller
 from webui.formats import format_duration
 from webui.forms import options_from
 from webui.lanes import JOBS, STATUS
@@ -156,7 +156,7 @@ class SweepsTab(Tab):
             spec["direction"] = direction
         if name and name.strip():
             spec["name"] = name.strip()
-        sweep_id = self.ctx.sweeps.start(spec)
+        sweep_id = self.ctx.gate.start_sweep(caller(), self.ctx.sweeps, spec)
         picked = gr.update(choices=self.ctx.sweeps.sweep_ids(), value=sweep_id)
         return (
             picked,
@@ -167,7 +167,7 @@ class SweepsTab(Tab):
     def on_abort(self, sweep_id):
         if not sweep_id:
             return "Select a sweep to abort."
-        self.ctx.sweeps.abort(sweep_id)
+        self.ctx.gate.abort_sweep(caller(), self.ctx.sweeps, sweep_id)
         return f"Sweep `{sweep_id}` aborted; its finished trials stay."
 
     def on_pick(self, sweep_id):

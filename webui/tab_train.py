@@ -13,7 +13,7 @@ from backend.capability import describe, hardware_summary
 from backend.config import fields
 from backend.llamafactory import load_config_file
 from webui.charts import loss_figure, loss_points, reward_figure
-from webui.context import AppContext
+from webui.context import AppContext, caller
 from webui.fit_view import FIT_TRIGGERS, warning_for
 from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
@@ -159,7 +159,7 @@ class TrainTab(Tab):
 
     @on_refusal("Cannot start", KEEP, LINE)
     def on_start(self, *values):
-        run_id = self.ctx.jobs.start(options_from(values))
+        run_id = self.ctx.gate.start(caller(), options_from(values))
         picked = gr.update(choices=run_ids(self.ctx), value=run_id)
         return picked, f"Started run `{run_id}`. It keeps running if you close this page."
 
@@ -170,7 +170,7 @@ class TrainTab(Tab):
     def on_abort(self, run_id):
         if not run_id:
             return "Select a run to abort."
-        self.ctx.jobs.abort(run_id)
+        self.ctx.gate.abort(caller(), run_id)
         return f"Run `{run_id}` aborted."
 
     def refresh(self, run_id):
