@@ -84,7 +84,7 @@ def test_adapter_zip_and_an_offline_push_that_keeps_the_export(trained):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"kind": "gguf"}, "export kind 'gguf'"),
+        ({"kind": "onnx"}, "export kind 'onnx': use one of merged, adapter, gguf"),
         ({"max_shard_size": "lots"}, "max_shard_size 'LOTS'"),
     ],
 )

@@ -1,6 +1,7 @@
-"""Exporting a finished run: a merged full model, or the adapter alone, as a folder, a zip, or a hub repo.
+"""Exporting a finished run: a merged full model, the adapter alone, or a GGUF file, as a folder, a zip or a hub repo.
 
-Everything lands in `<run dir>/export/<kind>/`, written into a staging folder first and renamed
+Everything lands in `<run dir>/export/<kind>/` (a GGUF in `export/gguf-<type>/`, beside an Ollama
+Modelfile), written into a staging folder first and renamed
 into place, so a crash or a full disk mid-export never leaves a half model where a whole one
 was. Each export carries a model card (README.md) with the base model, dataset, method,
 hyperparameters, metrics and the loss curve (loss_curve.png).
@@ -23,8 +24,10 @@ from backend.events import loss_points, read_events, timeline
 from backend.models import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
 from backend.runfiles import METRICS_FILE
 from backend.runs.manager import JobManager
+from backend.serving.gguf_bundle import fill_gguf_folder, gguf_card_lines
+from backend.serving.gguf_export import GGUF_TYPES, check_architecture
 
-KINDS = ("merged", "adapter")
+KINDS = ("merged", "adapter", "gguf")
 SHARD_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB)$", re.IGNORECASE)
 HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 # The hyperparameters a model card lists; paths and UI-only switches would only confuse a reader.
@@ -52,10 +55,12 @@ class Exporter:
     def __init__(self, jobs: JobManager):
         self.jobs = jobs
 
-    def export(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB") -> Path:
+    def export(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB", gguf_type: str = "q8_0") -> Path:
         """Write the run's model as `kind` into <run dir>/export/<kind>/ and return that folder."""
         if kind not in KINDS:
             raise TuneForgeError(f"export kind {kind!r}: use one of {', '.join(KINDS)}")
+        if kind == "gguf":
+            return self.export_gguf(run_id, gguf_type)
         max_shard_size = str(max_shard_size).strip().upper()
         if not SHARD_SIZE.match(max_shard_size):
             raise TuneForgeError(f"max_shard_size {max_shard_size!r}: use a size like 500MB or 2GB")
@@ -67,50 +72,63 @@ class Exporter:
         if kind == "adapter" and not is_adapter_dir(run_dir):
             raise TuneForgeError(f"run '{run_id}' trained every weight (method full); export it as merged")
 
-        target = run_dir / "export" / kind
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
-        try:
+        def fill(staging: Path) -> None:
             if kind == "adapter":
                 _copy_adapter(run_dir, staging)
             else:
                 _save_merged(run_dir, config, staging, max_shard_size)
             write_model_card(staging, run_dir, config, kind)
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(staging, target)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise TuneForgeError(f"export failed while writing {target}: {exc.strerror or exc}") from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target
+
+        return staged(run_dir / "export" / kind, fill)
+
+    def export_gguf(self, run_id: str, gguf_type: str = "q8_0") -> Path:
+        """The merged model as one GGUF file, read back and compared, with an Ollama Modelfile and a model card.
+
+        In <run dir>/export/gguf-<type>/, so each type is kept beside the others."""
+        if gguf_type not in GGUF_TYPES:
+            raise TuneForgeError(f"gguf_type {gguf_type!r}: use one of {', '.join(GGUF_TYPES)}")
+        status, config = self.jobs.status(run_id), self.jobs.config(run_id)
+        run_dir = Path(status["run_dir"])
+        if status["status"] == "completed":  # else export() below says why not
+            if config.get("task") == "classification":
+                raise TuneForgeError("GGUF export is for generation models; a classifier exports as merged")
+            check_architecture(_model_config(run_dir, config))  # refused before minutes of merging
+        merged = self.export(run_id, "merged")
+
+        def fill(staging: Path) -> None:
+            check = fill_gguf_folder(staging, merged, run_id, config, gguf_type)
+            write_model_card(staging, run_dir, config, "gguf", extra=gguf_card_lines(check))
+
+        return staged(merged.parent / f"gguf-{gguf_type}", fill)
 
     def note(self, run_id: str, kind: str = "merged") -> str:
         """What the export did that a user should know (a quantized base merged dequantized); '' if nothing."""
         return merge_note(self.jobs.config(run_id), kind)
 
-    def zip(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB") -> Path:
+    def zip(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB", gguf_type: str = "q8_0") -> Path:
         """The export as one zip file beside its folder (exported first if needed)."""
-        folder = self.export(run_id, kind, max_shard_size)
-        archive = folder.parent / f"{run_id}-{kind}.zip"
+        folder = self.export(run_id, kind, max_shard_size, gguf_type)
+        archive = folder.parent / f"{run_id}-{folder.name}.zip"
         partial = archive.with_suffix(".zip.partial")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        # Weights barely compress, and deflating gigabytes of them takes minutes: a GGUF is stored as it is.
+        method = zipfile.ZIP_STORED if kind == "gguf" else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(partial, "w", compression=method) as zf:
             for path in sorted(folder.rglob("*")):
                 if path.is_file():
-                    zf.write(path, Path(f"{run_id}-{kind}") / path.relative_to(folder))
+                    zf.write(path, Path(f"{run_id}-{folder.name}") / path.relative_to(folder))
         os.replace(partial, archive)
         return archive
 
-    def push(self, run_id: str, repo_id: str, token: str, private: bool = True, kind: str = "merged") -> str:
+    def push(
+        self, run_id: str, repo_id: str, token: str, private: bool = True, kind: str = "merged", gguf_type: str = "q8_0"
+    ) -> str:
         """Upload the export to the Hugging Face Hub; returns the repo URL. Offline, one line says why."""
         repo_id, token = str(repo_id or "").strip(), str(token or "").strip()
         if not HUB_REPO.match(repo_id):
             raise TuneForgeError(f"repo id {repo_id!r}: use owner/name, e.g. alice/my-model")
         if not token:
             raise TuneForgeError("a Hugging Face access token (write scope) is needed to push")
-        folder = self.export(run_id, kind)
+        folder = self.export(run_id, kind, gguf_type=gguf_type)
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
@@ -172,7 +190,39 @@ def merge_note(config: dict, kind: str) -> str:
     )
 
 
-def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
+def zipped_folder(archive: Path, run_id: str) -> Path:
+    """The export folder that Exporter.zip made `archive` of (<run>-<folder>.zip beside <folder>)."""
+    return archive.parent / archive.stem.removeprefix(f"{run_id}-")
+
+
+def staged(target: Path, fill) -> Path:
+    """fill(staging folder), then the folder renamed to target: a failure never leaves half an export there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fill(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TuneForgeError(f"export failed while writing {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _model_config(run_dir: Path, config: dict) -> dict:
+    """The config.json of the model a merge produces: the run's own (full) or its base's (an adapter)."""
+    folder = run_dir if (run_dir / "config.json").exists() else Path(resolve_model(config.get("model", "default")))
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a hub id not yet downloaded: the converter checks the merged folder's own
+
+
+def write_model_card(out: Path, run_dir: Path, config: dict, kind: str, extra: list[str] | None = None) -> None:
     metrics = _read_metrics(run_dir)
     note = merge_note(config, kind)
     has_curve = draw_loss_curve(timeline(read_events(run_dir)), out / "loss_curve.png")
@@ -186,7 +236,7 @@ def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
             if config.get("task") != "classification"
             else ("sentence-transformers/all-MiniLM-L6-v2")
         )
-    library = "peft" if kind == "adapter" else "transformers"
+    library = {"adapter": "peft", "gguf": "gguf"}.get(kind, "transformers")
     lines = [
         "---",
         f"base_model: {base}",
@@ -203,12 +253,12 @@ def write_model_card(out: Path, run_dir: Path, config: dict, kind: str) -> None:
         "",
         *([gguf_note(origin), ""] if origin else []),
         "This folder is "
-        + (
-            "a PEFT adapter: load it with `peft.AutoPeftModelForCausalLM.from_pretrained`."
-            if kind == "adapter"
-            else "a full model: load it with `transformers.AutoModelForCausalLM.from_pretrained`."
-        ),
+        + {
+            "adapter": "a PEFT adapter: load it with `peft.AutoPeftModelForCausalLM.from_pretrained`.",
+            "gguf": "the merged model as one GGUF file, for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile.",
+        }.get(kind, "a full model: load it with `transformers.AutoModelForCausalLM.from_pretrained`."),
         "",
+        *([*extra, ""] if extra else []),
         *([note, ""] if note else []),
         "## Hyperparameters",
         "",
