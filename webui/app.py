@@ -10,7 +10,7 @@ from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
-from backend.serving.export import Exporter
+from backend.serving.export import Exporter, zipped_folder
 from backend.sweeps.manager import SweepManager
 from webui.context import AppContext, caller
 from webui.lanes import DEVICE, JOBS, STATUS
@@ -155,20 +155,26 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
 
     @on_refusal_raise()
     def export(run_id: str, options: dict | None = None) -> dict:
-        """Export a completed run. options: kind (merged|adapter), max_shard_size ('2GB'), and to push:
-        repo_id, token, private (default true). Returns {folder, zip}, {note} for a quantized base merged
+        """Export a completed run. options: kind (merged|adapter|gguf), max_shard_size ('2GB'), gguf_type
+        (f16|bf16|q8_0, for gguf; default q8_0), and to push: repo_id, token, private (default true). Returns
+        {folder, zip}, plus {gguf} (the .gguf file's path) for gguf, {note} for a quantized base merged
         dequantized, and after a push {url}."""
         options = dict(options or {})
         kind, shard = options.pop("kind", "merged"), options.pop("max_shard_size", "2GB")
+        gguf_type = options.pop("gguf_type", "q8_0")
         push = {k: options.pop(k) for k in ("repo_id", "token", "private") if k in options}
         if options:
             raise gr.Error(f"unknown export option(s): {', '.join(map(str, options))}")
-        archive = gate.act(caller(), "export", lambda person: exporter.zip(run_id, kind, shard), run_id=run_id)
-        result = {"folder": str(archive.parent / kind), "zip": str(archive)}
+        work = lambda person: exporter.zip(run_id, kind, shard, gguf_type)  # noqa: E731
+        archive = gate.act(caller(), "export", work, run_id=run_id)
+        folder = zipped_folder(archive, run_id)
+        result = {"folder": str(folder), "zip": str(archive)}
+        if kind == "gguf":
+            result["gguf"] = str(next(folder.glob("*.gguf")))
         if note := exporter.note(run_id, kind):
             result["note"] = note
         if push:
-            settings = (push.get("repo_id"), push.get("token"), push.get("private", True), kind)
+            settings = (push.get("repo_id"), push.get("token"), push.get("private", True), kind, gguf_type)
             work = lambda person: exporter.push(run_id, *settings)  # noqa: E731
             result["url"] = gate.act(caller(), "export_push", work, run_id=run_id)
         return result

@@ -49,6 +49,7 @@ RULES = {
     "train_resume": OWN,
     "export": OWN,
     "export_push": OWN,
+    "serve": OWN,  # it puts the run's model behind an API
     "sweep_abort": OWN,
 }
 # Actions that create a run; their audit line names the run they made.
