@@ -132,6 +132,12 @@ def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_
     refused(vic, run_a, {"kind": "adapter"}, api_name="/export", match="vic is a viewer")
     exported = alice.predict(run_a, {"kind": "adapter"}, api_name="/export")
     assert exported["zip"].endswith(".zip")
+    # Serving is the owner's too, and with logins a served run needs an API key (the Export tab's button,
+    # whose run list each client first fills, as a page does when it opens).
+    bob.predict(api_name="/runs")
+    alice.predict(api_name="/runs")
+    assert "belongs to alice" in bob.predict(run_a, "sk-bob", api_name="/on_serve")
+    assert "give the server an API key first" in alice.predict(run_a, "", api_name="/on_serve")
 
     # ---- a file URL: neither someone's upload nor an export can be fetched by naming its path ---------------
     with httpx.Client(base_url=url, timeout=30) as browser:

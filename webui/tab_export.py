@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.errors import TuneForgeError
 from backend.serving.export import KINDS, Exporter, zipped_folder
 from backend.serving.gguf_export import GGUF_TYPES
 from backend.serving.servers import Servers
@@ -78,10 +79,11 @@ class ExportTab(Tab):
         self.ctx.blocks.load(self.runs, None, self.run)
 
     @on_refusal("Cannot export", None, LINE)
-    def on_export(self, run_id, kind, shard, gguf_type):
+    def on_export(self, run_id, kind, shard, gguf_type, progress=gr.Progress()):
         if not run_id:
             return None, "Select a completed run first."
-        work = lambda person: self.exporter.zip(run_id, kind, shard, gguf_type)  # noqa: E731
+        say = lambda line: progress(None, desc=line)  # noqa: E731
+        work = lambda person: self.exporter.zip(run_id, kind, shard, gguf_type, say)  # noqa: E731
         archive = self.ctx.act("export", work, run_id=run_id)
         folder = zipped_folder(archive, run_id)
         note = self.exporter.note(run_id, kind)
@@ -100,7 +102,13 @@ class ExportTab(Tab):
     def on_serve(self, run_id, api_key):
         if not run_id:
             return "Select a completed run first."
-        url = self.ctx.act("serve", lambda person: self.servers.start(run_id, api_key.strip()), run_id=run_id)
+
+        def serve(person):
+            if self.ctx.gate.shared and not api_key.strip():  # logins guard the studio, a key guards its servers
+                raise TuneForgeError("in a studio with logins, give the server an API key first")
+            return self.servers.start(run_id, api_key.strip())
+
+        url = self.ctx.act("serve", serve, run_id=run_id)
         key = "<your key>" if api_key.strip() else "-"
         example = (
             f'from openai import OpenAI\nclient = OpenAI(base_url="{url}", api_key="{key}")\n'

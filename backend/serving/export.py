@@ -51,16 +51,24 @@ CARD_KEYS = (
 )
 
 
+def _quiet(line: str) -> None:
+    """No progress display."""
+
+
 class Exporter:
     def __init__(self, jobs: JobManager):
         self.jobs = jobs
 
-    def export(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB", gguf_type: str = "q8_0") -> Path:
-        """Write the run's model as `kind` into <run dir>/export/<kind>/ and return that folder."""
+    def export(
+        self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB", gguf_type: str = "q8_0", say=_quiet
+    ) -> Path:
+        """Write the run's model as `kind` into <run dir>/export/<kind>/ and return that folder.
+
+        say: called with a line as each stage starts, for a progress display."""
         if kind not in KINDS:
             raise TuneForgeError(f"export kind {kind!r}: use one of {', '.join(KINDS)}")
         if kind == "gguf":
-            return self.export_gguf(run_id, gguf_type)
+            return self.export_gguf(run_id, gguf_type, say)
         max_shard_size = str(max_shard_size).strip().upper()
         if not SHARD_SIZE.match(max_shard_size):
             raise TuneForgeError(f"max_shard_size {max_shard_size!r}: use a size like 500MB or 2GB")
@@ -73,6 +81,7 @@ class Exporter:
             raise TuneForgeError(f"run '{run_id}' trained every weight (method full); export it as merged")
 
         def fill(staging: Path) -> None:
+            say("copying the adapter" if kind == "adapter" else "merging the model")
             if kind == "adapter":
                 _copy_adapter(run_dir, staging)
             else:
@@ -81,7 +90,7 @@ class Exporter:
 
         return staged(run_dir / "export" / kind, fill)
 
-    def export_gguf(self, run_id: str, gguf_type: str = "q8_0") -> Path:
+    def export_gguf(self, run_id: str, gguf_type: str = "q8_0", say=_quiet) -> Path:
         """The merged model as one GGUF file, read back and compared, with an Ollama Modelfile and a model card.
 
         In <run dir>/export/gguf-<type>/, so each type is kept beside the others."""
@@ -93,10 +102,10 @@ class Exporter:
             if config.get("task") == "classification":
                 raise TuneForgeError("GGUF export is for generation models; a classifier exports as merged")
             check_architecture(_model_config(run_dir, config))  # refused before minutes of merging
-        merged = self.export(run_id, "merged")
+        merged = self.export(run_id, "merged", say=say)
 
         def fill(staging: Path) -> None:
-            check = fill_gguf_folder(staging, merged, run_id, config, gguf_type)
+            check = fill_gguf_folder(staging, merged, run_id, config, gguf_type, say)
             write_model_card(staging, run_dir, config, "gguf", extra=gguf_card_lines(check))
 
         return staged(merged.parent / f"gguf-{gguf_type}", fill)
@@ -105,9 +114,12 @@ class Exporter:
         """What the export did that a user should know (a quantized base merged dequantized); '' if nothing."""
         return merge_note(self.jobs.config(run_id), kind)
 
-    def zip(self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB", gguf_type: str = "q8_0") -> Path:
+    def zip(
+        self, run_id: str, kind: str = "merged", max_shard_size: str = "2GB", gguf_type: str = "q8_0", say=_quiet
+    ) -> Path:
         """The export as one zip file beside its folder (exported first if needed)."""
-        folder = self.export(run_id, kind, max_shard_size, gguf_type)
+        folder = self.export(run_id, kind, max_shard_size, gguf_type, say)
+        say("zipping")
         archive = folder.parent / f"{run_id}-{folder.name}.zip"
         partial = archive.with_suffix(".zip.partial")
         # Weights barely compress, and deflating gigabytes of them takes minutes: a GGUF is stored as it is.

@@ -13,11 +13,13 @@ from backend.serving.modelfile import modelfile
 CARD_OPTIONS = ("method", "task", "learning_rate", "num_train_epochs", "max_steps", "lora_rank", "seed")
 
 
-def fill_gguf_folder(folder: Path, merged: Path, run_id: str, config: dict, gguf_type: str) -> dict[str, Any]:
+def fill_gguf_folder(folder: Path, merged: Path, run_id: str, config: dict, gguf_type: str, say) -> dict[str, Any]:
     """Write <run>-<type>.gguf from the merged model, check it, add the Modelfile; the check's numbers.
 
     A file that does not reproduce the merged model within its type's bound is refused, not kept."""
+    say(f"writing the {gguf_type} GGUF")
     gguf_file = write_gguf(merged, folder / f"{run_id}-{gguf_type}.gguf", gguf_type, gguf_facts(run_id, config))
+    say("reading it back to compare with the merged model")
     check = {"file": gguf_file.name, **verify_gguf(merged, gguf_file, gguf_type)}
     if check.get("passed") is False:
         raise TuneForgeError(
