@@ -19,7 +19,9 @@ from tests.helpers import (
     ENCODERS,
     LLAMAFACTORY_DATA,
     ROOT,
+    SMALL_VOCAB,
     allow_dirs,
+    build_small_vocab_model,
     build_tiny_model,
     finish,
     start_app,
@@ -75,6 +77,28 @@ def tiny_model_of(default_model_dir):
             if not (target / "config.json").exists():
                 tokenizer_dir = default_encoder_dir() if model_type in ENCODERS else default_model_dir
                 build_tiny_model(target, model_type, tokenizer_dir)
+        return target
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_vocab_model_of(default_model_dir):
+    """model_type (llama, qwen2) → a tiny model with a 320-token tokenizer and SmolLM2's chat template, built
+    once into the model cache (a confined app may load it). For the GGUF tests, whose read-back of SmolLM2's
+    vocabulary costs 11 s a file."""
+    from backend.paths import model_cache_dir
+
+    texts = [f"{q} {a}" for q, a in SECRET_QA] + [
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face",  # the template's default system
+        "system user assistant Write one sentence about the sea. The sea is wide and deep.",
+    ]
+
+    def folder(model_type: str) -> Path:
+        target = model_cache_dir() / f"tiny-{model_type}-vocab-{SMALL_VOCAB}"
+        with built_once(target.name):
+            if not (target / "config.json").exists():
+                build_small_vocab_model(target, model_type, default_model_dir, texts * 20)
         return target
 
     return folder

@@ -282,3 +282,46 @@ def run_cli_in_process(config_path: Path) -> subprocess.CompletedProcess:
         with open(Path(output_dir) / LOG_FILE, "a", encoding="utf-8") as log:
             log.write(text)
     return subprocess.CompletedProcess(["backend.train", "--config", str(config_path)], code, text, text)
+
+
+SMALL_VOCAB = 320  # bytes (256) and a few merges: a GGUF of it reads back in a fraction of a second
+
+
+def build_small_vocab_model(target: Path, model_type: str, template_dir: Path, texts: list[str]) -> None:
+    """A tiny model of model_type (no sliding window) beside a byte-level BPE tokenizer of SMALL_VOCAB tokens
+    trained on texts, with ChatML's special tokens and the chat template of template_dir's tokenizer.
+
+    For GGUF tests: reading a GGUF back parses its whole vocabulary in Python, about 11 s for SmolLM2's
+    49,152 tokens and nearly nothing for these. Written beside target and renamed into place."""
+    import shutil
+    import tempfile
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=SMALL_VOCAB, special_tokens=specials,
+                                                       initial_alphabet=alphabet, show_progress=False))  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = AutoTokenizer.from_pretrained(template_dir).chat_template
+    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(tok) for name, tok in
+           (("bos", "<|im_start|>"), ("eos", "<|im_end|>"), ("pad", "<|endoftext|>"))}  # fmt: skip
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **ids, **TINY_SHAPE, **DECODER_DEFAULTS)
+    if model_type == "qwen2":
+        config.use_sliding_window, config.sliding_window = False, None
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another test process built it first
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,7 @@
 """A run served over an OpenAI-compatible API, called with the official `openai` client; and, in a browser,
 a GGUF exported from the Export tab and downloaded. On the tiny model: the plumbing is the point."""
 
+import json
 import re
 import subprocess
 import sys
@@ -14,14 +15,15 @@ from backend.runs.manager import JobManager
 from backend.serving.servers import Servers
 from tests.helpers import CHROMIUM_ARGS, ROOT, train_in_process
 
-QUICK = {"max_steps": 2, "cutoff_len": 64, "learning_rate": 1e-2, "save_steps": 0, "val_size": 0}
+QUICK = {"max_steps": 2, "cutoff_len": 256, "learning_rate": 1e-2, "save_steps": 0, "val_size": 0}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_model, secret_dataset):
+def served(tmp_path_factory, small_vocab_model_of, secret_dataset):
     """(jobs, run id, base URL) of a tiny run served with an API key, as the Export tab's Serve button does."""
     jobs = JobManager(tmp_path_factory.mktemp("serve") / "workspace")
-    run_id = train_in_process(jobs, {"model": tiny_model, "dataset": str(secret_dataset), **QUICK})
+    model = str(small_vocab_model_of("llama"))
+    run_id = train_in_process(jobs, {"model": model, "dataset": str(secret_dataset), **QUICK})
     servers = Servers(jobs)
     url = servers.start(run_id, api_key="sk-test")
     yield jobs, run_id, url
@@ -78,11 +80,13 @@ def test_the_serve_command_refuses_a_run_it_cannot_serve_in_one_line(served, tmp
         assert "Traceback" not in result.stderr
 
 
-def test_a_gguf_exported_from_the_export_tab_downloads(app, tiny_model, secret_dataset, tmp_path):
+def test_a_gguf_exported_from_the_export_tab_downloads(app, small_vocab_model_of, secret_dataset, tmp_path):
+    """q8_0 here; f16 in tests/test_gguf_export.py. Its read-back check is the export's own."""
     from playwright.sync_api import expect, sync_playwright
 
     url, workspace = app
-    run_id = train_in_process(JobManager(workspace), {"model": tiny_model, "dataset": str(secret_dataset), **QUICK})
+    model = str(small_vocab_model_of("llama"))
+    run_id = train_in_process(JobManager(workspace), {"model": model, "dataset": str(secret_dataset), **QUICK})
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -92,17 +96,23 @@ def test_a_gguf_exported_from_the_export_tab_downloads(app, tiny_model, secret_d
         page.get_by_role("option", name=run_id).click()
         page.locator("#export-kind").get_by_text("gguf").click()
         page.locator("#export-gguf-type input").click()
-        page.get_by_role("option", name="f16", exact=True).click()
+        page.get_by_role("option", name="q8_0", exact=True).click()
         page.locator("#export-btn").click()
         expect(page.locator("#export-message")).to_contain_text("ready to download", timeout=180_000)
-        link = page.locator(f'#export-file a[download="{run_id}-f16.gguf"]')
+        link = page.locator(f'#export-file a[download="{run_id}-q8_0.gguf"]')
         with page.expect_download() as download:
             link.click()
         saved = tmp_path / "downloaded.gguf"
         download.value.save_as(saved)
         browser.close()
-    exported = workspace / "runs" / run_id / "export" / "gguf-f16" / f"{run_id}-f16.gguf"
-    assert saved.read_bytes()[:4] == b"GGUF" and saved.stat().st_size == exported.stat().st_size
+    exported = workspace / "runs" / run_id / "export" / "gguf-q8_0"
+    assert (
+        saved.read_bytes()[:4] == b"GGUF" and saved.stat().st_size == (exported / f"{run_id}-q8_0.gguf").stat().st_size
+    )
+    check = json.loads((exported / "verification.json").read_text())  # read back and compared: q8_0's bound
+    assert (
+        check["passed"] and check["tokens_match"] and check["relative_diff"] < 0.05 and check["top1_agreement"] >= 0.9
+    )
 
 
 def test_a_streamed_reply_never_sends_any_part_of_a_stop_sequence():
