@@ -128,6 +128,7 @@ def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_
     refused(vic, run_a, "", api_name="/evaluate", match="vic is a viewer")
     refused(bob, run_a, upload, api_name="/evaluate", match="another person's upload is private")
     refused(bob, run_a, "", api_name="/evaluate", match="another person's upload is private")  # the run's own data
+    assert alice.predict(run_a, upload, api_name="/evaluate")["perplexity"] > 1  # her own run, on her own data
     refused(bob, run_a, {"kind": "adapter"}, api_name="/export", match=f"run {run_a} belongs to alice")
     refused(vic, run_a, {"kind": "adapter"}, api_name="/export", match="vic is a viewer")
     exported = alice.predict(run_a, {"kind": "adapter"}, api_name="/export")
@@ -166,6 +167,7 @@ def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_
         ("alice", "export", run_a, "ok"),
         ("bob", "export", run_a, "refused"),
         ("vic", "evaluate", run_a, "refused"),
+        ("alice", "evaluate", run_a, "ok"),
     } <= said
     queue_refusal = next(line for line in lines if line["user"] == "alice" and line["result"].startswith("refused"))
     assert queue_refusal["result"] == "refused: alice already has 1 runs queued (at most 1 a person); " \
