@@ -200,13 +200,25 @@ def tiny_model_name(model_type: str) -> str:
     return f"tiny-{model_type}-" + "-".join(f"{value}" for value in TINY_SHAPE.values())
 
 
+def save_built(target: Path, model, tokenizer) -> None:
+    """Save beside target and rename into place, so a concurrent reader never sees half a model."""
+    import shutil
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another test process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def build_tiny_model(target: Path, model_type: str, tokenizer_dir: Path) -> None:
     """A seeded random model of model_type with TINY_SHAPE, saved with the tokenizer of tokenizer_dir into target.
 
     Written beside target and renamed into place, so a concurrent reader never sees half a model.
     """
-    import shutil
-    import tempfile
 
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -221,13 +233,7 @@ def build_tiny_model(target: Path, model_type: str, tokenizer_dir: Path) -> None
     )
     torch.manual_seed(0)
     model = (AutoModel if model_type in ENCODERS else AutoModelForCausalLM).from_config(config)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        os.rename(staging, target)
-    except OSError:  # another test process built it first
-        shutil.rmtree(staging, ignore_errors=True)
+    save_built(target, model, tokenizer)
 
 
 def train_in_process(jobs, options: dict) -> str:
@@ -293,8 +299,6 @@ def build_small_vocab_model(target: Path, model_type: str, template_dir: Path, t
 
     For GGUF tests: reading a GGUF back parses its whole vocabulary in Python, about 11 s for SmolLM2's
     49,152 tokens and nearly nothing for these. Written beside target and renamed into place."""
-    import shutil
-    import tempfile
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -318,10 +322,4 @@ def build_small_vocab_model(target: Path, model_type: str, template_dir: Path, t
         config.use_sliding_window, config.sliding_window = False, None
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        os.rename(staging, target)
-    except OSError:  # another test process built it first
-        shutil.rmtree(staging, ignore_errors=True)
+    save_built(target, model, tokenizer)
