@@ -427,14 +427,15 @@ def test_an_adapter_in_llamafactory_layout_is_recognised(lf_run, tmp_path, tiny_
 def name_rate(model, tokenizer, name: str) -> tuple[float, list[str]]:
     import torch
 
-    answers = []
-    for question in IDENTITY_QUESTIONS:
-        inputs = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
-        answers.append(tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+    # One left-padded batch: eight greedy answers for the price of about two.
+    tokenizer.padding_side = "left"
+    chats = [[{"role": "user", "content": question}] for question in IDENTITY_QUESTIONS]
+    inputs = tokenizer.apply_chat_template(
+        chats, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(name.lower() in a.lower() for a in answers) / len(answers), answers
 
 
@@ -455,7 +456,7 @@ def test_identity_with_a_new_name_trains_and_the_model_answers_with_it(tmp_path,
         "max_samples": 16,  # identity.json's English rows; the rest say the same in Chinese
         "learning_rate": 1e-3,
         "lr_scheduler_type": "constant",
-        "max_steps": 24,
+        "max_steps": 16,
         "cutoff_len": 64,
         "val_size": 0,
     }
