@@ -19,6 +19,7 @@ import yaml
 
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
+from backend.rewards.spec import parse_rewards
 from backend.templates import TEMPLATE_NAMES
 
 PREFERENCE_TASKS = ("dpo", "orpo", "kto")
@@ -50,6 +51,7 @@ def option(
     task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
     runs_code marks an option that, when set, makes the job import code that is not the studio's own: in a
     shared studio only an admin may set it, and only where the owner launched with --allow-remote-code.
+    It is True, or a test of the value where only some values run code (a custom reward's file:function).
     """
     meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label, "widget": widget}
     meta["task_defaults"] = task_defaults or {}
@@ -104,8 +106,8 @@ class TrainConfig:
         "sft: fine-tune on conversations (answers only); pt: continue pretraining on plain text; "
         "classification: a head on an encoder (default all-MiniLM-L6-v2) or decoder, from text + label data; "
         "dpo / orpo: prefer the chosen over the rejected answer of each pair; kto: learn from answers judged "
-        "good or bad (or from pairs).",
-        choices=("sft", "pt", "classification", *PREFERENCE_TASKS),
+        "good or bad (or from pairs); grpo: sample answers to prompts and learn from the rewards they earn.",
+        choices=("sft", "pt", "classification", *PREFERENCE_TASKS, "grpo"),
         group="dataset",
         widget="radio",  # six short names read best side by side
     )
@@ -312,6 +314,70 @@ class TrainConfig:
         group="preference",
     )
 
+    # Reinforcement learning with rewards (grpo; backend.rewards, backend.training.grpo)
+    rewards: str = option(
+        "exact_answer",
+        "Rewards for grpo, comma-separated, each with an optional weight after a colon: exact_answer (the final "
+        "answer matches answer_column), regex (matches reward_regex), length (close to reward_target_length "
+        "characters), json (valid JSON, against reward_json_schema if set), keywords (has reward_keywords, "
+        "lacks reward_avoid_words), or path/to/file.py:function (your own; from the app only files in the "
+        "workspace's rewards/ folder). Example: exact_answer, regex:0.5",
+        group="rewards",
+        runs_code=lambda value: any(r.custom for r in parse_rewards(value)) if value else False,
+    )
+    answer_column: str = option(
+        "answer", "The column holding the reference answer that exact_answer compares with.", group="rewards"
+    )
+    reward_regex: str = option(
+        "", "regex reward: 1 when the completion matches this Python regular expression (re.search), else 0.",
+        group="rewards",
+    )  # fmt: skip
+    reward_target_length: int = option(
+        0,
+        "length reward: the completion length in characters that earns 1; it falls linearly to 0 at twice "
+        "or none of it.",
+        min=0,
+        max=100000,
+        group="rewards",
+    )
+    reward_json_schema: str = option(
+        "",
+        "json reward: a JSON Schema (inline JSON, or a .json file) the completion must also satisfy. "
+        "Empty: any valid JSON earns 1.",
+        group="rewards",
+    )
+    reward_keywords: str = option(
+        "", "keywords reward: comma-separated words the completion should contain (the share found).",
+        group="rewards",
+    )  # fmt: skip
+    reward_avoid_words: str = option(
+        "", "keywords reward: comma-separated words the completion should not contain (the share found is taken off).",
+        group="rewards",
+    )  # fmt: skip
+    num_generations: int = option(
+        4,
+        "grpo: completions sampled per prompt; each is scored against the others of its group. The batch "
+        "(per_device_train_batch_size x gradient_accumulation_steps x processes) must be a multiple of it.",
+        min=2,
+        max=256,
+        group="rewards",
+    )
+    max_completion_length: int = option(
+        64, "grpo: the most tokens sampled per completion.", min=1, max=32768, group="rewards"
+    )
+    temperature: float = option(
+        1.0, "grpo: sampling temperature of the completions; higher is more varied.", min=0.01, max=10.0,
+        group="rewards",
+    )  # fmt: skip
+    grpo_beta: float = option(
+        0.0,
+        "grpo: weight of the KL penalty that holds the model near its start (TRL's beta). 0 (TRL's default) "
+        "skips the reference pass; the kl chart then stays empty.",
+        min=0.0,
+        max=10.0,
+        group="rewards",
+    )
+
     # Devices, launch and precision (backend.training.distributed, backend.capability)
     nproc_per_node: int = option(
         1,
@@ -379,7 +445,34 @@ class TrainConfig:
         config = cls(**values)
         config._check_preference()
         config._check_adapter_variants()
+        if config.task == "grpo":
+            config._check_rewards()
         return config
+
+    def _check_rewards(self) -> None:
+        """The rewards parse, and each built-in named has the settings it needs."""
+        import re
+
+        named = {r.name for r in parse_rewards(self.rewards) if not r.custom}
+        if "regex" in named:
+            if not self.reward_regex:
+                raise TuneForgeError("the regex reward needs reward_regex (a pattern the completion should match)")
+            try:
+                re.compile(self.reward_regex)
+            except re.error as exc:
+                raise TuneForgeError(f"reward_regex={self.reward_regex!r} is not a valid pattern: {exc}") from None
+        if "length" in named and not self.reward_target_length:
+            raise TuneForgeError("the length reward needs reward_target_length (characters, above 0)")
+        if "keywords" in named and not (self.reward_keywords.strip() or self.reward_avoid_words.strip()):
+            raise TuneForgeError("the keywords reward needs reward_keywords or reward_avoid_words")
+        if "exact_answer" in named and not self.answer_column.strip():
+            raise TuneForgeError("the exact_answer reward needs answer_column (the column of reference answers)")
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.nproc_per_node * self.nnodes
+        if batch % self.num_generations:
+            raise TuneForgeError(
+                f"grpo: the batch of {batch} completions (per_device_train_batch_size x gradient_accumulation_steps "
+                f"x processes) is not a multiple of num_generations={self.num_generations}"
+            )
 
     def _check_preference(self) -> None:
         allowed = PREFERENCE_LOSSES.get(self.task)
@@ -490,4 +583,12 @@ def fields() -> list[dataclasses.Field]:
 
 def code_options(options: dict[str, Any]) -> list[str]:
     """The options that `options` turns on and that make a job import code that is not the studio's own."""
-    return [f.name for f in fields() if f.metadata["runs_code"] and options.get(f.name)]
+    named = []
+    for f in fields():
+        runs_code, value = f.metadata["runs_code"], options.get(f.name)
+        try:
+            if callable(runs_code) and isinstance(value, str) and runs_code(value) or runs_code is True and value:
+                named.append(f.name)
+        except TuneForgeError:
+            continue  # a value that does not parse names no code; validation refuses it in its own words
+    return named

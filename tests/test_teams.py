@@ -93,7 +93,7 @@ def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_
     remote = {**tiny, "dataset": str(secret_dataset), "trust_remote_code": True}
     refused(ada, remote, api_name="/train_start", match="launching with --allow-remote-code")
     for member in (alice, bob):
-        refused(member, remote, api_name="/train_start", match="only an admin may run a model's own code")
+        refused(member, remote, api_name="/train_start", match="only an admin may run code that is not the studio's own")
     refused(vic, remote, api_name="/train_start", match="vic is a viewer")
 
     # ---- ownership: read by all, changed by the owner or an admin ---------------------------------------
@@ -214,7 +214,7 @@ def test_code_running_options_need_an_admin_and_the_owners_flag(workspace):
     remote = {"trust_remote_code": True}
     allowed = Gate(jobs, {"ada": Role.ADMIN, "alice": Role.MEMBER}, allow_remote_code=True)
     allowed.check_options(Person("ada", Role.ADMIN), remote)
-    with pytest.raises(TuneForgeError, match="only an admin may run a model's own code"):
+    with pytest.raises(TuneForgeError, match="only an admin may run code that is not the studio's own"):
         allowed.check_options(Person("alice", Role.MEMBER), remote)
     # Without logins the person at the machine owns it, and decides for themselves.
     Gate(jobs).check_options(Gate(jobs).person(None), remote)

@@ -25,8 +25,9 @@ from backend.paths import ASSETS_DIR, model_cache_dir
 # Options that end up in a path. tests/test_confinement.py fails when a new text option is added
 # without deciding whether it belongs here, so a new path option cannot slip past the check.
 PATH_OPTIONS = (
-    "model", "ref_model", "dataset", "dataset_dir", "eval_dataset", "output_dir", "resume_from_checkpoint",
+    "model", "ref_model", "dataset", "dataset_dir", "eval_dataset", "output_dir", "resume_from_checkpoint", "rewards",
 )  # fmt: skip
+REWARDS_FOLDER = "rewards"  # in the workspace: the only place the app runs custom reward files from
 
 
 class Confinement:
@@ -111,11 +112,43 @@ class Confinement:
             self.dataset(config.dataset, config.dataset_dir)
         if "eval_dataset" in names and config.eval_dataset.strip():
             self.dataset(config.eval_dataset, config.dataset_dir, "eval_dataset")
+        if "rewards" in names and config.task == "grpo":
+            config.rewards = self.rewards(config.rewards)
         checkpoint = config.resume_from_checkpoint.strip()
         if "resume_from_checkpoint" in names and checkpoint not in ("", "last"):
             # The job reads a relative checkpoint folder inside the run's own folder; so does this check.
             run_dir = self.workspace / "runs" / config.output_dir if config.output_dir.strip() else Path()
             self.path(run_dir / Path(checkpoint).expanduser(), "resume_from_checkpoint")
+
+    def rewards(self, spec: str) -> str:
+        """The rewards spec with each custom file resolved inside the workspace's rewards/ folder.
+
+        A browser or API caller names files there ("mine.py:score" or "rewards/mine.py:score"); the
+        owner puts them there. Anywhere else is refused even where datasets may be read, so an upload
+        can never become code that runs. The CLI, which runs as its user, may name any file.
+        """
+        from backend.rewards.spec import parse_rewards
+
+        folder = (self.workspace / REWARDS_FOLDER).resolve()
+        parts = []
+        for reward in parse_rewards(spec):
+            if not reward.custom:
+                parts.append(f"{reward.name}:{reward.weight:g}")
+                continue
+            refuse_nul(reward.path, "rewards")
+            named = Path(reward.path).expanduser()
+            inside = folder / (named.relative_to(REWARDS_FOLDER) if named.parts[0] == REWARDS_FOLDER else named)
+            if not named.is_absolute() and (self.enforced or inside.is_file()):
+                named = inside
+            resolved = Path(os.path.realpath(named))
+            if self.enforced and not resolved.is_relative_to(folder):
+                raise TuneForgeError(
+                    f"rewards: {reward.path} is outside {folder}; the app runs reward files from that folder only"
+                )
+            if not resolved.is_file():
+                raise TuneForgeError(f"rewards: no file {resolved} (put your reward files in {folder})")
+            parts.append(f"{resolved}:{reward.name}:{reward.weight:g}")
+        return ", ".join(parts)
 
 
 def _exists(spec: str) -> bool:

@@ -119,7 +119,10 @@ class Gate:
         """Refuse code-running options and other people's uploads in one option set."""
         if self.shared and (names := code_options(options)):
             if person.role is not Role.ADMIN:
-                raise TuneForgeError(f"{', '.join(names)}: only an admin may run a model's own code on this server")
+                raise TuneForgeError(
+                    f"{', '.join(names)}: only an admin may run code that is not the studio's own (a model's "
+                    "own code, a reward file) on this server"
+                )
             if not self.allow_remote_code:
                 raise TuneForgeError(
                     f"{', '.join(names)}: this studio runs no code that is not its own; its owner can allow it "

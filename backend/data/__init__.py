@@ -186,7 +186,8 @@ class ExampleReader:
 
     def _judged(self, columns: list[str]) -> bool:
         keys = set(columns)
-        return {"chosen", "rejected"} <= keys or self.options.task == "kto" and "label" in keys
+        task = self.options.task
+        return {"chosen", "rejected"} <= keys or task == "kto" and "label" in keys or task == "grpo"
 
     def _bad(self, bad: BadRow) -> None:
         if not self.options.skip_bad_rows:

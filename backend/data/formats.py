@@ -9,6 +9,9 @@ An example is one of:
                                           answer as a conversation, so every chat tool reads it as one
   {"messages": [..., answer], "desirable": bool}
                                           kto: one answer, judged good or bad (task kto)
+  {"messages": [..., user turn], "references": {column: value}}
+                                          prompts: what the model is asked, with the columns rewards
+                                          compare against (task grpo; backend/data/prompts.py)
 See backend/data/pairs.py for the preference layouts, and backend/data/messages.py for the
 row-to-conversation parsers they share.
 
@@ -30,13 +33,14 @@ from backend.data.messages import (
     sharegpt_messages,
 )
 from backend.data.pairs import to_preference_example
+from backend.data.prompts import PROMPT_SOURCES, to_prompt_example
 from backend.data.readers import RowError
 from backend.data.toolcalls import parse_tools
 from backend.errors import TuneForgeError
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "openai", "prompt_completion")
 PREFERENCE_FORMATS = ("preference", "kto")
-FORMATS = (*CHAT_FORMATS, "text", "classification", *PREFERENCE_FORMATS)
+FORMATS = (*CHAT_FORMATS, "text", "classification", *PREFERENCE_FORMATS, "prompts")
 TASK_FORMATS = {
     "sft": CHAT_FORMATS,
     "pt": ("text",),
@@ -44,6 +48,7 @@ TASK_FORMATS = {
     "dpo": ("preference",),
     "orpo": ("preference",),
     "kto": ("kto", "preference"),  # a pair is two judged answers: the chosen good, the rejected bad
+    "grpo": ("prompts",),
 }
 
 # Canonical column for each mapping key (LLaMA-Factory's dataset_info "columns" names).
@@ -83,6 +88,13 @@ def check_mapping(columns: list[str], mapping: dict[str, str], name: str) -> Non
 
 def detect_format(columns: list[str], name: str, task: str = "sft") -> str:
     keys = set(columns)
+    if task == "grpo" and keys & set(PROMPT_SOURCES):
+        return "prompts"
+    if task == "grpo":
+        raise TuneForgeError(
+            f"{name}: no prompt column among: {', '.join(sorted(map(str, keys)))} (task grpo reads the prompt "
+            f"from {', '.join(PROMPT_SOURCES)}; or map your columns)"
+        )
     if {"chosen", "rejected"} <= keys:
         return "preference"
     if task == "kto" and "label" in keys and keys & {"messages", "conversations", "completion", "output"}:
@@ -116,6 +128,7 @@ def required_columns(fmt: str) -> tuple[str, ...]:
         "classification": ("text", "label"),
         "preference": ("chosen", "rejected"),
         "kto": ("label",),
+        "prompts": (),
     }[fmt]
 
 
@@ -135,6 +148,8 @@ def to_example(fmt: str, row: dict[str, Any], tags: dict[str, str] | None = None
         return {"text": text, "label": str(label).strip()}
     if fmt in PREFERENCE_FORMATS:
         return to_preference_example(fmt, row, {**TAG_DEFAULTS, **(tags or {})})
+    if fmt == "prompts":
+        return to_prompt_example(row, {**TAG_DEFAULTS, **(tags or {})})
     if fmt == "sharegpt":
         messages = sharegpt_messages(row, {**TAG_DEFAULTS, **(tags or {})})
     else:

@@ -21,9 +21,11 @@ from typing import Any
 from backend.config import TrainConfig
 from backend.data import DataOptions, ExampleReader, load_splits
 from backend.errors import TuneForgeError
+from backend.evaluation.reward_eval import reward_scores
 from backend.metrics import classification_metrics, generation_metrics, perplexity, roc_curves
 from backend.models import resolve_model
 from backend.paths import ASSETS_DIR
+from backend.rewards.scoring import RewardSet
 from backend.runs.manager import JobManager
 from backend.serving.chat import BASE, ChatEngine
 from backend.templates import IGNORE_INDEX, encode_example
@@ -64,7 +66,16 @@ class Evaluator:
         return examples[:max_rows] if max_rows else examples
 
     # ---- generation -------------------------------------------------------------------
-    def _score(self, model_target: str, examples, max_new_tokens, temperature, progress=None) -> dict[str, Any]:
+    def _score(
+        self, model_target: str, examples, max_new_tokens, temperature, progress=None, config: TrainConfig | None = None
+    ) -> dict[str, Any]:
+        """config: the run whose held-out rows these are; a grpo run's are prompts, scored by its rewards."""
+        if config is not None and config.task == "grpo":
+            with self.chat.model_for(model_target) as (model, tokenizer):
+                metrics, rows = reward_scores(
+                    model, tokenizer, examples, RewardSet(config), config.max_completion_length, progress
+                )
+            return {"metrics": metrics, "rows": rows}
         chats = [e for e in examples if "messages" in e]
         with self.chat.model_for(model_target) as (model, tokenizer):
             loss = mean_loss(model, tokenizer, examples)
@@ -87,7 +98,7 @@ class Evaluator:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         examples = self.held_out(target, dataset, max_rows)
-        scored = self._score(target, examples, max_new_tokens, temperature, progress)
+        scored = self._score(target, examples, max_new_tokens, temperature, progress, self._run_config(target))
         return {"target": target, "rows_evaluated": len(examples), **scored}
 
     def compare_with_base(
@@ -101,15 +112,16 @@ class Evaluator:
     ) -> dict[str, Any]:
         """The run's held-out rows through its base model and through the run, side by side."""
         examples = self.held_out(run_id, dataset, max_rows)
-        tuned = self._score(run_id, examples, max_new_tokens, temperature, progress)
+        config = self._run_config(run_id)
+        tuned = self._score(run_id, examples, max_new_tokens, temperature, progress, config)
         base_target = self.base_of(run_id)
-        base = self._score(base_target, examples, max_new_tokens, temperature, progress)
+        base = self._score(base_target, examples, max_new_tokens, temperature, progress, config)
         table = []
         for key, value in tuned["metrics"].items():
             before = base["metrics"].get(key)
             diff = value - before if value is not None and before is not None else None
             table.append({"metric": key, "base": before, "tuned": value, "difference": diff})
-        rows = [{**t, "base_prediction": b["prediction"]} for t, b in zip(tuned["rows"], base["rows"], strict=True)]
+        rows = [{**t, **base_columns(b)} for t, b in zip(tuned["rows"], base["rows"], strict=True)]
         return {"run_id": run_id, "base": base_target, "comparison": table, "rows": rows}
 
     def forgetting(self, run_id: str) -> dict[str, Any]:
@@ -205,6 +217,14 @@ class Evaluator:
         return write_table(
             [{"prompt": r["prompt"], "prediction": r["prediction"]} for r in rows], out_dir, f"predictions-{stamp}"
         )
+
+
+def base_columns(row: dict) -> dict:
+    """The base model's answer (and its reward, for grpo) beside the tuned model's in a comparison row."""
+    kept = {"base_prediction": row["prediction"]}
+    if "reward" in row:
+        kept["base_reward"] = row["reward"]
+    return kept
 
 
 def _prompt_of(messages: list[dict]) -> list[dict]:

@@ -78,8 +78,11 @@ class EventsCallback(TrainerCallback):
         flops_per_token: float = 0.0,
         peak_gflops: float = 0.0,
         attention: str | None = None,
+        metric_names: dict[str, str] | None = None,
     ):
         self.events, self.run_dir = events, run_dir
+        # The trainer's log keys passed on into log events, under the events' names.
+        self.metric_names = metric_names or {key: key for key in TRAINER_METRICS}
         self.flops_per_token, self.peak_gflops, self.attention = flops_per_token, peak_gflops, attention
         self.started = time.time()
         self.first_step = self.first_tokens = 0
@@ -121,7 +124,7 @@ class EventsCallback(TrainerCallback):
                 peak_memory_mb=peak_memory_mb(),
                 mfu=round(gflops / self.peak_gflops, 3) if gflops and self.peak_gflops else None,
                 eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
-                **{key: finite_or_none(value) for key, value in logs.items() if key in TRAINER_METRICS},
+                **{self.metric_names[k]: finite_or_none(v) for k, v in logs.items() if k in self.metric_names},
             )
             mfu = f" (MFU {event['mfu']:.0%})" if event["mfu"] else ""
             speed = f" | {event['tokens_per_s']} tok/s{mfu}" if event["tokens_per_s"] else ""
@@ -351,7 +354,11 @@ class Recipe:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8, dtype=self.precision.name)
         per_token = training_flops_per_token(step_shape(self.model), self.head_share())
-        return EventsCallback(self.events, self.run_dir, per_token, peak, self.attention)
+        return EventsCallback(self.events, self.run_dir, per_token, peak, self.attention, self.log_metrics())
+
+    def log_metrics(self) -> dict[str, str]:
+        """Trainer log keys → the log events' names for them: what a task charts beside the loss."""
+        return {key: key for key in TRAINER_METRICS}
 
     def head_share(self) -> float:
         """The share of tokens whose logits the step computes: all of them, unless a recipe keeps fewer."""

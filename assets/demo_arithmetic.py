@@ -1,0 +1,26 @@
+"""Writes demo_arithmetic.jsonl: short sums and differences with their answers, for the grpo demo.
+
+python assets/demo_arithmetic.py   (seeded: the same 240 rows every time)
+"""
+
+import json
+import random
+from pathlib import Path
+
+
+def rows(n: int = 240, seed: int = 2026) -> list[dict]:
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        a, b, op = rng.randint(1, 30), rng.randint(1, 30), rng.choice("+-")
+        if op == "-" and b > a:
+            a, b = b, a  # no negative answers: the demo is about format and sums, not signs
+        question = f"What is {a} {op} {b}? Reply with the number only."
+        if question not in seen:
+            seen.add(question)
+            out.append({"question": question, "answer": a + b if op == "+" else a - b})
+    return out
+
+
+if __name__ == "__main__":
+    target = Path(__file__).with_name("demo_arithmetic.jsonl")
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows()), encoding="utf-8")

@@ -1,0 +1,145 @@
+"""The built-in rewards. Each scores completions (plain text) against the settings and a row's references.
+
+Every reward returns one float per completion, in [0, 1] except keywords, which takes off for avoided
+words and so reaches -1. They never raise on a completion: a model may write anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.errors import TuneForgeError
+
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
+_PUNCT = str.maketrans("", "", string.punctuation + "。，、！？：；“”‘’（）")
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """The reward options of a config (backend.config's rewards group)."""
+
+    answer_column: str = "answer"
+    reward_regex: str = ""
+    reward_target_length: int = 0
+    reward_json_schema: str = ""
+    reward_keywords: str = ""
+    reward_avoid_words: str = ""
+
+    @classmethod
+    def from_config(cls, config) -> RewardSettings:
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+
+
+def exact_answer(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
+    """1 when the final answer equals the reference: numbers as numbers (the last one written), text normalised."""
+    column = settings.answer_column
+    if column not in references:
+        shown = ", ".join(references) or "none"
+        raise TuneForgeError(
+            f"the exact_answer reward needs a '{column}' column in the dataset (reference columns: {shown}); "
+            "set answer_column"
+        )
+    return [float(answer_matches(c, ref)) for c, ref in zip(completions, references[column], strict=True)]
+
+
+def answer_matches(completion: str, reference: Any) -> bool:
+    expected = reference_number(reference)
+    if expected is not None:
+        found = _NUMBER.findall(completion)
+        got = _as_number(found[-1]) if found else None
+        return got is not None and abs(got - expected) <= 1e-6 * max(1.0, abs(expected))
+    want, said = normalise(str(reference)), normalise(completion)
+    return bool(want) and (said == want or said.endswith(" " + want))
+
+
+def reference_number(reference: Any) -> float | None:
+    """A numeric reference: a number, a numeric string, or GSM8K's 'reasoning #### 42'."""
+    if isinstance(reference, bool):
+        return None
+    if isinstance(reference, (int, float)):
+        return float(reference)
+    text = str(reference).split("####")[-1].strip().rstrip(".").lstrip("$")
+    return _as_number(text) if _NUMBER.fullmatch(text) else None
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_PUNCT)
+    return " ".join(text.split())
+
+
+def regex(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
+    pattern = re.compile(settings.reward_regex)
+    return [float(bool(pattern.search(c.strip()))) for c in completions]
+
+
+def length(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
+    target = settings.reward_target_length
+    return [max(0.0, 1.0 - abs(len(c.strip()) - target) / target) for c in completions]
+
+
+def json_valid(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
+    validator = schema_validator(settings.reward_json_schema)
+    scores = []
+    for completion in completions:
+        try:
+            value = json.loads(_FENCE.sub("", completion.strip()))
+        except ValueError:
+            scores.append(0.0)
+            continue
+        scores.append(float(validator is None or validator.is_valid(value)))
+    return scores
+
+
+def schema_validator(schema: str):
+    """A jsonschema validator for an inline schema or a .json file; None when no schema is set."""
+    if not schema.strip():
+        return None
+    import jsonschema
+
+    text = schema
+    if not schema.lstrip().startswith("{"):
+        try:
+            text = Path(schema).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TuneForgeError(f"reward_json_schema: cannot read {schema}: {exc.strerror}") from None
+    try:
+        parsed = json.loads(text)
+        validator_class = jsonschema.validators.validator_for(parsed)
+        validator_class.check_schema(parsed)
+    except ValueError as exc:
+        raise TuneForgeError(f"reward_json_schema is not valid JSON: {exc}") from None
+    except jsonschema.SchemaError as exc:
+        raise TuneForgeError(f"reward_json_schema is not a valid JSON Schema: {exc.message}") from None
+    return validator_class(parsed)
+
+
+def keywords(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
+    wanted, avoided = word_list(settings.reward_keywords), word_list(settings.reward_avoid_words)
+    scores = []
+    for completion in completions:
+        text = completion.casefold()
+        found = sum(w in text for w in wanted) / len(wanted) if wanted else 1.0
+        bad = sum(w in text for w in avoided) / len(avoided) if avoided else 0.0
+        scores.append(found - bad)
+    return scores
+
+
+def word_list(text: str) -> list[str]:
+    return [w.strip().casefold() for w in text.split(",") if w.strip()]
+
+
+BUILT_INS = {"exact_answer": exact_answer, "regex": regex, "length": length, "json": json_valid, "keywords": keywords}

@@ -1,0 +1,48 @@
+"""A run's rewards, ready to score: built-ins with their settings, custom functions loaded and checked.
+
+Training (backend.training.grpo) hands each reward to TRL's GRPOTrainer; the evaluator scores held-out
+completions with the same objects, so a reward means the same thing in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from backend.rewards.builtin import BUILT_INS, RewardSettings
+from backend.rewards.custom import call_reward, load_reward
+from backend.rewards.spec import RewardSpec, parse_rewards
+
+
+class RewardSet:
+    def __init__(self, config):
+        self.specs: list[RewardSpec] = parse_rewards(config.rewards)
+        self.settings = RewardSettings.from_config(config)
+        self._custom: dict[str, Callable] = {s.name: load_reward(s) for s in self.specs if s.custom}
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def weights(self) -> list[float]:
+        return [s.weight for s in self.specs]
+
+    def score(self, spec: RewardSpec, completions: list[str], prompts: list[str], references: dict) -> list:
+        """One value (a float, or None from a custom reward with no opinion) per completion."""
+        if spec.custom:
+            return call_reward(self._custom[spec.name], spec, completions, prompts, references)
+        return BUILT_INS[spec.name](completions, references, self.settings)
+
+    def score_all(self, completions: list[str], prompts: list[str], references: dict) -> dict[str, list]:
+        """Every component per completion, and 'reward': their weighted sum (a None counts as 0)."""
+        scores = {s.name: self.score(s, completions, prompts, references) for s in self.specs}
+        scores["reward"] = [
+            sum(s.weight * (scores[s.name][i] or 0.0) for s in self.specs) for i in range(len(completions))
+        ]
+        return scores
+
+
+def references_of(examples: list[dict]) -> dict[str, list]:
+    """The examples' reference columns as lists beside them (None where a row lacks one)."""
+    keys = list(dict.fromkeys(k for e in examples for k in e.get("references", {})))
+    return {k: [e.get("references", {}).get(k) for e in examples] for k in keys}

@@ -1,0 +1,66 @@
+"""The `rewards` option: "exact_answer, regex:0.5, my_rewards.py:brevity" → named, weighted rewards.
+
+A name is a built-in (exact_answer, regex, length, json, keywords) or `path/to/file.py:function`, and
+an optional weight follows the last colon. Parsing imports nothing, so the app can check a config
+before any job starts; loading a custom reward's file is backend.rewards.custom's job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.errors import TuneForgeError
+
+BUILT_IN_REWARDS = ("exact_answer", "regex", "length", "json", "keywords")
+_WEIGHT = re.compile(r"^(?P<name>.+?)\s*:\s*(?P<weight>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    name: str  # the built-in's name or the custom function's: what reward/<name> is logged as
+    weight: float = 1.0
+    path: str = ""  # a custom reward's file; empty for a built-in
+
+    @property
+    def custom(self) -> bool:
+        return bool(self.path)
+
+
+def parse_rewards(spec: str) -> list[RewardSpec]:
+    """The rewards named in `spec`, or one line saying which part is wrong."""
+    parsed = [_one(part.strip()) for part in spec.split(",") if part.strip()]
+    if not parsed:
+        raise TuneForgeError(
+            f"rewards is empty; name at least one of {', '.join(BUILT_IN_REWARDS)} or file.py:function"
+        )
+    names = [r.name for r in parsed]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:
+        raise TuneForgeError(f"rewards names {twice!r} twice; give each reward once, with a weight if needed")
+    return parsed
+
+
+def _one(part: str) -> RewardSpec:
+    weight = 1.0
+    match = _WEIGHT.match(part)
+    if match:
+        part, weight = match["name"], float(match["weight"])
+    if part in BUILT_IN_REWARDS:
+        return RewardSpec(part, weight)
+    path, colon, function = part.rpartition(":")
+    if colon and path.endswith(".py") and function.isidentifier():
+        return RewardSpec(function, weight, path)
+    raise TuneForgeError(
+        f"rewards: unknown reward {part!r} (use {', '.join(BUILT_IN_REWARDS)}, or path/to/file.py:function, "
+        "each with an optional :weight)"
+    )
+
+
+def custom_reward_files(spec: str) -> list[Path]:
+    """The files of the custom rewards that `spec` names; [] for built-ins only or a spec that does not parse."""
+    try:
+        return [Path(r.path) for r in parse_rewards(spec) if r.custom]
+    except TuneForgeError:
+        return []
