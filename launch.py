@@ -84,7 +84,7 @@ def main() -> None:
     from backend.serving.chat import ChatEngine
     from backend.sweeps.manager import SweepManager
     from webui.access import credentials, roles_of
-    from webui.app import CSS, build_app
+    from webui.app import PAGE, build_app
     from webui.login_limit import LoginLimiter
 
     try:
@@ -117,7 +117,7 @@ def main() -> None:
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        css=CSS,
+        **PAGE,
         footer_links=["api"],
         max_file_size=args.max_upload_size,
         auth=logins or None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.access.gate import Gate
-from backend.access.roles import Role
 from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
 from backend.runs.manager import JobManager
@@ -13,6 +12,7 @@ from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter, zipped_folder
 from backend.sweeps.manager import SweepManager
 from webui.context import AppContext, caller
+from webui.i18n import HEAD, I18N, say, t
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import on_refusal_raise
 from webui.tab import Page
@@ -30,7 +30,14 @@ CSS = """
 .tf-fill { height: 100%; background: #d97706; transition: width .4s; }
 .tf-progress-text { margin-top: 6px; font-size: 0.95em; }
 .tf-error { color: #b91c1c; }
+/* Tables: a column as wide as its content, and headers broken between words, never inside one. */
+.tf-table th, .tf-table thead td { word-break: keep-all; overflow-wrap: normal; hyphens: none; white-space: nowrap; }
+.tf-table td { min-width: 4em; }
+.tf-empty { color: var(--body-text-color-subdued); font-style: italic; padding: 0.6em 0; }
 """
+
+# Everything `launch()` takes for the page to look and speak as designed: launch.py and the screenshots use it.
+PAGE = {"css": CSS, "i18n": I18N, "head": HEAD}
 
 
 def build_app(
@@ -59,7 +66,7 @@ def build_app(
             SweepsTab(ctx, evaluate=evaluate, chat=chat_tab, export=export),
             export,
         ]
-        gr.Markdown("# TuneForge\nFine-tune a language model without writing code.")
+        gr.Markdown(t("ui.app.heading"), elem_id="app-heading")
         signed_in = gr.Markdown(elem_id="signed-in")
 
         def whoami() -> str:
@@ -69,14 +76,30 @@ def build_app(
         form = {}
         with gr.Tabs() as strip:
             for tab in tabs:
-                with gr.Tab(tab.title, id=tab.id):
+                with gr.Tab(t(f"tabs.{tab.id}"), id=tab.id, elem_id=f"tab-{tab.id}") as tab.item:
                     form.update(tab.build())
-        page = Page(tabs=strip, form=form)
+        page = Page(tabs=strip, form=form, finished=watch_finished(jobs))
         for tab in tabs:
             tab.connect(page)
+        ctx.empty.connect(blocks)
         register_api(gate, chat, evaluator, exporter)
         register_sweep_api(gate, sweeps)
     return blocks
+
+
+FINISHED_CHECK_S = 2.0
+
+
+def watch_finished(jobs: JobManager) -> gr.State:
+    """The completed runs' ids, read every few seconds; the state changes (and its lists follow) only when they do."""
+    finished, timer = gr.State([]), gr.Timer(FINISHED_CHECK_S)
+
+    def check(previous):
+        now = jobs.finished_runs()
+        return now if now != previous else gr.update()
+
+    timer.tick(check, finished, finished, show_progress="hidden", **STATUS)
+    return finished
 
 
 def identity_line(gate: Gate, username: str | None) -> str:
@@ -84,12 +107,7 @@ def identity_line(gate: Gate, username: str | None) -> str:
     if not gate.shared:
         return ""
     role = gate.person(username).role
-    may = {
-        Role.ADMIN: "you may do everything, on every run, and read the audit log in the Runs tab",
-        Role.MEMBER: "you start runs and manage your own; other people's runs are yours to read",
-        Role.VIEWER: "you read runs, charts and metrics, and chat with completed runs",
-    }[role]
-    return f"Signed in as **{username}** ({role.value}): {may}."
+    return say("msg.signed_in", user=username, role=role.value, may=say(f"msg.may_{role.value}"))
 
 
 def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: Exporter) -> None:
@@ -98,32 +116,32 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
     Each goes through the gate as the caller's login, as the page's own handlers do."""
     jobs = gate.jobs
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def train_start(config: dict) -> str:
         """Validate a config dict (TrainConfig keys) and start or queue a job; returns the run id."""
         return gate.start(caller(), config)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def train_status(run_id: str) -> dict:
         """status (queued|running|completed|failed|aborted), step, max_steps, loss, eval_loss, error, ..."""
         return jobs.status(run_id)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def train_abort(run_id: str) -> None:
         """Stop a run's whole process tree; the run is marked aborted."""
         gate.abort(caller(), run_id)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def runs_list() -> list:
         """Every run in the workspace, newest first: status, step, loss, eval_loss, duration, queue position, ..."""
         return jobs.list_runs()
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def train_resume(run_id: str, overrides: dict | None = None) -> str:
         """Continue an interrupted, failed or aborted run from its last whole checkpoint (queued like a start)."""
         return gate.resume(caller(), run_id, overrides or None)
 
-    @on_refusal_raise("No memory estimate")
+    @on_refusal_raise("No memory estimate", page=False)
     def model_info(config: dict | None = None) -> dict:
         """A config dict (TrainConfig keys; {} for the defaults) → the model's architecture, parameters and
         sizes, and per method (lora, qlora, full, freeze) the memory a run needs here against free memory:
@@ -132,7 +150,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         jobs.confinement.model(str(config.get("model") or "default"))
         return model_report(config)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def chat_reply(
         target: str,
         message: str,
@@ -147,13 +165,13 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         settings = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
         return chat.reply(target, message, history, system_prompt=system_prompt, **settings)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def evaluate(run_id: str, dataset: str = "") -> dict:
         """Metrics for a completed run (or 'base'): classification scores, or generation loss/perplexity/ROUGE/BLEU."""
         work = lambda person: evaluator.evaluate(run_id, dataset or None)  # noqa: E731
         return gate.act(caller(), "evaluate", work, run_id=run_id, options=gate.evaluation_data(run_id, dataset))
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def export(run_id: str, options: dict | None = None) -> dict:
         """Export a completed run. options: kind (merged|adapter|gguf), max_shard_size ('2GB'), gguf_type
         (f16|bf16|q8_0, for gguf; default q8_0), and to push: repo_id, token, private (default true). Returns
@@ -193,24 +211,24 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
 def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
     """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/spec.py and the README."""
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def sweep_start(spec: dict) -> str:
         """A spec dict (base, space, sampler, n_trials, metric, direction, ...) → the sweep's id; its trials queue
         one after another. A bad search space is refused before any trial starts."""
         return gate.start_sweep(caller(), sweeps, spec)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def sweep_status(sweep_id: str) -> dict:
         """status (running|completed|aborted|failed), trials [{run_id, params, status, value, ...}], best
         {run_id, params, value}, metric, direction, sampler, n_trials, space."""
         return sweeps.status(sweep_id)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def sweep_abort(sweep_id: str) -> None:
         """Abort the sweep's running trial and start no more; finished trials stay."""
         gate.abort_sweep(caller(), sweeps, sweep_id)
 
-    @on_refusal_raise()
+    @on_refusal_raise(page=False)
     def sweeps_list() -> list:
         """Every sweep in the workspace's study storage, newest first: sweep_id, status, trials, metric, best."""
         return sweeps.list_sweeps()

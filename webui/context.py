@@ -12,6 +12,7 @@ from backend.access.roles import Person
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.sweeps.manager import SweepManager
+from webui.empty import EmptyStates
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppContext:
     blocks: gr.Blocks
     sweeps: SweepManager | None = None
     gate: Gate = field(default=None)  # type: ignore[assignment]
+    empty: EmptyStates = field(default_factory=EmptyStates)  # the page's empty tables and charts
 
     def __post_init__(self):
         if self.gate is None:

@@ -8,6 +8,7 @@ import gradio as gr
 
 from backend.capability import hardware_summary, unavailable_choices
 from backend.config import fields
+from webui.i18n import option_help, option_label
 
 Field = dataclasses.Field
 
@@ -19,7 +20,7 @@ def option_fields(group: str | None = None) -> list[Field]:
 def control(f: Field, **overrides) -> gr.components.Component:
     """A Gradio control for one option: choices become a dropdown or radio, numbers get bounds."""
     meta = f.metadata
-    common = {"label": meta["label"] or f.name, "info": meta["help"], "value": f.default, "elem_id": f"opt-{f.name}"}
+    common = {"label": option_label(f), "info": option_help(f), "value": f.default, "elem_id": f"opt-{f.name}"}
     common.update(overrides)
     if f.type == "bool":
         return gr.Checkbox(**common)
@@ -53,7 +54,7 @@ def hardware_overrides(refused: dict[str, dict]) -> dict[str, dict]:
             continue
         kept = [c for c in f.metadata["choices"] if c not in refused[f.name]]
         why = "; ".join(f"{choice}: {reason}" for choice, reason in refused[f.name].items())
-        overrides[f.name] = {"choices": kept, "info": f"{f.metadata['help']} Not on this machine — {why}."}
+        overrides[f.name] = {"choices": kept, "info": f"{option_help(f)} Not on this machine — {why}."}
         if len(kept) == 1:
             overrides[f.name]["interactive"] = False
     return overrides

@@ -10,7 +10,11 @@ at the boundary), so a handler does not catch it: it is decorated with where its
 - `stream_with_refusal`: the last text of a streamed reply, `⚠️ <reason>`, so a chat shows it in its bubble.
 
 A layout says what each output shows on refusal, in order: LINE is the message in markdown, REASON the
-bare reason (for a plain text box), KEEP leaves that output as it is, and anything else is shown as given.
+bare reason (for a plain text box), KEEP leaves that output as it is, a function is called for what to show
+(an empty state in the page's language), and anything else is shown as given.
+
+On the page, the action and the backend's English reason are shown in the page's language where the
+catalogues know them (webui.i18n.say_line); the API endpoints' errors stay English.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 import gradio as gr
 
 from backend.errors import TuneForgeError
+from webui.i18n import say_line
 
 LINE, REASON, KEEP = object(), object(), object()
 
@@ -31,7 +36,7 @@ Action = str | Callable[..., str] | None
 
 
 def refusal_text(action: str, exc: Exception) -> str:
-    return f"**{action}:** {exc}"
+    return f"**{say_line(action)}:** {say_line(str(exc))}"
 
 
 def on_refusal(action: Action, *layout):
@@ -46,16 +51,19 @@ def on_refusal_warn(*layout):
     """Show a refusal as a toast, the outputs as laid out."""
 
     def show(exc: TuneForgeError) -> None:
-        gr.Warning(str(exc))
+        gr.Warning(say_line(str(exc)))
 
     return _on_refusal(None, layout, show)
 
 
-def on_refusal_raise(action: str | None = None):
-    """Raise a refusal as gr.Error, which Gradio shows as one line (and gradio_client raises)."""
+def on_refusal_raise(action: str | None = None, *, page: bool = True):
+    """Raise a refusal as gr.Error, which Gradio shows as one line (and gradio_client raises).
+
+    page=False for the API endpoints: their callers get the backend's English, whatever their headers say."""
+    words = say_line if page else str
 
     def show(exc: TuneForgeError) -> None:
-        raise gr.Error(f"{action}: {exc}" if action else str(exc)) from None
+        raise gr.Error(f"{words(action)}: {words(str(exc))}" if action else words(str(exc))) from None
 
     return _on_refusal(None, (), show)
 
@@ -72,7 +80,7 @@ def stream_with_refusal(texts: Iterable[str], failed: str | None = None) -> Iter
     try:
         yield from texts
     except TuneForgeError as exc:
-        yield f"⚠️ {exc}"
+        yield f"⚠️ {say_line(str(exc))}"
     except Exception as exc:  # noqa: BLE001 - the person sees one line; the traceback goes to the app log
         if failed is None:
             raise
@@ -109,4 +117,6 @@ def _shown(item, action: str | None, exc: TuneForgeError):
         return str(exc)
     if item is KEEP:
         return gr.update()
+    if callable(item):
+        return item()
     return copy.copy(item)  # Gradio pops `value` out of an update dict as it sends it: each refusal gets its own

@@ -28,18 +28,20 @@ Controls = dict[str, gr.components.Component]
 
 @dataclass
 class Page:
-    """What exists once every tab is built: the tab strip, and the form's controls by option name."""
+    """What exists once every tab is built: the tab strip, the form's controls by option name, and the completed
+    runs (their ids, newest first), which change when a run completes: the run lists follow them."""
 
     tabs: gr.Tabs
     form: Controls
+    finished: gr.State
 
 
 class Tab:
-    title: ClassVar[str]  # the label on the tab strip
-    id: ClassVar[str]  # what `gr.Tabs(selected=...)` switches to
+    id: ClassVar[str]  # what `gr.Tabs(selected=...)` switches to; the strip's label is the catalogues' tabs.<id>
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
+        self.item: gr.Tab | None = None  # its gr.Tab, set by the app: opening a tab is its `select` event
 
     def build(self) -> Controls:
         """Lay out the components inside the current gr.Tab; return the form's option controls among them."""

@@ -4,48 +4,45 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.lanes import DEVICE
+from backend.serving.chat import BASE
+from webui.i18n import t
+from webui.lanes import DEVICE, STATUS
 from webui.refusals import stream_with_refusal
 from webui.tab import Controls, Page, Tab
 
 
 class ChatTab(Tab):
-    title, id = "Chat", "chat"
+    id = "chat"
 
     def build(self) -> Controls:
-        with gr.Row():
-            self.target = gr.Dropdown(
-                label="Talk to",
-                choices=self.ctx.chat.targets(),
-                value="base",
-                elem_id="chat-target",
-                scale=3,
-                info="'base' is the model before fine-tuning; pick a run to talk to its fine-tuned version.",
-            )
-            self.reload = gr.Button("↻ runs", size="sm", scale=0)
+        self.target = gr.Dropdown(
+            label=t("ui.chat.target"),
+            choices=self.ctx.chat.targets(),
+            value="base",
+            elem_id="chat-target",
+            info=t("ui.chat.target_info"),
+        )
         self._settings()
-        self.chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", height=380)
+        self.chatbot = gr.Chatbot(label=t("ui.chat.conversation"), elem_id="chatbot", height=380)
         with gr.Row():
-            self.box = gr.Textbox(
-                placeholder="Type a message and press Enter", show_label=False, elem_id="chat-input", scale=5
-            )
-            self.send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1)
-            self.clear = gr.Button("Clear", elem_id="chat-clear", scale=1)
+            self.box = gr.Textbox(placeholder=t("ui.chat.placeholder"), show_label=False, elem_id="chat-input", scale=5)
+            self.send = gr.Button(t("ui.chat.send"), variant="primary", elem_id="chat-send", scale=1)
+            self.clear = gr.Button(t("ui.chat.clear"), elem_id="chat-clear", scale=1)
         return {}
 
     def _settings(self) -> None:
-        with gr.Accordion("Generation settings", open=False):
+        with gr.Accordion(t("ui.chat.settings"), open=False):
             self.system = gr.Textbox(
-                label="System prompt", placeholder="Leave empty for the model's default", elem_id="chat-system"
+                label=t("ui.chat.system"), placeholder=t("ui.chat.system_placeholder"), elem_id="chat-system"
             )
             self.temperature = gr.Slider(
-                0.0, 2.0, value=0.7, step=0.05, label="temperature", info="0 = always the likeliest token"
+                0.0, 2.0, value=0.7, step=0.05, label=t("ui.temperature"), info=t("ui.chat.temperature_info")
             )
             self.top_p = gr.Slider(
-                0.05, 1.0, value=0.9, step=0.05, label="top_p", info="Sample only from this share of probability mass"
+                0.05, 1.0, value=0.9, step=0.05, label=t("ui.chat.top_p"), info=t("ui.chat.top_p_info")
             )
             self.max_new = gr.Slider(
-                8, 2048, value=256, step=8, label="max_new_tokens", info="Longest reply, in tokens"
+                8, 2048, value=256, step=8, label=t("ui.max_new_tokens"), info=t("ui.chat.max_new_info")
             )
 
     def connect(self, page: Page) -> None:
@@ -53,8 +50,9 @@ class ChatTab(Tab):
         self.send.click(self.respond, inputs, [self.chatbot, self.box], **DEVICE)
         self.box.submit(self.respond, inputs, [self.chatbot, self.box], **DEVICE)
         self.clear.click(self.on_clear, None, [self.chatbot, self.box])
-        self.reload.click(self.targets, None, self.target)
-        self.ctx.blocks.load(self.targets, None, self.target)
+        self.ctx.blocks.load(self.targets, [self.target, self.chatbot], self.target)
+        self.item.select(self.targets, [self.target, self.chatbot], self.target, **STATUS)
+        page.finished.change(self.targets, [self.target, self.chatbot], self.target, **STATUS)
 
     def respond(self, message, history, target, system, temperature, top_p, max_new):
         history = list(history or [])
@@ -70,5 +68,9 @@ class ChatTab(Tab):
     def on_clear(self):
         return [], ""
 
-    def targets(self):
-        return gr.update(choices=self.ctx.chat.targets())
+    def targets(self, target=None, history=None):
+        """The chat partners. Before a conversation has begun with the base model, the newest completed run
+        is picked: the model just trained is the one a person wants to talk to."""
+        choices = self.ctx.chat.targets()
+        fresh = not history and target in (None, BASE) and len(choices) > 1
+        return gr.update(choices=choices, value=choices[1] if fresh else target)

@@ -8,6 +8,8 @@ list, and {{name}}/{{author}} placeholders (identity.json) can be filled in here
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 import pandas as pd
 
@@ -21,14 +23,17 @@ from backend.errors import TuneForgeError
 from backend.runs.speed import cached_speed, measure_speed
 from webui.charts import length_histogram
 from webui.context import AppContext
+from webui.empty import empty_table, fitted
 from webui.formats import format_duration
 from webui.forms import controls, options_from
+from webui.i18n import say, say_line, t
 from webui.lanes import DEVICE
 from webui.refusals import KEEP, LINE, on_refusal, on_refusal_raise
 from webui.tab import Controls, Page, Tab
 
 COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
 RENDERED_ROWS = 3
+NO_PREVIEW = partial(empty_table, "empty.dataset_preview")
 # Options whose change alters what the dataset checks show.
 DATA_TRIGGERS = ("dataset", "task", "dataset_format", "eval_dataset", "skip_bad_rows", *COLUMN_OPTIONS)
 DATA_TRIGGERS += ("scrub_pii", "dedup", "drop_leaked", "val_size", "max_samples", "cutoff_len", "seed")
@@ -59,33 +64,32 @@ def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) ->
     batch_rows = config.per_device_train_batch_size * config.gradient_accumulation_steps
     total = tokens_to_train(stats, report.train_rows, config.num_train_epochs, config.max_steps, batch_rows)
     plan = (
-        f"{config.max_steps} steps × {batch_rows} rows"
+        say("msg.cost_steps", steps=config.max_steps, rows=batch_rows)
         if config.max_steps > 0
-        else f"{per_epoch:,} tokens per epoch × {config.num_train_epochs:g} epochs"
+        else say("msg.cost_epochs", tokens=f"{per_epoch:,}", epochs=f"{config.num_train_epochs:g}")
     )
-    line = f"**Cost:** {plan} = **{total:,} tokens to train**"
+    line = say("msg.cost", plan=plan, total=f"{total:,}")
     if tokens_per_s:
-        line += f" · **ETA ≈ {format_duration(total / tokens_per_s)}** at {tokens_per_s:,.0f} tokens/s (measured here)"
+        eta = format_duration(total / tokens_per_s)
+        line += say("msg.cost_eta", eta=eta, speed=f"{tokens_per_s:,.0f}")
     else:
-        line += " · press *Estimate time* to measure this machine's speed for these settings"
+        line += say("msg.cost_press_estimate")
     return line
 
 
 class DatasetTab(Tab):
-    title, id = "Dataset", "dataset"
+    id = "dataset"
 
     def build(self) -> Controls:
-        gr.Markdown(
-            "Choose a bundled demo or a named dataset, or upload a file "
-            f"({', '.join(s[1:].upper() for s in SUPPORTED_SUFFIXES)}). Everything below is checked on the CPU "
-            "before training."
-        )
+        gr.Markdown(f"{t('ui.dataset.intro')} {', '.join(s[1:].upper() for s in SUPPORTED_SUFFIXES)}.")
         self._source()
         options = self._options()
         with gr.Row():
-            self.check = gr.Button("Check dataset", size="sm")
-            self.register_name = gr.Textbox(placeholder="name", show_label=False, scale=2, elem_id="register-name")
-            self.register = gr.Button("Save as named dataset", size="sm")
+            self.check = gr.Button(t("ui.dataset.check"), size="sm")
+            self.register_name = gr.Textbox(
+                placeholder=t("ui.dataset.register_name"), show_label=False, scale=2, elem_id="register-name"
+            )
+            self.register = gr.Button(t("ui.dataset.register"), size="sm")
         self._checks()
         return options
 
@@ -94,49 +98,51 @@ class DatasetTab(Tab):
             self.named = gr.Dropdown(
                 choices=labelled_choices(self.ctx.jobs.workspace),
                 value="demo_identity",
-                label="Bundled or named dataset",
-                info="Set dataset_dir below to list the entries of a LLaMA-Factory data folder too.",
+                label=t("ui.dataset.named"),
+                info=t("ui.dataset.named_info"),
                 elem_id="demo-dataset",
                 scale=1,
             )
             self.upload = gr.File(
-                label="Upload a dataset", file_types=list(SUPPORTED_SUFFIXES), elem_id="dataset-upload", scale=2
+                label=t("ui.dataset.upload"), file_types=list(SUPPORTED_SUFFIXES), elem_id="dataset-upload", scale=2
             )
 
     def _options(self) -> Controls:
         options = controls("dataset")
-        with gr.Accordion("Column mapping", open=False):
-            gr.Markdown("Leave empty to detect. Pick the columns that hold each part when detection guesses wrong.")
+        with gr.Accordion(t("ui.dataset.columns"), open=False):
+            gr.Markdown(t("ui.dataset.columns_intro"))
             with gr.Row():
                 options.update(controls("columns"))
-        with gr.Accordion("Cleaning", open=False):
+        with gr.Accordion(t("ui.dataset.cleaning"), open=False):
             with gr.Row():
                 options.update(controls("cleaning"))
-        with gr.Accordion(
-            "Identity placeholders: give the model a new name", open=False, elem_id="identity-accordion"
-        ) as self.identity:
-            gr.Markdown(
-                "Data such as LLaMA-Factory's `identity.json` says `{{name}}` and `{{author}}` where the model's "
-                "name and maker go. Fill them in to teach the model who it is."
-            )
+        with gr.Accordion(t("ui.dataset.identity"), open=False, elem_id="identity-accordion") as self.identity:
+            gr.Markdown(t("ui.dataset.identity_intro"))
             with gr.Row():
                 options.update(controls("identity"))
         return options
 
     def _checks(self) -> None:
         self.summary = gr.Markdown(elem_id="dataset-summary")
-        self.preview = gr.Dataframe(label="First rows", interactive=False, wrap=True, elem_id="dataset-preview")
+        self.preview = gr.Dataframe(
+            NO_PREVIEW(),
+            label=t("ui.dataset.preview"),
+            interactive=False,
+            wrap=True,
+            elem_id="dataset-preview",
+            elem_classes="tf-table",
+        )
         self.rendered = gr.HighlightedText(
-            label="What the model sees (first rows): trained tokens vs. masked prompt tokens",
+            label=t("ui.dataset.rendered"),
             color_map={"trained": "#16a34a", "masked": "#9ca3af"},
             show_legend=True,
             combine_adjacent=True,
             elem_id="dataset-rendered",
         )
         with gr.Row():
-            self.histogram = gr.Plot(label="Token lengths", elem_id="length-histogram")
+            self.histogram = gr.Plot(label=t("ui.dataset.histogram"), elem_id="length-histogram")
         self.cost = gr.Markdown(elem_id="dataset-cost")
-        self.estimate = gr.Button("Estimate time", size="sm", elem_id="estimate-btn")
+        self.estimate = gr.Button(t("ui.dataset.estimate"), size="sm", elem_id="estimate-btn")
 
     def connect(self, page: Page) -> None:
         form = page.form
@@ -181,18 +187,19 @@ class DatasetTab(Tab):
         self.ctx.jobs.confinement.dataset_dir(dataset_dir)
         return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
 
-    @on_refusal("Cannot use this dataset", LINE, pd.DataFrame(), None, None, "", KEEP, *[KEEP] * len(COLUMN_OPTIONS))
+    @on_refusal("Cannot use this dataset", LINE, NO_PREVIEW, None, None, "", KEEP, *[KEEP] * len(COLUMN_OPTIONS))
     def on_check(self, *values, progress=gr.Progress()):
         config, report = self._inspect(values, lambda rows: progress(None, desc=f"read {rows:,} rows"))
         column_updates = [gr.update(choices=["", *report.columns]) for _ in COLUMN_OPTIONS]
         # Opened for data with placeholders, so the fields that fill them are in view; never closed on the person.
         identity = gr.update(open=True) if report.placeholders else gr.update()
-        preview = pd.DataFrame(report.preview)
+        preview = fitted(pd.DataFrame(report.preview)) if report.preview else NO_PREVIEW()
         if report.format == "classification":
             segments = self._rendered(report, config)
-            return "  \n".join(report.summary_lines()), preview, segments, None, "", identity, *column_updates
+            summary = "  \n".join(map(say_line, report.summary_lines()))
+            return summary, preview, segments, None, "", identity, *column_updates
         segments, histogram, cost, problem = self._tokens(config, report)
-        summary = "  \n".join([*report.summary_lines(), *filter(None, [problem])])
+        summary = "  \n".join([*map(say_line, report.summary_lines()), *filter(None, [problem])])
         return summary, preview, segments, histogram, cost, identity, *column_updates
 
     @on_refusal("Cannot train on this data with this model", None, None, "", LINE)
@@ -200,7 +207,7 @@ class DatasetTab(Tab):
         """The rendered rows, the length histogram and the cost; or, when the model cannot read the data, why."""
         stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
         segments = self._rendered(report, config)
-        note = f" (sample of {stats.sampled:,} rows)" if stats.sampled < report.usable_rows else ""
+        note = say("chart.sampled", rows=f"{stats.sampled:,}") if stats.sampled < report.usable_rows else ""
         histogram = length_histogram(stats.lengths, config.cutoff_len, stats.truncated_share, note)
         return segments, histogram, cost_text(config, report, stats, cached_speed(config)), ""
 
@@ -208,7 +215,7 @@ class DatasetTab(Tab):
     def _rendered(report, config) -> list[tuple[str, str | None]]:
         segments: list[tuple[str, str | None]] = []
         for i, example in enumerate(report.first_examples[:RENDERED_ROWS], start=1):
-            segments.append((f"── row {i} ──\n", None))
+            segments.append((say("msg.rendered_row", row=i) + "\n", None))
             segments += render_segments(example, config.model, config.template, config.cutoff_len)
             segments.append(("\n", None))
         return segments
@@ -217,7 +224,7 @@ class DatasetTab(Tab):
     def on_estimate(self, *values):
         config, report = self._inspect(values)
         if report.format == "classification":
-            return "Time estimates for classification arrive with its training."
+            return say("msg.no_estimate_for_classification")
         stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
         speed = self.ctx.act("time_estimate", lambda person: measure_speed(config, self.ctx.jobs.workspace))
         return cost_text(config, report, stats, speed)
@@ -231,7 +238,7 @@ class DatasetTab(Tab):
         saved = (self.ctx.jobs.workspace, name, source.path, formatting, columns, source.tags)
         self.ctx.act("dataset_register", lambda person: register_dataset(*saved))
         choices = labelled_choices(self.ctx.jobs.workspace, config.dataset_dir)
-        return f"Saved as **{name}**; pick it from the list any time.", gr.update(choices=choices, value=name)
+        return say("msg.saved_dataset", name=name), gr.update(choices=choices, value=name)
 
 
 def report_source(config: TrainConfig, ctx: AppContext):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -15,15 +16,20 @@ from backend.evaluation.evaluate import Evaluator, write_table
 from backend.serving.chat import BASE
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
+from webui.empty import empty_figure, empty_table, fitted
 from webui.formats import format_duration
-from webui.lanes import DEVICE
+from webui.i18n import headed, say, t
+from webui.lanes import DEVICE, STATUS
 from webui.refusals import on_refusal, on_refusal_raise, on_refusal_warn
 from webui.tab import Controls, Page, Tab
 
+NO_CHART = partial(empty_figure, "empty.eval_chart")
 SUMMARY_COLUMNS = ["run_id", "task", "status", "train_loss", "eval_loss", "accuracy", "f1_macro", "global_step"]
 
 
 def runs_summary(ctx: AppContext) -> pd.DataFrame:
+    if not ctx.jobs.list_runs():
+        return empty_table("empty.eval_runs")
     rows = []
     for run in ctx.jobs.list_runs():
         end = next((e for e in reversed(ctx.jobs.events(run["run_id"])) if e["type"] == "end"), {})
@@ -31,7 +37,7 @@ def runs_summary(ctx: AppContext) -> pd.DataFrame:
         rows.append(
             {**{k: end.get(k) for k in SUMMARY_COLUMNS}, "run_id": run["run_id"], "task": task, "status": run["status"]}
         )
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).round(4)
+    return headed(pd.DataFrame(rows, columns=SUMMARY_COLUMNS).round(4))
 
 
 def scores_table(metrics: dict) -> pd.DataFrame:
@@ -44,7 +50,7 @@ def scores_table(metrics: dict) -> pd.DataFrame:
         }
         for label, s in metrics.get("per_class", {}).items()
     ]
-    return pd.DataFrame(rows)
+    return headed(pd.DataFrame(rows))
 
 
 def generation_view() -> tuple:
@@ -53,25 +59,23 @@ def generation_view() -> tuple:
 
 
 class EvaluateTab(Tab):
-    title, id = "Evaluate", "evaluate"
+    id = "evaluate"
 
     def __init__(self, ctx: AppContext, evaluator: Evaluator):
         super().__init__(ctx)
         self.evaluator = evaluator
 
     def build(self) -> Controls:
-        gr.Markdown(
-            "Pick a finished run (or `base`). Generation runs are scored on their validation split (or a dataset you "
-            "name) against the base model; classification runs show their validation scores and can classify text. "
-            "Preference runs (dpo, orpo, kto) add `win_rate`: the share of held-out pairs where the model gives the "
-            "chosen answer a higher mean log-probability per token than the rejected one, and `logp_margin`, by how "
-            "much."
+        gr.Markdown(t("ui.evaluate.intro"))
+        self.run = gr.Dropdown(label=t("ui.run"), choices=[], elem_id="eval-run", info=t("ui.evaluate.run_info"))
+        self.summary = gr.Dataframe(
+            runs_summary(self.ctx),
+            label=t("ui.evaluate.runs"),
+            interactive=False,
+            elem_id="eval-table",
+            elem_classes="tf-table",
         )
-        with gr.Row():
-            self.run = gr.Dropdown(label="Run", choices=[], elem_id="eval-run", scale=3)
-            self.refresh = gr.Button("↻ runs", size="sm", scale=0, elem_id="eval-refresh")
-        self.summary = gr.Dataframe(runs_summary(self.ctx), label="Runs", interactive=False, elem_id="eval-table")
-        self.chart = gr.Plot(None, label="Train vs validation loss", elem_id="eval-chart")
+        self.chart = self.ctx.empty.chart("empty.eval_chart", label=t("ui.evaluate.chart"), elem_id="eval-chart")
         with gr.Group(visible=True) as self.generation:
             self._generation_settings()
             self._generation_results()
@@ -82,62 +86,79 @@ class EvaluateTab(Tab):
     def _generation_settings(self) -> None:
         with gr.Row():
             self.dataset = gr.Textbox(
-                label="Held-out dataset", placeholder="empty: the run's validation split", scale=3
+                label=t("ui.evaluate.dataset"), placeholder=t("ui.evaluate.dataset_placeholder"), scale=3
             )
             self.max_rows = gr.Slider(
-                1, 500, value=20, step=1, label="rows", info="How many rows to generate for", elem_id="eval-max-rows"
+                1,
+                500,
+                value=20,
+                step=1,
+                label=t("ui.evaluate.rows"),
+                info=t("ui.evaluate.rows_info"),
+                elem_id="eval-max-rows",
             )
             self.max_new = gr.Slider(
                 8,
                 512,
                 value=64,
                 step=8,
-                label="max_new_tokens",
-                info="Longest generated answer",
+                label=t("ui.max_new_tokens"),
+                info=t("ui.evaluate.max_new_info"),
                 elem_id="eval-max-new",
             )
             self.temperature = gr.Slider(
-                0.0, 1.5, value=0.0, step=0.05, label="temperature", info="0: greedy, repeatable"
+                0.0, 1.5, value=0.0, step=0.05, label=t("ui.temperature"), info=t("ui.evaluate.temperature_info")
             )
         with gr.Row():
-            self.evaluate = gr.Button("Evaluate against base", variant="primary", elem_id="evaluate-btn")
-            self.forgetting = gr.Button("Forgetting check", elem_id="forgetting-btn")
+            self.evaluate = gr.Button(t("ui.evaluate.evaluate"), variant="primary", elem_id="evaluate-btn")
+            self.forgetting = gr.Button(t("ui.evaluate.forgetting"), elem_id="forgetting-btn")
 
     def _generation_results(self) -> None:
-        self.comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="eval-comparison")
+        empty = self.ctx.empty
+        self.comparison = empty.table("empty.comparison", label=t("ui.evaluate.comparison"), elem_id="eval-comparison")
         self.forgetting_note = gr.Markdown(elem_id="forgetting-note")
-        self.predictions = gr.Dataframe(
-            label="Prompt / reference / prediction", interactive=False, wrap=True, elem_id="eval-rows"
+        self.predictions = empty.table(
+            "empty.predictions", label=t("ui.evaluate.predictions"), wrap=True, elem_id="eval-rows"
         )
         self.downloads = gr.File(
-            label="Download the table", file_count="multiple", interactive=False, elem_id="eval-downloads"
+            label=t("ui.evaluate.downloads"), file_count="multiple", interactive=False, elem_id="eval-downloads"
         )
-        with gr.Accordion("Batch predict", open=False):
+        with gr.Accordion(t("ui.evaluate.batch"), open=False):
             self.prompts = gr.File(
-                label="A file of prompts (.txt one per line, or any dataset file)",
-                file_types=list(SUPPORTED_SUFFIXES),
-                elem_id="batch-prompts",
+                label=t("ui.evaluate.prompts"), file_types=list(SUPPORTED_SUFFIXES), elem_id="batch-prompts"
             )
-            self.batch = gr.Button("Predict", size="sm", elem_id="batch-btn")
-            self.batch_out = gr.File(label="Answers", file_count="multiple", interactive=False, elem_id="batch-out")
+            self.batch = gr.Button(t("ui.evaluate.predict"), size="sm", elem_id="batch-btn")
+            self.batch_out = gr.File(
+                label=t("ui.evaluate.answers"), file_count="multiple", interactive=False, elem_id="batch-out"
+            )
 
     def _classification(self) -> None:
-        self.scores = gr.Dataframe(label="Validation scores", interactive=False, elem_id="cls-scores")
+        empty = self.ctx.empty
+        self.scores = gr.Dataframe(
+            empty_table("empty.scores"),
+            label=t("ui.evaluate.scores"),
+            interactive=False,
+            elem_id="cls-scores",
+            elem_classes="tf-table",
+        )
         with gr.Row():
-            self.confusion = gr.Plot(label="Confusion matrix", elem_id="confusion-plot")
-            self.roc = gr.Plot(label="ROC", elem_id="roc-plot")
-        self.compare_cls = gr.Button("Compare with base (untrained head)", elem_id="cls-compare-btn")
-        self.cls_comparison = gr.Dataframe(label="Base vs tuned", interactive=False, elem_id="cls-comparison")
+            self.confusion = gr.Plot(label=t("chart.confusion"), elem_id="confusion-plot")
+            self.roc = gr.Plot(label=t("chart.roc"), elem_id="roc-plot")
+        self.compare_cls = gr.Button(t("ui.evaluate.compare_cls"), elem_id="cls-compare-btn")
+        self.cls_comparison = empty.table(
+            "empty.cls_comparison", label=t("ui.evaluate.comparison"), elem_id="cls-comparison"
+        )
         with gr.Row():
-            self.text = gr.Textbox(label="Classify this text", elem_id="cls-text", scale=3)
-            self.classify = gr.Button("Classify", elem_id="cls-btn", scale=1)
-        self.probabilities = gr.Label(label="Class probabilities", elem_id="cls-probs")
+            self.text = gr.Textbox(label=t("ui.evaluate.classify_text"), elem_id="cls-text", scale=3)
+            self.classify = gr.Button(t("ui.evaluate.classify"), elem_id="cls-btn", scale=1)
+        self.probabilities = gr.Label(label=t("ui.evaluate.probabilities"), elem_id="cls-probs")
 
     def connect(self, page: Page) -> None:
         run, view = self.run, [self.chart, self.generation, self.classification, self.scores, self.confusion, self.roc]
         settings = [run, self.dataset, self.max_rows, self.max_new, self.temperature]
-        self.refresh.click(self.on_refresh, None, [self.summary, run])
-        self.ctx.blocks.load(self.on_refresh, None, [self.summary, run])
+        self.ctx.blocks.load(self.on_refresh, run, [self.summary, run])
+        self.item.select(self.on_refresh, run, [self.summary, run], **STATUS)
+        page.finished.change(self.on_refresh, run, [self.summary, run], **STATUS)
         run.change(self.on_run, run, view)
         self.evaluate.click(self.on_evaluate, settings, [self.comparison, self.predictions, self.downloads], **DEVICE)
         self.forgetting.click(self.on_forgetting, run, self.forgetting_note, **DEVICE)
@@ -146,14 +167,17 @@ class EvaluateTab(Tab):
         self.compare_cls.click(self.on_compare_classification, run, self.cls_comparison, **DEVICE)
         self.text.submit(self.on_classify, [run, self.text], self.probabilities, **DEVICE)
 
-    def on_refresh(self):
-        return runs_summary(self.ctx), gr.update(choices=["base", *self.ctx.jobs.finished_runs()])
+    def on_refresh(self, run_id=None):
+        """The runs, and the list to pick from: with nothing picked yet, the newest completed run is picked."""
+        finished = self.ctx.jobs.finished_runs()
+        picked = run_id or (finished[0] if finished else None)
+        return runs_summary(self.ctx), gr.update(choices=["base", *finished], value=picked)
 
-    @on_refusal_warn(None, *generation_view())
+    @on_refusal_warn(NO_CHART, *generation_view())
     def on_run(self, run_id):
         if not run_id or run_id == BASE:
-            return None, *generation_view()
-        chart = loss_figure(self.ctx.jobs.events(run_id), "Train vs validation loss")
+            return NO_CHART(), *generation_view()
+        chart = loss_figure(self.ctx.jobs.events(run_id), say("chart.train_vs_validation")) or NO_CHART()
         if self.ctx.jobs.config(run_id).get("task") != "classification":
             return chart, *generation_view()
         metrics = self._saved_scores(run_id)
@@ -173,7 +197,7 @@ class EvaluateTab(Tab):
             progress(done / total, desc=f"generating {done}/{total} · ETA {format_duration(eta)}")
 
         if not run_id:
-            raise TuneForgeError("pick a run first")
+            raise TuneForgeError("pick a run first")  # the page shows it in its language (lines.pick_a_run)
         options = {"dataset": dataset or None, "max_rows": int(max_rows), "max_new_tokens": int(max_new)}
         options.update(temperature=float(temperature), progress=report)
 
@@ -182,23 +206,28 @@ class EvaluateTab(Tab):
                 result = self.evaluator.evaluate_generation(BASE, **options)
                 return result, pd.DataFrame([{"metric": k, "base": v} for k, v in result["metrics"].items()])
             result = self.evaluator.compare_with_base(run_id, **options)
-            return result, pd.DataFrame(result["comparison"])
+            return result, headed(pd.DataFrame(result["comparison"]))
 
         data = self.ctx.gate.evaluation_data(run_id, dataset)
         result, table = self.ctx.act("evaluate", scored, run_id=run_id, options=data)
         out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-eval-"))
         files = write_table(result["rows"], out_dir, f"eval-{run_id}") if result["rows"] else None
-        return table.round(3), pd.DataFrame(result["rows"]), [str(f) for f in files or []]
+        rows = headed(pd.DataFrame(result["rows"])) if result["rows"] else empty_table("empty.predictions")
+        return table.round(3), fitted(rows), [str(f) for f in files or []]
 
     @on_refusal("Cannot check")
     def on_forgetting(self, run_id):
         if not run_id or run_id == BASE:
             raise TuneForgeError("pick a fine-tuned run to compare with its base model")
         result = self.ctx.act("evaluate", lambda person: self.evaluator.forgetting(run_id), run_id=run_id)
-        verdict = "a sign of forgetting" if result["change_pct"] > 10 else "no sign of forgetting"
-        return (
-            f"Perplexity on general text: base **{result['base']:.2f}** → tuned **{result['tuned']:.2f}** "
-            f"({result['change_pct']:+.1f}%): {verdict}."
+        verdict = say("msg.forgetting_yes") if result["change_pct"] > 10 else say("msg.forgetting_no")
+        change = f"{result['change_pct']:+.1f}%"
+        return say(
+            "msg.forgetting",
+            base=f"{result['base']:.2f}",
+            tuned=f"{result['tuned']:.2f}",
+            change=change,
+            verdict=verdict,
         )
 
     @on_refusal_raise()
@@ -218,7 +247,7 @@ class EvaluateTab(Tab):
         data = self.ctx.gate.evaluation_data(run_id)
         work = lambda person: self.evaluator.compare_classification(run_id)  # noqa: E731
         result = self.ctx.act("evaluate", work, run_id=run_id, options=data)
-        return pd.DataFrame(result["comparison"]).round(3)
+        return headed(pd.DataFrame(result["comparison"]).round(3))
 
     @on_refusal_raise()
     def on_classify(self, run_id, text):

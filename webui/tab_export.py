@@ -9,13 +9,14 @@ from backend.serving.export import KINDS, Exporter, zipped_folder
 from backend.serving.gguf_export import GGUF_TYPES
 from backend.serving.servers import Servers
 from webui.context import AppContext
+from webui.i18n import say, t
 from webui.lanes import DEVICE, STATUS
 from webui.refusals import LINE, on_refusal
 from webui.tab import Controls, Page, Tab
 
 
 class ExportTab(Tab):
-    title, id = "Export", "export"
+    id = "export"
 
     def __init__(self, ctx: AppContext, exporter: Exporter):
         super().__init__(ctx)
@@ -23,47 +24,41 @@ class ExportTab(Tab):
         self.servers = Servers(ctx.jobs)
 
     def build(self) -> Controls:
-        gr.Markdown(
-            "**merged** folds a LoRA adapter into its base model and saves a full model (safetensors, sharded, with "
-            "the tokenizer and chat template) that plain transformers loads. **adapter** is the small PEFT adapter "
-            "alone. **gguf** is the merged model as one file for llama.cpp, Ollama and LM Studio, with an Ollama "
-            "`Modelfile`; it is read back and compared with the merged model before it is kept."
+        gr.Markdown(t("ui.export.intro"))
+        self.run = gr.Dropdown(
+            label=t("ui.run"), choices=self.ctx.jobs.finished_runs(), elem_id="export-run", info=t("ui.export.run_info")
         )
         with gr.Row():
-            self.run = gr.Dropdown(label="Run", choices=self.ctx.jobs.finished_runs(), elem_id="export-run", scale=3)
-            self.refresh = gr.Button("↻ runs", size="sm", scale=0)
-        with gr.Row():
-            self.kind = gr.Radio(KINDS, value="merged", label="What to export", elem_id="export-kind")
+            self.kind = gr.Radio(KINDS, value="merged", label=t("ui.export.kind"), elem_id="export-kind")
             self.gguf_type = gr.Dropdown(
                 list(GGUF_TYPES),
                 value="q8_0",
-                label="GGUF type",
-                info="f16 and bf16 keep every weight; q8_0 is half their size, within 5% of the merged model",
+                label=t("ui.export.gguf_type"),
+                info=t("ui.export.gguf_type_info"),
                 visible=False,
                 elem_id="export-gguf-type",
             )
             self.shard = gr.Textbox(
                 "2GB",
-                label="max_shard_size",
-                info="Largest safetensors file, e.g. 500MB or 5GB",
+                label=t("ui.export.shard"),
+                info=t("ui.export.shard_info"),
                 elem_id="export-shard",
             )
-        self.export = gr.Button("Export as zip", variant="primary", elem_id="export-btn")
-        self.download = gr.File(label="Download", interactive=False, file_count="multiple", elem_id="export-file")
-        with gr.Accordion("Push to the Hugging Face Hub", open=False):
-            self.repo = gr.Textbox(label="Repository", placeholder="your-name/my-model", elem_id="push-repo")
-            self.token = gr.Textbox(label="Access token (write)", type="password", elem_id="push-token")
-            self.private = gr.Checkbox(True, label="Private repository", elem_id="push-private")
-            self.push = gr.Button("Push", elem_id="push-btn")
-        with gr.Accordion("Serve over an OpenAI-compatible API", open=False):
-            gr.Markdown(
-                "Starts `python -m backend.serve` for the selected run on this machine (127.0.0.1): "
-                "`/v1/models` and `/v1/chat/completions`, streamed or not, for any OpenAI client."
-            )
-            self.api_key = gr.Textbox(label="API key (optional)", type="password", elem_id="serve-key")
+        self.export = gr.Button(t("ui.export.export"), variant="primary", elem_id="export-btn")
+        self.download = gr.File(
+            label=t("ui.export.download"), interactive=False, file_count="multiple", elem_id="export-file"
+        )
+        with gr.Accordion(t("ui.export.push_title"), open=False):
+            self.repo = gr.Textbox(label=t("ui.export.repo"), placeholder="your-name/my-model", elem_id="push-repo")
+            self.token = gr.Textbox(label=t("ui.export.token"), type="password", elem_id="push-token")
+            self.private = gr.Checkbox(True, label=t("ui.export.private"), elem_id="push-private")
+            self.push = gr.Button(t("ui.export.push"), elem_id="push-btn")
+        with gr.Accordion(t("ui.export.serve_title"), open=False):
+            gr.Markdown(t("ui.export.serve_intro"))
+            self.api_key = gr.Textbox(label=t("ui.export.api_key"), type="password", elem_id="serve-key")
             with gr.Row():
-                self.serve = gr.Button("Serve", elem_id="serve-btn")
-                self.unserve = gr.Button("Stop serving", elem_id="serve-stop")
+                self.serve = gr.Button(t("ui.export.serve"), elem_id="serve-btn")
+                self.unserve = gr.Button(t("ui.export.unserve"), elem_id="serve-stop")
             self.serve_message = gr.Markdown(elem_id="serve-message")
         self.message = gr.Markdown(elem_id="export-message")
         return {}
@@ -75,33 +70,34 @@ class ExportTab(Tab):
         self.kind.change(lambda kind: gr.update(visible=kind == "gguf"), self.kind, self.gguf_type, **STATUS)
         self.serve.click(self.on_serve, [self.run, self.api_key], self.serve_message, **DEVICE)
         self.unserve.click(self.on_unserve, self.run, self.serve_message)
-        self.refresh.click(self.runs, None, self.run)
-        self.ctx.blocks.load(self.runs, None, self.run)
+        self.ctx.blocks.load(self.runs, self.run, self.run)
+        self.item.select(self.runs, self.run, self.run, **STATUS)
+        page.finished.change(self.runs, self.run, self.run, **STATUS)
 
     @on_refusal("Cannot export", None, LINE)
     def on_export(self, run_id, kind, shard, gguf_type, progress=gr.Progress()):
         if not run_id:
-            return None, "Select a completed run first."
-        say = lambda line: progress(None, desc=line)  # noqa: E731
-        work = lambda person: self.exporter.zip(run_id, kind, shard, gguf_type, say)  # noqa: E731
+            return None, say("msg.select_completed_run")
+        stage = lambda line: progress(None, desc=line)  # noqa: E731
+        work = lambda person: self.exporter.zip(run_id, kind, shard, gguf_type, stage)  # noqa: E731
         archive = self.ctx.act("export", work, run_id=run_id)
         folder = zipped_folder(archive, run_id)
         note = self.exporter.note(run_id, kind)
         files = [*map(str, folder.glob("*.gguf")), str(archive)]  # the .gguf alone too: LM Studio opens it as it is
-        return files, f"Exported to `{folder}`; ready to download." + (f" {note}" if note else "")
+        return files, say("msg.exported", folder=folder) + (f" {note}" if note else "")
 
     @on_refusal("Push failed")
     def on_push(self, run_id, kind, shard, gguf_type, repo, token, private):
         if not run_id:
-            return "Select a completed run first."
+            return say("msg.select_completed_run")
         settings = (run_id, repo, token, private, kind, gguf_type)
         url = self.ctx.act("export_push", lambda person: self.exporter.push(*settings), run_id=run_id)
-        return f"Pushed to {url}"
+        return say("msg.pushed", url=url)
 
     @on_refusal("Cannot serve")
     def on_serve(self, run_id, api_key):
         if not run_id:
-            return "Select a completed run first."
+            return say("msg.select_completed_run")
 
         def serve(person):
             if self.ctx.gate.shared and not api_key.strip():  # logins guard the studio, a key guards its servers
@@ -123,5 +119,7 @@ class ExportTab(Tab):
         stopped = self.ctx.act("serve", lambda person: self.servers.stop(run_id), run_id=run_id)
         return f"Stopped serving `{run_id}`." if stopped else f"Run `{run_id}` was not being served."
 
-    def runs(self):
-        return gr.update(choices=self.ctx.jobs.finished_runs())
+    def runs(self, run_id=None):
+        """The completed runs; with nothing picked yet, the newest."""
+        finished = self.ctx.jobs.finished_runs()
+        return gr.update(choices=finished, value=run_id or (finished[0] if finished else None))

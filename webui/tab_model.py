@@ -11,21 +11,17 @@ import gradio as gr
 from backend.config import fields
 from webui.fit_view import FIT_TRIGGERS, fit_markdown, report_for
 from webui.forms import controls
+from webui.i18n import t
 from webui.refusals import on_refusal
 from webui.tab import Controls, Page, Tab
 from webui.template_line import template_line
 
 
 class ModelTab(Tab):
-    title, id = "Model", "model"
+    id = "model"
 
     def build(self) -> Controls:
-        gr.Markdown(
-            "`default` is the embedded **SmolLM2-135M-Instruct** (135M parameters). It ships with TuneForge and "
-            "works offline. Put a local Hugging Face model folder, the path of a `.gguf` file (quantized ones too: "
-            "converted once into the model cache), or a hub id (when online) here to use another model. A model "
-            "that cannot be used is refused at Start with one line saying why."
-        )
+        gr.Markdown(t("ui.model.intro"))
         options = controls("model")
         template_line(self.ctx, options)  # which chat template the model trains with
         self.fit = gr.Markdown(elem_id="model-fit")

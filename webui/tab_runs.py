@@ -15,8 +15,10 @@ from backend.serving.adapters import import_adapter
 from backend.serving.chat import BASE
 from webui.charts import compare_figure
 from webui.context import AppContext, caller
+from webui.empty import empty_table
 from webui.formats import format_duration
 from webui.forms import form_updates, kept_notes
+from webui.i18n import headed, say, t
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import KEEP, LINE, on_refusal, stream_with_refusal
 from webui.tab import Controls, Page, Tab
@@ -41,7 +43,7 @@ HISTORY_COLUMNS = [
 AUDIT_COLUMNS = ["time", "user", "action", "run_id", "result"]
 AUDIT_LINES = 200
 REFRESH_S = 2.0
-ANSWERS = (("base", "base"), ("a", "run A (first selected)"), ("b", "run B (second selected)"))
+ANSWERS = ("base", "a", "b")
 
 
 def history_frame(ctx: AppContext) -> pd.DataFrame:
@@ -59,7 +61,7 @@ def history_frame(ctx: AppContext) -> pd.DataFrame:
                 "eval_loss": round(run["eval_loss"], 4) if run["eval_loss"] is not None else None,
             }
         )
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    return headed(pd.DataFrame(rows, columns=HISTORY_COLUMNS)) if rows else empty_table("empty.runs")
 
 
 def first(chosen) -> str:
@@ -70,78 +72,85 @@ def first(chosen) -> str:
 
 
 class RunsTab(Tab):
-    title, id = "Runs", "runs"
+    id = "runs"
 
     def __init__(self, ctx: AppContext, train: TrainTab):
         super().__init__(ctx)
         self.train = train  # Open shows the run in its live view
 
     def build(self) -> Controls:
-        gr.Markdown(
-            "Every run in the workspace, newest first; queued runs show their place in line. Select runs to compare "
-            "their loss curves, the options that differ and their final metrics."
+        gr.Markdown(t("ui.runs.intro"))
+        self.history = gr.Dataframe(
+            history_frame(self.ctx), interactive=False, elem_id="runs-history", wrap=True, elem_classes="tf-table"
         )
-        self.history = gr.Dataframe(history_frame(self.ctx), interactive=False, elem_id="runs-history", wrap=True)
         self._selection()
         self.message = gr.Markdown(elem_id="runs-message")
-        self.chart = gr.Plot(None, label="Loss by run", elem_id="compare-chart")
+        empty = self.ctx.empty
+        self.chart = empty.chart("empty.compare_chart", label=t("chart.loss_by_run"), elem_id="compare-chart")
         with gr.Row():
-            self.diff = gr.Dataframe(label="Options that differ", interactive=False, elem_id="compare-diff")
-            self.metrics = gr.Dataframe(label="Final metrics", interactive=False, elem_id="compare-metrics")
+            self.diff = empty.table("empty.diff", label=t("ui.runs.diff"), elem_id="compare-diff")
+            self.metrics = empty.table("empty.metrics", label=t("ui.runs.metrics"), elem_id="compare-metrics")
         self._three_way()
         self.known = gr.State([])  # the run ids the selection offers, so a refresh changes it only when they change
         self._importer()
         with gr.Accordion(
-            f"Audit log (admins only): the last {AUDIT_LINES} actions and refusals, newest first",
+            t("ui.runs.audit"),
             open=False,
             visible=False,
             elem_id="audit-accordion",
         ) as self.audit_box:
-            self.audit = gr.Dataframe(interactive=False, wrap=True, elem_id="audit-log")
+            self.audit = gr.Dataframe(
+                pd.DataFrame(columns=AUDIT_COLUMNS), interactive=False, wrap=True, elem_id="audit-log"
+            )
         self.timer = gr.Timer(REFRESH_S)
         return {}
 
     def _selection(self) -> None:
         with gr.Row():
             self.selected = gr.Dropdown(
-                label="Selected runs",
+                label=t("ui.runs.selected"),
                 choices=[r["run_id"] for r in self.ctx.jobs.list_runs()],
                 multiselect=True,
                 elem_id="runs-selected",
                 scale=4,
-                info="The first selected run is the one Open, Clone, Resume and Cancel act on; compare takes them all.",
+                info=t("ui.runs.selected_info"),
             )
-            self.compare = gr.Button("Compare", variant="primary", elem_id="runs-compare", scale=1)
+            self.compare = gr.Button(t("ui.runs.compare"), variant="primary", elem_id="runs-compare", scale=1)
         with gr.Row():
-            self.open = gr.Button("Open in Train tab", size="sm", elem_id="runs-open")
-            self.clone = gr.Button("Clone into the form", size="sm", elem_id="runs-clone")
-            self.resume = gr.Button("Resume", size="sm", elem_id="runs-resume")
-            self.cancel = gr.Button("Cancel / abort", size="sm", variant="stop", elem_id="runs-cancel")
+            self.open = gr.Button(t("ui.runs.open"), size="sm", elem_id="runs-open")
+            self.clone = gr.Button(t("ui.runs.clone"), size="sm", elem_id="runs-clone")
+            self.resume = gr.Button(t("ui.runs.resume"), size="sm", elem_id="runs-resume")
+            self.cancel = gr.Button(t("ui.runs.cancel"), size="sm", variant="stop", elem_id="runs-cancel")
 
     def _three_way(self) -> None:
-        with gr.Accordion("Ask the base model and two runs the same question", open=False):
-            self.prompt = gr.Textbox(label="Prompt", placeholder="What is your name?", elem_id="three-way-prompt")
-            self.ask = gr.Button("Ask base, A and B", elem_id="three-way-ask")
+        with gr.Accordion(t("ui.runs.three_way"), open=False):
+            self.prompt = gr.Textbox(
+                label=t("ui.runs.prompt"), placeholder="What is your name?", elem_id="three-way-prompt"
+            )
+            self.ask = gr.Button(t("ui.runs.ask"), elem_id="three-way-ask")
             with gr.Row():
                 self.answers = [
-                    gr.Textbox(label=label, lines=6, interactive=False, elem_id=f"three-way-{key}")
-                    for key, label in ANSWERS
+                    gr.Textbox(label=t(f"ui.runs.answer_{key}"), lines=6, interactive=False, elem_id=f"three-way-{key}")
+                    for key in ANSWERS
                 ]
 
     def _importer(self) -> None:
-        with gr.Accordion("Import an adapter trained elsewhere (e.g. LLaMA-Factory's saves/…/lora/sft)", open=False):
+        with gr.Accordion(t("ui.runs.importer"), open=False):
             with gr.Row():
                 self.adapter_dir = gr.Textbox(
-                    label="Adapter folder", placeholder="/path/to/saves/model/lora/sft", scale=3
+                    label=t("ui.runs.adapter_dir"), placeholder="/path/to/saves/model/lora/sft", scale=3
                 )
-                self.adapter_name = gr.Textbox(label="Run name", placeholder="empty: imported-<folder name>", scale=2)
-                self.import_btn = gr.Button("Import", scale=1, elem_id="runs-import")
+                self.adapter_name = gr.Textbox(
+                    label=t("ui.runs.adapter_name"), placeholder=t("ui.runs.adapter_name_placeholder"), scale=2
+                )
+                self.import_btn = gr.Button(t("ui.runs.import"), scale=1, elem_id="runs-import")
 
     def connect(self, page: Page) -> None:
         form = [page.form[f.name] for f in fields()]
         listing = [self.history, self.selected, self.known]
         self.timer.tick(self.refresh, self.known, listing, show_progress="hidden", **STATUS)
         self.ctx.blocks.load(self.refresh, self.known, listing, **STATUS)
+        self.item.select(self.refresh, self.known, listing, **STATUS)
         self.ctx.blocks.load(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.compare.click(self.on_compare, self.selected, [self.chart, self.diff, self.metrics, self.message])
@@ -170,11 +179,12 @@ class RunsTab(Tab):
     def on_compare(self, chosen):
         chosen = list(chosen or [])
         if len(chosen) < 2:
-            return gr.update(), None, None, "Select two or more runs to compare."
+            return gr.update(), gr.update(), gr.update(), say("msg.select_two_runs")
         figure = compare_figure({run_id: self.ctx.jobs.events(run_id) for run_id in chosen})
         options_rows, metric_rows = differing_options(self.ctx.jobs, chosen), final_metrics(self.ctx.jobs, chosen)
-        note = "" if options_rows else "The selected runs used identical options."
-        return figure, pd.DataFrame(options_rows), pd.DataFrame(metric_rows), note
+        note = "" if options_rows else say("msg.identical_options")
+        diff = headed(pd.DataFrame(options_rows)) if options_rows else empty_table("empty.identical")
+        return figure, diff, headed(pd.DataFrame(metric_rows)), note
 
     @on_refusal("Cannot open", KEEP, KEEP, LINE)
     def on_open(self, chosen):
@@ -186,24 +196,24 @@ class RunsTab(Tab):
     def on_clone(self, chosen):
         run_id = first(chosen)
         values, kept = form_updates(self.ctx.jobs.config(run_id))
-        note = f"The form now holds run `{run_id}`'s options; change what you want to test and press Start."
+        note = say("msg.cloned", run=run_id)
         return *values, gr.Tabs(selected=self.train.id), " ".join([note, *kept_notes(kept)])
 
     @on_refusal("Cannot resume")
     def on_resume(self, chosen):
         run_id = self.ctx.gate.resume(caller(), first(chosen))
-        return f"Run `{run_id}` resumes from its last checkpoint (queued if another run is training)."
+        return say("msg.resumes", run=run_id)
 
     @on_refusal("Cannot cancel")
     def on_cancel(self, chosen):
         run_id = first(chosen)
         self.ctx.gate.abort(caller(), run_id)
-        return f"Run `{run_id}` cancelled."
+        return say("msg.cancelled", run=run_id)
 
     def on_ask(self, question, chosen):
         chosen = list(chosen or [])
         if len(chosen) < 2:
-            yield "", "", "Select two runs (A and B) first."
+            yield "", "", say("msg.select_a_and_b")
             return
         replies = ["", "", ""]
         # One model is in memory at a time, so the three answer in turn.
@@ -216,4 +226,4 @@ class RunsTab(Tab):
     @on_refusal("Cannot import")
     def on_import(self, folder, name):
         run_id = self.ctx.act("adapter_import", lambda person: import_adapter(self.ctx.jobs, folder, name, person.name))
-        return f"Imported as run `{run_id}`: chat with it, evaluate, compare or export it like any run."
+        return say("msg.imported", run=run_id)

@@ -68,7 +68,7 @@ def summary_html(report: dict | None) -> str:
 
 
 class SweepsTab(Tab):
-    title, id = "Sweeps", "sweeps"
+    id = "sweeps"
 
     def __init__(self, ctx: AppContext, **opens: Tab):
         """opens: the tabs the best run opens in (chat, evaluate, export); each has its run picker built later."""

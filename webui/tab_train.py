@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -14,14 +15,18 @@ from backend.config import fields
 from backend.llamafactory import load_config_file
 from webui.charts import loss_figure, loss_points, reward_figure
 from webui.context import AppContext, caller
+from webui.empty import empty_figure, empty_table
 from webui.fit_view import FIT_TRIGGERS, warning_for
 from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
+from webui.i18n import headed, say, t
 from webui.lanes import JOBS, STATUS
 from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
 from webui.tab import Controls, Page, Tab
 
 REFRESH_S = 1.0
+SMOOTHING = 0.6  # TensorBoard's default weight for its smoothed line
+NO_LOSS = partial(empty_figure, "empty.loss")
 LOG_LINES = 14
 RUN_COLUMNS = ["run_id", "status", "queue_position", "step", "max_steps", "loss", "eval_loss", "tokens_per_s"]
 
@@ -33,7 +38,7 @@ def no_rewards() -> dict:
 
 def progress_html(status: dict | None) -> str:
     if not status:
-        return "<div id='run-progress' class='tf-progress-text'>No run selected.</div>"
+        return f"<div id='run-progress' class='tf-progress-text'>{html.escape(say('msg.no_run_selected'))}</div>"
     done = status["step"] / status["max_steps"] if status["max_steps"] else 0.0
     if status["status"] == "completed":
         done = 1.0
@@ -56,7 +61,10 @@ def progress_html(status: dict | None) -> str:
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
-    return pd.DataFrame(ctx.jobs.list_runs(), columns=RUN_COLUMNS).round({"loss": 4, "eval_loss": 4})
+    runs = ctx.jobs.list_runs()
+    if not runs:
+        return empty_table("empty.runs")
+    return headed(pd.DataFrame(runs, columns=RUN_COLUMNS).round({"loss": 4, "eval_loss": 4}))
 
 
 def run_ids(ctx: AppContext) -> list[str]:
@@ -64,7 +72,7 @@ def run_ids(ctx: AppContext) -> list[str]:
 
 
 class TrainTab(Tab):
-    title, id = "Train", "train"
+    id = "train"
 
     def build(self) -> Controls:
         with gr.Row():
@@ -72,13 +80,19 @@ class TrainTab(Tab):
                 options = self._form()
                 self._preview()
                 with gr.Row():
-                    self.start = gr.Button("Start", variant="primary", elem_id="start-btn")
-                    self.abort = gr.Button("Abort", variant="stop", elem_id="abort-btn")
+                    self.start = gr.Button(t("ui.train.start"), variant="primary", elem_id="start-btn")
+                    self.abort = gr.Button(t("ui.train.abort"), variant="stop", elem_id="abort-btn")
                 self.message = gr.Markdown(elem_id="train-message")
                 self.fit_warning = gr.Markdown(elem_id="fit-warning")  # before Start: a run that may not fit
             with gr.Column(scale=3):
                 self._live_view()
-        self.runs = gr.Dataframe(runs_frame(self.ctx), label="Runs", interactive=False, elem_id="runs-table")
+        self.runs = gr.Dataframe(
+            runs_frame(self.ctx),
+            label=t("ui.train.runs"),
+            interactive=False,
+            elem_id="runs-table",
+            elem_classes="tf-table",
+        )
         self.timer = gr.Timer(REFRESH_S)
         return options
 
@@ -86,36 +100,45 @@ class TrainTab(Tab):
         options = {}
         with gr.Group():
             options.update(controls("basic"))
-        with gr.Accordion("LoRA", open=False):
+        with gr.Accordion(t("ui.train.lora"), open=False):
             options.update(controls("lora"))
-        with gr.Accordion("Preference (dpo, orpo, kto)", open=False, elem_id="preference-options"):
+        with gr.Accordion(t("ui.train.preference"), open=False, elem_id="preference-options"):
             options.update(controls("preference"))
-        with gr.Accordion("Devices and precision", open=False):
+        with gr.Accordion(t("ui.train.devices"), open=False):
             gr.Markdown(describe(hardware_summary()), elem_id="hardware-summary")
             options.update(controls("devices"))
-        with gr.Accordion("Advanced", open=False):
+        with gr.Accordion(t("ui.train.advanced"), open=False):
             options.update(controls("advanced"))
         return options
 
     def _preview(self) -> None:
-        with gr.Accordion("Preview command", open=False):
+        with gr.Accordion(t("ui.train.preview"), open=False):
             self.preview_yaml = gr.Code(language="yaml", label="run.yaml", elem_id="preview-yaml")
-            self.preview_cmd = gr.Textbox(label="Run it from a terminal", elem_id="preview-cmd", interactive=False)
+            self.preview_cmd = gr.Textbox(label=t("ui.train.terminal"), elem_id="preview-cmd", interactive=False)
             with gr.Row():
-                self.preview_btn = gr.Button("Preview", size="sm")
-                self.save_config = gr.DownloadButton("Save config", size="sm", elem_id="save-config")
+                self.preview_btn = gr.Button(t("ui.train.preview_btn"), size="sm")
+                self.save_config = gr.DownloadButton(t("ui.train.save_config"), size="sm", elem_id="save-config")
                 self.load_config = gr.UploadButton(
-                    "Load config", file_types=[".yaml", ".yml"], size="sm", elem_id="load-config"
+                    t("ui.train.load_config"), file_types=[".yaml", ".yml"], size="sm", elem_id="load-config"
                 )
 
     def _live_view(self) -> None:
-        self.run = gr.Dropdown(label="Run", choices=run_ids(self.ctx), elem_id="run-select")
+        self.run = gr.Dropdown(label=t("ui.run"), choices=run_ids(self.ctx), elem_id="run-select")
         self.progress = gr.HTML(progress_html(None))
-        self.chart = gr.Plot(None, label="Loss", elem_id="loss-chart")
+        self.chart = gr.Plot(empty_figure("empty.loss"), label=t("ui.train.loss"), elem_id="loss-chart")
+        self.smoothing = gr.Slider(
+            0.0,
+            0.99,
+            value=SMOOTHING,
+            step=0.01,
+            label=t("ui.train.smoothing"),
+            info=t("ui.train.smoothing_info"),
+            elem_id="loss-smoothing",
+        )
         self.chart_caption = gr.Markdown(elem_id="chart-caption")
-        self.rewards = gr.Plot(None, label="Preference rewards", elem_id="reward-chart", visible=False)
+        self.rewards = gr.Plot(None, label=t("ui.train.rewards"), elem_id="reward-chart", visible=False)
         self.log = gr.Textbox(
-            label=f"Log (last {LOG_LINES} lines; the full log is train.log in the run folder)",
+            label=t("ui.train.log"),
             lines=LOG_LINES,
             max_lines=LOG_LINES,
             autoscroll=True,
@@ -137,8 +160,9 @@ class TrainTab(Tab):
         gr.on(fit_triggers, self.on_fit_warning, inputs, self.fit_warning, show_progress="hidden")
         self.ctx.blocks.load(self.on_fit_warning, inputs, self.fit_warning)
         live = [self.progress, self.chart, self.chart_caption, self.rewards, self.log, self.runs]
-        self.run.change(self.refresh, self.run, live, **STATUS)
-        self.timer.tick(self.refresh, self.run, live, show_progress="hidden", **STATUS)
+        self.run.change(self.refresh, [self.run, self.smoothing], live, **STATUS)
+        self.smoothing.release(self.refresh, [self.run, self.smoothing], live, **STATUS)
+        self.timer.tick(self.refresh, [self.run, self.smoothing], live, show_progress="hidden", **STATUS)
 
     @on_refusal("Cannot start", "", "", LINE)
     def on_preview(self, *values):
@@ -155,13 +179,13 @@ class TrainTab(Tab):
     @on_refusal(lambda self, file: f"Cannot load {Path(file).name}", *[KEEP] * len(fields()), LINE)
     def on_load_config(self, file):
         values, kept = form_updates(load_config_file(file))
-        return *values, " ".join([f"Loaded `{Path(file).name}` into the form.", *kept_notes(kept)])
+        return *values, " ".join([say("msg.loaded_config", file=Path(file).name), *kept_notes(kept)])
 
     @on_refusal("Cannot start", KEEP, LINE)
     def on_start(self, *values):
         run_id = self.ctx.gate.start(caller(), options_from(values))
         picked = gr.update(choices=run_ids(self.ctx), value=run_id)
-        return picked, f"Started run `{run_id}`. It keeps running if you close this page."
+        return picked, say("msg.started_run", run=run_id)
 
     def on_fit_warning(self, *values):
         return warning_for(self.ctx, values)
@@ -169,25 +193,25 @@ class TrainTab(Tab):
     @on_refusal("Cannot abort")
     def on_abort(self, run_id):
         if not run_id:
-            return "Select a run to abort."
+            return say("msg.select_run_to_abort")
         self.ctx.gate.abort(caller(), run_id)
-        return f"Run `{run_id}` aborted."
+        return say("msg.run_aborted", run=run_id)
 
-    def refresh(self, run_id):
-        return *self._run_view(run_id), runs_frame(self.ctx)
+    def refresh(self, run_id, smoothing=SMOOTHING):
+        return *self._run_view(run_id, smoothing), runs_frame(self.ctx)
 
-    @on_refusal(None, progress_html(None), None, "", no_rewards(), REASON)  # the log box says why
-    def _run_view(self, run_id):
+    @on_refusal(None, lambda: progress_html(None), NO_LOSS, "", no_rewards(), REASON)  # the log box says why
+    def _run_view(self, run_id, smoothing):
         """Progress, loss chart, its caption, the reward chart and the log tail of one run."""
         if not run_id:
-            return progress_html(None), None, "", no_rewards(), ""
+            return progress_html(None), NO_LOSS(), "", no_rewards(), ""
         status, events = self.ctx.jobs.status(run_id), self.ctx.jobs.events(run_id)
         train, evals = loss_points(events)
-        caption = f"{len(train)} train points · {len(evals)} eval points"
-        reward_chart = reward_figure(events)
+        caption = say("msg.chart_caption", train=len(train), evals=len(evals))
+        reward_chart = reward_figure(events, smoothing)
         rewards = gr.update(value=reward_chart, visible=True) if reward_chart else no_rewards()
         log = self.ctx.jobs.log_tail(run_id, LOG_LINES)
-        return progress_html(status), loss_figure(events), caption, rewards, log
+        return progress_html(status), loss_figure(events, smoothing=smoothing) or NO_LOSS(), caption, rewards, log
 
     def on_load(self):
         """A reopened page picks up the newest run, so a closed tab loses nothing."""
