@@ -133,7 +133,7 @@ class Confinement:
         parts = []
         for reward in parse_rewards(spec):
             if not reward.custom:
-                parts.append(f"{reward.name}:{reward.weight:g}")
+                parts.append(f"{reward.name}:{exact(reward.weight)}")
                 continue
             refuse_nul(reward.path, "rewards")
             named = Path(reward.path).expanduser()
@@ -147,8 +147,14 @@ class Confinement:
                 )
             if not resolved.is_file():
                 raise TuneForgeError(f"rewards: no file {resolved} (put your reward files in {folder})")
-            parts.append(f"{resolved}:{reward.name}:{reward.weight:g}")
+            parts.append(f"{resolved}:{reward.name}:{exact(reward.weight)}")
         return ", ".join(parts)
+
+
+def exact(weight: float) -> str:
+    """A weight written short where that loses nothing (2, 0.5), else in full: the job reads what was given."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(weight)
 
 
 def _exists(spec: str) -> bool:

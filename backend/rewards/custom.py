@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 import sys
 import traceback
 from collections.abc import Callable
@@ -58,7 +59,8 @@ def checked(result, spec: RewardSpec, expected: int) -> list[float | None]:
     for value in result:
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        # numbers.Real takes numpy's scalars too (a reward built with numpy returns np.float32); not its bool_.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
             raise TuneForgeError(f"{where} returned {value!r} among its rewards; each must be a finite number")
     return [None if v is None else float(v) for v in result]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from backend.rewards.builtin import BUILT_INS, RewardSettings
+from backend.rewards.builtin import BUILT_INS, RewardSettings, schema_validator
 from backend.rewards.custom import call_reward, load_reward
 from backend.rewards.spec import RewardSpec, parse_rewards
 
@@ -18,6 +18,8 @@ class RewardSet:
         self.specs: list[RewardSpec] = parse_rewards(config.rewards)
         self.settings = RewardSettings.from_config(config)
         self._custom: dict[str, Callable] = {s.name: load_reward(s) for s in self.specs if s.custom}
+        if "json" in self.names:
+            schema_validator(self.settings.reward_json_schema)  # a bad schema fails here, before any model loads
 
     @property
     def names(self) -> list[str]:

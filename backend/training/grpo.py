@@ -45,11 +45,12 @@ class Scoreboard:
     """The last batch's completions and each reward's scores, kept for the completions table."""
 
     def __init__(self, rewards: RewardSet):
-        self.rewards, self.batch_id, self.rows = rewards, None, []
+        self.rewards, self.batch, self.rows = rewards, None, []
 
     def record(self, name: str, completions: list, prompts: list[str], texts: list[str], scores: list) -> None:
-        if id(completions) != self.batch_id:
-            self.batch_id = id(completions)
+        # TRL hands every reward the same list for one batch; held here, so its id cannot pass to the next one.
+        if completions is not self.batch:
+            self.batch = completions
             self.rows = [{"prompt": p, "completion": t} for p, t in zip(prompts, texts, strict=True)]
         for row, score in zip(self.rows, scores, strict=True):
             row[name] = score
