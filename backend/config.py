@@ -94,6 +94,7 @@ class TrainConfig:
         "demo_identity",
         "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",
         group="dataset",
+        task_defaults={"grpo": "demo_arithmetic"},  # prompts with answers: what the default rewards score
     )
     dataset_dir: str = option(
         "",
@@ -168,15 +169,25 @@ class TrainConfig:
         "Peak learning rate (default 2e-4; 5e-4 for classification, where a small encoder learns a new head).",
         min=1e-8,
         max=1.0,
-        task_defaults={"classification": 5e-4},
+        task_defaults={"classification": 5e-4, "grpo": 1e-3},
     )
     num_train_epochs: float = option(
         3.0, "Passes over the training data (ignored when max_steps > 0).", min=0.01, max=1000.0
     )
     max_steps: int = option(
-        -1, "Stop after this many optimizer steps (-1: use num_train_epochs).", min=-1, max=10_000_000
+        -1,
+        "Stop after this many optimizer steps (-1: use num_train_epochs).",
+        min=-1,
+        max=10_000_000,
+        task_defaults={"grpo": 30},  # the demo learns its format in about 12; an epoch of sampling is hours on a CPU
     )
-    per_device_train_batch_size: int = option(4, "Examples per forward pass.", min=1, max=1024)
+    per_device_train_batch_size: int = option(
+        4,
+        "Examples per forward pass (grpo: completions, num_generations of them per prompt).",
+        min=1,
+        max=1024,
+        task_defaults={"grpo": 8},
+    )
     gradient_accumulation_steps: int = option(
         1, "Forward passes per optimizer step; effective batch = batch size x this.", min=1, max=1024
     )
@@ -189,6 +200,7 @@ class TrainConfig:
         "How the learning rate changes over training.",
         choices=("linear", "cosine", "constant", "constant_with_warmup"),
         group="advanced",
+        task_defaults={"grpo": "constant"},
     )
     warmup_ratio: float = option(
         0.0, "Share of steps spent warming the learning rate up from 0.", min=0.0, max=0.5, group="advanced"
@@ -316,7 +328,7 @@ class TrainConfig:
 
     # Reinforcement learning with rewards (grpo; backend.rewards, backend.training.grpo)
     rewards: str = option(
-        "exact_answer",
+        "exact_answer, regex:0.5",
         "Rewards for grpo, comma-separated, each with an optional weight after a colon: exact_answer (the final "
         "answer matches answer_column), regex (matches reward_regex), length (close to reward_target_length "
         "characters), json (valid JSON, against reward_json_schema if set), keywords (has reward_keywords, "
@@ -329,9 +341,11 @@ class TrainConfig:
         "answer", "The column holding the reference answer that exact_answer compares with.", group="rewards"
     )
     reward_regex: str = option(
-        "", "regex reward: 1 when the completion matches this Python regular expression (re.search), else 0.",
+        r"^-?\d+(\.\d+)?$",
+        "regex reward: 1 when the completion (stripped) matches this Python regular expression (re.search), "
+        "else 0. The default asks for a number and nothing else, as the arithmetic demo does.",
         group="rewards",
-    )  # fmt: skip
+    )
     reward_target_length: int = option(
         0,
         "length reward: the completion length in characters that earns 1; it falls linearly to 0 at twice "
@@ -363,7 +377,12 @@ class TrainConfig:
         group="rewards",
     )
     max_completion_length: int = option(
-        64, "grpo: the most tokens sampled per completion.", min=1, max=32768, group="rewards"
+        32,
+        "grpo: the most tokens sampled per completion (sampling is most of a step's time on a CPU; raise it "
+        "for answers that reason).",
+        min=1,
+        max=32768,
+        group="rewards",
     )
     temperature: float = option(
         1.0, "grpo: sampling temperature of the completions; higher is more varied.", min=0.01, max=10.0,

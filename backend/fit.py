@@ -133,7 +133,10 @@ def estimate(shape: ModelShape, config: TrainConfig, precision: Precision) -> Es
 
 
 def batch_tokens(config: TrainConfig) -> int:
-    """Tokens in one forward pass at most; a preference pair's chosen and rejected answers both run."""
+    """Tokens in one forward pass at most; a preference pair's chosen and rejected answers both run, and a
+    grpo completion follows its prompt."""
+    if config.task == "grpo":
+        return config.per_device_train_batch_size * (config.cutoff_len + config.max_completion_length)
     pairs = 2 if config.task in PREFERENCE_TASKS else 1
     return config.per_device_train_batch_size * config.cutoff_len * pairs
 
@@ -141,7 +144,9 @@ def batch_tokens(config: TrainConfig) -> int:
 def _weights_bytes(shape: ModelShape, config: TrainConfig, precision: Precision) -> float:
     if not precision.quantization_bit:
         # dpo and kto hold a frozen reference copy unless an adapter can be switched off instead.
-        copies = 2 if config.task in ("dpo", "kto") and config.method not in ADAPTER_METHODS else 1
+        # So does grpo with a KL term (grpo_beta > 0).
+        referenced = config.task in ("dpo", "kto") or config.task == "grpo" and config.grpo_beta > 0
+        copies = 2 if referenced and config.method not in ADAPTER_METHODS else 1
         return shape.parameters * stored_bytes(precision, config.method) * copies
     linear = shape.linear_weights
     if precision.quantization_bit == 4:

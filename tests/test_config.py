@@ -87,10 +87,22 @@ def test_a_task_switch_moves_only_the_options_still_at_the_previous_tasks_defaul
     from webui.tab_dataset import TASK_FOLLOWERS, follow_task_defaults
 
     names = [f.name for f in TASK_FOLLOWERS]
-    assert names == ["learning_rate", "pref_loss"]
-    lr, loss, previous = follow_task_defaults("sft", "classification", 2e-4, "sigmoid")
-    assert (lr, loss, previous) == (5e-4, "sigmoid", "classification")  # both at sft's defaults: both follow
-    lr, loss, previous = follow_task_defaults("sft", "kto", 5e-4, "sigmoid")
-    assert lr == {"__type__": "update"} and loss == "kto" and previous == "kto"  # 5e-4 was typed under sft
-    lr, _, _ = follow_task_defaults("classification", "sft", 5e-4, "sigmoid")
-    assert lr == 2e-4  # classification's default, left as it was: it goes back to sft's
+    assert names == ["dataset", "learning_rate", "max_steps", "per_device_train_batch_size", "lr_scheduler_type",
+                     "pref_loss"]  # fmt: skip
+    sft = {"dataset": "demo_identity", "learning_rate": 2e-4, "max_steps": -1, "per_device_train_batch_size": 4,
+           "lr_scheduler_type": "cosine", "pref_loss": "sigmoid"}  # fmt: skip
+
+    def switch(previous, task, **typed):
+        *values, now = follow_task_defaults(previous, task, *{**sft, **typed}.values())
+        return dict(zip(names, values, strict=True)), now
+
+    moved, previous = switch("sft", "classification")
+    assert (moved["learning_rate"], moved["pref_loss"], previous) == (5e-4, "sigmoid", "classification")
+    moved, previous = switch("sft", "kto", learning_rate=5e-4)
+    assert moved["learning_rate"] == {"__type__": "update"} and moved["pref_loss"] == "kto" and previous == "kto"
+    moved, _ = switch("classification", "sft", learning_rate=5e-4)
+    assert moved["learning_rate"] == 2e-4  # classification's default, left as it was: it goes back to sft's
+    # grpo's demo: its prompt set, a few dozen steps of 8 completions at a constant 1e-3; a typed dataset stays.
+    moved, _ = switch("sft", "grpo", dataset="mine.jsonl")
+    assert moved["dataset"] == {"__type__": "update"}
+    assert [moved[k] for k in names[1:5]] == [1e-3, 30, 8, "constant"]

@@ -93,7 +93,7 @@ def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_
     remote = {**tiny, "dataset": str(secret_dataset), "trust_remote_code": True}
     refused(ada, remote, api_name="/train_start", match="launching with --allow-remote-code")
     for member in (alice, bob):
-        refused(member, remote, api_name="/train_start", match="only an admin may run code that is not the studio's own")
+        refused(member, remote, api_name="/train_start", match="only an admin may run code")
     refused(vic, remote, api_name="/train_start", match="vic is a viewer")
 
     # ---- ownership: read by all, changed by the owner or an admin ---------------------------------------

@@ -16,6 +16,7 @@ from backend.data import DataOptions, open_dataset, split_indices
 from backend.data.cleaning import count_duplicates, exact_key, normalized_key, preview_text
 from backend.data.messages import Example
 from backend.data.placeholders import unfilled_note
+from backend.data.prompts import reference_columns
 
 SAMPLE_SIZE = 2000
 PREVIEW_ROWS = 5
@@ -48,6 +49,9 @@ class DatasetReport:
         lines.append(f"Columns: {', '.join(self.columns)}")
         if "preference" in self.format:
             lines.append("Each row: a prompt, its chosen answer (shown below as trained) and a rejected answer")
+        if "prompts" in self.format:
+            columns = ", ".join(reference_columns(self.sample)) or "none"
+            lines.append(f"Rewards see: each prompt, and the reference columns {columns}")
         unfilled = unfilled_note(self.name, self.placeholders, self.placeholder_values)
         if unfilled:
             lines.append(unfilled)

@@ -20,6 +20,8 @@ METRIC_KEYS = (
     "f1_macro",
     "eval_rewards/margins",
     "eval_rewards/accuracies",
+    "reward",  # grpo: the last logged mean total reward, and on held-out prompts
+    "eval_reward",
     "global_step",
     "tokens_per_s",
     "train_runtime_s",

@@ -53,6 +53,7 @@ METRICS = {
     "pt": LOSS,
     "classification": LOSS + CLASSIFICATION_METRICS,
     **{task: LOSS + PREFERENCE_METRICS for task in PREFERENCE_TASKS},
+    "grpo": LOSS + ("reward",),  # the mean total reward on held-out prompts (TRL's eval_reward)
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 KEYS = (
