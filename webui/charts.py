@@ -83,9 +83,46 @@ REWARD_SERIES = (  # TRL's name, legend key, colour
 )
 
 
+REWARD_COLORS = ("#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#dc2626")
+
+
+def grpo_figure(events: list[dict], smoothing: float = 0.6) -> go.Figure | None:
+    """grpo runs: the mean total reward and each component, with completion length and KL on axes of their own."""
+    figure = go.Figure()
+    total = metric_points(events, "reward")
+    if not total:
+        return None
+    add_series(figure, total, say("chart.total_reward"), TRAIN_COLOR, smoothing)
+    components = dict.fromkeys(k for e in events if e["type"] == "log" for k in e if k.startswith("reward/"))
+    for i, key in enumerate(components):
+        add_series(figure, metric_points(events, key), key, REWARD_COLORS[i % len(REWARD_COLORS)], smoothing)
+    lengths = metric_points(events, "completion_length")
+    if lengths:
+        add_series(figure, lengths, say("chart.completion_length"), "#6b7280", smoothing, yaxis="y2")
+    kl = metric_points(events, "kl")
+    if kl:
+        add_series(figure, kl, "kl", EVAL_COLOR, smoothing, yaxis="y3")
+    figure.update_layout(
+        title=say("chart.grpo_rewards"),
+        height=320,
+        margin={"l": 50, "r": 90, "t": 40, "b": 40},
+        xaxis_title=say("chart.step"),
+        yaxis_title=say("chart.reward"),
+        yaxis2={"title": say("chart.completion_length"), "overlaying": "y", "side": "right"},
+        yaxis3={"title": "kl", "overlaying": "y", "side": "right", "anchor": "free", "autoshift": True},
+        hovermode="x unified",
+        legend={"orientation": "h", "y": 1.15, "x": 1, "xanchor": "right"},
+        uirevision="keep",
+    )
+    return figure
+
+
 def reward_figure(events: list[dict], smoothing: float = 0.6) -> go.Figure | None:
     """Preference runs: the rewards of chosen and rejected answers and their margin, with the share of pairs
-    ranked right (rewards/accuracies) on a 0-1 axis of its own; each smoothed over its faint raw line."""
+    ranked right (rewards/accuracies) on a 0-1 axis of its own; each smoothed over its faint raw line.
+    grpo runs: their rewards (grpo_figure)."""
+    if metric_points(events, "reward"):
+        return grpo_figure(events, smoothing)
     figure = go.Figure()
     for key, name, color in REWARD_SERIES:
         points = metric_points(events, key)

@@ -150,6 +150,7 @@ class DatasetTab(Tab):
         columns = [form[name] for name in COLUMN_OPTIONS]
         checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, self.identity, *columns]
         self.named.input(self.on_named, self.named, form["dataset"])
+        form["dataset"].change(self.on_dataset_named, form["dataset"], self.named, show_progress="hidden")
         form["dataset_dir"].change(self.on_dataset_dir, form["dataset_dir"], self.named)
         self.upload.upload(self.on_upload, self.upload, [form["dataset"], self.upload, self.named])
         triggers = [form[name].change for name in DATA_TRIGGERS] + [self.check.click]
@@ -161,6 +162,11 @@ class DatasetTab(Tab):
         form["task"].change(follow_task_defaults, task_and_followers, [*followers, previous_task])
         self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
+
+    def on_dataset_named(self, dataset):
+        """A dataset that is one of the list's names (a task's demo, say) shows as picked there too."""
+        names = [value for _, value in labelled_choices(self.ctx.jobs.workspace)]
+        return gr.update(value=dataset) if dataset in names else gr.update()
 
     def on_named(self, name):
         """A name picked from the list becomes `dataset`; emptying the list leaves `dataset` as it is."""

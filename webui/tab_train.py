@@ -32,8 +32,18 @@ RUN_COLUMNS = ["run_id", "status", "queue_position", "step", "max_steps", "loss"
 
 
 def no_rewards() -> dict:
-    """The reward chart hidden: it shows only for preference runs."""
+    """The reward chart hidden: it shows only for preference and grpo runs."""
     return gr.update(value=None, visible=False)
+
+
+def completions_view(events: list[dict]) -> dict:
+    """A grpo run's latest sampled completions with their rewards; hidden for other runs."""
+    latest = next((e for e in reversed(events) if e["type"] == "completions"), None)
+    if latest is None:
+        return gr.update(value=None, visible=False)
+    frame = pd.DataFrame(latest["rows"]).round(4)
+    frame.insert(0, "step", latest["step"])
+    return gr.update(value=headed(frame), visible=True)
 
 
 def progress_html(status: dict | None) -> str:
@@ -104,6 +114,8 @@ class TrainTab(Tab):
             options.update(controls("lora"))
         with gr.Accordion(t("ui.train.preference"), open=False, elem_id="preference-options"):
             options.update(controls("preference"))
+        with gr.Accordion(t("ui.train.grpo"), open=False, elem_id="grpo-options"):
+            options.update(controls("rewards"))
         with gr.Accordion(t("ui.train.devices"), open=False):
             gr.Markdown(describe(hardware_summary()), elem_id="hardware-summary")
             options.update(controls("devices"))
@@ -137,6 +149,15 @@ class TrainTab(Tab):
         )
         self.chart_caption = gr.Markdown(elem_id="chart-caption")
         self.rewards = gr.Plot(None, label=t("ui.train.rewards"), elem_id="reward-chart", visible=False)
+        self.completions = gr.Dataframe(
+            None,
+            label=t("ui.train.completions"),
+            interactive=False,
+            wrap=True,
+            visible=False,
+            elem_id="completions-table",
+            elem_classes="tf-table",
+        )
         self.log = gr.Textbox(
             label=t("ui.train.log"),
             lines=LOG_LINES,
@@ -159,7 +180,7 @@ class TrainTab(Tab):
         fit_triggers = [page.form[name].change for name in FIT_TRIGGERS] + [self.start.click]
         gr.on(fit_triggers, self.on_fit_warning, inputs, self.fit_warning, show_progress="hidden")
         self.ctx.blocks.load(self.on_fit_warning, inputs, self.fit_warning)
-        live = [self.progress, self.chart, self.chart_caption, self.rewards, self.log, self.runs]
+        live = [self.progress, self.chart, self.chart_caption, self.rewards, self.completions, self.log, self.runs]
         self.run.change(self.refresh, [self.run, self.smoothing], live, **STATUS)
         self.smoothing.release(self.refresh, [self.run, self.smoothing], live, **STATUS)
         self.timer.tick(self.refresh, [self.run, self.smoothing], live, show_progress="hidden", **STATUS)
@@ -200,18 +221,19 @@ class TrainTab(Tab):
     def refresh(self, run_id, smoothing=SMOOTHING):
         return *self._run_view(run_id, smoothing), runs_frame(self.ctx)
 
-    @on_refusal(None, lambda: progress_html(None), NO_LOSS, "", no_rewards(), REASON)  # the log box says why
+    @on_refusal(None, lambda: progress_html(None), NO_LOSS, "", no_rewards(), no_rewards(), REASON)  # the log says why
     def _run_view(self, run_id, smoothing):
-        """Progress, loss chart, its caption, the reward chart and the log tail of one run."""
+        """Progress, loss chart, its caption, the reward chart, a grpo run's completions and the log tail of one run."""
         if not run_id:
-            return progress_html(None), NO_LOSS(), "", no_rewards(), ""
+            return progress_html(None), NO_LOSS(), "", no_rewards(), no_rewards(), ""
         status, events = self.ctx.jobs.status(run_id), self.ctx.jobs.events(run_id)
         train, evals = loss_points(events)
         caption = say("msg.chart_caption", train=len(train), evals=len(evals))
         reward_chart = reward_figure(events, smoothing)
         rewards = gr.update(value=reward_chart, visible=True) if reward_chart else no_rewards()
         log = self.ctx.jobs.log_tail(run_id, LOG_LINES)
-        return progress_html(status), loss_figure(events, smoothing=smoothing) or NO_LOSS(), caption, rewards, log
+        loss = loss_figure(events, smoothing=smoothing) or NO_LOSS()
+        return progress_html(status), loss, caption, rewards, completions_view(events), log
 
     def on_load(self):
         """A reopened page picks up the newest run, so a closed tab loses nothing."""
