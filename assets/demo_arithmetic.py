@@ -14,7 +14,7 @@ def rows(n: int = 240, seed: int = 2026) -> list[dict]:
         a, b, op = rng.randint(1, 30), rng.randint(1, 30), rng.choice("+-")
         if op == "-" and b > a:
             a, b = b, a  # no negative answers: the demo is about format and sums, not signs
-        question = f"What is {a} {op} {b}? Reply with the number only."
+        question = f"{a} {op} {b} = ?\nAnswer with a single number."
         if (a, b) not in seen:  # 12 + 6 and 12 - 6 read alike once punctuation goes: a leak to the checks
             seen.add((a, b))
             out.append({"question": question, "answer": a + b if op == "+" else a - b})

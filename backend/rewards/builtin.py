@@ -87,8 +87,10 @@ def regex(completions: list[str], references: dict[str, list], settings: RewardS
 
 
 def length(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
+    """The shorter of length and target over the longer: 1 on target, and never flat, so that among
+    completions that all miss the target the closer one still earns more (GRPO learns from differences)."""
     target = settings.reward_target_length
-    return [max(0.0, 1.0 - abs(len(c.strip()) - target) / target) for c in completions]
+    return [min(len(c.strip()), target) / max(len(c.strip()), target) for c in completions]
 
 
 def json_valid(completions: list[str], references: dict[str, list], settings: RewardSettings) -> list[float]:
