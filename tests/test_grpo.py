@@ -82,9 +82,9 @@ def test_exact_answer_normalises_text_answers_and_needs_its_column():
 
 def test_regex_length_and_keywords_rewards():
     assert score("regex", ["  <answer>7</answer>", "7"], reward_regex=r"^<answer>\d+</answer>$") == [1.0, 0.0]
-    assert score("length", ["abcde", "abcdefghij", " abcdefghij ", "", "x" * 30], reward_target_length=10) == [
-        0.5, 1.0, 1.0, 0.0, 0.0,
-    ]  # fmt: skip
+    # The shorter over the longer: 1 on target, and never flat, so a closer miss still earns more.
+    lengths = ["abcde", "abcdefghij", " abcdefghij ", "", "x" * 30, "x" * 40]
+    assert score("length", lengths, reward_target_length=10) == [0.5, 1.0, 1.0, 0.0, pytest.approx(1 / 3), 0.25]
     words = {"reward_keywords": "sea, wide", "reward_avoid_words": "storm"}
     assert score("keywords", ["The SEA is wide.", "The sea.", "A sea storm, wide.", "Nothing"], **words) == [
         1.0, 0.5, 0.0, 0.0,
@@ -223,7 +223,8 @@ def test_the_arithmetic_demo_reads_as_questions_with_numeric_answers():
     examples = read_prompts(ASSETS_DIR / "demo_arithmetic.jsonl")
     assert len(examples) >= 100
     first = examples[0]
-    assert first["messages"][-1]["content"].startswith("What is") and isinstance(first["references"]["answer"], int)
+    assert first["messages"][-1]["content"].endswith("Answer with a single number.")
+    assert isinstance(first["references"]["answer"], int)
 
 
 # ---- training ---------------------------------------------------------------------------------------
@@ -259,7 +260,8 @@ def test_a_grpo_run_with_a_custom_and_a_built_in_reward_logs_each_and_saves_an_a
     assert [e["step"] for e in shown] == [1, 2]
     for row in shown[-1]["rows"]:
         assert {"prompt", "completion", "reward", "exact_answer", "brevity"} <= row.keys()
-        assert row["prompt"].startswith("What is") and row["brevity"] == pytest.approx(1 / (1 + len(row["completion"])))
+        assert row["prompt"].endswith("Answer with a single number.")
+        assert row["brevity"] == pytest.approx(1 / (1 + len(row["completion"])))
         assert row["reward"] == pytest.approx(row["exact_answer"] + 0.5 * row["brevity"], abs=1e-3)
     assert len(shown[-1]["rows"]) == 4
     assert events[-1]["type"] == "end" and events[-1]["status"] == "completed"
@@ -427,7 +429,7 @@ def test_compare_with_base_scores_base_and_tuned_answers_with_the_runs_rewards(g
     assert len(result["rows"]) == 3
     for row in result["rows"]:
         assert {"prompt", "reference", "prediction", "base_prediction", "reward", "base_reward"} <= row.keys()
-        assert row["prompt"].startswith("What is") and row["reference"].lstrip("-").isdigit()
+        assert row["prompt"].endswith("Answer with a single number.") and row["reference"].lstrip("-").isdigit()
     tuned = result["rows"]
     assert table["reward"]["tuned"] == pytest.approx(sum(r["reward"] for r in tuned) / 3, abs=1e-3)
     assert table["reward"]["base"] == pytest.approx(sum(r["base_reward"] for r in tuned) / 3, abs=1e-3)
