@@ -348,8 +348,8 @@ class TrainConfig:
     )
     reward_target_length: int = option(
         0,
-        "length reward: the completion length in characters that earns 1; it falls linearly to 0 at twice "
-        "or none of it.",
+        "length reward: the completion length in characters that earns 1; otherwise the shorter of length "
+        "and target over the longer.",
         min=0,
         max=100000,
         group="rewards",
