@@ -61,7 +61,13 @@ def main() -> None:
             page.wait_for_selector("#run-progress[data-status=completed]", timeout=300_000)
             run_id = re.search(r"Started run (\S+)\.", page.locator("#train-message").inner_text()).group(1)
             page.get_by_role("tab", name="Chat").click()
-            page.get_by_role("button", name="↻ runs").click()
+            # The list follows completed runs by itself (no refresh button): wait until it offers this one.
+            page.wait_for_function(
+                "run => document.querySelector('#chat-target').innerText.includes(run) || "
+                "[...document.querySelectorAll('#chat-target input')].some(e => e.value === run)",
+                arg=run_id,
+                timeout=60_000,
+            )
             pick(page, "chat-target", run_id)
             page.locator("#chat-input textarea").fill("What is your name?")
             page.locator("#chat-send").click()

@@ -210,6 +210,7 @@ def test_every_text_option_is_either_confined_or_known_not_to_be_a_path():
     not_paths |= {"prompt_column", "response_column", "system_column", "text_column", "label_column"}
     not_paths |= {"identity_name", "identity_author"}
     not_paths |= {"chosen_column", "rejected_column", "pref_loss", "strategy", "precision", "master_addr"}
+    not_paths |= {"answer_column", "reward_regex", "reward_keywords", "reward_avoid_words"}
     text = {f.name for f in dataclasses.fields(TrainConfig) if f.type == "str"}
     assert text - not_paths == set(PATH_OPTIONS), "classify each new text option: a path (confined) or not"
 
@@ -228,6 +229,7 @@ def test_the_running_app_refuses_paths_outside_through_its_api(app, tmp_path):
         ({"model": "/etc"}, "/train_start", "model"),
         ({"eval_dataset": str(secret)}, "/train_start", "eval_dataset"),
         ({"output_dir": "../../escape"}, "/train_start", "output_dir"),
+        ({"task": "grpo", "rewards": "json", "reward_json_schema": "/etc/passwd"}, "/train_start", "json_schema"),
         ({"dataset": "demo_identity\0x"}, "/train_start", "NUL byte"),
     ]
     for config, api, named in calls:

@@ -26,6 +26,7 @@ from backend.paths import ASSETS_DIR, model_cache_dir
 # without deciding whether it belongs here, so a new path option cannot slip past the check.
 PATH_OPTIONS = (
     "model", "ref_model", "dataset", "dataset_dir", "eval_dataset", "output_dir", "resume_from_checkpoint", "rewards",
+    "reward_json_schema",
 )  # fmt: skip
 REWARDS_FOLDER = "rewards"  # in the workspace: the only place the app runs custom reward files from
 
@@ -114,6 +115,9 @@ class Confinement:
             self.dataset(config.eval_dataset, config.dataset_dir, "eval_dataset")
         if "rewards" in names and config.task == "grpo":
             config.rewards = self.rewards(config.rewards)
+        schema = config.reward_json_schema.strip()
+        if "reward_json_schema" in names and schema and not schema.startswith("{"):  # a file, not inline JSON
+            self.path(schema, "reward_json_schema")
         checkpoint = config.resume_from_checkpoint.strip()
         if "resume_from_checkpoint" in names and checkpoint not in ("", "last"):
             # The job reads a relative checkpoint folder inside the run's own folder; so does this check.
