@@ -105,6 +105,13 @@ def small_vocab_model_of(default_model_dir):
 
 
 @pytest.fixture(scope="session")
+def small_model(small_vocab_model_of) -> str:
+    """The `model:` option of the tiny llama with a 320-token vocabulary: where SmolLM2's 49k-token head
+    would be most of each step's work (two answers a pair, many sampled completions), for the same plumbing."""
+    return str(small_vocab_model_of("llama"))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tiny_model_of) -> Path:
     """The tiny Llama that carries the tests of plumbing."""
     return tiny_model_of("llama")

@@ -41,11 +41,6 @@ CHEAP = {
 }
 
 
-@pytest.fixture(scope="module")
-def small_model(small_vocab_model_of) -> str:
-    return str(small_vocab_model_of("llama"))
-
-
 def score(name, completions, references=None, **settings):
     return BUILT_INS[name](completions, references or {}, RewardSettings(**settings))
 

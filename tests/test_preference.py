@@ -172,28 +172,28 @@ def check_preference_run(run_dir, events, steps):
 
 
 @needs_llamafactory
-def test_dpo_trains_a_lora_adapter_on_the_shared_demo_that_plain_peft_loads(tmp_path, tiny_model):
+def test_dpo_trains_a_lora_adapter_on_the_shared_demo_that_plain_peft_loads(tmp_path, small_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     run_dir, events = train(
-        tmp_path, model=tiny_model, task="dpo", dataset="dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA),
+        tmp_path, model=small_model, task="dpo", dataset="dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA),
         max_samples=6, val_size=2, max_steps=2, per_device_train_batch_size=2, cutoff_len=384, eval_steps=100,
     )  # fmt: skip
     check_preference_run(run_dir, events, 2)
     assert {key for key in REWARDS} <= set(next(e for e in events if e["type"] == "log"))
     evals = [e for e in events if e["type"] == "eval"]
     assert evals and "rewards/margins" in evals[-1]  # the final validation pass scores the held-out pairs
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(small_model), run_dir)
     assert any("lora_A" in name for name, _ in model.named_parameters())
     # The reference is the base with the adapter off: no second model is loaded (full dpo loads one, below).
     assert not any(e.get("message", "").startswith("loading the reference model") for e in events)
 
 
 @needs_llamafactory
-def test_kto_trains_on_the_shared_demo(tmp_path, tiny_model):
+def test_kto_trains_on_the_shared_demo(tmp_path, small_model):
     run_dir, events = train(
-        tmp_path, model=tiny_model, task="kto", dataset="kto_en_demo", dataset_dir=str(LLAMAFACTORY_DATA),
+        tmp_path, model=small_model, task="kto", dataset="kto_en_demo", dataset_dir=str(LLAMAFACTORY_DATA),
         max_samples=4, val_size=0, max_steps=2, per_device_train_batch_size=2, cutoff_len=512,
     )  # fmt: skip
     logs = [e for e in events if e["type"] == "log"]
@@ -211,17 +211,17 @@ def test_kto_refuses_one_example_a_batch_before_loading_anything(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_orpo_and_full_dpo_train_without_an_adapter_reference(tmp_path, tiny_model):
+def test_orpo_and_full_dpo_train_without_an_adapter_reference(tmp_path, small_model):
     """orpo needs no reference model; full dpo holds a frozen copy and saves a plain transformers model."""
     from transformers import AutoModelForCausalLM
 
     run_dir, events = train(
-        tmp_path / "orpo", model=tiny_model, task="orpo", dataset="demo_preference", max_samples=8, val_size=0,
+        tmp_path / "orpo", model=small_model, task="orpo", dataset="demo_preference", max_samples=8, val_size=0,
         max_steps=2, per_device_train_batch_size=2, cutoff_len=256,
     )  # fmt: skip
     check_preference_run(run_dir, events, 2)
     run_dir, events = train(
-        tmp_path / "full", model=tiny_model, task="dpo", method="full", dataset="demo_preference", max_samples=4,
+        tmp_path / "full", model=small_model, task="dpo", method="full", dataset="demo_preference", max_samples=4,
         val_size=0, max_steps=1, per_device_train_batch_size=2, cutoff_len=256, learning_rate=1e-5,
     )  # fmt: skip
     check_preference_run(run_dir, events, 1)
@@ -254,7 +254,7 @@ def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(
     jobs.shutdown()
 
 
-def test_a_dpo_run_is_a_run_like_any_other_in_history_compare_and_export(tmp_path, tiny_model):
+def test_a_dpo_run_is_a_run_like_any_other_in_history_compare_and_export(tmp_path, small_model):
     """In the history, in a comparison with another run, exported with its metrics, and against its base in the
     Evaluate tab's terms (on the tiny model)."""
     from backend.evaluation.evaluate import Evaluator
@@ -264,8 +264,8 @@ def test_a_dpo_run_is_a_run_like_any_other_in_history_compare_and_export(tmp_pat
     from backend.serving.export import Exporter
 
     jobs = JobManager(tmp_path / "workspace")
-    run_id = train_in_process(jobs, {**DEMO_DPO, "model": tiny_model, "max_steps": 2})
-    other = train_in_process(jobs, {**DEMO_DPO, "model": tiny_model, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
+    run_id = train_in_process(jobs, {**DEMO_DPO, "model": small_model, "max_steps": 2})
+    other = train_in_process(jobs, {**DEMO_DPO, "model": small_model, "max_steps": 1, "val_size": 4, "pref_beta": 0.2})
     history = {row["run_id"]: row for row in jobs.list_runs()}
     assert history[run_id]["status"] == history[other]["status"] == "completed"
     assert history[run_id]["task"] == "dpo"
