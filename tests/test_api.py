@@ -23,11 +23,11 @@ def wait_status(client, run_id, statuses, timeout=300):
     raise AssertionError(f"run {run_id} never reached {statuses}: {status}")
 
 
-def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, tiny_model, tokenizer):
+def test_start_status_chat_and_abort_through_the_api(app, secret_dataset, small_model, tokenizer):
     """The plumbing of every endpoint, on the tiny model; that a run learns is tested in test_train_cli.py."""
     url, workspace = app
     client = Client(url, verbose=False)
-    config = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 12, "val_size": 0}
+    config = {"model": small_model, "dataset": str(secret_dataset), "max_steps": 12, "val_size": 0}
     run_id = client.predict(config, api_name="/train_start")
     assert isinstance(run_id, str) and run_id
 
@@ -76,14 +76,14 @@ def test_model_info_answers_what_the_model_tab_shows(app, tiny_model):
 
 
 def test_a_job_outlives_a_killed_app_and_the_restarted_app_reattaches_and_aborts_it(
-    tmp_path, secret_dataset, tiny_model
+    tmp_path, secret_dataset, small_model
 ):
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     proc, url = start_app(workspace, *allow_dirs(secret_dataset.parent))
     try:
         client = Client(url, verbose=False)
-        config = {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
+        config = {"model": small_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
         run_id = client.predict(config, api_name="/train_start")
         wait_status(client, run_id, ("running",))
     finally:

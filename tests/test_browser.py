@@ -88,7 +88,7 @@ def test_upload_with_an_error_is_refused_with_its_line(page):
     expect(page.locator("#dataset-summary")).to_contain_text("Format: openai", timeout=30_000)
 
 
-def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page, tiny_model):
+def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page, small_model):
     page.get_by_role("tab", name="Dataset").click()
     page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "leaky.jsonl"))
     summary = page.locator("#dataset-summary")
@@ -108,7 +108,7 @@ def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page, tiny_
     expect(page.locator("#length-histogram")).to_contain_text("0.0% truncated")
     expect(page.locator("#dataset-cost")).to_contain_text("tokens to train")
     # The estimate's speed trial trains six steps of the chosen model: the tiny one, as the wiring is the point.
-    choose_model(page, tiny_model)
+    choose_model(page, small_model)
     page.get_by_role("tab", name="Dataset").click()
     page.locator("#estimate-btn").click()
     expect(page.locator("#dataset-cost")).to_contain_text(re.compile(r"ETA ≈ \d+ min"), timeout=180_000)
@@ -172,14 +172,14 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     assert "⚠️" not in bot.inner_text()  # an error is shown in the bubble, and is not a reply
 
 
-def test_classification_run_trains_and_shows_its_plots(page, tiny_model):
+def test_classification_run_trains_and_shows_its_plots(page, small_model):
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-learning_rate", 0.0002)  # back to the sft default, which the task switch then follows
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_reviews")
     page.locator("#opt-task").get_by_text("classification", exact=True).click()
     expect(page.locator("#dataset-summary")).to_contain_text("Format: classification", timeout=30_000)
-    choose_model(page, tiny_model)  # the plots are the point; the real model's accuracy is test_evaluate.py's
+    choose_model(page, small_model)  # the plots are the point; the real model's accuracy is test_evaluate.py's
     page.get_by_role("tab", name="Train").click()
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.0005")  # the task's default
     set_number(page, "opt-max_steps", 30)
@@ -209,7 +209,7 @@ def choose_model(page, model: str) -> None:
     box.press("Tab")
 
 
-def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_path, tiny_model):
+def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_path, small_model):
     runs = sorted((app[1] / "runs").iterdir())
     run_a = next(r.name for r in runs if yaml.safe_load((r / "config.yaml").read_text())["dataset"] == "demo_identity")
     page.get_by_role("tab", name="Runs").click()
@@ -236,7 +236,7 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.001", timeout=30_000)
     expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("8")
     expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
-    choose_model(page, tiny_model)
+    choose_model(page, small_model)
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-learning_rate", 0.0003)
     run_b = start_run(page)
@@ -294,8 +294,8 @@ def test_generation_run_is_evaluated_against_its_base(app, page):
     expect(page.locator("#forgetting-note")).to_contain_text("Perplexity on general text", timeout=180_000)
 
 
-def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
-    choose_model(page, tiny_model)  # the charts are the point, not what the model learns
+def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, small_model):
+    choose_model(page, small_model)  # the charts are the point, not what the model learns
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_preference")
     page.locator("#opt-task").get_by_text("dpo", exact=True).click()
@@ -307,7 +307,7 @@ def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
     expect(page.locator("#opt-pref_beta input[type=number]")).to_have_value("0.1")
     set_number(page, "opt-max_steps", 3)
     set_number(page, "opt-learning_rate", 0.0001)
-    # Two pairs a step: the tiny model's 49k-token vocabulary makes a DPO step slow all the same (~5 s).
+    # Two pairs a step, so the chart has a few points quickly (the 320-token tiny model's steps are short).
     set_number(page, "opt-per_device_train_batch_size", 2)
     run_id = start_run(page)
     expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
@@ -321,8 +321,8 @@ def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, tiny_model):
     assert chart_points(page) == 3
 
 
-def test_a_grid_sweep_from_the_sweeps_tab_finishes_its_trials_marks_the_best_and_draws_its_charts(page, tiny_model):
-    choose_model(page, tiny_model)  # the trials' plumbing and the view are the point, not what they learn
+def test_a_grid_sweep_from_the_sweeps_tab_finishes_its_trials_marks_the_best_and_draws_its_charts(page, small_model):
+    choose_model(page, small_model)  # the trials' plumbing and the view are the point, not what they learn
     page.get_by_role("tab", name="Dataset").click()
     pick(page, "demo-dataset", "demo_identity")
     page.locator("#opt-task").get_by_text("sft", exact=True).click()

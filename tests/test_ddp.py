@@ -34,9 +34,9 @@ def small_run(model, dataset, run_dir, **options) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory, secret_dataset, tiny_model):
+def ddp_run(tmp_path_factory, secret_dataset, small_model):
     run_dir = tmp_path_factory.mktemp("runs") / "ddp"
-    options = small_run(tiny_model, secret_dataset, run_dir, nproc_per_node=2, master_port=free_port())
+    options = small_run(small_model, secret_dataset, run_dir, nproc_per_node=2, master_port=free_port())
     result = run_cli(write_config(tmp_path_factory.mktemp("cfg") / "run.yaml", **options))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
@@ -59,9 +59,9 @@ def test_both_ranks_trained_and_kept_the_same_weights(ddp_run):
     assert rank0[0][2] == rank1[0][2]
 
 
-def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path, secret_dataset, tiny_model):
+def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path, secret_dataset, small_model):
     single_dir = tmp_path / "single"
-    options = small_run(tiny_model, secret_dataset, single_dir, per_device_train_batch_size=4)
+    options = small_run(small_model, secret_dataset, single_dir, per_device_train_batch_size=4)
     result = run_cli(write_config(tmp_path / "run.yaml", **options))
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -75,22 +75,22 @@ def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path, se
         assert ddp_tokens == single_tokens  # tokens counted over both ranks
 
 
-def test_the_result_loads_with_plain_peft(ddp_run, tiny_model):
+def test_the_result_loads_with_plain_peft(ddp_run, small_model):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    base = AutoModelForCausalLM.from_pretrained(small_model)
     tuned = PeftModel.from_pretrained(base, ddp_run)
     lora_b = [p for name, p in tuned.named_parameters() if "lora_B" in name]
     assert lora_b and any(torch.count_nonzero(p) for p in lora_b)  # B starts at zero: these were trained
     assert not list(ddp_run.glob("ranks/*.safetensors")) and len(list(ddp_run.glob("*.safetensors"))) == 1
 
 
-def test_abort_ends_every_rank_and_marks_the_run_aborted_once(workspace, secret_dataset, tiny_model):
+def test_abort_ends_every_rank_and_marks_the_run_aborted_once(workspace, secret_dataset, small_model):
     jobs = JobManager(workspace)
     try:
-        long_run = {**small_run(tiny_model, secret_dataset, ""), "max_steps": 10_000, "nproc_per_node": 2}
+        long_run = {**small_run(small_model, secret_dataset, ""), "max_steps": 10_000, "nproc_per_node": 2}
         long_run.update(output_dir="", master_port=free_port())
         run_id = jobs.start(long_run)
         wait_for(lambda: jobs.status(run_id)["step"] >= 1, timeout=300)

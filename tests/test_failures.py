@@ -26,12 +26,12 @@ def test_a_non_finite_loss_stops_training_with_a_hint(tmp_path, loss):
         callback.on_log(args, state, TrainerControl(), logs={"loss": loss})
 
 
-def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(workspace, secret_dataset, tiny_model):
+def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(workspace, secret_dataset, small_model):
     jobs = JobManager(workspace)
     try:
         # Enough steps that the kill lands mid-run: a tiny model's step takes a fraction of a second.
         options = {"dataset": str(secret_dataset), "max_steps": 40, "save_steps": 2, "val_size": 0, "logging_steps": 1}
-        options["model"] = tiny_model
+        options["model"] = small_model
         run_id = jobs.start(options)
         run_dir = jobs.run_dir(run_id)
         wait_for(lambda: any(e["type"] == "checkpoint" and e["step"] >= 4 for e in jobs.events(run_id)))
@@ -70,11 +70,13 @@ def test_a_job_killed_by_the_os_is_interrupted_then_resumes_where_it_stopped(wor
         jobs.shutdown()
 
 
-def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so(workspace, secret_dataset, tiny_model):
+def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so(
+    workspace, secret_dataset, small_model
+):
     jobs = JobManager(workspace)
     try:
         run_id = jobs.start(
-            {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 3, "save_steps": 0, "val_size": 0}
+            {"model": small_model, "dataset": str(secret_dataset), "max_steps": 3, "save_steps": 0, "val_size": 0}
         )
         wait_for(lambda: jobs.status(run_id)["status"] == "completed")
         with pytest.raises(
@@ -82,7 +84,7 @@ def test_a_completed_run_cannot_be_resumed_and_a_run_without_checkpoints_says_so
         ):
             jobs.resume(run_id)
         long_run = {
-            "model": tiny_model,
+            "model": small_model,
             "dataset": str(secret_dataset),
             "max_steps": 10_000,
             "save_steps": 0,

@@ -16,11 +16,11 @@ from tests.load_driver import STATUS_CLIENTS, drive_clients
 
 
 @pytest.mark.slow
-def test_five_status_pollers_and_a_chat_while_a_job_trains_all_get_answers(app, secret_dataset, tiny_model):
+def test_five_status_pollers_and_a_chat_while_a_job_trains_all_get_answers(app, secret_dataset, small_model):
     url, _ = app
     client = Client(url, verbose=False)
     run_id = client.predict(
-        {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0, "save_steps": 0},
+        {"model": small_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0, "save_steps": 0},
         api_name="/train_start",
     )
     try:

@@ -19,10 +19,10 @@ from tests.helpers import ROOT, is_live, start_app, stop_app, wait_for
 BASE = {"dataset": "demo_identity", "max_steps": 30, "eval_steps": 3, "logging_steps": 3, "val_size": 0.2}
 
 
-def tiny_base(tiny_model: str, **options) -> dict:
+def tiny_base(small_model: str, **options) -> dict:
     # Full fine-tuning: the tiny model's loss falls within a few steps at a learning rate of 3e-3 and
     # stays at its start (ln of the vocabulary) at 1e-8, the trial made worse on purpose.
-    return {**BASE, "model": tiny_model, "method": "full", **options}
+    return {**BASE, "model": small_model, "method": "full", **options}
 
 
 def wait_sweep(sweeps: SweepManager, sweep_id: str, timeout: float = 300) -> dict:
@@ -75,19 +75,19 @@ def test_a_spec_fills_its_defaults_from_the_task():
     assert (ranged.direction, ranged.n_trials) == ("minimize", 8)
 
 
-def test_a_model_or_dataset_the_sweep_would_try_is_refused_before_any_trial(workspace, tiny_model):
+def test_a_model_or_dataset_the_sweep_would_try_is_refused_before_any_trial(workspace, small_model):
     sweeps = SweepManager(JobManager(workspace))
     with pytest.raises(TuneForgeError, match="space.dataset: .*no_such_data"):
-        sweeps.start({"base": tiny_base(tiny_model), "space": {"dataset": ["demo_identity", "no_such_data"]}})
+        sweeps.start({"base": tiny_base(small_model), "space": {"dataset": ["demo_identity", "no_such_data"]}})
     with pytest.raises(TuneForgeError, match="base: output_dir is not for a sweep"):
-        sweeps.start({"base": tiny_base(tiny_model, output_dir="mine"), "space": {"learning_rate": [1e-3]}})
+        sweeps.start({"base": tiny_base(small_model, output_dir="mine"), "space": {"learning_rate": [1e-3]}})
     assert sweeps.sweep_ids() == [] and not list((workspace / "runs").iterdir())
 
 
-def test_a_grid_sweep_runs_its_trials_as_runs_prunes_the_worse_one_and_marks_the_best(workspace, tiny_model):
+def test_a_grid_sweep_runs_its_trials_as_runs_prunes_the_worse_one_and_marks_the_best(workspace, small_model):
     jobs = JobManager(workspace)
     sweeps = SweepManager(jobs)
-    sweep_id = sweeps.start({"base": tiny_base(tiny_model), "space": {"learning_rate": [3e-3, 1e-8]},
+    sweep_id = sweeps.start({"base": tiny_base(small_model), "space": {"learning_rate": [3e-3, 1e-8]},
                              "sampler": "grid", "pruner_startup_trials": 1})  # fmt: skip
     report = wait_sweep(sweeps, sweep_id)
 
@@ -113,10 +113,10 @@ def test_a_grid_sweep_runs_its_trials_as_runs_prunes_the_worse_one_and_marks_the
     assert figures["importance"] is None  # one completed trial: nothing to rank yet
 
 
-def test_a_trial_worse_only_by_a_hair_is_not_pruned(workspace, tiny_model):
+def test_a_trial_worse_only_by_a_hair_is_not_pruned(workspace, small_model):
     jobs = JobManager(workspace)
     sweeps = SweepManager(jobs)
-    sweep_id = sweeps.start({"base": tiny_base(tiny_model, max_steps=9), "space": {"learning_rate": [3e-3, 2.97e-3]},
+    sweep_id = sweeps.start({"base": tiny_base(small_model, max_steps=9), "space": {"learning_rate": [3e-3, 2.97e-3]},
                              "sampler": "grid", "pruner_startup_trials": 1})  # fmt: skip
     report = wait_sweep(sweeps, sweep_id)
 
@@ -126,10 +126,10 @@ def test_a_trial_worse_only_by_a_hair_is_not_pruned(workspace, tiny_model):
     assert at_3[0] < at_3[1] < at_3[0] * 1.01  # worse, which Optuna's median pruner alone would have stopped
 
 
-def test_abort_stops_the_running_trial_and_starts_no_more(workspace, tiny_model):
+def test_abort_stops_the_running_trial_and_starts_no_more(workspace, small_model):
     jobs = JobManager(workspace)
     sweeps = SweepManager(jobs)
-    base = tiny_base(tiny_model, max_steps=10_000, method="lora")
+    base = tiny_base(small_model, max_steps=10_000, method="lora")
     sweep_id = sweeps.start({"base": base, "space": {"lora_rank": [2, 4, 8]}, "sampler": "grid"})
     first = wait_for(lambda: (t := sweeps.status(sweep_id)["trials"][0])["status"] == "running" and t["step"] > 0 and t)
     sweeps.abort(sweep_id)
@@ -143,11 +143,11 @@ def test_abort_stops_the_running_trial_and_starts_no_more(workspace, tiny_model)
     assert not jobs.training() and len(jobs.list_runs()) == 1
 
 
-def test_a_sweep_whose_app_was_killed_is_taken_up_by_the_restarted_app_and_finishes(workspace, tiny_model, tmp_path):
+def test_a_sweep_whose_app_was_killed_is_taken_up_by_the_restarted_app_and_finishes(workspace, small_model, tmp_path):
     """Through the API: the app drives the sweep and is killed mid-trial; the trial's job trains on, and the
     restarted app follows that run to its end, then runs the rest. The CLI, given the sweep's name, then
     finds nothing left to do."""
-    spec = {"base": tiny_base(tiny_model, max_steps=20, eval_steps=10, method="lora"), "space": {"lora_rank": [2, 4]},
+    spec = {"base": tiny_base(small_model, max_steps=20, eval_steps=10, method="lora"), "space": {"lora_rank": [2, 4]},
             "sampler": "grid", "pruner": "none", "name": "killed-and-taken-up"}  # fmt: skip
     proc, url = start_app(workspace)
     try:
@@ -202,10 +202,10 @@ def test_a_sweep_whose_app_was_killed_is_taken_up_by_the_restarted_app_and_finis
     assert len(list((workspace / "runs").iterdir())) == 2  # no trial ran again
 
 
-def test_a_sweep_of_a_name_already_stored_joins_it_and_another_spec_is_refused(workspace, tiny_model, tmp_path):
+def test_a_sweep_of_a_name_already_stored_joins_it_and_another_spec_is_refused(workspace, small_model, tmp_path):
     """Two machines on one --optuna-storage, as two managers of one storage URL."""
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    spec = {"base": tiny_base(tiny_model), "space": {"lora_rank": [2, 4]}, "sampler": "grid", "name": "shared"}
+    spec = {"base": tiny_base(small_model), "space": {"lora_rank": [2, 4]}, "sampler": "grid", "name": "shared"}
     first = SweepManager(JobManager(workspace), storage, resume=False)
     assert first.create(spec) == "shared"
     other = tmp_path / "other-workspace"

@@ -66,10 +66,12 @@ def audit(workspace) -> list[dict]:
     return [json.loads(line) for line in (workspace / "audit.jsonl").read_text().splitlines()]
 
 
-def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_audit(team, tiny_model, secret_dataset):
+def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_audit(
+    team, small_model, secret_dataset
+):
     url, workspace, c = team
     ada, alice, bob, vic = c["ada"], c["alice"], c["bob"], c["vic"]
-    tiny = {"model": tiny_model, "val_size": 0, "logging_steps": 1}
+    tiny = {"model": small_model, "val_size": 0, "logging_steps": 1}
 
     # ---- uploads: a member's go to their own folder; a viewer cannot upload ------------------------------
     upload = alice.predict(handle_file(str(secret_dataset)), api_name="/on_upload")[0]
@@ -224,10 +226,10 @@ def test_code_running_options_need_an_admin_and_the_owners_flag(workspace):
     jobs.shutdown()
 
 
-def test_without_logins_runs_have_no_owner_and_the_audit_says_local(workspace, tiny_model, secret_dataset):
+def test_without_logins_runs_have_no_owner_and_the_audit_says_local(workspace, small_model, secret_dataset):
     jobs = JobManager(workspace)
     gate = Gate(jobs)
-    run_id = gate.start(None, {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 1, "val_size": 0})
+    run_id = gate.start(None, {"model": small_model, "dataset": str(secret_dataset), "max_steps": 1, "val_size": 0})
     assert jobs.status(run_id)["owner"] is None
     gate.abort(None, run_id)  # no owner, and the one person is an admin
     assert jobs.status(run_id)["status"] == "aborted"

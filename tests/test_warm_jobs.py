@@ -32,12 +32,14 @@ def job_pid(jobs, run_id) -> int:
     return wait_for(lambda: next((e["pid"] for e in jobs.events(run_id) if e["type"] == "start"), None), 60)
 
 
-def long_run(tiny_model, secret_dataset) -> dict:
-    return {"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
+def long_run(small_model, secret_dataset) -> dict:
+    return {"model": small_model, "dataset": str(secret_dataset), "max_steps": 10_000, "val_size": 0}
 
 
-def test_a_forked_job_runs_in_its_own_group_aborts_and_reports_its_exit(ready_server, jobs, tiny_model, secret_dataset):
-    run_id = jobs.start(long_run(tiny_model, secret_dataset))
+def test_a_forked_job_runs_in_its_own_group_aborts_and_reports_its_exit(
+    ready_server, jobs, small_model, secret_dataset
+):
+    run_id = jobs.start(long_run(small_model, secret_dataset))
     pid = job_pid(jobs, run_id)
     process = psutil.Process(pid)
     assert "--serve" in process.cmdline() and process.ppid() != os.getpid()  # the server's child, not ours
@@ -48,8 +50,8 @@ def test_a_forked_job_runs_in_its_own_group_aborts_and_reports_its_exit(ready_se
     assert status["status"] == "interrupted", status
     assert status["error"].startswith("the job was killed by SIGKILL"), status
 
-    short = jobs.start({**long_run(tiny_model, secret_dataset), "max_steps": 2})
-    abort_me = jobs.start(long_run(tiny_model, secret_dataset))  # queued behind it
+    short = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 2})
+    abort_me = jobs.start(long_run(small_model, secret_dataset))  # queued behind it
     finish(jobs, short, 120)
     log = (jobs.run_dir(short) / "train.log").read_text()
     assert log.startswith("$ ") and "--config" in log.splitlines()[0]  # the command it stands for
@@ -60,9 +62,9 @@ def test_a_forked_job_runs_in_its_own_group_aborts_and_reports_its_exit(ready_se
     wait_for(lambda: not live_group_members(pid), 10)
 
 
-def test_a_run_that_loads_bitsandbytes_starts_as_a_new_process(ready_server, jobs, tiny_model, secret_dataset):
+def test_a_run_that_loads_bitsandbytes_starts_as_a_new_process(ready_server, jobs, small_model, secret_dataset):
     """The server imported peft with bitsandbytes hidden, so it cannot be a 4-bit run."""
-    run_id = jobs.start({**long_run(tiny_model, secret_dataset), "method": "qlora", "max_steps": 1})
+    run_id = jobs.start({**long_run(small_model, secret_dataset), "method": "qlora", "max_steps": 1})
     log = jobs.run_dir(run_id) / "train.log"
     assert f"{COLD}: the run loads bitsandbytes)" in log.read_text()
     pid = job_pid(jobs, run_id)
@@ -70,15 +72,15 @@ def test_a_run_that_loads_bitsandbytes_starts_as_a_new_process(ready_server, job
     jobs.abort(run_id)
 
 
-def test_switched_off_every_job_is_a_new_process(ready_server, jobs, tiny_model, secret_dataset, monkeypatch):
+def test_switched_off_every_job_is_a_new_process(ready_server, jobs, small_model, secret_dataset, monkeypatch):
     monkeypatch.setenv(WARM_JOBS_ENV, "0")
-    run_id = jobs.start({**long_run(tiny_model, secret_dataset), "max_steps": 1})
+    run_id = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 1})
     assert psutil.Process(job_pid(jobs, run_id)).cmdline()[-2:] == ["--config", str(jobs.run_dir(run_id) / "run.yaml")]
     finish(jobs, run_id, 120)
 
 
-def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server, jobs, tiny_model, secret_dataset):
-    run_id = jobs.start(long_run(tiny_model, secret_dataset))
+def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server, jobs, small_model, secret_dataset):
+    run_id = jobs.start(long_run(small_model, secret_dataset))
     pid = job_pid(jobs, run_id)
     assert "--serve" in psutil.Process(pid).cmdline()
     warm_jobs._server.close()  # as when the server is killed: its exit codes are gone with it
@@ -88,7 +90,7 @@ def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server,
     assert jobs.status(run_id)["status"] == "aborted"
     wait_for(lambda: not live_group_members(pid), 10)
     # The next Start is a new process while a new server imports, and its log says so.
-    again = jobs.start({**long_run(tiny_model, secret_dataset), "max_steps": 1})
+    again = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 1})
     assert f"{COLD}: it ended; a new one is starting)" in (jobs.run_dir(again) / "train.log").read_text()
     finish(jobs, again, 120)
 
