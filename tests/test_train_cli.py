@@ -48,9 +48,9 @@ def lora_run(real_jobs, secret_lora_run) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, secret_dataset, tiny_model):
+def tiny_run(tmp_path_factory, secret_dataset, small_model):
     """On the tiny model: what the run leaves behind is the point."""
-    return secret_run(tmp_path_factory.mktemp("runs") / "tiny-lora", secret_dataset, model=tiny_model)
+    return secret_run(tmp_path_factory.mktemp("runs") / "tiny-lora", secret_dataset, model=small_model)
 
 
 def test_events_follow_the_contract(tiny_run):
@@ -104,13 +104,13 @@ def test_adapter_loads_with_plain_peft_and_changes_answers(lora_run, default_mod
     assert "pineapple" in after.lower(), after
 
 
-def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_dataset, tiny_model):
+def test_full_finetuning_saves_a_plain_transformers_model(tmp_path, secret_dataset, small_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = tmp_path / "full"
     config = write_config(
         tmp_path / "run.yaml",
-        model=tiny_model,
+        model=small_model,
         dataset=str(secret_dataset),
         output_dir=str(run_dir),
         method="full",
@@ -155,7 +155,7 @@ def chat_files(folder: Path) -> list[Path]:
     return [DATA / name for name in named] + [folder / "pairs.tsv", folder / "p.parquet"]
 
 
-def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, tiny_model):
+def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, small_model):
     """Six files, six layouts, one run: one step over a batch of every row, whose token count proves each
     file's rows were trained (per-format detection and conversion are tested in test_data.py)."""
     from backend.config import TrainConfig
@@ -163,14 +163,14 @@ def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, tin
     from backend.models import load_tokenizer
     from backend.templates import encode_example
 
-    options = {"model": tiny_model, "dataset": ",".join(map(str, chat_files(tmp_path))), "val_size": 0}
+    options = {"model": small_model, "dataset": ",".join(map(str, chat_files(tmp_path))), "val_size": 0}
     options.update(max_steps=1, per_device_train_batch_size=12, cutoff_len=256)
     run_dir = tmp_path / "run"
     result = run_cli_in_process(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
     assert result.returncode == 0, result.stderr[-2000:]
 
     examples = load_splits(DataOptions.from_config(TrainConfig.from_dict(options))).train
-    tokenizer = load_tokenizer(tiny_model)
+    tokenizer = load_tokenizer(small_model)
     assert len(examples) == 12  # two rows from each file
     expected = sum(len(encode_example(tokenizer, example, 256)["input_ids"]) for example in examples)
     (log,) = [e for e in read_events(run_dir) if e["type"] == "log"]
@@ -178,11 +178,11 @@ def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, tin
     assert (run_dir / "adapter_model.safetensors").exists()
 
 
-def test_plain_text_trains_through_the_cli_as_pt(tmp_path, tiny_model):
+def test_plain_text_trains_through_the_cli_as_pt(tmp_path, small_model):
     data = tmp_path / "notes.txt"
     data.write_text("Forge is an assistant.\n\nIt helps people fine-tune models.\n")
     run_dir = tmp_path / "run"
-    options = {"model": tiny_model, "dataset": str(data), "task": "pt", "max_steps": 2, "val_size": 0}
+    options = {"model": small_model, "dataset": str(data), "task": "pt", "max_steps": 2, "val_size": 0}
     result = run_cli_in_process(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
     assert result.returncode == 0, result.stderr[-2000:]
     logs = [e for e in read_events(run_dir) if e["type"] == "log"]
@@ -190,14 +190,14 @@ def test_plain_text_trains_through_the_cli_as_pt(tmp_path, tiny_model):
     assert (run_dir / "adapter_model.safetensors").exists()
 
 
-def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path, tiny_model):
+def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path, small_model):
     data = tmp_path / "messy.jsonl"
     rows = [json.dumps({"prompt": f"Email me at user{i}@example.com", "completion": f"Sure {i}."}) for i in range(6)]
     data.write_text("\n".join(rows + ["{broken", rows[0]]) + "\n")
     run_dir = tmp_path / "run"
     config = write_config(
         tmp_path / "run.yaml",
-        model=tiny_model,
+        model=small_model,
         dataset=str(data),
         output_dir=str(run_dir),
         max_steps=1,
@@ -216,14 +216,14 @@ def test_skipped_rows_and_cleaning_are_reported_in_the_run(tmp_path, tiny_model)
     assert "dropped 1 duplicate rows" in messages
 
 
-def test_the_speed_trial_behind_estimate_time_measures_the_tiny_model(tiny_model, secret_dataset, tmp_path):
+def test_the_speed_trial_behind_estimate_time_measures_the_tiny_model(small_model, secret_dataset, tmp_path):
     """What the Dataset tab's Estimate time button runs: six real steps in a folder with no run config."""
     import subprocess
     import sys
 
     from tests.helpers import ROOT, write_config
 
-    config = write_config(tmp_path / "run.yaml", model=tiny_model, dataset=str(secret_dataset), cutoff_len=64)
+    config = write_config(tmp_path / "run.yaml", model=small_model, dataset=str(secret_dataset), cutoff_len=256)
     out = subprocess.run(
         [sys.executable, "-m", "backend.training.speed_trial", "--config", str(config)],
         cwd=ROOT,
