@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
+    CHROMIUM_ARGS,
     ENCODERS,
     LLAMAFACTORY_DATA,
     ROOT,
@@ -207,6 +208,19 @@ def reviews_run(trained_once) -> str:
     return trained_once(
         "reviews", {"task": "classification", "dataset": "demo_reviews", "val_size": 0.25, "num_train_epochs": 3}
     )
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    """A headless Chromium (Debian's, never a downloaded one) on the module's app, for its browser stories."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app[0])
+        yield page
+        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,15 @@ import re
 
 import pytest
 import yaml
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from backend.capability import describe, hardware_summary
-from tests.helpers import CHROMIUM_ARGS, DATA, pick, set_number
+from tests.helpers import DATA, pick, set_number
 
 APP_WARM_JOBS = True  # the story starts several runs: each after the first is forked from the warm job server
 
 # The real model: the browser story and what evaluation finds are the point.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def page(app):
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app[0])
-        yield page
-        browser.close()
 
 
 def start_run(page) -> str:

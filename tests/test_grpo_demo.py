@@ -11,24 +11,14 @@ the held-out reward went from 0.19 to 0.56 after 12 steps (bench/grpo_demo.py ru
 import json
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.helpers import CHROMIUM_ARGS, pick, set_number
+from tests.helpers import pick, set_number
 from tests.test_browser import start_run
 
 APP_WARM_JOBS = False  # one run: the warm job server's imports would not pay for themselves
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def page(app):
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app[0])
-        yield page
-        browser.close()
 
 
 # The step of the completions the table shows: its first row's first whole-number cell (the step column).

@@ -20,7 +20,7 @@ from backend.events import read_events
 from backend.llamafactory import load_config, load_config_file
 from backend.models import adapter_base_model, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from tests.helpers import CHROMIUM_ARGS, DATA, LLAMAFACTORY_DATA, pick, run_cli, run_cli_in_process
+from tests.helpers import DATA, LLAMAFACTORY_DATA, pick, run_cli, run_cli_in_process
 
 needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
@@ -473,18 +473,6 @@ def test_identity_with_a_new_name_trains_and_the_model_answers_with_it(tmp_path,
 
 
 # ---- the Dataset tab ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def page(app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app[0])
-        yield page
-        browser.close()
 
 
 @needs_llamafactory

@@ -22,7 +22,7 @@ from backend.capability import ADAPTER_METHODS
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, resolve_model
 from backend.rewards.scoring import RewardSet
-from backend.training.recipe import Recipe
+from backend.training.recipe import TRLRecipe
 
 COMPLETIONS_SHOWN = 8
 TEXT_SHOWN = 400
@@ -82,7 +82,7 @@ class CompletionsCallback(TrainerCallback):
             self.events.emit("completions", step=state.global_step, rows=rows)
 
 
-class GRPORecipe(Recipe):
+class GRPORecipe(TRLRecipe):
     task_metrics = ("eval_loss", "eval_reward")
 
     def setup(self) -> None:
@@ -176,13 +176,7 @@ class GRPORecipe(Recipe):
             metrics.update({event: logged[-1][key] for key, event in self.log_metrics().items() if key in logged[-1]})
         return metrics
 
-    def tokens_seen(self) -> int:
-        counted = [h["num_tokens"] for h in self.trainer.state.log_history if "num_tokens" in h]
-        return self.trainer.state.num_input_tokens_seen or int(counted[-1] if counted else 0)
-
     def final_evaluation(self) -> dict:
-        state = self.trainer.state
-        at_end = [h for h in state.log_history if "eval_loss" in h and h.get("step") == state.global_step]
-        scores = at_end[-1] if at_end and not self.best else self.trainer.evaluate()
+        scores = self.final_scores()
         kept = {"eval_loss": scores.get("eval_loss"), "eval_reward": scores.get("eval_reward")}
         return {k: v for k, v in kept.items() if v is not None}

@@ -22,7 +22,7 @@ import random
 from backend.capability import ADAPTER_METHODS
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, resolve_model
-from backend.training.recipe import Recipe
+from backend.training.recipe import TRLRecipe
 
 # The metrics charted beside the loss and kept in metrics.json, as TRL names them.
 PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -50,7 +50,7 @@ def trl_rows(examples: list[dict], task: str, seed: int) -> list[dict]:
     return rows
 
 
-class PreferenceRecipe(Recipe):
+class PreferenceRecipe(TRLRecipe):
     task_metrics = ("eval_loss",)
 
     def setup(self) -> None:
@@ -160,15 +160,8 @@ class PreferenceRecipe(Recipe):
             metrics.update({key: logged[-1][key] for key in PREFERENCE_METRICS if key in logged[-1]})
         return metrics
 
-    def tokens_seen(self) -> int:
-        # TRL's batches hold prompt and answers apart, so the Trainer may count no input tokens; TRL does.
-        counted = [h["num_tokens"] for h in self.trainer.state.log_history if "num_tokens" in h]
-        return self.trainer.state.num_input_tokens_seen or int(counted[-1] if counted else 0)
-
     def final_evaluation(self) -> dict:
-        state = self.trainer.state
-        at_end = [h for h in state.log_history if "eval_loss" in h and h.get("step") == state.global_step]
-        scores = at_end[-1] if at_end and not self.best else self.trainer.evaluate()  # the callback emits it
+        scores = self.final_scores()
         kept = {"eval_loss": scores.get("eval_loss")}
         kept.update({f"eval_{key}": scores[f"eval_{key}"] for key in PREFERENCE_METRICS if f"eval_{key}" in scores})
         return kept

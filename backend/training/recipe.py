@@ -447,3 +447,19 @@ class Recipe:
         if self.config.pissa_init:
             drop_initial_adapter(self.run_dir)
         write_text_atomically(self.run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+
+
+class TRLRecipe(Recipe):
+    """What the recipes on TRL's trainers (preference, grpo) share: TRL counts the tokens, and its final
+    evaluation scores are read from the log where the last step already evaluated."""
+
+    def tokens_seen(self) -> int:
+        # TRL's batches hold prompt and answers apart, so the Trainer may count no input tokens; TRL does.
+        counted = [h["num_tokens"] for h in self.trainer.state.log_history if "num_tokens" in h]
+        return self.trainer.state.num_input_tokens_seen or int(counted[-1] if counted else 0)
+
+    def final_scores(self) -> dict:
+        """The validation scores of the final (or best) weights: the last step's, or a new evaluation."""
+        state = self.trainer.state
+        at_end = [h for h in state.log_history if "eval_loss" in h and h.get("step") == state.global_step]
+        return at_end[-1] if at_end and not self.best else self.trainer.evaluate()  # the callback emits it
