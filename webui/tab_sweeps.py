@@ -12,6 +12,7 @@ from backend.sweeps.spec import METRICS, PRUNERS, SAMPLERS
 from webui.context import AppContext, caller
 from webui.formats import format_duration
 from webui.forms import options_from
+from webui.i18n import say, t
 from webui.lanes import JOBS, STATUS
 from webui.refusals import KEEP, LINE, on_refusal
 from webui.tab import Controls, Page, Tab
@@ -20,7 +21,7 @@ REFRESH_S = 2.0
 EXAMPLE_SPACE = "learning_rate: [1.0e-4, 5.0e-4]\nlora_rank: [4, 8]\n"
 ALL_METRICS = list(dict.fromkeys(m for metrics in METRICS.values() for m in metrics))
 TRIAL_COLUMNS = ["trial", "best", "run_id", "status", "value", "step", "duration", "params"]
-FIGURES = (("history", "Optimisation history"), ("parallel", "Parallel coordinates"), ("importance", "Importance"))
+FIGURES = ("history", "parallel", "importance")
 
 
 def trials_frame(report: dict | None) -> pd.DataFrame:
@@ -45,25 +46,38 @@ def trials_frame(report: dict | None) -> pd.DataFrame:
 
 def summary_html(report: dict | None) -> str:
     if not report:
-        return "<div id='sweep-summary' data-status=''>No sweep selected.</div>"
+        return f"<div id='sweep-summary' data-status=''>{html.escape(say('msg.sweep_none'))}</div>"
     trials = report["trials"]
     ended = sum(t["status"] not in ("queued", "running") for t in trials)
     counts = ", ".join(f"{n} {s}" for s in ("completed", "pruned", "failed", "aborted")
                        if (n := sum(t["status"] == s for t in trials)))  # fmt: skip
     best = report["best"]
     best_line = (
-        f"Best: run <code>{html.escape(best['run_id'])}</code>, {html.escape(report['metric'])} "
-        f"<b>{best['value']:.4f}</b> ({html.escape(', '.join(f'{k}={v}' for k, v in best['params'].items()))})"
+        say(
+            "msg.sweep_best",
+            run=html.escape(best["run_id"]),
+            metric=html.escape(report["metric"]),
+            value=f"{best['value']:.4f}",
+            params=html.escape(", ".join(f"{k}={v}" for k, v in best["params"].items())),
+        )
         if best
-        else "No completed trial yet."
+        else html.escape(say("msg.sweep_no_best"))
     )
     error = f"<br><span class='tf-error'>{html.escape(report['error'])}</span>" if report.get("error") else ""
     best_id = html.escape(best["run_id"]) if best else ""
     return (
         f"<div id='sweep-summary' data-status='{report['status']}' data-best='{best_id}'>"
-        f"<b>{report['status']}</b> · {ended}/{report['n_trials']} trials ended"
-        f"{' (' + counts + ')' if counts else ''} · {report['sampler']} sampler, {report['direction']} "
-        f"{html.escape(report['metric'])}<br>{best_line}{error}</div>"
+        + say(
+            "msg.sweep_line",
+            status=report["status"],
+            ended=ended,
+            total=report["n_trials"],
+            counts=f" ({counts})" if counts else "",
+            sampler=report["sampler"],
+            direction=report["direction"],
+            metric=html.escape(report["metric"]),
+        )
+        + f"<br>{best_line}{error}</div>"
     )
 
 
@@ -76,12 +90,7 @@ class SweepsTab(Tab):
         self.opens = opens
 
     def build(self) -> Controls:
-        gr.Markdown(
-            "Search the form's options with [Optuna](https://optuna.org): each trial is an ordinary run of the "
-            "options on the Dataset, Model and Train tabs with the searched ones changed, queued one after another. "
-            "A trial whose validation metric is worse than earlier trials' at the same step is **pruned** (stopped "
-            "early). The study is kept in the workspace, so a sweep goes on after the app restarts."
-        )
+        gr.Markdown(t("ui.sweeps.intro"))
         with gr.Row():
             with gr.Column(scale=2):
                 self._spec()
@@ -95,36 +104,44 @@ class SweepsTab(Tab):
         self.space = gr.Code(
             EXAMPLE_SPACE,
             language="yaml",
-            label="Search space: option: [values], or option: {low: 1.0e-5, high: 1.0e-3, log: true} for a range",
+            label=t("ui.sweeps.space"),
             elem_id="sweep-space",
         )
         with gr.Row():
-            self.sampler = gr.Radio(list(SAMPLERS), value="grid", label="Sampler", elem_id="sweep-sampler")
+            self.sampler = gr.Radio(list(SAMPLERS), value="grid", label=t("ui.sweeps.sampler"), elem_id="sweep-sampler")
             self.n_trials = gr.Number(
-                0, precision=0, minimum=0, label="Trials", info="0: the whole grid (else 8)", elem_id="sweep-trials"
+                0,
+                precision=0,
+                minimum=0,
+                label=t("ui.sweeps.trials"),
+                info=t("ui.sweeps.trials_info"),
+                elem_id="sweep-trials",
             )
         with gr.Row():
-            self.metric = gr.Dropdown(ALL_METRICS, value="eval_loss", label="Metric", elem_id="sweep-metric")
-            self.direction = gr.Radio(["auto", "minimize", "maximize"], value="auto", label="Direction")
-            self.pruner = gr.Radio(list(PRUNERS), value="median", label="Pruner", elem_id="sweep-pruner")
-        self.name = gr.Textbox(label="Name (optional)", placeholder="empty: a new sweep id", elem_id="sweep-name")
-        self.start = gr.Button("Start sweep", variant="primary", elem_id="sweep-start")
+            metric = t("ui.sweeps.metric")
+            self.metric = gr.Dropdown(ALL_METRICS, value="eval_loss", label=metric, elem_id="sweep-metric")
+            self.direction = gr.Radio(["auto", "minimize", "maximize"], value="auto", label=t("ui.sweeps.direction"))
+            self.pruner = gr.Radio(list(PRUNERS), value="median", label=t("ui.sweeps.pruner"), elem_id="sweep-pruner")
+        self.name = gr.Textbox(label=t("ui.sweeps.name"), placeholder="sweep-…", elem_id="sweep-name")
+        self.start = gr.Button(t("ui.sweeps.start"), variant="primary", elem_id="sweep-start")
         self.message = gr.Markdown(elem_id="sweep-message")
 
     def _view(self) -> None:
         with gr.Row():
-            self.sweep = gr.Dropdown(label="Sweep", choices=[], elem_id="sweep-select", scale=3)
-            self.reload = gr.Button("↻ sweeps", size="sm", scale=0)
+            self.sweep = gr.Dropdown(label=t("ui.sweeps.sweep"), choices=[], elem_id="sweep-select", scale=3)
+            self.reload = gr.Button(t("ui.sweeps.reload"), size="sm", scale=0)
         self.summary = gr.HTML(summary_html(None))
-        self.trials = gr.Dataframe(trials_frame(None), label="Trials", interactive=False, elem_id="sweep-trials-table")
+        self.trials = gr.Dataframe(
+            trials_frame(None), label=t("ui.sweeps.trials"), interactive=False, elem_id="sweep-trials-table"
+        )
         with gr.Row():
-            self.abort = gr.Button("Abort sweep", variant="stop", size="sm", elem_id="sweep-abort")
+            self.abort = gr.Button(t("ui.sweeps.abort"), variant="stop", size="sm", elem_id="sweep-abort")
             self.best_buttons = {
-                where: gr.Button(f"{where.title()} the best run", size="sm", elem_id=f"sweep-best-{where}")
+                where: gr.Button(t(f"ui.sweeps.best_{where}"), size="sm", elem_id=f"sweep-best-{where}")
                 for where in self.opens
             }
         self.figures = {
-            name: gr.Plot(None, label=label, elem_id=f"sweep-{name}", visible=True) for name, label in FIGURES
+            name: gr.Plot(None, label=t(f"ui.sweeps.{name}"), elem_id=f"sweep-{name}", visible=True) for name in FIGURES
         }
 
     def connect(self, page: Page) -> None:
@@ -158,17 +175,14 @@ class SweepsTab(Tab):
             spec["name"] = name.strip()
         sweep_id = self.ctx.gate.start_sweep(caller(), self.ctx.sweeps, spec)
         picked = gr.update(choices=self.ctx.sweeps.sweep_ids(), value=sweep_id)
-        return (
-            picked,
-            f"Started sweep `{sweep_id}`: its trials queue one after another, and keep going if you close this page.",
-        )
+        return picked, say("msg.sweep_started", sweep=sweep_id)
 
     @on_refusal("Cannot abort")
     def on_abort(self, sweep_id):
         if not sweep_id:
-            return "Select a sweep to abort."
+            return say("msg.sweep_select_to_abort")
         self.ctx.gate.abort_sweep(caller(), self.ctx.sweeps, sweep_id)
-        return f"Sweep `{sweep_id}` aborted; its finished trials stay."
+        return say("msg.sweep_aborted", sweep=sweep_id)
 
     def on_pick(self, sweep_id):
         return self._view_of(sweep_id, -1)
@@ -186,7 +200,7 @@ class SweepsTab(Tab):
             charts = [gr.update()] * len(FIGURES)
         else:
             figures = self.ctx.sweeps.figures(sweep_id)
-            charts = [figures[name] for name, _ in FIGURES]
+            charts = [figures[name] for name in FIGURES]
         return summary_html(report), trials_frame(report), *charts, completed
 
     def sweep_choices(self):
@@ -197,10 +211,10 @@ class SweepsTab(Tab):
         @on_refusal(f"Cannot open the best run in {where.title()}", KEEP, KEEP, LINE)
         def open_best(sweep_id):
             if not sweep_id:
-                return gr.update(), gr.update(), "Select a sweep first."
+                return gr.update(), gr.update(), say("msg.sweep_select_first")
             best = self.ctx.sweeps.status(sweep_id)["best"]
             if not best:
-                return gr.update(), gr.update(), "No trial of this sweep has completed yet."
+                return gr.update(), gr.update(), say("msg.sweep_nothing_completed")
             choices = self.ctx.chat.targets() if where == "chat" else self.ctx.jobs.finished_runs()
             return gr.update(choices=choices, value=best["run_id"]), gr.Tabs(selected=where), ""
 

@@ -19,7 +19,7 @@ from webui.empty import empty_figure, empty_table
 from webui.fit_view import FIT_TRIGGERS, warning_for
 from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
-from webui.i18n import headed, say, t
+from webui.i18n import headed, say, say_line, t
 from webui.lanes import JOBS, STATUS
 from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
 from webui.tab import Controls, Page, Tab
@@ -55,10 +55,16 @@ def progress_html(status: dict | None) -> str:
     loss = f"{status['loss']:.4f}" if status["loss"] is not None else "–"
     speed = status["tokens_per_s"] or "–"
     mfu = f" (MFU {status['mfu']:.0%})" if status.get("mfu") else ""
-    detail = (
-        f"<b>{status['status']}</b> · {html.escape(status['phase'])} · "
-        f"step {status['step']}/{status['max_steps'] or '?'} · epoch {status['epoch']:.2f} · "
-        f"loss {loss} · <span id='run-speed'>{speed} tok/s{mfu}</span> · ETA {format_duration(status['eta_s'])}"
+    detail = say(
+        "msg.progress_line",
+        status=f"<b>{status['status']}</b>",
+        phase=html.escape(say_line(status["phase"])),
+        step=status["step"],
+        max_steps=status["max_steps"] or "?",
+        epoch=f"{status['epoch']:.2f}",
+        loss=loss,
+        speed=f"<span id='run-speed'>{speed} tok/s{mfu}</span>",
+        eta=format_duration(status["eta_s"]),
     )
     if status["error"]:
         detail += f"<br><span class='tf-error'>{html.escape(status['error'])}</span>"
