@@ -6,6 +6,7 @@ from backend.errors import TuneForgeError
 from backend.fit import gb, model_report
 from webui.context import AppContext
 from webui.forms import options_from
+from webui.i18n import say, say_line
 
 # Options that change the estimate: the form redraws it when one of them changes.
 FIT_TRIGGERS = ("model", "task", "method", "freeze_trainable_layers", "per_device_train_batch_size", "cutoff_len")
@@ -21,29 +22,33 @@ def report_for(ctx: AppContext, values) -> dict:
 
 def fit_markdown(report: dict) -> str:
     """The architecture line, a table of methods against free memory, QLoRA's saving, and the warning."""
-    head = (
-        f"**{report['architecture'] or 'unknown architecture'}** (`{report['model_type'] or '?'}`) · "
-        f"{count(report['parameters'])} parameters · {report['layers']} layers, hidden {report['hidden_size']}, "
-        f"vocabulary {report['vocab_size']:,}"
+    head = say(
+        "msg.fit_head",
+        architecture=report["architecture"] or say("msg.fit_unknown_architecture"),
+        model_type=report["model_type"] or "?",
+        parameters=count(report["parameters"]),
+        layers=report["layers"],
+        hidden=report["hidden_size"],
+        vocabulary=f"{report['vocab_size']:,}",
     )
-    where = "GPU memory" if report["device"] == "gpu" else "RAM"
-    free = f"{gb(report['free_mb'])} of free {where}" if report["free_mb"] is not None else f"free {where} unknown"
-    intro = (
-        f"**Will it fit?** {report['batch_tokens']:,} tokens a step at most (batch × cutoff_len), against {free}. "
-        "Each method in the precision it runs in here:"
+    where = say("msg.fit_gpu_memory") if report["device"] == "gpu" else say("msg.fit_ram")
+    free = (
+        say("msg.fit_free", amount=gb(report["free_mb"]), where=where)
+        if report["free_mb"] is not None
+        else say("msg.fit_free_unknown", where=where)
     )
-    lines = [head, "", intro, "", "| method | precision | trains | weights | grads + AdamW | activations + logits "
-             "| runtime | total | fits |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    intro = say("msg.fit_intro", tokens=f"{report['batch_tokens']:,}", free=free)
+    lines = [head, "", intro, "", say("msg.fit_table_head"), "|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(row, row["method"] == report["run"]["method"]) for row in report["fit"]]
-    notes = [line for line in (qlora_saving(report), report["warning"]) if line]
+    notes = [line for line in (qlora_saving(report), say_line(report["warning"])) if line]
     return "\n\n".join(["\n".join(lines), *notes])  # a note on the line after a table would join the table
 
 
 def _row(row: dict, chosen: bool) -> str:
-    name = f"**{row['method']}** (chosen)" if chosen else row["method"]
+    name = say("msg.fit_chosen", method=row["method"]) if chosen else row["method"]
     if "unavailable" in row:
-        return f"| {name} | not here: {row['unavailable']} | | | | | | | |"
-    fits = "?" if row["fits"] is None else "yes" if row["fits"] else "**no**"
+        return f"| {name} | {say('msg.fit_not_here', why=say_line(row['unavailable']))} | | | | | | | |"
+    fits = "?" if row["fits"] is None else say("msg.fit_yes") if row["fits"] else say("msg.fit_no")
     return (
         f"| {name} | {row['precision']} | {count(row['trainable'])} | {gb(row['weights_mb'])} | "
         f"{gb(row['gradients_mb'] + row['optimizer_mb'])} | {gb(row['activations_mb'] + row['logits_mb'])} | "
@@ -57,10 +62,11 @@ def qlora_saving(report: dict) -> str:
     lora, qlora = rows.get("lora"), rows.get("qlora")
     if not lora or not qlora or lora["total_mb"] <= qlora["total_mb"]:
         return ""
-    return (
-        f"qlora instead of lora saves about **{gb(lora['total_mb'] - qlora['total_mb'])}** "
-        f"(weights {gb(lora['weights_mb'])} → {gb(qlora['weights_mb'])}; gradient checkpointing keeps fewer "
-        "activations); it trains slower."
+    return say(
+        "msg.fit_qlora_saving",
+        saved=gb(lora["total_mb"] - qlora["total_mb"]),
+        lora=gb(lora["weights_mb"]),
+        qlora=gb(qlora["weights_mb"]),
     )
 
 
@@ -77,6 +83,6 @@ def warning_for(ctx: AppContext, values) -> str:
     A model the estimate cannot read shows nothing here; the Model tab says why.
     """
     try:
-        return report_for(ctx, values)["warning"]
+        return say_line(report_for(ctx, values)["warning"])
     except TuneForgeError:
         return ""
