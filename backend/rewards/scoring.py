@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from backend.data.prompts import reference_columns
 from backend.rewards.builtin import BUILT_INS, RewardSettings, schema_validator
 from backend.rewards.custom import call_reward, load_reward
 from backend.rewards.spec import RewardSpec, parse_rewards
@@ -38,13 +39,15 @@ class RewardSet:
     def score_all(self, completions: list[str], prompts: list[str], references: dict) -> dict[str, list]:
         """Every component per completion, and 'reward': their weighted sum (a None counts as 0)."""
         scores = {s.name: self.score(s, completions, prompts, references) for s in self.specs}
-        scores["reward"] = [
-            sum(s.weight * (scores[s.name][i] or 0.0) for s in self.specs) for i in range(len(completions))
-        ]
+        by_completion = [{name: values[i] for name, values in scores.items()} for i in range(len(completions))]
+        scores["reward"] = [self.total(scored) for scored in by_completion]
         return scores
+
+    def total(self, scored: dict[str, float | None]) -> float:
+        """One completion's weighted sum of its rewards by name, as TRL weighs them (a None counts as 0)."""
+        return sum(s.weight * (scored.get(s.name) or 0.0) for s in self.specs)
 
 
 def references_of(examples: list[dict]) -> dict[str, list]:
     """The examples' reference columns as lists beside them (None where a row lacks one)."""
-    keys = list(dict.fromkeys(k for e in examples for k in e.get("references", {})))
-    return {k: [e.get("references", {}).get(k) for e in examples] for k in keys}
+    return {k: [e.get("references", {}).get(k) for e in examples] for k in reference_columns(examples)}

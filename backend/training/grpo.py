@@ -19,6 +19,7 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 from backend.capability import ADAPTER_METHODS
+from backend.data.prompts import reference_columns
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, resolve_model
 from backend.rewards.scoring import RewardSet
@@ -58,7 +59,7 @@ class Scoreboard:
     def latest(self) -> list[dict]:
         shown = []
         for row in self.rows[:COMPLETIONS_SHOWN]:
-            total = sum(s.weight * (row.get(s.name) or 0.0) for s in self.rewards.specs)
+            total = self.rewards.total(row)
             shown.append(
                 {
                     "prompt": row["prompt"][:TEXT_SHOWN],
@@ -106,7 +107,7 @@ class GRPORecipe(TRLRecipe):
     def _dataset(self, examples: list[dict]):
         from datasets import Dataset
 
-        columns = list(dict.fromkeys(k for e in examples for k in e["references"]))
+        columns = reference_columns(examples)
         rows = [{"prompt": e["messages"], **{k: e["references"].get(k) for k in columns}} for e in examples]
         return Dataset.from_list(rows)
 
