@@ -48,8 +48,10 @@ from backend.training.distributed import (
     is_main_rank,
     join_launch,
     launched_by_us,
+    lost_peer_message,
     needs_relaunch,
     relaunch,
+    writes_the_run,
 )
 
 
@@ -62,7 +64,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     run_dir = Path(config.output_dir).expanduser().resolve()
     config.output_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not is_main_rank():
+    if not writes_the_run(config):
         return run_dir
     tmp = run_dir / f".{CONFIG_FILE}.tmp"
     tmp.write_text(config.to_yaml(), encoding="utf-8")
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     resumed = {"resumed_from": checkpoint_step(resume_from)} if resume_from else {}
     if inside_launch():
         join_launch(run_dir)
-    if is_main_rank():
+    if writes_the_run(config):
         _capture_output(run_dir)
     if loaded.from_llamafactory and not launched_by_us():
         print(loaded.report(where), flush=True)
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         message = (
             disk_full_message(exc, run_dir)
             or out_of_memory_message(exc, config)
+            or lost_peer_message(exc, config)
             or f"{type(exc).__name__}: {one_line(str(exc))} (details in train.log)"
         )
         events.emit("end", status="failed", error=message)

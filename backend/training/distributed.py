@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -54,6 +55,15 @@ def is_main_rank() -> bool:
     return rank() == 0
 
 
+def writes_the_run(config: TrainConfig) -> bool:
+    """Rank 0 of the world or, before torchrun starts the ranks, node 0's launcher.
+
+    Every node's launcher runs outside torchrun, so RANK alone would make each of them rank 0: node 1's
+    would then write the run's config.yaml (its own node_rank) and train.log over node 0's.
+    """
+    return is_main_rank() and (inside_launch() or config.node_rank == 0)
+
+
 def launched_by_us() -> bool:
     return os.environ.get(LAUNCHED_ENV) == "1"
 
@@ -78,6 +88,8 @@ def torchrun_command(config: TrainConfig, config_path: Path) -> list[str]:
 def relaunch(config: TrainConfig, run_dir: Path, config_path: Path, **start_fields) -> int:
     """Run the job's ranks through torchrun and speak for them at the start and at an abort."""
     main_node = config.node_rank == 0
+    if not main_node:
+        config_path = node_config(config, run_dir)
     events = EventLog(run_dir) if main_node else NullEventLog()
     events.emit("start", world_size=world_size(config), pid=os.getpid(), config=config.to_dict(), **start_fields)
     command = torchrun_command(config, config_path)
@@ -117,7 +129,45 @@ def relaunch(config: TrainConfig, run_dir: Path, config_path: Path, **start_fiel
             status="failed",
             error=f"the training processes stopped ({detail}) without reporting why; see train.log and {RANK_LOG_DIR}/",
         )
+    end = end_event(read_events(run_dir)) if main_node else None
+    if code and end and end.get("error"):
+        # torchrun's own report of the failed rank (a traceback of its agent) follows the rank's line; the
+        # run's one line comes last, where a person reads first.
+        print(f"error: {end['error']}", file=sys.stderr, flush=True)
     return code if code >= 0 else 128 - code
+
+
+def node_config(config: TrainConfig, run_dir: Path) -> Path:
+    """The resolved config for this node's ranks, in a file of its own: config.yaml is node 0's, and a
+    run folder that is not shared has none on this node."""
+    path = run_dir / RANK_LOG_DIR / f"node-{config.node_rank}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(config.to_yaml(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def lost_peer_message(exc: BaseException, config: TrainConfig) -> str | None:
+    """One line for a collective that failed because another process or node went away, else None.
+
+    gloo and NCCL raise this on the survivors as soon as a peer's connection closes; a node that dies
+    (killed, out of memory, powered off) shows up here and nowhere else on node 0.
+    """
+    text = str(exc)
+    found = _LOST_PEER.search(text)
+    if world_size(config) == 1 or not found:
+        return None
+    peer = _PEER.search(text)
+    where = f" at {peer.group(1)}" if peer else ""
+    return (
+        f"lost contact with a process of this {world_size(config)}-process run{where} ({found.group(0)}): "
+        "check that every node still runs, then start the same config on every node with resume_from_checkpoint: last"
+    )
+
+
+_LOST_PEER = re.compile(r"Connection (?:reset|closed) by peer|Broken pipe|NCCL communicator was aborted")
+_PEER = re.compile(r"\[([0-9A-Za-z.:\-]+)\]:\d+")
 
 
 # ---- inside each rank -------------------------------------------------------------------------
