@@ -21,10 +21,12 @@ from tests.helpers import (
     LLAMAFACTORY_DATA,
     ROOT,
     SMALL_VOCAB,
+    PostgresServer,
     allow_dirs,
     build_small_vocab_model,
     build_tiny_model,
     finish,
+    postgres_bin,
     start_app,
     stop_app,
     tiny_model_name,
@@ -129,6 +131,32 @@ def tokenizer(default_model_dir):
     from backend.models import load_tokenizer
 
     return load_tokenizer(str(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (Debian's postgresql, which `make dev` installs); stopped at the end
+    with none of its processes left. Each test takes a database of its own (postgres.create_database)."""
+    import pwd
+    import shutil
+
+    if not postgres_bin("initdb") or not postgres_bin("pg_ctl"):
+        pytest.skip("PostgreSQL is not installed (make dev installs Debian's postgresql package)")
+    user = None
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres").pw_name
+        except KeyError:
+            pytest.skip("running as root, and there is no postgres user to run the server as")
+    server = PostgresServer(user)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        left = server.processes()
+        shutil.rmtree(server.data, ignore_errors=True)
+        assert not left, f"PostgreSQL processes left running: {left}"
 
 
 @pytest.fixture()

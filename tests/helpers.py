@@ -323,3 +323,66 @@ def build_small_vocab_model(target: Path, model_type: str, template_dir: Path, t
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     save_built(target, model, tokenizer)
+
+
+# ---- a real PostgreSQL server, for the sweeps that machines share -------------------------------
+def postgres_bin(name: str) -> str | None:
+    """Debian keeps the server's programs (initdb, pg_ctl) out of PATH, under its versioned folder."""
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    return found[-1] if found else shutil.which(name)
+
+
+class PostgresServer:
+    """initdb into a fresh folder and a server on 127.0.0.1 at a free port, as a non-root user.
+
+    The server refuses to run as root, so under root it runs as Debian's `postgres` system user. fsync is
+    off: the data dies with the test.
+    """
+
+    def __init__(self, user: str | None):
+        import tempfile
+
+        self.user = user
+        self.data = Path(tempfile.mkdtemp(prefix="tuneforge-pg-"))
+        self.port = free_port()
+        if user:
+            import shutil
+
+            shutil.chown(self.data, user)
+        self.url = f"postgresql://tuneforge@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(args, check=True, capture_output=True, timeout=timeout, user=self.user, cwd=self.data)
+
+    def start(self) -> None:
+        pgdata = str(self.data / "db")
+        self._run(postgres_bin("initdb"), "-D", pgdata, "-U", "tuneforge", "-A", "trust", "-E", "UTF8", "--no-sync")
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data} -F -c max_connections=100"
+        self._run(postgres_bin("pg_ctl"), "-D", pgdata, "-o", options, "-l", str(self.data / "log"), "-w", "start")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="tuneforge", dbname="postgres") as connection:
+            connection.autocommit = True
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://tuneforge@127.0.0.1:{self.port}/{name}"
+
+    def processes(self) -> list[int]:
+        """The server's processes: every one has its data folder on its command line, or is its child."""
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if str(self.data) in " ".join(process.info["cmdline"] or []) and is_live(process.pid):
+                found += [process.pid, *live_descendants(process.pid)]
+        return found
+
+    def stop(self) -> None:
+        pgdata = str(self.data / "db")
+        try:
+            self._run(postgres_bin("pg_ctl"), "-D", pgdata, "-m", "fast", "-w", "stop")
+        except subprocess.CalledProcessError:
+            for pid in self.processes():
+                os.kill(pid, 9)

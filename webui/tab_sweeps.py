@@ -20,7 +20,7 @@ from webui.tab import Controls, Page, Tab
 REFRESH_S = 2.0
 EXAMPLE_SPACE = "learning_rate: [1.0e-4, 5.0e-4]\nlora_rank: [4, 8]\n"
 ALL_METRICS = list(dict.fromkeys(m for metrics in METRICS.values() for m in metrics))
-TRIAL_COLUMNS = ["trial", "best", "run_id", "status", "value", "step", "duration", "params"]
+TRIAL_COLUMNS = ["trial", "best", "run_id", "status", "value", "step", "duration", "machine", "params"]
 FIGURES = ("history", "parallel", "importance")
 
 
@@ -37,6 +37,7 @@ def trials_frame(report: dict | None) -> pd.DataFrame:
             "value": round(t["value"], 4) if t["value"] is not None else None,
             "step": t["step"],
             "duration": format_duration(t["duration_s"]),
+            "machine": t.get("machine") or "",
             "params": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()),
         }
         for t in report["trials"]
@@ -48,8 +49,8 @@ def summary_html(report: dict | None) -> str:
     if not report:
         return f"<div id='sweep-summary' data-status=''>{html.escape(say('msg.sweep_none'))}</div>"
     trials = report["trials"]
-    ended = sum(t["status"] not in ("queued", "running") for t in trials)
-    counts = ", ".join(f"{n} {s}" for s in ("completed", "pruned", "failed", "aborted")
+    ended = sum(t["status"] not in ("queued", "running", "lost") for t in trials)
+    counts = ", ".join(f"{n} {s}" for s in ("completed", "pruned", "failed", "aborted", "lost")
                        if (n := sum(t["status"] == s for t in trials)))  # fmt: skip
     best = report["best"]
     best_line = (

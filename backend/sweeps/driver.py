@@ -8,6 +8,13 @@ than earlier ones at the same step, the run is aborted with that reason and the 
 A driver that stops with its process (the app killed, a terminal closed) leaves its trial's job
 running; the next driver of the sweep (the restarted app, the same CLI command again) follows that
 run to its end before it asks for more.
+
+Several machines may drive one sweep (one study in a shared database). Each chooses its next trial
+under the study's lock (backend.sweeps.study_lock), so together they ask for n_trials and no more, and
+each keeps a heartbeat on the trial it follows. A machine that dies stops its heartbeat: after the
+grace period (backend.sweeps.study) another driver fails that trial as lost and runs its values again.
+While the last trials run elsewhere, a driver with nothing left to ask waits for them, ready to take
+up a lost one, and the sweep is completed when no trial is left running anywhere.
 """
 
 from __future__ import annotations
@@ -15,19 +22,24 @@ from __future__ import annotations
 import math
 import statistics
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from backend.errors import TuneForgeError
 from backend.events import END_STATUSES, end_event
 from backend.runs.manager import JobManager
 from backend.sweeps.spec import SweepSpec
-from backend.sweeps.study import ENDED, distributions, this_driver
+from backend.sweeps.study import ENDED, distributions, heartbeat_s, lost_trials, study_engine, this_driver
+from backend.sweeps.study_lock import study_lock
 
 POLL_S = 0.5
+IDLE_POLL_S = 2.0  # waiting on other machines' trials: a lost one is seen within the grace period anyway
 
 
 class SweepDriver:
@@ -43,16 +55,25 @@ class SweepDriver:
         self.jobs, self.study, self.spec, self.stop, self.say = jobs, study, spec, stop, say
         self.me = this_driver(jobs.workspace, pid)
         self.worst = math.inf if spec.direction == "minimize" else -math.inf
+        self._last_beat = 0.0
 
     def run(self) -> str:
         """Work until n_trials have ended or stop is set; the sweep's status at the end."""
         self.study.set_user_attr("driver", self.me)
         try:
-            for trial, run_id in self._ours_unfinished():
+            ours = self._ours_unfinished()
+            for trial, _ in ours:  # before any driver here judges heartbeats: these are not lost
+                self._beat(trial)
+            for trial, run_id in ours:
                 self._follow(trial, self._still_coming(run_id) or self._start(trial))
-            while not self._stopping() and self._asked() < self.spec.n_trials:
-                trial = self.study.ask(distributions(self.spec))
-                self._follow(trial, self._start(trial))
+            while not self._stopping():
+                trial = self._next_trial()
+                if trial is not None:
+                    self._follow(trial, self._start(trial))
+                elif self._others_working():
+                    self.stop.wait(IDLE_POLL_S)
+                else:
+                    break
         except Exception as exc:  # noqa: BLE001 - the sweep must end with a status, whatever broke it
             self.study.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             self.study.set_user_attr("status", "failed")
@@ -67,9 +88,28 @@ class SweepDriver:
             self.stop.set()
         return self.stop.is_set()
 
-    def _asked(self) -> int:
-        states = (*ENDED, TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=states))
+    def _next_trial(self) -> Trial | None:
+        """The next trial for this driver, chosen under the study's lock; None when n_trials are asked for."""
+        with study_lock(study_engine(self.study), self.study.study_name):
+            fail_stale_trials(self.study)  # lost trials are failed, and their values enqueued again
+            trials = self.study.get_trials(deepcopy=False)
+            lost = lost_trials(trials)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            asked = [t for t in trials if t.state in (*ENDED, TrialState.RUNNING) and t.number not in lost]
+            if not waiting and len(asked) >= self.spec.n_trials:
+                return None
+            trial = self.study.ask(distributions(self.spec))
+            trial.set_user_attr("driver", self.me)
+            self._beat(trial)
+            return trial
+
+    def _others_working(self) -> bool:
+        states = (TrialState.RUNNING, TrialState.WAITING)
+        return bool(self.study.get_trials(deepcopy=False, states=states))
+
+    def _beat(self, trial: Trial) -> None:
+        self.study._storage.record_heartbeat(trial._trial_id)  # noqa: SLF001 - Optuna's heartbeat, in ask/tell
+        self._last_beat = time.monotonic()
 
     def _ours_unfinished(self) -> list[tuple[Trial, str | None]]:
         """Trials an earlier driver of this workspace asked for and did not see end, with their run ids."""
@@ -96,7 +136,7 @@ class SweepDriver:
 
     def _start(self, trial: Trial) -> str | None:
         """Queue the trial's run; None (and a failed trial) where the options are refused."""
-        trial.set_user_attr("driver", self.me)
+        trial.set_user_attr("driver", self.me)  # a trial taken up after a restart: this process now
         params = {**trial.params}
         try:
             options = self.spec.trial_options(params)
@@ -112,10 +152,21 @@ class SweepDriver:
         return {"sweep_id": self.study.study_name, "trial": trial.number}
 
     def _follow(self, trial: Trial, run_id: str | None) -> None:
+        try:
+            self._watch(trial, run_id)
+        except UpdateFinishedTrialError:
+            # This driver stalled past the grace period, and another one took the trial as lost.
+            if run_id is not None:
+                self.jobs.abort(run_id, reason="another machine runs this trial's values again")
+            self.say(f"trial {trial.number}: taken over by another driver after this one stopped answering")
+
+    def _watch(self, trial: Trial, run_id: str | None) -> None:
         if run_id is None:
             return
         reported = set(self._frozen(trial).intermediate_values)
         while True:
+            if time.monotonic() - self._last_beat >= heartbeat_s() / 2:
+                self._beat(trial)
             if self._stopping():
                 self.jobs.abort(run_id, reason=f"the sweep {self.study.study_name} was aborted")
                 self._end(trial, TrialState.FAIL, status="aborted", error="the sweep was aborted")

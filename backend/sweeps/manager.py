@@ -77,7 +77,9 @@ class SweepManager:
         with self._lock:
             thread, _ = self._drivers.get(sweep_id, (None, None))
         driver = study.user_attrs.get("driver")
-        if (thread and thread.is_alive()) or (driver and _drives_now(driver, self.jobs.workspace)):
+        # Another workspace's driver, here or elsewhere, is another machine sharing the study: welcome.
+        ours = driver and driver.get("workspace") == _here(self.jobs.workspace)[1]
+        if (thread and thread.is_alive()) or (ours and _drives_now(driver, self.jobs.workspace)):
             raise TuneForgeError(f"sweep {sweep_id} is already running")
 
     def driver(self, sweep_id: str, stop: threading.Event, say=lambda line: None) -> SweepDriver:
@@ -128,7 +130,7 @@ class SweepManager:
         rows = []
         for sweep_id in self.sweep_ids():
             report = self.status(sweep_id)
-            ended = sum(t["status"] not in ("queued", "running") for t in report["trials"])
+            ended = sum(t["status"] not in ("queued", "running", "lost") for t in report["trials"])
             best = report["best"]
             rows.append(
                 {
