@@ -23,6 +23,8 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@# Debian's chromium drives the browser tests; `playwright install` would try to download one and fail offline.
 	@test -x /usr/bin/chromium || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	@# Debian's PostgreSQL server: the shared-sweep tests start one of their own (initdb in a temporary folder).
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
 	@touch $@
 
 run: setup

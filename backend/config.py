@@ -422,6 +422,13 @@ class TrainConfig:
         group="devices",
     )
     master_port: int = option(29500, "A free TCP port on node 0 for the rendezvous.", min=1, max=65535, group="devices")
+    rdzv_timeout: int = option(
+        600,
+        "Seconds the nodes wait for each other at the rendezvous before the run fails (nnodes > 1).",
+        min=10,
+        max=86400,
+        group="devices",
+    )
     strategy: str = option(
         "ddp",
         "How processes share the work: ddp copies the model to each; fsdp and deepspeed_zero3 shard weights, "

@@ -247,3 +247,27 @@ def test_the_same_two_commands_resume_the_run_after_the_lost_node(lost_node, mac
     assert after == [resumed_from + 1, resumed_from + 2]
     assert (run_dir / f"checkpoint-{resumed_from + 2}").is_dir() or (run_dir / "adapter_model.safetensors").exists()
     assert not leftovers([node0, node1], machines)
+
+
+def test_a_rendezvous_that_never_fills_fails_node_0_in_one_line_within_its_timeout(
+    machines, tmp_path, secret_dataset, small_model
+):
+    options = options_for(small_model, secret_dataset, tmp_path / "run", machines.master_addr, max_steps=2)
+    config = write_config(tmp_path / "node0.yaml", **options, node_rank=0, rdzv_timeout=10)
+    node0 = Node(machines.machines[0], config, tmp_path)  # node 1 never comes
+    try:
+        started = time.monotonic()
+        code = node0.wait(timeout=120)
+        took = time.monotonic() - started
+    finally:
+        if node0.proc.poll() is None:
+            node0.kill()
+    assert code != 0 and 10 <= took < 60, (code, took)
+    end = read_events(tmp_path / "run")[-1]
+    assert end["status"] == "failed" and end["error"] == (
+        f"the 2 nodes did not all meet at {machines.master_addr}:{options['master_port']} within rdzv_timeout=10 s: "
+        "start the same config with node_rank 1 to 1 on the other machines, and check that they reach that "
+        "address and port"
+    )
+    assert node0.stderr().strip().splitlines()[-1] == f"error: {end['error']}"
+    assert not leftovers([node0], machines)

@@ -81,6 +81,7 @@ def torchrun_command(config: TrainConfig, config_path: Path) -> list[str]:
         "--node_rank", str(config.node_rank),
         "--master_addr", config.master_addr,
         "--master_port", str(config.master_port),
+        *(["--rdzv_conf", f"timeout={config.rdzv_timeout}"] if config.nnodes > 1 else []),
         "-m", JOB_MODULE, "--config", str(config_path),
     ]  # fmt: skip
 
@@ -123,12 +124,7 @@ def relaunch(config: TrainConfig, run_dir: Path, config_path: Path, **start_fiel
         return 143
     code = child.returncode
     if main_node and end_event(read_events(run_dir)) is None:
-        detail = f"code {code}" if code >= 0 else signal.Signals(-code).name
-        events.emit(
-            "end",
-            status="failed",
-            error=f"the training processes stopped ({detail}) without reporting why; see train.log and {RANK_LOG_DIR}/",
-        )
+        events.emit("end", status="failed", error=unexplained_stop(config, run_dir, code))
     end = end_event(read_events(run_dir)) if main_node else None
     if code and end and end.get("error"):
         # torchrun's own report of the failed rank (a traceback of its agent) follows the rank's line; the
@@ -168,6 +164,20 @@ def lost_peer_message(exc: BaseException, config: TrainConfig) -> str | None:
 
 _LOST_PEER = re.compile(r"Connection (?:reset|closed) by peer|Broken pipe|NCCL communicator was aborted")
 _PEER = re.compile(r"\[([0-9A-Za-z.:\-]+)\]:\d+")
+
+
+def unexplained_stop(config: TrainConfig, run_dir: Path, code: int) -> str:
+    """Why torchrun ended when no rank said; with several nodes and no rank started, the rendezvous never filled."""
+    events = read_events(run_dir)
+    starts = [i for i, e in enumerate(events) if e["type"] == "start"]
+    if config.nnodes > 1 and starts and starts[-1] == len(events) - 1:  # this attempt's ranks said nothing
+        return (
+            f"the {config.nnodes} nodes did not all meet at {config.master_addr}:{config.master_port} within "
+            f"rdzv_timeout={config.rdzv_timeout} s: start the same config with node_rank 1 to {config.nnodes - 1} "
+            "on the other machines, and check that they reach that address and port"
+        )
+    detail = f"code {code}" if code >= 0 else signal.Signals(-code).name
+    return f"the training processes stopped ({detail}) without reporting why; see train.log and {RANK_LOG_DIR}/"
 
 
 # ---- inside each rank -------------------------------------------------------------------------
