@@ -189,6 +189,7 @@ def lost_node(machines, tmp_path_factory, secret_dataset, small_model):
     deadline = time.time() + 10
     while time.time() < deadline and leftovers([node0, node1], machines):
         time.sleep(0.2)
+    print(f"node 0 ended {took:.1f} s after node 1 was killed ({'namespaces' if machines.isolated else 'loopback'})")
     return {"run_dir": run_dir, "code": code, "took": took, "nodes": (node0, node1), "options": options, "tmp": tmp}
 
 
