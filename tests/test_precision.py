@@ -206,8 +206,11 @@ def test_the_launch_command_is_torchrun_with_the_config_keys():
     command = torchrun_command(config, "/runs/a/config.yaml")
     assert command[1:] == [
         "-m", "torch.distributed.run", "--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1",
-        "--master_addr", "10.0.0.1", "--master_port", "29500", "-m", "backend.train", "--config", "/runs/a/config.yaml",
+        "--master_addr", "10.0.0.1", "--master_port", "29500", "--rdzv_conf", "timeout=600",
+        "-m", "backend.train", "--config", "/runs/a/config.yaml",
     ]  # fmt: skip
+    one_node = TrainConfig.from_dict({"nproc_per_node": 2})
+    assert "--rdzv_conf" not in torchrun_command(one_node, "/runs/a/config.yaml")  # no other node to wait for
 
 
 def test_the_ui_learns_the_hardware_without_loading_torch():
