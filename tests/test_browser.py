@@ -1,6 +1,7 @@
 """The user's story in a real headless Chromium: demo data → short LoRA run → live chart → chat."""
 
 import re
+import socket
 
 import pytest
 import yaml
@@ -331,6 +332,8 @@ def test_a_grid_sweep_from_the_sweeps_tab_finishes_its_trials_marks_the_best_and
     rows = table.locator("div[role=row]")  # the body's rows (the header's is a tr)
     expect(rows.filter(has_text="completed")).to_have_count(2)
     expect(rows.filter(has_text="★")).to_contain_text(best)
+    expect(table.get_by_role("columnheader", name="machine")).to_be_visible()
+    expect(rows.filter(has_text=f"{socket.gethostname()} pid ")).to_have_count(2)  # which machine ran each trial
     expect(page.locator("#sweep-history .scatterlayer .trace").first).to_be_attached(timeout=30_000)
     expect(page.locator("#sweep-parallel .js-plotly-plot")).to_be_attached()
     expect(page.locator("#sweep-importance .barlayer")).to_be_attached()  # learning_rate, the one option searched
