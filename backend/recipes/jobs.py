@@ -39,7 +39,6 @@ CONTRACT_KEYS = ("sources", "generator", "kind", "chunk_tokens", "per_chunk", "n
 OWNER_NAME = "owner.txt"
 STOP_GRACE_S = 3.0
 RECIPE_MODULE = "backend.recipe"
-PREVIEW_CHUNKS = 200
 
 
 class RecipeJobs:
