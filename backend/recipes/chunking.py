@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from backend.errors import TuneForgeError
 from backend.recipes.documents import Block, FileReport
@@ -140,7 +142,22 @@ def _tail(text: str, count: Callable[[str], int], overlap: int) -> str:
 
 def token_counter(model: str) -> Callable[[str], int]:
     """The chosen model's tokenizer as a counter (no special tokens: they are the template's, not the text's)."""
-    from backend.models import load_tokenizer, resolve_model
+    return _counter(model or "default")
 
-    tokenizer = load_tokenizer(resolve_model(model or "default", progress=lambda message: None))
+
+@cache  # the app previews many times with one model
+def _counter(model: str) -> Callable[[str], int]:
+    """A model folder's tokenizer.json through the `tokenizers` library itself: the same ids as transformers'
+    fast tokenizer, without importing transformers and torch into a job that only counts (a few seconds)."""
+    from backend.models import resolve_model
+
+    folder = Path(resolve_model(model, progress=lambda message: None))
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
+    from backend.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(folder))
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -30,14 +30,16 @@ class RecipeConfig:
     generator: Any = option("base", "'base', {'run': run_id}, or {'base_url', 'model'} of an OpenAI-compatible API")
     kind: str = option("qa", f"rows to write: {', '.join(KINDS)}")
     chunk_tokens: int = option(384, "target chunk length, in the tokenizer's tokens", 16, 8192)
-    overlap_tokens: int = option(32, "tokens a chunk repeats from the end of the one before", 0, 2048)
+    overlap_tokens: int = option(
+        -1, "tokens a chunk repeats from the end of the one before (-1: an eighth of chunk_tokens)", -1, 2048
+    )
     per_chunk: int = option(1, "rows written per chunk", 1, 20)
     max_chunks: int = option(0, "use only the first N chunks (0: all); for a cheap first look", 0, 100000)
     model: str = option("default", "whose tokenizer measures the chunks (the model you will train)")
     temperature: float = option(0.7, "the generator's sampling temperature", 0.0, 2.0)
     max_tokens: int = option(256, "the most tokens one generator reply may have", 8, 4096)
     retries: int = option(2, "retries of one failed call before it is counted as failed", 0, 5)
-    timeout_s: float = option(60.0, "seconds to wait for one reply of an endpoint", 1.0, 600.0)
+    timeout_s: float = option(60.0, "seconds to wait for one reply of an endpoint", 0.1, 600.0)
     grounding_min: float = option(0.5, "flag an answer when fewer of its words than this occur in its chunk", 0.0, 1.0)
     near_threshold: float = option(0.8, "MinHash similarity at which a row is a near duplicate", 0.5, 1.0)
     min_chars: int = option(8, "flag an answer shorter than this many characters", 0, 10000)
@@ -74,6 +76,8 @@ class RecipeConfig:
         self.generator = generator_spec(self.generator)
         for f in dataclasses.fields(self):
             self._check_number(f)
+        if self.overlap_tokens == -1:
+            self.overlap_tokens = self.chunk_tokens // 8
         if self.overlap_tokens * 2 >= self.chunk_tokens:
             raise TuneForgeError(
                 f"overlap_tokens {self.overlap_tokens}: must be less than half of chunk_tokens ({self.chunk_tokens})"
