@@ -288,9 +288,13 @@ def test_an_aborted_recipe_resumes_from_the_cli_keeping_its_rows_and_not_asking_
 # ---- our own server of a tiny run -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, small_model, secret_dataset):
-    """(jobs, run id, base URL) of a tiny run served with an API key, as the Export tab's Serve button does."""
+    """(jobs, run id, base URL) of a tiny run served with an API key, as the Export tab's Serve button does.
+
+    30 steps, so that it writes words ("The secret word is pineapple.", whatever it is asked); after 2 steps
+    at QUICK's rate it wrote only newlines, which a recipe rightly counts as failed calls."""
     jobs = JobManager(tmp_path_factory.mktemp("recipes") / "workspace")
-    run_id = train_in_process(jobs, {"model": small_model, "dataset": str(secret_dataset), **QUICK})
+    learned = {**QUICK, "max_steps": 30, "learning_rate": 3e-3}
+    run_id = train_in_process(jobs, {"model": small_model, "dataset": str(secret_dataset), **learned})
     servers = Servers(jobs)
     url = servers.start(run_id, api_key="sk-served")
     yield jobs, run_id, url
@@ -298,7 +302,7 @@ def served(tmp_path_factory, small_model, secret_dataset):
     jobs.shutdown()
 
 
-def test_a_recipe_written_by_our_served_run_saves_a_dataset_that_trains(served, tmp_path, small_model):
+def test_a_recipe_written_by_our_served_run_saves_a_dataset_that_trains(served, tmp_path, small_model, monkeypatch):
     jobs, run_id, url = served
     pdf = write_pdf(tmp_path / "manual.pdf", [f"Page one. {WARRANTY[0]}", f"Page two. {WARRANTY[1]}"])
     recipes = RecipeJobs(jobs)
@@ -309,11 +313,12 @@ def test_a_recipe_written_by_our_served_run_saves_a_dataset_that_trains(served, 
     status = wait_for(lambda: (s := recipes.status(recipe_id))["status"] != "running" and s, timeout=180)
     assert status["status"] == "completed", status
     assert set(status) >= {"status", "rows", "dataset", "failed_calls", "files"} and status["dataset"] == "from_served"
-    assert status["rows"] + status["failed_calls"] == 4 and status["files"][0]["chunks"] == 2
+    assert status["rows"] == 2 and status["failed_calls"] == 0 and status["files"][0]["chunks"] == 1
     saved = read_jsonl(jobs.workspace / "datasets" / "from_served.jsonl")
-    assert saved and all(r["source"]["file"] == "manual.pdf" and r["instruction"] and r["output"] for r in saved)
+    assert len(saved) == status["saved_rows"] >= 1 and all(r["source"]["file"] == "manual.pdf" and r["instruction"] and r["output"] for r in saved)
     assert not any("sk-served" in p.read_text(errors="ignore") for p in jobs.workspace.rglob("*.*") if p.is_file()
                    and p.suffix in (".yaml", ".jsonl", ".json", ".log"))  # fmt: skip
+    monkeypatch.setenv("TUNEFORGE_WORKSPACE", str(jobs.workspace))  # as the app sets it for its jobs
     trained = train_in_process(jobs, {"model": small_model, "dataset": "from_served", **QUICK})
     assert jobs.status(trained)["status"] == "completed"
 
