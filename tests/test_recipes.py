@@ -315,12 +315,18 @@ def test_a_recipe_written_by_our_served_run_saves_a_dataset_that_trains(served, 
     assert set(status) >= {"status", "rows", "dataset", "failed_calls", "files"} and status["dataset"] == "from_served"
     assert status["rows"] == 2 and status["failed_calls"] == 0 and status["files"][0]["chunks"] == 1
     saved = read_jsonl(jobs.workspace / "datasets" / "from_served.jsonl")
-    assert len(saved) == status["saved_rows"] >= 1 and all(r["source"]["file"] == "manual.pdf" and r["instruction"] and r["output"] for r in saved)
+    assert len(saved) == status["saved_rows"] >= 1
+    assert all(r["source"]["file"] == "manual.pdf" and r["instruction"] and r["output"] for r in saved)
     assert not any("sk-served" in p.read_text(errors="ignore") for p in jobs.workspace.rglob("*.*") if p.is_file()
                    and p.suffix in (".yaml", ".jsonl", ".json", ".log"))  # fmt: skip
     monkeypatch.setenv("TUNEFORGE_WORKSPACE", str(jobs.workspace))  # as the app sets it for its jobs
     trained = train_in_process(jobs, {"model": small_model, "dataset": "from_served", **QUICK})
     assert jobs.status(trained)["status"] == "completed"
+
+
+def field(page, elem_id: str):
+    """A Gradio textbox's own box: a textarea, or an input (a password)."""
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
 def test_upload_a_pdf_generate_with_the_served_run_edit_a_row_save_and_find_it_on_the_dataset_tab(
@@ -338,18 +344,18 @@ def test_upload_a_pdf_generate_with_the_served_run_edit_a_row_save_and_find_it_o
         page.get_by_role("tab", name="Recipes").click()
         page.locator("#recipe-upload input[type=file]").set_input_files(str(pdf))
         expect(page.locator("#recipe-sources textarea")).to_have_value(__import__("re").compile(r"handbook\.pdf"))
-        page.locator("#recipe-name input").fill("handbook")
-        page.locator("#recipe-base-url input").fill(url)
-        page.locator("#recipe-model input").fill(run_id)
-        page.locator("#recipe-api-key input").fill("sk-served")
+        field(page, "recipe-name").fill("handbook")
+        field(page, "recipe-base-url").fill(url)
+        field(page, "recipe-model").fill(run_id)
+        field(page, "recipe-api-key").fill("sk-served")
         page.locator("#recipe-start").click()
         expect(page.locator("#recipe-progress-line")).to_have_attribute("data-status", "completed", timeout=120_000)
-        cell = page.locator("#recipe-rows tbody tr").first.locator("td").nth(1)
+        cell = page.locator("#recipe-rows [data-testid=cell-0-1]")  # the first row's prompt
         cell.dblclick()
-        editor = page.locator("#recipe-rows tbody tr").first.locator("textarea, input[type=text]").first
+        editor = cell.locator("textarea, input").first
         editor.fill("What does the warranty cover?")
         editor.press("Enter")
-        page.locator("#recipe-save-name input").fill("handbook_reviewed")
+        field(page, "recipe-save-name").fill("handbook_reviewed")
         page.locator("#recipe-save").click()
         expect(page.locator("#recipe-message")).to_contain_text("handbook_reviewed", timeout=30_000)
         page.get_by_role("tab", name="Dataset").click()

@@ -35,6 +35,7 @@ DEFAULT = RecipeConfig()
 TEMPLATE_TEXT = yaml.safe_dump({"templates": TEMPLATES, "examples": EXAMPLES}, sort_keys=False, allow_unicode=True)
 ENDED = ("completed", "failed", "aborted", "interrupted")
 # The review table's columns, in order; a row is read back by position.
+CHUNK_COLUMNS = ("#", "source", "tokens", "text")
 ROW_COLUMNS = ("keep", "prompt", "answer", "rejected", "flags", "source", "chunk")
 
 
@@ -78,7 +79,12 @@ class RecipesTab(Tab):
         self.message = gr.Markdown(elem_id="recipe-message")
         self.progress = gr.HTML(elem_id="recipe-progress")
         self.chunks = gr.Dataframe(
-            label=t("ui.recipes.chunks"), interactive=False, wrap=True, elem_id="recipe-chunks", elem_classes="tf-table"
+            pd.DataFrame(columns=list(CHUNK_COLUMNS)),
+            label=t("ui.recipes.chunks"),
+            interactive=False,
+            wrap=True,
+            elem_id="recipe-chunks",
+            elem_classes="tf-table",
         )
         self._review()
         self.recipe_id, self.shown, self.rows = gr.State(""), gr.State(""), gr.State([])
@@ -171,9 +177,8 @@ class RecipesTab(Tab):
         spec = {**self.spec(*values), "generator": "base"}  # the chunks do not depend on who writes the rows
         config, _key = self.recipes.checked({**spec, "name": spec["name"] or "preview"})  # and confines the sources
         reports, chunks = preview_chunks(config.sources, config.chunk_tokens, config.overlap_tokens, config.model)
-        frame = pd.DataFrame(
-            [{"#": c.index, "source": c.source_line, "tokens": c.tokens, "text": c.text} for c in chunks[:PREVIEWED]]
-        )
+        rows = [(c.index, c.source_line, c.tokens, c.text) for c in chunks[:PREVIEWED]]
+        frame = pd.DataFrame(rows, columns=list(CHUNK_COLUMNS))
         return files_line(r.as_dict() for r in reports), frame
 
     @on_refusal("Cannot start", LINE, KEEP, KEEP)
