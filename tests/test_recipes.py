@@ -365,3 +365,34 @@ def test_upload_a_pdf_generate_with_the_served_run_edit_a_row_save_and_find_it_o
         browser.close()
     saved = read_jsonl(workspace / "datasets" / "handbook_reviewed.jsonl")
     assert saved[0]["instruction"] == "What does the warranty cover?" and saved[0]["source"]["file"] == "handbook.pdf"
+
+
+def test_the_api_starts_watches_and_aborts_a_recipe_and_refuses_bad_specs_in_one_line(app, tmp_path):
+    from gradio_client import Client
+
+    url, workspace = app
+    client = Client(url, verbose=False)
+    docs = workspace / "docs"
+    docs.mkdir(exist_ok=True)
+    (docs / "guide.md").write_text("# Setup\n\n" + " ".join(WARRANTY * 4) + "\n\n# Reset\n\nHold the button.\n")
+    endpoint = FakeEndpoint(delay=0.5)
+    try:
+        spec = {"sources": [str(docs)], "generator": {"base_url": endpoint.url, "model": "m", "api_key": "sk-api"},
+                "kind": "qa", "chunk_tokens": 32, "per_chunk": 3, "name": "api_recipe"}  # fmt: skip
+        recipe_id = client.predict(spec, api_name="/recipe_start")
+        wait_for(lambda: client.predict(recipe_id, api_name="/recipe_status")["rows"] >= 1, timeout=120)
+        client.predict(recipe_id, api_name="/recipe_abort")
+    finally:
+        endpoint.close()
+    status = client.predict(recipe_id, api_name="/recipe_status")
+    assert status["status"] == "aborted" and status["rows"] >= 1 and status["dataset"] is None
+    assert [Path(f["path"]).name for f in status["files"]] == ["guide.md"] and status["files"][0]["error"] is None
+    for bad, reason in (
+        ({**spec, "sources": ["/etc/hostname"]}, "outside the workspace"),
+        ({**spec, "kind": "essay"}, "kind 'essay': use one of qa, instruction, summary, chat, preference"),
+        ({**spec, "name": "../up"}, "name '../up'"),
+        ({**spec, "per_chunk": 500}, "per_chunk 500: must be between 1 and 20"),
+    ):
+        with pytest.raises(Exception, match=__import__("re").escape(reason)) as refused:
+            client.predict(bad, api_name="/recipe_start")
+        assert "Traceback" not in str(refused.value) and "\n" not in str(refused.value).strip()

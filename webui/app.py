@@ -22,7 +22,7 @@ from webui.tab_dataset import DatasetTab
 from webui.tab_evaluate import EvaluateTab
 from webui.tab_export import ExportTab
 from webui.tab_model import ModelTab
-from webui.tab_recipes import RecipesTab
+from webui.tab_recipes import RecipesTab, start_recipe
 from webui.tab_runs import RunsTab
 from webui.tab_sweeps import SweepsTab
 from webui.tab_train import TrainTab
@@ -253,8 +253,7 @@ def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
         "kind": "qa"|"instruction"|"summary"|"chat"|"preference", "chunk_tokens": n, "per_chunk": k,
         "name": dataset_name} (and any other recipe option) → the recipe's id. The same name with the same
         sources and settings goes on from the rows already made."""
-        work = lambda person: recipes.start(spec, owner=person.name)  # noqa: E731
-        return gate.act(caller(), "recipe_start", work)
+        return start_recipe(gate, recipes, caller(), spec)
 
     @on_refusal_raise(page=False)
     def recipe_status(recipe_id: str) -> dict:

@@ -22,6 +22,7 @@ from backend.recipes.jobs import RecipeJobs, preview_chunks
 from backend.recipes.saving import describe_source
 from backend.recipes.settings import RecipeConfig
 from backend.recipes.steps import EXAMPLES, KINDS, TEMPLATES
+from webui.context import caller
 from webui.formats import format_duration
 from webui.i18n import say, t
 from webui.lanes import DEVICE, JOBS, STATUS
@@ -183,8 +184,7 @@ class RecipesTab(Tab):
 
     @on_refusal("Cannot start", LINE, KEEP, KEEP)
     def on_start(self, *values):
-        spec = self.spec(*values)
-        recipe_id = self.ctx.act("recipe_start", lambda person: self.recipes.start(spec, owner=person.name))
+        recipe_id = start_recipe(self.ctx.gate, self.recipes, caller(), self.spec(*values))
         return say("msg.recipe_started", name=recipe_id), recipe_id, ""
 
     @on_refusal("Cannot abort")
@@ -237,6 +237,18 @@ class RecipesTab(Tab):
         edited = edited_rows(table, rows)
         saved = self.ctx.act("recipe_save", lambda person: self.recipes.save_reviewed(recipe_id, edited, name or ""))
         return say("msg.recipe_saved", rows=saved, name=(name or recipe_id).strip())
+
+
+def start_recipe(gate, recipes: RecipeJobs, username: str | None, spec: dict) -> str:
+    """Start a recipe as the caller: a member's sources may not be another person's private uploads."""
+
+    def work(person) -> str:
+        sources = spec.get("sources") if isinstance(spec, dict) else None
+        for source in [sources] if isinstance(sources, str) else sources if isinstance(sources, list) else []:
+            gate.check_dataset(person, str(source), what="source")
+        return recipes.start(spec, owner=person.name)
+
+    return gate.act(username, "recipe_start", work)
 
 
 def _generator_spec(generator, base_url, model, api_key, run):
