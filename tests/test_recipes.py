@@ -161,7 +161,7 @@ class FakeEndpoint:
     `delay` before each answer. It counts the requests it gets."""
 
     def __init__(self, mode: str = "ok", delay: float = 0.0):
-        self.mode, self.delay, self.requests, self.keys = mode, delay, 0, set()
+        self.mode, self.delay, self.requests, self.keys, self.prompts = mode, delay, 0, set(), []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -170,6 +170,7 @@ class FakeEndpoint:
                 endpoint.requests += 1
                 endpoint.keys.add(self.headers.get("authorization"))
                 n, prompt = endpoint.requests, body["messages"][0]["content"]
+                endpoint.prompts.append(prompt)
                 if endpoint.mode == "slow_every_other" and n % 2 == 0 or endpoint.delay:
                     time.sleep(endpoint.delay or 2.0)
                 if endpoint.mode == "malformed":
@@ -236,6 +237,36 @@ def test_timeouts_are_retried_and_malformed_or_absent_servers_are_counted_never_
     closed.close()  # down: nothing listens on its port any more
     end, _ = cook(tmp_path / "down", [pdf], {"base_url": url, "model": "m"}, retries=1, per_chunk=2)
     assert end["status"] == "failed" and end["failed_calls"] == 2 and "cannot reach" in end["error"]
+
+
+def test_every_kind_of_row_is_built_and_an_edited_template_with_its_example_is_what_the_generator_reads(
+    tmp_path, default_model_dir
+):
+    guide = tmp_path / "guide.md"
+    guide.write_text("# Warranty\n\n" + WARRANTY[0] + "\n")
+    endpoint = FakeEndpoint()
+    try:
+        made = {}
+        for kind in ("qa", "instruction", "summary", "chat", "preference"):
+            options = {"kind": kind}
+            if kind == "qa":
+                options["templates"] = {"question": "From {source}:\n\n{chunk}\n\nWrite one question. Like: {example}"}
+                options["examples"] = {"question": "Is water covered?"}
+            end, folder = cook(tmp_path / kind, [guide], {"base_url": endpoint.url, "model": "m"}, **options)
+            assert end["status"] == "completed", end
+            made[kind] = read_jsonl(folder / ROWS_FILE)[0]
+    finally:
+        endpoint.close()
+    assert (
+        endpoint.prompts[0]
+        == f"From guide.md, § Warranty:\n\n{WARRANTY[0]}\n\nWrite one question. Like: Is water covered?"
+    )
+    assert made["qa"]["instruction"].startswith("What does") and made["qa"]["output"].startswith("The warranty")
+    assert made["instruction"]["instruction"] and made["instruction"]["output"]
+    assert made["summary"]["instruction"] == "Summarize the following text." and made["summary"]["input"] == WARRANTY[0]
+    assert [m["role"] for m in made["chat"]["messages"]] == ["user", "assistant"] * 2
+    assert {"instruction", "chosen", "rejected"} <= set(made["preference"])
+    assert all(row["source"] == {"file": "guide.md", "heading": "Warranty"} for row in made.values())
 
 
 def test_an_aborted_recipe_resumes_from_the_cli_keeping_its_rows_and_not_asking_for_them_again(
@@ -345,6 +376,8 @@ def test_upload_a_pdf_generate_with_the_served_run_edit_a_row_save_and_find_it_o
         page.locator("#recipe-upload input[type=file]").set_input_files(str(pdf))
         sources = page.locator("#recipe-sources textarea")
         expect(sources).to_have_value(__import__("re").compile(r"handbook\.pdf"), timeout=30_000)
+        page.locator("#recipe-preview-btn").click()
+        expect(page.locator("#recipe-chunks")).to_contain_text("handbook.pdf, p. 1", timeout=30_000)
         field(page, "recipe-name").fill("handbook")
         field(page, "recipe-base-url").fill(url)
         field(page, "recipe-model").fill(run_id)
