@@ -73,14 +73,13 @@ class RecipeJobs:
         api_key = ""
         if isinstance(generator, dict) and "api_key" in generator:
             generator = dict(generator)
-            api_key = str(generator.pop("api_key") or "")
+            api_key = generator.pop("api_key") or ""
             options["generator"] = generator
         options.pop("output_dir", None)  # the app decides where recipes live
         config = RecipeConfig.from_dict(options)
         config.sources = [str(self._confined_source(s)) for s in config.sources]
         self._check_generator(config.generator)
-        if len(api_key) > 4096 or "\n" in api_key or "\0" in api_key:
-            raise TuneForgeError("generator api_key: one line of text, at most 4096 characters")
+        _check_key(api_key)
         self.jobs.confinement.model(config.model, "tokenizer model")
         return config, api_key
 
@@ -103,6 +102,7 @@ class RecipeJobs:
     def resume(self, recipe_id: str, api_key: str = "") -> str:
         """Go on with an aborted, failed or interrupted recipe: its rows are kept, its failed units asked again."""
         folder = self.folder(recipe_id)
+        _check_key(api_key)
         with self._lock:
             if self._alive(recipe_id):
                 raise TuneForgeError(f"recipe '{recipe_id}' is running")
@@ -225,6 +225,11 @@ def preview_chunks(
     )
     reports = read_sources(config.sources)
     return reports, chunk_files(reports, token_counter(config.model), config.chunk_tokens, config.overlap_tokens)
+
+
+def _check_key(api_key) -> None:
+    if not isinstance(api_key, str) or len(api_key) > 4096 or "\n" in api_key or "\0" in api_key:
+        raise TuneForgeError("generator api_key: one line of text, at most 4096 characters")
 
 
 def _fingerprint(folder: Path) -> dict:

@@ -69,6 +69,7 @@ ONE_LINE = ("question", "instruction", "followup")  # asked for one line: the re
 LABELS = "question|q|answer|a|instruction|task|response|summary|user|assistant"
 LABEL = re.compile(rf"^\s*(?:\*\*)?(?:{LABELS})\s*[:：]\s*(?:\*\*)?\s*", re.IGNORECASE)
 REFUSAL = re.compile(r"^\s*(?:I'?m sorry|I am sorry|I cannot|I can't|As an AI\b)", re.IGNORECASE)
+MAX_TEMPLATE_CHARS = 20000
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -159,8 +160,8 @@ def check_templates(templates: dict, examples: dict) -> None:
         if key not in TEMPLATES:
             raise TuneForgeError(f"template {key!r}: there is no such step (steps: {', '.join(TEMPLATES)})")
     for key, text in {**templates, **examples}.items():
-        if not isinstance(text, str) or not text.strip():
-            raise TuneForgeError(f"template {key!r}: must be a non-empty text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEMPLATE_CHARS:
+            raise TuneForgeError(f"template {key!r}: must be a non-empty text of at most {MAX_TEMPLATE_CHARS} chars")
     for key, text in templates.items():
         if "{chunk}" not in text and key != "worse":
             raise TuneForgeError(f"template {key!r}: must contain {{chunk}}, or the row is not about the document")
