@@ -200,14 +200,14 @@ class FakeEndpoint:
         self.server.server_close()
 
 
-def cook(tmp_path: Path, sources: list, generator, **options) -> tuple[dict, Path]:
+def cook(tmp_path: Path, sources: list, generator, workspace: Path | None = None, **options) -> tuple[dict, Path]:
     """A recipe run in this process, as the job runs it; (its end event, its folder)."""
     api_key = generator.pop("api_key", "") if isinstance(generator, dict) else ""
     config = RecipeConfig.from_dict({"name": "t", "sources": [str(s) for s in sources], "generator": generator,
                                      "chunk_tokens": 64, "overlap_tokens": 8, **options})  # fmt: skip
     folder = tmp_path / "recipe"
     prepare_folder(config, folder)
-    return run(config, folder, tmp_path / "workspace", api_key), folder
+    return run(config, folder, workspace or tmp_path / "workspace", api_key), folder
 
 
 def test_timeouts_are_retried_and_malformed_or_absent_servers_are_counted_never_fatal(tmp_path, default_model_dir):
@@ -350,6 +350,11 @@ def test_a_recipe_written_by_our_served_run_saves_a_dataset_that_trains(served, 
     assert all(r["source"]["file"] == "manual.pdf" and r["instruction"] and r["output"] for r in saved)
     assert not any("sk-served" in p.read_text(errors="ignore") for p in jobs.workspace.rglob("*.*") if p.is_file()
                    and p.suffix in (".yaml", ".jsonl", ".json", ".log"))  # fmt: skip
+    # The same run as a local generator, through the chat engine rather than the server.
+    end, folder = cook(tmp_path / "local", [pdf], {"run": run_id}, jobs.workspace, max_tokens=12, min_chars=0)
+    assert end["status"] == "completed" and end["rows"] == 1, end
+    assert read_jsonl(folder / ROWS_FILE)[0]["output"].strip()
+
     monkeypatch.setenv("TUNEFORGE_WORKSPACE", str(jobs.workspace))  # as the app sets it for its jobs
     trained = train_in_process(jobs, {"model": small_model, "dataset": "from_served", **QUICK})
     assert jobs.status(trained)["status"] == "completed"
