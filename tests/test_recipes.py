@@ -7,6 +7,8 @@ point), and small stdlib servers that answer, time out, send malformed JSON, or 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -294,7 +296,7 @@ def test_an_aborted_recipe_resumes_from_the_cli_keeping_its_rows_and_not_asking_
         result = subprocess.run(
             [sys.executable, "-m", "backend.recipe", "--config", str(config), "--workspace", str(workspace)],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
-            env={**__import__("os").environ, "TUNEFORGE_RECIPE_API_KEY": "sk-x"},
+            env={**os.environ, "TUNEFORGE_RECIPE_API_KEY": "sk-x"},
         )  # fmt: skip
     finally:
         endpoint.close()
@@ -380,7 +382,7 @@ def test_upload_a_pdf_generate_with_the_served_run_edit_a_row_save_and_find_it_o
         page.get_by_role("tab", name="Recipes").click()
         page.locator("#recipe-upload input[type=file]").set_input_files(str(pdf))
         sources = page.locator("#recipe-sources textarea")
-        expect(sources).to_have_value(__import__("re").compile(r"handbook\.pdf"), timeout=30_000)
+        expect(sources).to_have_value(re.compile(r"handbook\.pdf"), timeout=30_000)
         page.locator("#recipe-preview-btn").click()
         expect(page.locator("#recipe-chunks")).to_contain_text("handbook.pdf, p. 1", timeout=30_000)
         field(page, "recipe-name").fill("handbook")
@@ -433,6 +435,6 @@ def test_the_api_starts_watches_and_aborts_a_recipe_and_refuses_bad_specs_in_one
         ({**spec, "name": "../up"}, "name '../up'"),
         ({**spec, "per_chunk": 500}, "per_chunk 500: must be between 1 and 20"),
     ):
-        with pytest.raises(Exception, match=__import__("re").escape(reason)) as refused:
+        with pytest.raises(Exception, match=re.escape(reason)) as refused:
             client.predict(bad, api_name="/recipe_start")
         assert "Traceback" not in str(refused.value) and "\n" not in str(refused.value).strip()
