@@ -7,6 +7,7 @@ import gradio as gr
 from backend.access.gate import Gate
 from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
+from backend.recipes.jobs import RecipeJobs
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter, zipped_folder
@@ -21,6 +22,7 @@ from webui.tab_dataset import DatasetTab
 from webui.tab_evaluate import EvaluateTab
 from webui.tab_export import ExportTab
 from webui.tab_model import ModelTab
+from webui.tab_recipes import RecipesTab, start_recipe
 from webui.tab_runs import RunsTab
 from webui.tab_sweeps import SweepsTab
 from webui.tab_train import TrainTab
@@ -49,6 +51,7 @@ def build_app(
     gate = gate or Gate(jobs)
     with gr.Blocks(title="TuneForge") as blocks:
         ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks, sweeps=sweeps, gate=gate)
+        recipes = RecipeJobs(jobs)
         evaluator, exporter = Evaluator(jobs, chat), Exporter(jobs)
         train, evaluate, chat_tab, export = (
             TrainTab(ctx),
@@ -58,6 +61,7 @@ def build_app(
         )
         tabs = [
             DatasetTab(ctx),
+            RecipesTab(ctx, recipes),
             ModelTab(ctx),
             train,
             evaluate,
@@ -84,6 +88,7 @@ def build_app(
         ctx.empty.connect(blocks)
         register_api(gate, chat, evaluator, exporter)
         register_sweep_api(gate, sweeps)
+        register_recipe_api(gate, recipes)
     return blocks
 
 
@@ -237,3 +242,39 @@ def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
     gr.api(sweep_abort, api_name="sweep_abort", **JOBS)
     gr.api(sweep_status, api_name="sweep_status", **STATUS)
     gr.api(sweeps_list, api_name="sweeps_list", **STATUS)
+
+
+def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
+    """Data recipes (backend.recipes): documents into a named dataset; the spec's keys are in the README."""
+
+    @on_refusal_raise(page=False)
+    def recipe_start(spec: dict) -> str:
+        """{"sources": [path, ...], "generator": {"base_url", "model", "api_key"} | {"run": run_id} | "base",
+        "kind": "qa"|"instruction"|"summary"|"chat"|"preference", "chunk_tokens": n, "per_chunk": k,
+        "name": dataset_name} (and any other recipe option) → the recipe's id. The same name with the same
+        sources and settings goes on from the rows already made."""
+        return start_recipe(gate, recipes, caller(), spec)
+
+    @on_refusal_raise(page=False)
+    def recipe_status(recipe_id: str) -> dict:
+        """status (running|completed|failed|aborted|interrupted), rows, dataset (its name once saved),
+        failed_calls, files [{path, chunks, error}], done, total, eta_s, retried_calls, saved_rows, error."""
+        return recipes.status(recipe_id)
+
+    @on_refusal_raise(page=False)
+    def recipe_abort(recipe_id: str) -> None:
+        """Stop the recipe; the rows it made stay, and recipe_resume (or the same recipe_start) goes on from them."""
+        gate.act(
+            caller(), "recipe_abort", lambda person: recipes.abort(recipe_id), owner=lambda: recipes.owner(recipe_id)
+        )
+
+    @on_refusal_raise(page=False)
+    def recipe_resume(recipe_id: str, api_key: str = "") -> str:
+        """Go on with an aborted, failed or interrupted recipe (an endpoint's key is given again: none is kept)."""
+        work = lambda person: recipes.resume(recipe_id, api_key)  # noqa: E731
+        return gate.act(caller(), "recipe_resume", work, owner=lambda: recipes.owner(recipe_id))
+
+    gr.api(recipe_start, api_name="recipe_start", **JOBS)
+    gr.api(recipe_abort, api_name="recipe_abort", **JOBS)
+    gr.api(recipe_resume, api_name="recipe_resume", **JOBS)
+    gr.api(recipe_status, api_name="recipe_status", **STATUS)

@@ -162,6 +162,8 @@ class DatasetTab(Tab):
         form["task"].change(follow_task_defaults, task_and_followers, [*followers, previous_task])
         self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
+        # Named datasets saved elsewhere (the Recipes tab, the API, a terminal) show when the tab is opened.
+        self.item.select(self.on_dataset_dir, form["dataset_dir"], self.named)
 
     def on_dataset_named(self, dataset):
         """A dataset that is one of the list's names (a task's demo, say) shows as picked there too."""

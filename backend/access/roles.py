@@ -51,6 +51,10 @@ RULES = {
     "export_push": OWN,
     "serve": OWN,  # it puts the run's model behind an API
     "sweep_abort": OWN,
+    "recipe_start": MEMBER,  # it runs a job, and may call a paid endpoint
+    "recipe_save": MEMBER,
+    "recipe_abort": OWN,
+    "recipe_resume": OWN,
 }
 # Actions that create a run; their audit line names the run they made.
 MAKES_RUN = ("train_start", "train_resume", "adapter_import")

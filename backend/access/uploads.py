@@ -27,12 +27,14 @@ def safe_name(name: str) -> str:
     return stem + path.suffix.lower()
 
 
-def store_upload(source: str | Path, uploads_dir: str | Path) -> Path:
-    """Copy an upload into uploads_dir; a different file with the same name gets a -2, -3… suffix."""
+def store_upload(source: str | Path, uploads_dir: str | Path, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES) -> Path:
+    """Copy an upload into uploads_dir; a different file with the same name gets a -2, -3… suffix.
+
+    suffixes: the file types taken (a dataset's by default; a recipe takes documents)."""
     source = Path(str(source).replace("\0", ""))
     name = safe_name(source.name)
-    if Path(name).suffix not in SUPPORTED_SUFFIXES:
-        raise TuneForgeError(f"{name}: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
+    if Path(name).suffix not in suffixes:
+        raise TuneForgeError(f"{name}: unsupported file type (use {', '.join(suffixes)})")
     if source.is_symlink() or not source.is_file():
         raise TuneForgeError(f"{name}: not a regular file")
     uploads_dir = Path(uploads_dir)
