@@ -18,6 +18,7 @@ from backend.evaluation.bench_tasks import task_configs
 from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.judge import NO_DECISION, b_score, read_verdict, wilson
 from backend.events import read_events
+from backend.runs.compare import final_metrics
 from backend.runs.manager import JobManager
 from backend.serving.servers import Servers
 from tests.helpers import DATA, train_in_process
@@ -141,6 +142,8 @@ def test_benchmark_base_against_a_run_aborted_resumed_and_as_lm_eval_scores_it(t
     # kept with the run, where the Runs tab's compare reads it
     kept = json.loads((Path(run_dir) / "benchmarks" / f"{job}.json").read_text())
     assert {r["model"] for r in kept["rows"]} == {run_id} and len(kept["rows"]) == len(rows) // 2
+    compared = {r["metric"]: r[run_id] for r in final_metrics(evals.jobs, [run_id])}
+    assert compared["mmlu_mini/fruit acc"] == pytest.approx(rows[(run_id, "mmlu_mini/fruit", "acc")]["value"], abs=1e-4)
 
 
 def test_bad_benchmark_requests_are_refused_in_one_line_before_a_job_starts(tuned, tmp_path):
