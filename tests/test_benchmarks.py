@@ -152,6 +152,7 @@ def test_bad_benchmark_requests_are_refused_in_one_line_before_a_job_starts(tune
     remote.write_text("task: hub\ndataset_path: cais/mmlu\ndoc_to_text: '{{question}}'\n")
     code = tmp_path / "code.yaml"
     code.write_text("task: code\ndataset_path: json\nprocess_docs: !function utils.process\ndoc_to_text: x\n")
+    before = set(evals.root.iterdir())
     bad_answer = tmp_path / "bad" / "test"
     bad_answer.mkdir(parents=True)
     (bad_answer / "maths_test.csv").write_text("1+1?,2,3,4,5,E\n")
@@ -167,7 +168,7 @@ def test_bad_benchmark_requests_are_refused_in_one_line_before_a_job_starts(tune
         with pytest.raises(TuneForgeError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
             evals.benchmark_start(request)
         assert "\n" not in str(refused.value)
-    assert not any((f / "events.jsonl").exists() for f in evals.root.iterdir())
+    assert set(evals.root.iterdir()) == before
 
 
 def test_cmmlu_layout_is_read_with_its_header(tmp_path):

@@ -11,6 +11,7 @@ import math
 import gradio as gr
 import pandas as pd
 
+from backend.errors import TuneForgeError
 from backend.evaluation.eval_jobs import EvalJobs
 from backend.paths import ASSETS_DIR
 from webui.context import AppContext
@@ -37,8 +38,8 @@ def benchmark_table(results: list[dict], models: list[str]) -> pd.DataFrame:
         for model in present:
             cell = cells.get((task, metric, model))
             row["n"] = row.get("n") or (cell or {}).get("n")
-            row[model] = cell and round(cell["value"], 4)
-            row[f"{model} ±"] = cell and cell["stderr"] is not None and round(cell["stderr"], 4) or None
+            row[model] = round(cell["value"], 4) if cell else None
+            row[f"{model} ±"] = round(cell["stderr"], 4) if cell and cell["stderr"] is not None else None
         first = cells.get((task, metric, present[0]))
         for model in present[1:]:
             cell = cells.get((task, metric, model))
@@ -149,7 +150,8 @@ class EvalJobsView:
         judge_out = [self.judge_id, self.judge_line, self.judge_verdict, self.judge_table]
         self.judge_start.click(self.on_judge, judge_in, judge_out, **DEVICE)
         self.judge_abort.click(self.on_abort, self.judge_id, None, **JOBS)
-        self.timer.tick(self.on_tick, [self.bench_id, self.judge_id], bench_out + judge_out[1:], **STATUS)
+        shown = [self.bench_line, self.bench_table, self.judge_line, self.judge_verdict, self.judge_table]
+        self.timer.tick(self.on_tick, [self.bench_id, self.judge_id], shown, **STATUS)
         self.ctx.blocks.load(self.on_load, None, [self.bench_id, self.judge_id], **STATUS)
 
     def choices(self, finished: list[str]) -> list:
@@ -196,11 +198,14 @@ class EvalJobsView:
 
     def on_tick(self, bench, judge):
         out = [gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
-        if bench:
-            status = self.evals.status(bench)
-            out[0] = progress_text(status)
-            out[1] = benchmark_table(status["results"], status["request"]["models"])
-        if judge:
-            status = self.evals.status(judge)
-            out[2], out[3], out[4] = progress_text(status), win_rate_text(status), judge_rows(status)
+        try:
+            if bench:
+                status = self.evals.status(bench)
+                out[0] = progress_text(status)
+                out[1] = benchmark_table(status["results"], status["request"]["models"])
+            if judge:
+                status = self.evals.status(judge)
+                out[2], out[3], out[4] = progress_text(status), win_rate_text(status), judge_rows(status)
+        except TuneForgeError:  # its folder was removed: leave what the page shows
+            pass
         return out
