@@ -8,6 +8,8 @@ adapter and files (a local task YAML, an MMLU folder, a C-Eval folder), after an
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from backend.events import read_events
 from backend.runs.compare import final_metrics
 from backend.runs.manager import JobManager
 from backend.serving.servers import Servers
-from tests.helpers import DATA, train_in_process
+from tests.helpers import DATA, ROOT, train_in_process
 
 BENCH = DATA / "benchmarks"
 QUICK = {"max_steps": 2, "cutoff_len": 256, "learning_rate": 1e-2, "save_steps": 0, "val_size": 0.25}
@@ -220,3 +222,19 @@ def test_a_run_served_here_judges_base_against_the_run_and_a_bad_endpoint_fails_
             assert "sk-judge-secret" not in (evals.folder(job) / name).read_text()
     finally:
         servers.shutdown()
+
+
+def test_the_cli_refuses_a_bad_config_in_one_line(tmp_path):
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"benchmark: {{tasks: [{tmp_path / 'nowhere'}], models: [base]}}\n")
+    for args, message in (
+        (["--config", str(config)], "error: benchmark task"),
+        (["--config", str(tmp_path / "missing.yaml")], "error: "),
+        (["--resume", "no-such-job"], "error: no benchmark or judge job named 'no-such-job'"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "backend.evaluate", "--workspace", str(tmp_path / "ws"), *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2 and result.stderr.strip().startswith(message), result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -124,13 +124,13 @@ class EvalJobs:
             "num_fewshot": _number(request, "num_fewshot", 0, MAX_FEWSHOT),
             "limit": _number(request, "limit", None, MAX_LIMIT),
             "batch_size": _number(request, "batch_size", 8, 256) or 1,
-            "models": self._models(names),
             "request": {"tasks": tasks, "models": names},
             "owner": owner,
         }
         folder = self._new_folder()
-        try:
+        try:  # the tasks first: a bad file is refused before a model is looked for (or converted)
             spec["tasks"] = self._tasks(tasks, folder)
+            spec["models"] = self._models(names)
         except TuneForgeError:
             _remove(folder)
             raise
