@@ -25,6 +25,7 @@ JUDGE_TEMPLATE = "[Prompt]\n{prompt}\n\n[Answer 1]\n{first}\n\n[Answer 2]\n{seco
 VERDICT = re.compile(r"verdict\s*[:：]?\s*\**\s*(answer\s*)?(1|2|tie|a|b)\b", re.IGNORECASE)
 NO_DECISION = "no decision"
 TIMEOUT_S = 60.0
+CHECK_TIMEOUT_S = 15.0  # the start waits for it: a silent host is refused in seconds, not a minute
 Z95 = 1.959964
 
 
@@ -92,13 +93,14 @@ class JudgeClient:
             raise TuneForgeError("judge model: name the endpoint's model (for a run served here, its run id)")
         self.timeout = timeout
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int = 256) -> str:
+    def complete(self, messages: list[dict[str, str]], max_tokens: int = 256, timeout: float | None = None) -> str:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
         try:
-            response = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=self.timeout)
+            url, wait = f"{self.base_url}/chat/completions", timeout or self.timeout
+            response = httpx.post(url, json=body, headers=headers, timeout=wait)
         except httpx.HTTPError as exc:
             raise TuneForgeError(f"judge endpoint {self.base_url} unreachable: {exc}".splitlines()[0]) from None
         if response.status_code != 200:
@@ -111,7 +113,7 @@ class JudgeClient:
 
     def check(self) -> None:
         """One tiny request: a wrong URL, model or key fails here, in one line, before any answer is generated."""
-        self.complete([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
+        self.complete([{"role": "user", "content": "Reply with OK."}], max_tokens=2, timeout=CHECK_TIMEOUT_S)
 
     def judge(self, prompt: str, first: str, second: str) -> str:
         user = JUDGE_TEMPLATE.format(prompt=prompt, first=first, second=second)
