@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.access.gate import Gate
+from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
 from backend.recipes.jobs import RecipeJobs
@@ -52,10 +53,10 @@ def build_app(
     with gr.Blocks(title="TuneForge") as blocks:
         ctx = AppContext(jobs=jobs, chat=chat, blocks=blocks, sweeps=sweeps, gate=gate)
         recipes = RecipeJobs(jobs)
-        evaluator, exporter = Evaluator(jobs, chat), Exporter(jobs)
+        evaluator, exporter, evals = Evaluator(jobs, chat), Exporter(jobs), EvalJobs(jobs)
         train, evaluate, chat_tab, export = (
             TrainTab(ctx),
-            EvaluateTab(ctx, evaluator),
+            EvaluateTab(ctx, evaluator, evals),
             ChatTab(ctx),
             ExportTab(ctx, exporter),
         )
@@ -89,6 +90,7 @@ def build_app(
         register_api(gate, chat, evaluator, exporter)
         register_sweep_api(gate, sweeps)
         register_recipe_api(gate, recipes)
+        register_eval_api(gate, evals)
     return blocks
 
 
@@ -278,3 +280,47 @@ def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
     gr.api(recipe_abort, api_name="recipe_abort", **JOBS)
     gr.api(recipe_resume, api_name="recipe_resume", **JOBS)
     gr.api(recipe_status, api_name="recipe_status", **STATUS)
+
+
+def register_eval_api(gate: Gate, evals: EvalJobs) -> None:
+    """Benchmarks (lm-evaluation-harness) and the judge: background jobs (backend.evaluation.eval_jobs)."""
+
+    @on_refusal_raise(page=False)
+    def benchmark_start(request: dict) -> str:
+        """{"tasks": [path, ...], "models": ["base", run_id, ...], "num_fewshot": k, "limit": n} → benchmark_id.
+        A task path is an lm-eval task YAML with local data, or an MMLU, C-Eval or CMMLU folder."""
+        return gate.act(caller(), "evaluate", lambda p: evals.benchmark_start(request, owner=p.name))
+
+    @on_refusal_raise(page=False)
+    def benchmark_status(benchmark_id: str) -> dict:
+        """{"status", "results": [{"model", "task", "metric", "value", "stderr", "n"}, ...], "progress", "error"}."""
+        return evals.status(benchmark_id, "benchmark")
+
+    @on_refusal_raise(page=False)
+    def judge_start(request: dict) -> str:
+        """{"models": [a, b], "dataset": path, "limit": n, "judge": {"base_url", "model", "api_key"}} → judge_id.
+        The endpoint is checked first; the key is kept out of every file."""
+        return gate.act(caller(), "evaluate", lambda p: evals.judge_start(request, owner=p.name))
+
+    @on_refusal_raise(page=False)
+    def judge_status(judge_id: str) -> dict:
+        """{"status", "win_rate" (b's against a's, null without a verdict), "ci": [low, high],
+        "rows": [{"prompt", "a", "b", "verdict", "reason"}, ...], "progress", "error"}."""
+        return evals.status(judge_id, "judge")
+
+    @on_refusal_raise(page=False)
+    def evaluation_abort(job_id: str) -> None:
+        """Stop a benchmark or judge job; what it scored so far is kept for a resume."""
+        gate.act(caller(), "evaluate", lambda p: evals.abort(job_id))
+
+    @on_refusal_raise(page=False)
+    def evaluation_resume(job_id: str, api_key: str = "") -> str:
+        """Go on with an aborted, interrupted or failed benchmark or judge job (a judge's key again)."""
+        return gate.act(caller(), "evaluate", lambda p: evals.resume(job_id, api_key))
+
+    gr.api(benchmark_start, api_name="benchmark_start", **JOBS)
+    gr.api(judge_start, api_name="judge_start", **JOBS)
+    gr.api(evaluation_abort, api_name="evaluation_abort", **JOBS)
+    gr.api(evaluation_resume, api_name="evaluation_resume", **JOBS)
+    gr.api(benchmark_status, api_name="benchmark_status", **STATUS)
+    gr.api(judge_status, api_name="judge_status", **STATUS)

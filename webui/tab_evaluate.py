@@ -12,11 +12,13 @@ import pandas as pd
 from backend.access.uploads import store_upload
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.errors import TuneForgeError
+from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.evaluate import Evaluator, write_table
 from backend.serving.chat import BASE
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
 from webui.empty import empty_figure, empty_table, fitted
+from webui.eval_jobs_view import EvalJobsView
 from webui.formats import format_duration
 from webui.i18n import headed, say, t
 from webui.lanes import DEVICE, STATUS
@@ -61,9 +63,10 @@ def generation_view() -> tuple:
 class EvaluateTab(Tab):
     id = "evaluate"
 
-    def __init__(self, ctx: AppContext, evaluator: Evaluator):
+    def __init__(self, ctx: AppContext, evaluator: Evaluator, evals: EvalJobs | None = None):
         super().__init__(ctx)
         self.evaluator = evaluator
+        self.jobs_view = EvalJobsView(ctx, evals or EvalJobs(ctx.jobs))  # benchmarks and the judge
 
     def build(self) -> Controls:
         gr.Markdown(t("ui.evaluate.intro"))
@@ -81,6 +84,7 @@ class EvaluateTab(Tab):
             self._generation_results()
         with gr.Group(visible=False) as self.classification:
             self._classification()
+        self.jobs_view.build()
         return {}
 
     def _generation_settings(self) -> None:
@@ -154,12 +158,15 @@ class EvaluateTab(Tab):
         self.probabilities = gr.Label(label=t("ui.evaluate.probabilities"), elem_id="cls-probs")
 
     def connect(self, page: Page) -> None:
-        run, view = self.run, [self.chart, self.generation, self.classification, self.scores, self.confusion, self.roc]
+        run, shown = self.run, [self.chart, self.generation, self.classification, self.scores, self.confusion, self.roc]
         settings = [run, self.dataset, self.max_rows, self.max_new, self.temperature]
-        self.ctx.blocks.load(self.on_refresh, run, [self.summary, run])
-        self.item.select(self.on_refresh, run, [self.summary, run], **STATUS)
-        page.finished.change(self.on_refresh, run, [self.summary, run], **STATUS)
-        run.change(self.on_run, run, view)
+        view = self.jobs_view
+        refreshed = [self.summary, run, view.models, view.judge_a, view.judge_b]
+        self.ctx.blocks.load(self.on_refresh, run, refreshed)
+        self.item.select(self.on_refresh, run, refreshed, **STATUS)
+        page.finished.change(self.on_refresh, run, refreshed, **STATUS)
+        view.connect()
+        run.change(self.on_run, run, shown)
         self.evaluate.click(self.on_evaluate, settings, [self.comparison, self.predictions, self.downloads], **DEVICE)
         self.forgetting.click(self.on_forgetting, run, self.forgetting_note, **DEVICE)
         self.batch.click(self.on_batch, [run, self.prompts], self.batch_out, **DEVICE)
@@ -171,7 +178,8 @@ class EvaluateTab(Tab):
         """The runs, and the list to pick from: with nothing picked yet, the newest completed run is picked."""
         finished = self.ctx.jobs.finished_runs()
         picked = run_id or (finished[0] if finished else None)
-        return runs_summary(self.ctx), gr.update(choices=["base", *finished], value=picked)
+        pickers = self.jobs_view.choices(finished)
+        return runs_summary(self.ctx), gr.update(choices=["base", *finished], value=picked), *pickers
 
     @on_refusal_warn(NO_CHART, *generation_view())
     def on_run(self, run_id):

@@ -6,6 +6,7 @@ comparison shows only what differs, not fifty identical rows.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from backend.events import end_event
@@ -52,7 +53,21 @@ def final_metrics(jobs: JobManager, run_ids: list[str]) -> list[dict[str, Any]]:
         values = {r: ends[r].get(key) for r in run_ids}
         if any(v is not None for v in values.values()):
             rows.append({"metric": key, **{r: _rounded(v) for r, v in values.items()}})
-    return rows
+    return rows + benchmark_rows(jobs, run_ids)
+
+
+def benchmark_rows(jobs: JobManager, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Each run's newest benchmark score per task and metric (kept in its benchmarks/ folder by the job)."""
+    scores: dict[str, dict[str, float]] = {}
+    for run_id in run_ids:
+        for path in sorted((jobs.run_dir(run_id) / "benchmarks").glob("*.json")):  # ids sort by time: newest last
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for row in rows:
+                scores.setdefault(f"{row['task']} {row['metric']}", {})[run_id] = row["value"]
+    return [{"metric": key, **{r: _rounded(values.get(r)) for r in run_ids}} for key, values in scores.items()]
 
 
 def _rounded(value):
