@@ -28,7 +28,7 @@ def reward_model_dir(target: str | Path) -> Path:
         raise TuneForgeError(f"reward model {target}: not a run folder (no {CONFIG_FILE}); name a task rm run")
     task = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("task")
     if task != "rm":
-        raise TuneForgeError(f"reward model {target}: a {task} run, not a reward model; train one with task rm")
+        raise TuneForgeError(f"reward model {target}: a run of task {task}, not a reward model; train one with task rm")
     if not (folder / METRICS_FILE).exists():
         raise TuneForgeError(f"reward model {target}: the run has not completed; only a finished rm run scores")
     return folder.resolve()

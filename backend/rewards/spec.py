@@ -75,7 +75,7 @@ def _learned(part: str) -> RewardSpec:
     head, colon, tail = target.rpartition(":")
     if colon and head.strip() and _NUMBER.match(tail.strip()):
         target, weight = head.strip(), float(tail)
-    if not target:
+    if not target or _NUMBER.match(target):  # rm:0.5 is a weight with no run before it
         raise TuneForgeError(
             "rewards: rm needs a reward-model run: rm:<run id> in the app, rm:<run folder> from the CLI"
         )
