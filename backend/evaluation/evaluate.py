@@ -130,6 +130,7 @@ class Evaluator:
 
     def forgetting(self, run_id: str) -> dict[str, Any]:
         """Perplexity on general text before and after fine-tuning; a large rise means forgetting."""
+        self._writes_text(run_id)
         texts = [{"text": p.strip()} for p in GENERAL_TEXT.read_text(encoding="utf-8").split("\n\n") if p.strip()]
         result = {}
         for name, target in (("base", self.base_of(run_id)), ("tuned", run_id)):
@@ -190,6 +191,10 @@ class Evaluator:
             (probs,) = class_probabilities(model, tokenizer, [text])
         return dict(zip(labels, map(float, probs), strict=True))
 
+    def _writes_text(self, target: str) -> None:
+        if target != BASE and not target.startswith(BASE + ":") and self._run_config(target).task == "rm":
+            raise TuneForgeError(f"run '{target}' is a reward model: it scores answers and writes none")
+
     # ---- reward models -----------------------------------------------------------------
     def compare_reward_model(self, run_id: str, dataset: str | None = None, max_rows: int = 0) -> dict[str, Any]:
         """accuracy and margin on held-out pairs: the starting model with the run's untrained head, and the run."""
@@ -233,6 +238,7 @@ class Evaluator:
 
     def batch_predict(self, target: str, prompts_file: str, out_dir: Path, max_new_tokens: int = 128) -> list[Path]:
         """Answers for a file of prompts (any supported format, or one prompt a line in .txt)."""
+        self._writes_text(target)
         path = Path(prompts_file)
         options = DataOptions(dataset=str(path), task="pt", workspace=self.jobs.workspace)
         prompts = []

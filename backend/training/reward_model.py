@@ -10,7 +10,8 @@ What differs:
 Log events carry the batch's pairwise accuracy and margin as rewards/accuracies and rewards/margins
 (the Train tab's reward chart); eval events and metrics.json carry eval_accuracy and eval_margin on
 the held-out pairs. A LoRA run leaves a PEFT adapter holding the trained head (modules_to_save), a
-full run a sequence-classification model: backend.rewards.learned loads either to score.
+full or freeze run (the last layers and the head) a sequence-classification model: backend.rewards.learned
+loads either to score.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ class RewardModelRecipe(TRLRecipe):
 
     def _lora_config(self):
         return head_trained_whole(super()._lora_config(), self.head)
+
+    def _prepare(self, model):
+        """Freeze tuning keeps the head trainable too: a new head left at its random start would score nothing."""
+        model = super()._prepare(model)
+        if self.config.method == "freeze":
+            for name in head_modules(model):
+                getattr(model, name).requires_grad_(True)
+        return model
 
     def _dataset(self, examples: list[dict], split: str):
         """TRL's conversational pairs, without those whose chosen or rejected conversation passes cutoff_len."""
