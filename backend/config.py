@@ -96,7 +96,9 @@ class TrainConfig:
         "demo_identity",
         "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",
         group="dataset",
-        task_defaults={"grpo": "demo_arithmetic"},  # prompts with answers: what the default rewards score
+        # grpo: prompts with answers, what the default rewards score; rm: pairs with a visible rule (one sentence
+        # chosen over several), which a reward model learns in a few steps.
+        task_defaults={"grpo": "demo_arithmetic", "rm": "demo_preference"},
     )
     dataset_dir: str = option(
         "",

@@ -24,7 +24,7 @@ from backend.rewards.spec import RewardSpec, parse_rewards
 from backend.runs.manager import JobManager
 from backend.runs.resume import pick_checkpoint
 from backend.serving.chat import ChatEngine
-from tests.helpers import finish, run_cli_in_process, train_in_process, wait_for, write_config
+from tests.helpers import LLAMAFACTORY_DATA, finish, run_cli_in_process, train_in_process, wait_for, write_config
 
 TOPICS = ["the sea", "a cat", "the sun", "a tree", "the moon", "a dog", "a city", "a river", "bread", "music",
           "snow", "a bird", "a hill", "rain", "a boat", "a road", "tea", "a lamp", "wind", "a book"]  # fmt: skip
@@ -235,6 +235,23 @@ def test_ppo_is_refused_in_one_line_from_the_config_the_app_and_a_llamafactory_y
     (said,) = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert said.startswith("error: task ppo cannot run: TRL 1.16.0")
     assert not (tmp_path / "ppo").exists()
+
+
+def test_task_rm_starts_from_the_bundled_pairs_and_reads_the_pair_layouts_dpo_reads(tmp_path):
+    from backend.data import DataOptions, ExampleReader
+
+    assert TrainConfig.from_dict({"task": "rm"}).dataset == "demo_preference"
+    openai = {"messages": [{"role": "user", "content": "Hi"}], "chosen": {"role": "assistant", "content": "Hello."},
+              "rejected": {"role": "assistant", "content": "Go away."}}  # fmt: skip
+    plain = {"prompt": "Hi", "chosen": "Hello.", "rejected": "Go away."}
+    for row in (openai, plain):
+        path = tmp_path / "pairs.json"
+        path.write_text(json.dumps([row]))
+        (example,) = ExampleReader(str(path), DataOptions(dataset=str(path), task="rm"))
+        assert example["messages"][-1]["content"] == "Hello." and example["rejected"] == "Go away."
+    if LLAMAFACTORY_DATA.is_dir():
+        options = DataOptions(dataset="dpo_en_demo", dataset_dir=str(LLAMAFACTORY_DATA), task="rm")
+        assert len(list(ExampleReader("dpo_en_demo", options))) == 300
 
 
 def test_a_llamafactory_rm_yaml_translates_to_task_rm():
