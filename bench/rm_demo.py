@@ -6,7 +6,9 @@ On the embedded SmolLM2-135M-Instruct (the default model), through the app's own
      against tuned, with a one-sided binomial p-value of the tuned accuracy against chance (0.5);
   2. task grpo with rewards: rm:<that run>, on single-turn prompts of the demo that the reward model
      never saw; the mean reward/rm of greedy answers on held-out prompts, base against tuned.
-Prints JSON. Usage: python bench/rm_demo.py [--rm-steps N] [--grpo-steps N] [--held-out-pairs N] [--workspace DIR]
+On a shared machine set OMP_NUM_THREADS=1: a job whose threads wait at OpenMP barriers for cores
+another process holds crawls. Prints JSON.
+Usage: python bench/rm_demo.py [--rm-steps N] [--grpo-steps N] [--held-out-pairs N] [--workspace DIR] ...
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--held-out-pairs", type=int, default=30)
     parser.add_argument("--held-out-prompts", type=int, default=16)
     parser.add_argument("--cutoff-len", type=int, default=512)
+    parser.add_argument("--max-completion-length", type=int, default=32, help="grpo's")
     parser.add_argument("--method", default="freeze", help="rm: freeze (last layers + head), lora or full")
     parser.add_argument("--learning-rate", type=float, default=3e-4, help="rm's")
     parser.add_argument("--workspace", default="")
@@ -108,6 +111,7 @@ def main() -> None:
 
     grpo_options = {
         **common, "task": "grpo", "dataset": str(prompts), "rewards": f"rm:{rm_run}", "max_steps": args.grpo_steps,
+        "max_completion_length": args.max_completion_length,
         "val_size": args.held_out_prompts, "eval_steps": 10**6,
     }  # fmt: skip
     grpo_run, grpo_wall = run(jobs, grpo_options)
