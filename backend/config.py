@@ -23,6 +23,8 @@ from backend.rewards.spec import parse_rewards
 from backend.templates import TEMPLATE_NAMES
 
 PREFERENCE_TASKS = ("dpo", "orpo", "kto")
+# LLaMA-Factory's reward-model stages: rm trains one on pairs; ppo would tune a policy against it.
+RLHF_TASKS = ("rm", "ppo")
 # The loss variants TRL's trainers offer for each task.
 DPO_LOSSES = (
     "sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down", "sigmoid_norm",
@@ -94,7 +96,9 @@ class TrainConfig:
         "demo_identity",
         "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",
         group="dataset",
-        task_defaults={"grpo": "demo_arithmetic"},  # prompts with answers: what the default rewards score
+        # grpo: prompts with answers, what the default rewards score; rm: pairs with a visible rule (one sentence
+        # chosen over several), which a reward model learns in a few steps.
+        task_defaults={"grpo": "demo_arithmetic", "rm": "demo_preference"},
     )
     dataset_dir: str = option(
         "",
@@ -107,8 +111,10 @@ class TrainConfig:
         "sft: fine-tune on conversations (answers only); pt: continue pretraining on plain text; "
         "classification: a head on an encoder (default all-MiniLM-L6-v2) or decoder, from text + label data; "
         "dpo / orpo: prefer the chosen over the rejected answer of each pair; kto: learn from answers judged "
-        "good or bad (or from pairs); grpo: sample answers to prompts and learn from the rewards they earn.",
-        choices=("sft", "pt", "classification", *PREFERENCE_TASKS, "grpo"),
+        "good or bad (or from pairs); grpo: sample answers to prompts and learn from the rewards they earn; "
+        "rm: a reward model that scores the chosen answer of each pair above the rejected one; ppo: refused "
+        "(TRL 1.16 has no PPO trainer; see README).",
+        choices=("sft", "pt", "classification", *PREFERENCE_TASKS, "grpo", *RLHF_TASKS),
         group="dataset",
         widget="radio",  # six short names read best side by side
     )
@@ -130,10 +136,10 @@ class TrainConfig:
         widget="column",
     )
     chosen_column: str = option(
-        "", "Column holding the preferred answer (dpo, orpo, kto).", group="columns", widget="column"
+        "", "Column holding the preferred answer (dpo, orpo, kto, rm).", group="columns", widget="column"
     )
     rejected_column: str = option(
-        "", "Column holding the rejected answer (dpo, orpo, kto).", group="columns", widget="column"
+        "", "Column holding the rejected answer (dpo, orpo, kto, rm).", group="columns", widget="column"
     )
     skip_bad_rows: bool = option(
         False, "Skip malformed rows (they are counted and shown) instead of refusing the file.", group="dataset"
@@ -332,8 +338,9 @@ class TrainConfig:
         "Rewards for grpo, comma-separated, each with an optional weight after a colon: exact_answer (the final "
         "answer matches answer_column), regex (matches reward_regex), length (close to reward_target_length "
         "characters), json (valid JSON, against reward_json_schema if set), keywords (has reward_keywords, "
-        "lacks reward_avoid_words), or path/to/file.py:function (your own; from the app only files in the "
-        "workspace's rewards/ folder). Example: exact_answer, regex:0.5",
+        "lacks reward_avoid_words), path/to/file.py:function (your own; from the app only files in the "
+        "workspace's rewards/ folder), or rm:<run> (a reward model trained with task rm: its run id in the app, "
+        "its folder from the CLI; logged as reward/rm). Example: exact_answer, regex:0.5, rm:my-rm-run:0.2",
         group="rewards",
         runs_code=lambda value: any(r.custom for r in parse_rewards(value)) if value else False,
     )
@@ -395,6 +402,21 @@ class TrainConfig:
         min=0.0,
         max=10.0,
         group="rewards",
+    )
+
+    # PPO against a reward model (LLaMA-Factory's keys). TRL 1.16.0 has no PPO trainer, so task ppo is refused
+    # (see _check_ppo); the keys are read so that LLaMA-Factory's ppo YAMLs reach that refusal in its words.
+    reward_model: str = option(
+        "",
+        "ppo: the reward model, a task rm run (its run id in the app, its folder from the CLI).",
+        group="rewards",
+    )
+    ppo_epochs: int = option(4, "ppo: optimisation epochs over each batch of samples.", min=1, max=100, group="rewards")
+    ppo_buffer_size: int = option(
+        1, "ppo: mini-batches in one experience buffer of each optimisation step.", min=1, max=1024, group="rewards"
+    )
+    ppo_target: float = option(
+        6.0, "ppo: the KL target of the adaptive KL controller.", min=0.0, max=100.0, group="rewards"
     )
 
     # Devices, launch and precision (backend.training.distributed, backend.capability)
@@ -471,6 +493,8 @@ class TrainConfig:
         config = cls(**values)
         config._check_preference()
         config._check_adapter_variants()
+        if config.task == "ppo":
+            config._check_ppo()
         if config.task == "grpo":
             config._check_rewards()
         return config
@@ -499,6 +523,20 @@ class TrainConfig:
                 f"grpo: the batch of {batch} completions (per_device_train_batch_size x gradient_accumulation_steps "
                 f"x processes) is not a multiple of num_generations={self.num_generations}"
             )
+
+    def _check_ppo(self) -> None:
+        """Refused in one line: the pinned TRL ships no PPO trainer at all, on any device."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            trl = f"TRL {version('trl')}"
+        except PackageNotFoundError:
+            trl = "TRL"
+        raise TuneForgeError(
+            f"task ppo cannot run: {trl}, which TuneForge pins, has no PPO trainer (TRL removed PPOTrainer, "
+            "PPOConfig and its value-head models in huggingface/trl#7020); train a reward model with task rm and "
+            "use it in grpo with rewards: rm:<run>"
+        )
 
     def _check_preference(self) -> None:
         allowed = PREFERENCE_LOSSES.get(self.task)

@@ -127,7 +127,7 @@ def estimate(shape: ModelShape, config: TrainConfig, precision: Precision) -> Es
         gradients_mb=trainable * trained_bytes / MB,
         optimizer_mb=2 * trainable * trained_bytes / MB,
         activations_mb=_activation_bytes(shape, config, precision, tokens) / MB,
-        logits_mb=0.0 if config.task == "classification" else tokens * shape.vocab_size * 4 * LOGIT_COPIES / MB,
+        logits_mb=0.0 if config.task in ("classification", "rm") else tokens * shape.vocab_size * 4 * LOGIT_COPIES / MB,
         runtime_mb=RUNTIME_GPU_MB if on_gpu else RUNTIME_CPU_MB,
     )
 
@@ -137,7 +137,7 @@ def batch_tokens(config: TrainConfig) -> int:
     grpo completion follows its prompt."""
     if config.task == "grpo":
         return config.per_device_train_batch_size * (config.cutoff_len + config.max_completion_length)
-    pairs = 2 if config.task in PREFERENCE_TASKS else 1
+    pairs = 2 if config.task in (*PREFERENCE_TASKS, "rm") else 1
     return config.per_device_train_batch_size * config.cutoff_len * pairs
 
 

@@ -6,7 +6,8 @@
   - translated to our option (model_name_or_path → model, finetuning_type → method, stage → task, ...);
   - accepted without effect, because TuneForge already does what it asks (plot_loss, packing, ...),
     with the reason printed;
-  - refused, naming the key, because honouring it is not possible here (use_galore, stage: ppo, ...).
+  - refused, naming the key, because honouring it is not possible here (use_galore, ...); stage ppo
+    translates, and TrainConfig then refuses it in one line (the pinned TRL has no PPO trainer).
 Nothing is dropped without a word. Options the YAML leaves out take LLaMA-Factory's defaults where
 they change what is trained (learning rate, batch size, scheduler, cutoff_len, val_size), so the
 same file trains the same way in both tools.
@@ -38,6 +39,7 @@ SAME_KEYS = (
     "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "max_samples", "save_total_limit",
     "resume_from_checkpoint", "report_to", "trust_remote_code", "pref_beta", "ref_model",
     "freeze_trainable_layers", "use_dora", "use_rslora", "pissa_init", "pissa_iter",
+    "reward_model", "ppo_epochs", "ppo_buffer_size", "ppo_target",
 )  # fmt: skip
 # Precision and launch keys, translated by _precision and _deepspeed.
 PRECISION_KEYS = ("bf16", "fp16", "quantization_bit", "deepspeed")
@@ -52,7 +54,7 @@ LF_DEFAULTS = {
     "cutoff_len": 2048,
     "val_size": 0.0,
 }
-STAGES = ("sft", "pt", "dpo", "kto")
+STAGES = ("sft", "pt", "dpo", "kto", "rm", "ppo")  # ppo is then refused by TrainConfig, naming why
 # LLaMA-Factory's pref_loss values and what they become here (stage dpo); the rest are refused.
 PREF_LOSSES = {
     "sigmoid": ("dpo", "sigmoid"),
@@ -112,6 +114,7 @@ NO_EFFECT = {
     "optim": (_is("adamw_torch"), "TuneForge trains with AdamW (adamw_torch)"),
     "pissa_convert": (_any, "a PiSSA adapter is always saved as plain LoRA, which loads on the unchanged model"),
     "loraplus_lr_embedding": (_is(1e-6), "LoRA+ trains LoRA on embedding layers at 1e-6, LLaMA-Factory's default"),
+    "reward_model_type": (_is("lora", "full"), "a reward model run's own folder says whether it is an adapter"),
 }
 NO_EFFECT_REFUSAL = {  # what to say when a NO_EFFECT key holds a value we cannot honour
     "do_train": "this YAML does not train; remove it or set do_train: true",

@@ -129,6 +129,8 @@ def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from
         from backend.training.classification import ClassificationRecipe as recipe
     elif config.task == "grpo":
         from backend.training.grpo import GRPORecipe as recipe
+    elif config.task == "rm":
+        from backend.training.reward_model import RewardModelRecipe as recipe
     else:
         from backend.training.sft import SftRecipe as recipe
     return recipe(config, events, run_dir, resume_from)

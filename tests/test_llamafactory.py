@@ -349,12 +349,12 @@ def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run, tiny_model):
 
 
 def test_unsupported_llamafactory_keys_stop_the_job_naming_them(tmp_path):
-    config = lf_sft_yaml(tmp_path / "run", use_galore=True, finetuning_type="oft", stage="ppo")
+    config = lf_sft_yaml(tmp_path / "run", use_galore=True, finetuning_type="oft", stage="rlhf")
     result = run_cli(write_yaml(tmp_path / "lf.yaml", config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: lf.yaml: cannot train this LLaMA-Factory config: ")
-    assert "stage: 'ppo' is not supported (use sft, pt, dpo, kto)" in line
+    assert "stage: 'rlhf' is not supported (use sft, pt, dpo, kto, rm, ppo)" in line
     assert "'use_galore' is not supported" in line
     assert "finetuning_type: 'oft' is not supported (use lora, full or freeze)" in line
     assert not (tmp_path / "run").exists()

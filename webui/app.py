@@ -173,8 +173,17 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         return chat.reply(target, message, history, system_prompt=system_prompt, **settings)
 
     @on_refusal_raise(page=False)
+    def reward_score(run_id: str, message: str, reply: str, history: list | None = None) -> float:
+        """A completed reward-model (task rm) run's score of `reply` as the answer to `message` after the
+        [{role, content}] history: higher is preferred."""
+        if not all(isinstance(text, str) for text in (run_id, message, reply)):
+            raise gr.Error("run_id, message and reply must be text")
+        return chat.score_reply(run_id, message, reply, history)
+
+    @on_refusal_raise(page=False)
     def evaluate(run_id: str, dataset: str = "") -> dict:
-        """Metrics for a completed run (or 'base'): classification scores, or generation loss/perplexity/ROUGE/BLEU."""
+        """Metrics for a completed run (or 'base'): classification scores, a reward model's pairwise accuracy and
+        margin (with base_accuracy and base_margin: its untrained head), or generation loss/perplexity/ROUGE/BLEU."""
         work = lambda person: evaluator.evaluate(run_id, dataset or None)  # noqa: E731
         return gate.act(caller(), "evaluate", work, run_id=run_id, options=gate.evaluation_data(run_id, dataset))
 
@@ -207,6 +216,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
     gr.api(evaluate, api_name="evaluate", **DEVICE)
     gr.api(export, api_name="export", **DEVICE)
     gr.api(chat_reply, api_name="chat", **DEVICE)
+    gr.api(reward_score, api_name="reward_score", **DEVICE)
     gr.api(train_start, api_name="train_start", **JOBS)
     gr.api(train_abort, api_name="train_abort", **JOBS)
     gr.api(train_resume, api_name="train_resume", **JOBS)

@@ -1,13 +1,14 @@
-"""Chat tab: stream replies from the base model or any finished run."""
+"""Chat tab: stream replies from the base model or any finished run, and score the last reply with a reward model."""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from backend.errors import TuneForgeError
 from backend.serving.chat import BASE
-from webui.i18n import t
+from webui.i18n import say, t
 from webui.lanes import DEVICE, STATUS
-from webui.refusals import stream_with_refusal
+from webui.refusals import on_refusal, stream_with_refusal
 from webui.tab import Controls, Page, Tab
 
 
@@ -28,7 +29,21 @@ class ChatTab(Tab):
             self.box = gr.Textbox(placeholder=t("ui.chat.placeholder"), show_label=False, elem_id="chat-input", scale=5)
             self.send = gr.Button(t("ui.chat.send"), variant="primary", elem_id="chat-send", scale=1)
             self.clear = gr.Button(t("ui.chat.clear"), elem_id="chat-clear", scale=1)
+        self._scoring()
         return {}
+
+    def _scoring(self) -> None:
+        with gr.Accordion(t("ui.chat.score"), open=False, elem_id="chat-scoring"):
+            with gr.Row():
+                self.scorer = gr.Dropdown(
+                    label=t("ui.chat.scorer"),
+                    choices=self.ctx.chat.reward_models(),
+                    elem_id="chat-scorer",
+                    info=t("ui.chat.scorer_info"),
+                    scale=3,
+                )
+                self.score_button = gr.Button(t("ui.chat.score_button"), elem_id="chat-score-button", scale=1)
+            self.score = gr.Markdown(elem_id="chat-score")
 
     def _settings(self) -> None:
         with gr.Accordion(t("ui.chat.settings"), open=False):
@@ -50,6 +65,8 @@ class ChatTab(Tab):
         self.send.click(self.respond, inputs, [self.chatbot, self.box], **DEVICE)
         self.box.submit(self.respond, inputs, [self.chatbot, self.box], **DEVICE)
         self.clear.click(self.on_clear, None, [self.chatbot, self.box])
+        self.score_button.click(self.on_score, [self.scorer, self.chatbot], self.score, **DEVICE)
+        self.item.select(self.scorers, self.scorer, self.scorer, **STATUS)
         self.ctx.blocks.load(self.targets, [self.target, self.chatbot], self.target)
         self.item.select(self.targets, [self.target, self.chatbot], self.target, **STATUS)
         page.finished.change(self.targets, [self.target, self.chatbot], self.target, **STATUS)
@@ -74,3 +91,27 @@ class ChatTab(Tab):
         choices = self.ctx.chat.targets()
         fresh = not history and target in (None, BASE) and len(choices) > 1
         return gr.update(choices=choices, value=choices[1] if fresh else target)
+
+    @on_refusal("Cannot score")
+    def on_score(self, scorer, history):
+        """The reward model's score of the conversation's last reply, after the turns before it."""
+        if not scorer:
+            raise TuneForgeError("pick a reward model (a completed task rm run) first")
+        turns = [m for m in history or [] if isinstance(m, dict)]
+        last = max((i for i, m in enumerate(turns) if m.get("role") == "assistant"), default=None)
+        if last is None or last == 0:
+            raise TuneForgeError("there is no reply to score yet")
+        value = self.ctx.chat.score_reply(scorer, text_of(turns[last - 1]), text_of(turns[last]), turns[: last - 1])
+        return say("msg.reward_score", run=scorer, score=f"{value:.4f}")
+
+    def scorers(self, scorer=None):
+        choices = self.ctx.chat.reward_models()
+        return gr.update(choices=choices, value=scorer if scorer in choices else None)
+
+
+def text_of(message: dict) -> str:
+    """A chat message's text, whether Gradio keeps it as a string or as content blocks."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")

@@ -26,7 +26,7 @@ from backend.paths import ASSETS_DIR, model_cache_dir
 # without deciding whether it belongs here, so a new path option cannot slip past the check.
 PATH_OPTIONS = (
     "model", "ref_model", "dataset", "dataset_dir", "eval_dataset", "output_dir", "resume_from_checkpoint", "rewards",
-    "reward_json_schema",
+    "reward_json_schema", "reward_model",
 )  # fmt: skip
 REWARDS_FOLDER = "rewards"  # in the workspace: the only place the app runs custom reward files from
 
@@ -115,6 +115,8 @@ class Confinement:
             self.dataset(config.eval_dataset, config.dataset_dir, "eval_dataset")
         if "rewards" in names and config.task == "grpo":
             config.rewards = self.rewards(config.rewards)
+        if "reward_model" in names and config.reward_model.strip():
+            config.reward_model = self.reward_model(config.reward_model.strip(), "reward_model")
         schema = config.reward_json_schema.strip()
         if "reward_json_schema" in names and schema and not schema.startswith("{"):  # a file, not inline JSON
             self.path(schema, "reward_json_schema")
@@ -136,6 +138,9 @@ class Confinement:
         folder = (self.workspace / REWARDS_FOLDER).resolve()
         parts = []
         for reward in parse_rewards(spec):
+            if reward.learned:
+                parts.append(f"rm:{self.reward_model(reward.model, 'rewards: rm')}:{exact(reward.weight)}")
+                continue
             if not reward.custom:
                 parts.append(f"{reward.name}:{exact(reward.weight)}")
                 continue
@@ -153,6 +158,31 @@ class Confinement:
                 raise TuneForgeError(f"rewards: no file {resolved} (put your reward files in {folder})")
             parts.append(f"{resolved}:{reward.name}:{exact(reward.weight)}")
         return ", ".join(parts)
+
+    def reward_model(self, target: str, what: str) -> str:
+        """A reward model's run folder, from its run id: the app names runs, never folders.
+
+        Every login may read every run of the studio (backend.access.roles), so the runs a caller may
+        name are exactly the workspace's; a path, a climb or a symlink out of runs/ is refused. Code
+        driving the manager on the owner's behalf (unenforced) may also give a folder, as the CLI does.
+        """
+        from backend.rewards.learned import reward_model_dir
+
+        refuse_nul(target, what)
+        runs = (self.workspace / "runs").resolve()
+        plain = target not in (".", "..") and "/" not in target and "\\" not in target
+        if plain and (self.enforced or (runs / target).is_dir()):
+            folder = Path(os.path.realpath(runs / target))
+            if folder.parent != runs or not folder.is_dir():
+                raise TuneForgeError(f"{what}: no run named {target!r} in {runs}")
+        elif self.enforced:
+            raise TuneForgeError(f"{what}: {target!r} is not a run id; the app takes a reward model's run id")
+        else:
+            folder = Path(target).expanduser().resolve()
+        try:
+            return str(reward_model_dir(folder))
+        except TuneForgeError as exc:
+            raise TuneForgeError(f"{what}: {exc}") from None
 
 
 def exact(weight: float) -> str:

@@ -98,7 +98,7 @@ def listing_note(name: str, entry: Any, folder: Path) -> str:
     if not isinstance(file_name, str) or not file_name or not (folder / file_name).exists():
         return "file missing"
     # Which task trains it, so nobody picks preference pairs for sft.
-    return {"preference": "preference: dpo, orpo, kto", "kto": "task kto"}.get(kind or "", "")
+    return {"preference": "preference: dpo, orpo, kto, rm", "kto": "task kto"}.get(kind or "", "")
 
 
 def source_for(name: str, entry: Any, folder: Path) -> DatasetSource:

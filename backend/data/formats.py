@@ -49,6 +49,8 @@ TASK_FORMATS = {
     "orpo": ("preference",),
     "kto": ("kto", "preference"),  # a pair is two judged answers: the chosen good, the rejected bad
     "grpo": ("prompts",),
+    "rm": ("preference",),  # a reward model learns to score the chosen answer above the rejected one
+    "ppo": ("prompts",),
 }
 
 # Canonical column for each mapping key (LLaMA-Factory's dataset_info "columns" names).

@@ -5,6 +5,7 @@ generation, ROUGE-1/2/L, BLEU and exact match, a prompt/reference/prediction tab
 tuned comparison, and a forgetting check (perplexity on assets/general_text.txt).
 Classification: the metrics of metrics.json, or the same metrics on another dataset, and
 class probabilities for typed text.
+Reward models (task rm): pairwise accuracy and margin on held-out pairs, base (untrained head) against tuned.
 
 Models come from the chat engine, which keeps one loaded at a time.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from backend.config import TrainConfig
 from backend.data import DataOptions, ExampleReader, load_splits
 from backend.errors import TuneForgeError
+from backend.evaluation.pair_eval import pair_rows, pair_scores, pairwise_metrics
 from backend.evaluation.reward_eval import reward_scores
 from backend.metrics import classification_metrics, generation_metrics, perplexity, roc_curves
 from backend.models import resolve_model
@@ -111,8 +113,10 @@ class Evaluator:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """The run's held-out rows through its base model and through the run, side by side."""
-        examples = self.held_out(run_id, dataset, max_rows)
         config = self._run_config(run_id)
+        if config.task == "rm":
+            return self.compare_reward_model(run_id, dataset, max_rows)
+        examples = self.held_out(run_id, dataset, max_rows)
         tuned = self._score(run_id, examples, max_new_tokens, temperature, progress, config)
         base_target = self.base_of(run_id)
         base = self._score(base_target, examples, max_new_tokens, temperature, progress, config)
@@ -126,6 +130,7 @@ class Evaluator:
 
     def forgetting(self, run_id: str) -> dict[str, Any]:
         """Perplexity on general text before and after fine-tuning; a large rise means forgetting."""
+        self._writes_text(run_id)
         texts = [{"text": p.strip()} for p in GENERAL_TEXT.read_text(encoding="utf-8").split("\n\n") if p.strip()]
         result = {}
         for name, target in (("base", self.base_of(run_id)), ("tuned", run_id)):
@@ -186,16 +191,54 @@ class Evaluator:
             (probs,) = class_probabilities(model, tokenizer, [text])
         return dict(zip(labels, map(float, probs), strict=True))
 
+    def _writes_text(self, target: str) -> None:
+        if target != BASE and not target.startswith(BASE + ":") and self._run_config(target).task == "rm":
+            raise TuneForgeError(f"run '{target}' is a reward model: it scores answers and writes none")
+
+    # ---- reward models -----------------------------------------------------------------
+    def compare_reward_model(self, run_id: str, dataset: str | None = None, max_rows: int = 0) -> dict[str, Any]:
+        """accuracy and margin on held-out pairs: the starting model with the run's untrained head, and the run."""
+        from backend.rewards.learned import base_scorer
+
+        config = self._run_config(run_id)
+        examples = [e for e in self.held_out(run_id, dataset, max_rows) if "rejected" in e]
+        if not examples:
+            raise TuneForgeError("no preference pairs to score: choose a dataset of chosen and rejected answers")
+        with self.chat.model_for(run_id) as (model, tokenizer):
+            tuned = pair_scores(model, tokenizer, examples, config.cutoff_len)
+            base_model = base_scorer(config.model, config.trust_remote_code, seed=config.seed).eval()
+            base_model.config.pad_token_id = tokenizer.pad_token_id
+            base = pair_scores(base_model, tokenizer, examples, config.cutoff_len)
+        before, after = pairwise_metrics(*base), pairwise_metrics(*tuned)
+        table = []
+        for key in ("accuracy", "margin"):
+            diff = after[key] - before[key] if after[key] is not None and before[key] is not None else None
+            table.append({"metric": key, "base": before[key], "tuned": after[key], "difference": diff})
+        rows = pair_rows(examples, tuned, base)
+        return {"run_id": run_id, "base": BASE, "rows_evaluated": len(examples), "comparison": table, "rows": rows}
+
+    def reward_model_metrics(self, run_id: str, dataset: str | None = None, max_rows: int = 0) -> dict[str, Any]:
+        """What `evaluate` returns for an rm run: accuracy and margin, and the base's beside them."""
+        result = self.compare_reward_model(run_id, dataset, max_rows)
+        metrics: dict[str, Any] = {"rows_evaluated": result["rows_evaluated"]}
+        for row in result["comparison"]:
+            metrics[row["metric"]], metrics[f"base_{row['metric']}"] = row["tuned"], row["base"]
+        return metrics
+
     # ---- one API for both -------------------------------------------------------------
     def evaluate(self, run_id: str, dataset: str | None = None, max_rows: int = 20) -> dict[str, Any]:
         """What the `evaluate` API returns: a flat metrics dict for the run."""
-        if run_id != BASE and self._run_config(run_id).task == "classification":
+        task = self._run_config(run_id).task if run_id != BASE else None
+        if task == "classification":
             metrics = self.classification_metrics(run_id, dataset)
             return {k: v for k, v in metrics.items() if k != "roc_curve"}
+        if task == "rm":
+            return self.reward_model_metrics(run_id, dataset, max_rows)
         return self.evaluate_generation(run_id, dataset, max_rows)["metrics"]
 
     def batch_predict(self, target: str, prompts_file: str, out_dir: Path, max_new_tokens: int = 128) -> list[Path]:
         """Answers for a file of prompts (any supported format, or one prompt a line in .txt)."""
+        self._writes_text(target)
         path = Path(prompts_file)
         options = DataOptions(dataset=str(path), task="pt", workspace=self.jobs.workspace)
         prompts = []

@@ -19,7 +19,7 @@ def reward_scores(model, tokenizer, examples: list[dict], rewards: RewardSet, ma
     prompts = [e["messages"] for e in examples]
     answers = generate_answers(model, tokenizer, prompts, max_new_tokens, progress)
     asked = [p[-1]["content"] for p in prompts]
-    scores = rewards.score_all(answers, asked, references_of(examples))
+    scores = rewards.score_all(answers, asked, references_of(examples), prompts)
     metrics = {"reward": mean(scores["reward"])}
     metrics.update({f"reward/{name}": mean(scores[name]) for name in rewards.names})
     reference = rewards.settings.answer_column

@@ -21,6 +21,8 @@ METRIC_KEYS = (
     "f1_macro",
     "eval_rewards/margins",
     "eval_rewards/accuracies",
+    "eval_accuracy",  # rm: the share of held-out pairs scored the right way round, and their mean margin
+    "eval_margin",
     "reward",  # grpo: the last logged mean total reward, and on held-out prompts
     "eval_reward",
     "global_step",

@@ -539,7 +539,7 @@ def _duration(events: list[dict[str, Any]]) -> float | None:
 
 
 def _headline_metric(end: dict[str, Any]) -> str | None:
-    for key in ("accuracy", "f1_macro", "eval_rewards/accuracies", "eval_loss"):
+    for key in ("accuracy", "f1_macro", "eval_rewards/accuracies", "eval_accuracy", "eval_loss"):
         if end.get(key) is not None:
             return f"{key} {end[key]:.4f}"
     return None

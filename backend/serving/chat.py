@@ -50,7 +50,25 @@ class ChatEngine:
 
     def targets(self) -> list[str]:
         """Chat partners: the base model and every completed generation run."""
-        return [BASE] + [r for r in self.jobs.finished_runs() if self.jobs.config(r).get("task") != "classification"]
+        scorers = ("classification", "rm")
+        return [BASE] + [r for r in self.jobs.finished_runs() if self.jobs.config(r).get("task") not in scorers]
+
+    def reward_models(self) -> list[str]:
+        """The completed reward-model (task rm) runs, which score a reply rather than write one."""
+        return [r for r in self.jobs.finished_runs() if self.jobs.config(r).get("task") == "rm"]
+
+    def score_reply(self, run_id: str, message: str, reply: str, history: list[Any] | None = None) -> float:
+        """A reward-model run's score of `reply` as the answer to `message` after `history`: higher is preferred."""
+        from backend.rewards.learned import dialogue, score_conversations
+
+        if not str(reply).strip():
+            raise TuneForgeError("there is no reply to score yet")
+        if self.jobs.config(run_id).get("task") != "rm":
+            raise TuneForgeError(f"run '{run_id}' is not a reward model (task rm); pick one to score with")
+        prompt = [*normalize_history(history), {"role": "user", "content": str(message)}]
+        with self.model_for(run_id) as (model, tokenizer):
+            (score,) = score_conversations(model, tokenizer, [dialogue(prompt, str(reply))])
+        return score
 
     @contextmanager
     def model_for(self, target: str):
@@ -105,6 +123,10 @@ class ChatEngine:
         config = self.jobs.config(run_id)
         if config.get("task") == "classification":
             return load_classifier(run_dir, config)
+        if config.get("task") == "rm":
+            from backend.rewards.learned import load_reward_model
+
+            return load_reward_model(run_dir)
         trusted = bool(config.get("trust_remote_code", False))  # as the run was trained
         tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"), trusted)
         if not is_adapter_dir(run_dir):
@@ -131,6 +153,8 @@ class ChatEngine:
         target = str(target or BASE)
         if target.startswith(BASE + ":"):  # 'base:<model>' names a model by path: the caller's word, so confined
             self.jobs.confinement.model(target.partition(":")[2], "chat model")
+        elif target != BASE and self.jobs.config(target).get("task") == "rm":
+            raise TuneForgeError(f"run '{target}' is a reward model: it scores replies (Score a reply), it writes none")
         messages = normalize_history(history)
         system_prompt = str(system_prompt or "")
         if system_prompt.strip():

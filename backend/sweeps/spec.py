@@ -54,6 +54,7 @@ METRICS = {
     "classification": LOSS + CLASSIFICATION_METRICS,
     **{task: LOSS + PREFERENCE_METRICS for task in PREFERENCE_TASKS},
     "grpo": LOSS + ("reward",),  # the mean total reward on held-out prompts (TRL's eval_reward)
+    "rm": LOSS + ("eval_accuracy", "eval_margin"),  # pairs scored the right way round on held-out data
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 KEYS = (
@@ -230,6 +231,8 @@ def _range(name: str, raw: dict, kind: str, base: dict[str, Any]) -> Range:
 def _metric(metric: Any, config: TrainConfig) -> str:
     known = METRICS[config.task]
     name = str(metric)
+    if name not in known and f"eval_{name}" in known:
+        name = f"eval_{name}"  # an rm run's accuracy, named as its eval events name it
     if name not in known and name.removeprefix("eval_") in known:
         name = name.removeprefix("eval_")  # eval_accuracy, as Trainer names it, is our accuracy
     if name not in known:

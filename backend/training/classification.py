@@ -44,6 +44,14 @@ def head_modules(model) -> list[str]:
     return [name for name, part in model.named_children() if part is not body and any(True for _ in part.parameters())]
 
 
+def head_trained_whole(config, head: list[str]):
+    """A LoRA config that trains the new head whole (saved with the adapter) and puts no adapter into it."""
+    if not head:
+        return config
+    pattern = "|".join(map(re.escape, head))
+    return dataclasses.replace(config, modules_to_save=list(head), exclude_modules=rf"^({pattern})(\..+)?$")
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -88,11 +96,7 @@ class ClassificationRecipe(Recipe):
         train DistilBERT's pre_classifier whole as well (it matches the head's name "classifier" by
         suffix), and RoBERTa's classifier.dense would carry an adapter inside the copy it trains.
         """
-        config = super()._lora_config()
-        if not self.head:
-            return config
-        head = "|".join(map(re.escape, self.head))
-        return dataclasses.replace(config, modules_to_save=list(self.head), exclude_modules=rf"^({head})(\..+)?$")
+        return head_trained_whole(super()._lora_config(), self.head)
 
     def _encode(self, examples) -> list[dict]:
         index = {label: i for i, label in enumerate(self.labels)}

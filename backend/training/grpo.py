@@ -11,7 +11,9 @@ Every log event carries `reward` (the mean weighted total), `reward/<name>` per 
 `completion_length` and, with grpo_beta > 0, `kl`; a `completions` event after each log holds the
 latest sampled completions with their rewards, for the Train tab's table.
 A custom reward that fails to import, raises or returns the wrong shape ends the run at once, before
-or at its first step, in one line naming its file (exit code 2, like every refusal).
+or at its first step, in one line naming its file (exit code 2, like every refusal). A reward model
+(rewards: rm:<run>) loads before the data, and scores each batch's completions after their whole
+prompts under no_grad (backend.rewards.learned): reward/rm.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ class GRPORecipe(TRLRecipe):
             texts = [completion_text(c) for c in completions]
             asked = [prompt_text(p) if isinstance(p, list) else str(p) for p in prompts]
             references = {k: v for k, v in columns.items() if k in self.train_set.column_names and k != "prompt"}
-            scores = self.rewards.score(spec, texts, asked, references)
+            dialogues = [p if isinstance(p, list) else str(p) for p in prompts]
+            scores = self.rewards.score(spec, texts, asked, references, dialogues)
             self.scoreboard.record(spec.name, completions, asked, texts, scores)
             return scores
 

@@ -79,8 +79,11 @@ class EventsCallback(TrainerCallback):
         peak_gflops: float = 0.0,
         attention: str | None = None,
         metric_names: dict[str, str] | None = None,
+        eval_names: dict[str, str] | None = None,
     ):
         self.events, self.run_dir = events, run_dir
+        # Eval log keys whose event name is not the key without its eval_ prefix (an rm run's eval_accuracy).
+        self.eval_names = eval_names or {}
         # The trainer's log keys passed on into log events, under the events' names.
         self.metric_names = metric_names or {key: key for key in TRAINER_METRICS}
         self.flops_per_token, self.peak_gflops, self.attention = flops_per_token, peak_gflops, attention
@@ -134,7 +137,11 @@ class EventsCallback(TrainerCallback):
                 flush=True,
             )
         if "eval_loss" in logs:
-            scores = {k.removeprefix("eval_"): finite_or_none(v) for k, v in logs.items() if k.startswith("eval_")}
+            scores = {
+                self.eval_names.get(k, k.removeprefix("eval_")): finite_or_none(v)
+                for k, v in logs.items()
+                if k.startswith("eval_")
+            }
             scores = {k: v for k, v in scores.items() if k not in ("runtime", "samples_per_second", "steps_per_second")}
             self.events.emit("eval", step=state.global_step, **{"eval_loss": scores.pop("loss"), **scores})
             shown = " | ".join(f"{k} {v:.4f}" for k, v in scores.items() if v is not None)
@@ -354,11 +361,17 @@ class Recipe:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8, dtype=self.precision.name)
         per_token = training_flops_per_token(step_shape(self.model), self.head_share())
-        return EventsCallback(self.events, self.run_dir, per_token, peak, self.attention, self.log_metrics())
+        return EventsCallback(
+            self.events, self.run_dir, per_token, peak, self.attention, self.log_metrics(), self.eval_names()
+        )
 
     def log_metrics(self) -> dict[str, str]:
         """Trainer log keys → the log events' names for them: what a task charts beside the loss."""
         return {key: key for key in TRAINER_METRICS}
+
+    def eval_names(self) -> dict[str, str]:
+        """Eval log keys → eval events' names, where a task keeps a name other than the key less its eval_."""
+        return {}
 
     def head_share(self) -> float:
         """The share of tokens whose logits the step computes: all of them, unless a recipe keeps fewer."""
