@@ -138,7 +138,7 @@ def test_plain_text_entry_says_which_task_it_needs():
 def test_hub_entries_are_listed_and_refused_offline_in_one_line(workspace):
     labels = dict(labelled_choices(workspace, str(LLAMAFACTORY_DATA)))
     assert labels["alpaca_en (hub, offline)"] == "alpaca_en"
-    assert labels["identity"] == "identity" and labels["dpo_en_demo (preference: dpo, orpo, kto)"] == "dpo_en_demo"
+    assert labels["identity"] == "identity" and labels["dpo_en_demo (preference: dpo, orpo, kto, rm)"] == "dpo_en_demo"
     assert labels["deepctrl (not local)"] == "deepctrl"
     from backend.runs.manager import JobManager
 
@@ -484,7 +484,7 @@ def test_dataset_tab_lists_a_llamafactory_folder_and_fills_identity_placeholders
     dataset_dir = page.locator("#opt-dataset_dir textarea, #opt-dataset_dir input").first
     dataset_dir.fill(str(LLAMAFACTORY_DATA))
     dataset_dir.press("Tab")
-    pick(page, "demo-dataset", "dpo_en_demo (preference: dpo, orpo, kto)")
+    pick(page, "demo-dataset", "dpo_en_demo (preference: dpo, orpo, kto, rm)")
     refusal = "dpo_en_demo.json: format preference does not fit task sft"
     expect(summary).to_contain_text(refusal, timeout=30_000)
     pick(page, "demo-dataset", "identity")
