@@ -1,4 +1,4 @@
-"""Chat tab: stream replies from the base model or any finished run."""
+"""Chat tab: stream replies from the base model, any finished run, or a GGUF file on llama.cpp."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class ChatTab(Tab):
             value="base",
             elem_id="chat-target",
             info=t("ui.chat.target_info"),
+            allow_custom_value=True,  # gguf:<any .gguf file>, run on llama.cpp
         )
         self._settings()
         self.chatbot = gr.Chatbot(label=t("ui.chat.conversation"), elem_id="chatbot", height=380)
