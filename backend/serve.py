@@ -1,28 +1,41 @@
-"""Serve a completed run over an OpenAI-compatible API.
+"""Serve a completed run, or a GGUF file, over an OpenAI-compatible API.
 
-    python -m backend.serve --workspace WS --run RUN_ID [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+    python -m backend.serve --workspace WS (--run RUN_ID | --gguf FILE) [--engine transformers|llamacpp]
+                            [--gguf-type q8_0] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
 
-The run is merged first (its export/merged/ folder, reused when it is newer than the run), then
-served at http://HOST:PORT/v1 under its run id: `/v1/models`, `/v1/chat/completions` (streaming,
-temperature, top_p, max_tokens, stop). It binds 127.0.0.1 unless told otherwise. Exit codes: 2 for a
-refusal (no such run, not completed, the port taken), 0 when stopped with Ctrl-C.
+Two engines serve `/v1/models`, `/v1/chat/completions` and `/v1/completions` (streaming, temperature,
+top_p, max_tokens, stop):
+- transformers (the default for a run): the run is merged first (its export/merged/ folder, reused when
+  it is newer than the run) and served by transformers' own server handlers, under its run id;
+- llamacpp (the default for --gguf): llama.cpp's llama-server, several times faster on a CPU. A run is
+  exported as a GGUF of --gguf-type first (reused when it is newer than the run) and served under its
+  run id; a --gguf FILE is served under its file name's stem.
+It binds 127.0.0.1 unless told otherwise. Exit codes: 2 for a refusal (no such run, not completed, no
+such file, the port taken, no llama.cpp runtime), 0 when stopped with Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
 
 from backend.errors import TuneForgeError
 
+ENGINES = ("transformers", "llamacpp")
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m backend.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", default=os.environ.get("TUNEFORGE_WORKSPACE", "workspace"))
-    parser.add_argument("--run", required=True, metavar="RUN_ID", help="a completed run of the workspace")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", metavar="RUN_ID", help="a completed run of the workspace")
+    what.add_argument("--gguf", metavar="FILE", help="a .gguf model file")
+    parser.add_argument("--engine", choices=ENGINES, help="transformers (default for --run) or llamacpp")
+    parser.add_argument("--gguf-type", default="q8_0", help="the GGUF type a run is exported as for llamacpp")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument(
@@ -30,13 +43,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("TUNEFORGE_API_KEY"),
         help="require 'Authorization: Bearer KEY' on every request (default: $TUNEFORGE_API_KEY, else none)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.engine = args.engine or ("llamacpp" if args.gguf else "transformers")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        folder = merged_model(Path(args.workspace), args.run)
+        if args.engine == "llamacpp":
+            return _serve_llamacpp(args)
+        name, folder = (args.run, merged_model(Path(args.workspace), args.run)) if args.run else _gguf_folder(args)
         _check_port(args.host, args.port)
     except TuneForgeError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -45,17 +62,70 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.serving.openai_server import build_app
 
-    app = build_app(args.run, folder, args.api_key)
+    app = build_app(name, folder, args.api_key)
+    _say_serving(args, name)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _say_serving(args: argparse.Namespace, name: str) -> None:
     key_note = " (API key required)" if args.api_key else ""
-    print(f"serving run {args.run} at http://{args.host}:{args.port}/v1{key_note}", flush=True)
+    what = f"run {name}" if args.run else f"model {name}"
+    print(f"serving {what} at http://{args.host}:{args.port}/v1 on {args.engine}{key_note}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: listening on {args.host} without --api-key; anyone who reaches it can use the model")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+def _gguf_file(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        raise TuneForgeError(f"--gguf {spec}: no such .gguf file")
+    return path.resolve()
+
+
+def _gguf_folder(args: argparse.Namespace) -> tuple[str, Path]:
+    """--gguf on transformers: the file converted once into the model cache (quantized weights dequantized)."""
+    from backend.models import gguf_model_dir
+
+    path = _gguf_file(args.gguf)
+    return path.stem, gguf_model_dir(path)
+
+
+def _serve_llamacpp(args: argparse.Namespace) -> int:
+    from backend.serving.llamacpp import LlamaServer
+
+    if args.run:
+        name, path = args.run, exported_gguf(Path(args.workspace), args.run, args.gguf_type)
+    else:
+        path = _gguf_file(args.gguf)
+        name = path.stem
+    _check_port(args.host, args.port)
+    server = LlamaServer(path, alias=name, host=args.host, port=args.port, api_key=args.api_key)
+    # A stop (SIGTERM, as the Export tab's Stop sends) ends llama-server too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.start(quiet=False)
+    _say_serving(args, name)
+    try:
+        server.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0
 
 
 def merged_model(workspace: Path, run_id: str) -> Path:
     """The run's merged model folder, exported now unless an export newer than the run is there."""
+    return _export(workspace, run_id, "merged", "merged", "config.json")
+
+
+def exported_gguf(workspace: Path, run_id: str, gguf_type: str) -> Path:
+    """The run's GGUF of gguf_type, exported (and checked in llama.cpp) now unless one newer than the run is there."""
+    folder = _export(workspace, run_id, "gguf", f"gguf-{gguf_type}", f"{run_id}-{gguf_type}.gguf", gguf_type)
+    return folder / f"{run_id}-{gguf_type}.gguf"
+
+
+def _export(workspace: Path, run_id: str, kind: str, folder_name: str, marker: str, gguf_type: str = "q8_0") -> Path:
     from backend.runfiles import EVENTS_FILE
     from backend.runs.manager import JobManager
     from backend.serving.export import Exporter
@@ -65,11 +135,11 @@ def merged_model(workspace: Path, run_id: str) -> Path:
     status = jobs.status(run_id)["status"]
     if status != "completed":
         raise TuneForgeError(f"run '{run_id}' is {status}; only a completed run can be served")
-    merged = run_dir / "export" / "merged"
-    if (merged / "config.json").exists() and merged.stat().st_mtime >= (run_dir / EVENTS_FILE).stat().st_mtime:
-        return merged
-    print(f"merging run {run_id} for serving...", flush=True)
-    return Exporter(jobs).export(run_id, "merged")
+    folder = run_dir / "export" / folder_name
+    if (folder / marker).exists() and folder.stat().st_mtime >= (run_dir / EVENTS_FILE).stat().st_mtime:
+        return folder
+    print(f"exporting run {run_id} ({folder_name}) for serving...", flush=True)
+    return Exporter(jobs).export(run_id, kind, gguf_type=gguf_type)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -1,14 +1,15 @@
-"""Benchmark: the embedded SmolLM2-135M written as GGUF of each type, then read back and compared.
+"""Benchmark: the embedded SmolLM2-135M exported as GGUF of each type by llama.cpp, and checked in llama.cpp.
 
-For each type: seconds to write, file size, and the read-back check the Export tab runs (largest logit
-difference, relative to the largest logit, and next-token agreement on a fixed chat), plus a greedy
-20-token answer from the read-back file against the model's own. Prints JSON.
+For each type: seconds to write (convert, and quantize from the f16), file size (and its share of f16's),
+and the check the Export tab runs: greedy tokens of a fixed chat agreeing with transformers' float32 model,
+and llama.cpp's perplexity of the file and of f16 on the bundled general text. Prints JSON.
 Usage: python bench/gguf_export.py
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -19,41 +20,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def greedy(folder: Path, **loading) -> str:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, **loading)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **loading)
-    chat = [{"role": "user", "content": "What is the capital of France?"}]
-    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
 def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from backend.models import default_model_dir
-    from backend.serving.gguf_export import GGUF_TYPES, verify_gguf, write_gguf
+    from backend.serving import llamacpp
+    from backend.serving.gguf_export import GENERAL_TEXT, GGUF_TYPES, verify, write_gguf
 
-    model_dir = default_model_dir(progress=lambda msg: None)
-    own = greedy(model_dir)
-    results = {"machine": platform.processor() or platform.machine(), "model": model_dir.name, "greedy": own}
-    with tempfile.TemporaryDirectory() as tmp:
-        for gguf_type in GGUF_TYPES:
-            path = Path(tmp) / f"smollm2-{gguf_type}.gguf"
-            began = time.perf_counter()
-            write_gguf(model_dir, path, gguf_type)
-            written = time.perf_counter() - began
-            check = verify_gguf(model_dir, path, gguf_type)
-            answer = greedy(path.parent, gguf_file=path.name)
-            results[gguf_type] = {
-                "write_s": round(written, 1),
-                "size_mb": round(path.stat().st_size / 1e6, 1),
-                **{k: check[k] for k in ("relative_diff", "max_logit_diff", "top1_agreement", "passed")},
-                "greedy_same": answer == own,
-            }
-            path.unlink()
-    print(json.dumps(results, indent=2))
+    model = default_model_dir()
+    work = Path(tempfile.mkdtemp(prefix="tuneforge-gguf-"))
+    began = time.perf_counter()
+    f16 = write_gguf(model, work / "m-f16.gguf", "f16")
+    times = {"f16": time.perf_counter() - began}
+    files = {"f16": f16}
+    for gguf_type in GGUF_TYPES:
+        if gguf_type == "f16":
+            continue
+        began = time.perf_counter()
+        if gguf_type == "bf16":
+            files[gguf_type] = write_gguf(model, work / "m-bf16.gguf", "bf16")
+        else:
+            files[gguf_type] = llamacpp.quantize(f16, work / f"m-{gguf_type}.gguf", gguf_type)
+        times[gguf_type] = time.perf_counter() - began
+    rows = {}
+    for gguf_type, path in files.items():
+        check = verify(model, path, gguf_type, GENERAL_TEXT, None if gguf_type == "f16" else f16)
+        rows[gguf_type] = {
+            "write_s": round(times[gguf_type], 1),
+            "size_mb": round(path.stat().st_size / 1024**2, 1),
+            "size_of_f16": round(path.stat().st_size / f16.stat().st_size, 3),
+            "agree": f"{check['agree']}/{check['tokens']}",
+            "ppl": check["ppl"],
+            "ppl_f16": check["ppl_f16"],
+            "ppl_ratio": round(check["ppl"] / check["ppl_f16"], 4),
+            "passed": check["passed"],
+        }
+    cpu = platform.processor() or platform.machine()
+    result = {"benchmark": "gguf_export", "model": "SmolLM2-135M-Instruct", "types": rows, "cpu": cpu}
+    print(json.dumps({**result, "cores": os.cpu_count()}, indent=2))
 
 
 if __name__ == "__main__":

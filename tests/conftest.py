@@ -23,6 +23,7 @@ from tests.helpers import (
     SMALL_VOCAB,
     PostgresServer,
     allow_dirs,
+    build_gguf_tiny_model,
     build_small_vocab_model,
     build_tiny_model,
     finish,
@@ -102,6 +103,22 @@ def small_vocab_model_of(default_model_dir):
         with built_once(target.name):
             if not (target / "config.json").exists():
                 build_small_vocab_model(target, model_type, default_model_dir, texts * 20)
+        return target
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gguf_tiny_model_of(default_model_dir):
+    """model_type → a tiny random model shaped for llama.cpp's k-quants (tests.helpers.build_gguf_tiny_model),
+    built once into the model cache (a confined app may load it)."""
+    from backend.paths import model_cache_dir
+
+    def folder(model_type: str) -> Path:
+        target = model_cache_dir() / f"gguf-tiny-{model_type}"
+        with built_once(target.name):
+            if not (target / "config.json").exists():
+                build_gguf_tiny_model(target, model_type, default_model_dir)
         return target
 
     return folder

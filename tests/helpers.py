@@ -5,6 +5,7 @@ Fixtures live in conftest.py; plain functions live here, so no test file imports
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -386,3 +387,64 @@ class PostgresServer:
         except subprocess.CalledProcessError:
             for pid in self.processes():
                 os.kill(pid, 9)
+
+
+# For llama.cpp: every matrix row a whole number of its k-quant blocks (256 weights, QK_K), so q4_k_m really
+# packs them as k-quants instead of falling back to another type; and a head size of 64 (4 heads fill 256).
+GGUF_SHAPE = {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
+              "head_dim": 64}  # fmt: skip
+GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt2")
+# llama.cpp's converter reads a Gemma 2 vocabulary from tokenizer.model alone. A Qwen2 folder's byte-level BPE
+# is loaded by transformers as Qwen2Tokenizer, whose split of SmolLM2's vocabulary no real model has, so the
+# converter (which knows each real model's split by a hash) would refuse it; with a tokenizer.model it reads that.
+SENTENCEPIECE_ONLY = ("gemma2", "qwen2")
+
+
+def build_gguf_tiny_model(target: Path, model_type: str, tokenizer_dir: Path) -> None:
+    """A seeded random 2-layer model of model_type shaped for llama.cpp's k-quants (GGUF_SHAPE), with the
+    sliding windows of TINY_ARCHITECTURES, beside SmolLM2's tokenizer; or, for an architecture whose vocabulary
+    llama.cpp reads only from SentencePiece, a 600-piece SentencePiece tokenizer trained on the general text.
+    Weights drawn wider than the usual init, so greedy choices are clear rather than near-ties."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    real = AutoConfig.from_pretrained(tokenizer_dir)
+    ids = {name: getattr(real, name, None) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    vocab = real.vocab_size
+    if model_type in SENTENCEPIECE_ONLY:
+        ids, vocab = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}, 600
+    architecture = dict(TINY_ARCHITECTURES[model_type])
+    if model_type == "gpt2":
+        shape = {"n_layer": 2, "n_embd": 256, "n_head": 4, "n_positions": 2048}  # llama.cpp's n_inner: 4 n_embd
+        architecture, defaults = {}, {}
+    else:
+        shape, defaults = GGUF_SHAPE, DECODER_DEFAULTS
+        architecture.pop("head_dim", None)
+    config = AutoConfig.for_model(
+        model_type, vocab_size=vocab, initializer_range=0.2, **ids, **shape, **defaults, **architecture
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    model.save_pretrained(staging)
+    if model_type in SENTENCEPIECE_ONLY:
+        import sentencepiece as spm
+
+        spm.SentencePieceTrainer.train(
+            input=str(ROOT / "assets" / "general_text.txt"), model_prefix=str(staging / "tokenizer"),
+            vocab_size=vocab, model_type="bpe", byte_fallback=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+            minloglevel=2,
+        )  # fmt: skip
+        (staging / "tokenizer.vocab").unlink()
+        (staging / "tokenizer_config.json").write_text(
+            json.dumps({"tokenizer_class": "GemmaTokenizer", "bos_token": "<s>", "eos_token": "</s>"})
+        )
+    else:
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # another worker built it first

@@ -11,7 +11,7 @@ from backend.fit import model_report
 from backend.recipes.jobs import RecipeJobs
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
-from backend.serving.export import Exporter, zipped_folder
+from backend.serving.export import GGUF_KINDS, Exporter, gguf_verification, zipped_folder
 from backend.sweeps.manager import SweepManager
 from webui.context import AppContext, caller
 from webui.i18n import HEAD, I18N, say, t
@@ -189,10 +189,11 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
 
     @on_refusal_raise(page=False)
     def export(run_id: str, options: dict | None = None) -> dict:
-        """Export a completed run. options: kind (merged|adapter|gguf), max_shard_size ('2GB'), gguf_type
-        (f16|bf16|q8_0, for gguf; default q8_0), and to push: repo_id, token, private (default true). Returns
-        {folder, zip}, plus {gguf} (the .gguf file's path) for gguf, {note} for a quantized base merged
-        dequantized, and after a push {url}."""
+        """Export a completed run. options: kind (merged|adapter|gguf|gguf_adapter), max_shard_size ('2GB'),
+        gguf_type (f16|bf16|q8_0|q6_k|q5_k_m|q4_k_m, for gguf; default q8_0), and to push: repo_id, token,
+        private (default true). Returns {folder, zip}, plus for gguf and gguf_adapter {gguf} (the .gguf file's
+        path) and {verify} (what llama.cpp measured: agree of tokens, ppl, ppl_f16), {note} for a quantized
+        base merged dequantized, and after a push {url}."""
         options = dict(options or {})
         kind, shard = options.pop("kind", "merged"), options.pop("max_shard_size", "2GB")
         gguf_type = options.pop("gguf_type", "q8_0")
@@ -203,8 +204,9 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         archive = gate.act(caller(), "export", work, run_id=run_id)
         folder = zipped_folder(archive, run_id)
         result = {"folder": str(folder), "zip": str(archive)}
-        if kind == "gguf":
+        if kind in GGUF_KINDS:
             result["gguf"] = str(next(folder.glob("*.gguf")))
+            result["verify"] = gguf_verification(folder)
         if note := exporter.note(run_id, kind):
             result["note"] = note
         if push:

@@ -1,4 +1,5 @@
-"""Chat tab: stream replies from the base model or any finished run, and score the last reply with a reward model."""
+"""Chat tab: stream replies from the base model, any finished run, or a GGUF file on llama.cpp; and score the
+last reply with a reward model."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class ChatTab(Tab):
             value="base",
             elem_id="chat-target",
             info=t("ui.chat.target_info"),
+            allow_custom_value=True,  # gguf:<any .gguf file>, run on llama.cpp
         )
         self._settings()
         self.chatbot = gr.Chatbot(label=t("ui.chat.conversation"), elem_id="chatbot", height=380)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.errors import TuneForgeError
-from backend.serving.export import KINDS, Exporter, zipped_folder
+from backend.serving.export import GGUF_KINDS, KINDS, Exporter, gguf_verification, zipped_folder
 from backend.serving.gguf_export import GGUF_TYPES
 from backend.serving.servers import Servers
 from webui.context import AppContext
@@ -44,6 +44,7 @@ class ExportTab(Tab):
                 info=t("ui.export.shard_info"),
                 elem_id="export-shard",
             )
+        self.gguf_table = gr.Markdown(t("ui.export.gguf_table"), visible=False, elem_id="export-gguf-table")
         self.export = gr.Button(t("ui.export.export"), variant="primary", elem_id="export-btn")
         self.download = gr.File(
             label=t("ui.export.download"), interactive=False, file_count="multiple", elem_id="export-file"
@@ -55,7 +56,15 @@ class ExportTab(Tab):
             self.push = gr.Button(t("ui.export.push"), elem_id="push-btn")
         with gr.Accordion(t("ui.export.serve_title"), open=False):
             gr.Markdown(t("ui.export.serve_intro"))
-            self.api_key = gr.Textbox(label=t("ui.export.api_key"), type="password", elem_id="serve-key")
+            with gr.Row():
+                self.api_key = gr.Textbox(label=t("ui.export.api_key"), type="password", elem_id="serve-key")
+                self.engine = gr.Radio(
+                    ["transformers", "llamacpp"],
+                    value="transformers",
+                    label=t("ui.export.engine"),
+                    info=t("ui.export.engine_info"),
+                    elem_id="serve-engine",
+                )
             with gr.Row():
                 self.serve = gr.Button(t("ui.export.serve"), elem_id="serve-btn")
                 self.unserve = gr.Button(t("ui.export.unserve"), elem_id="serve-stop")
@@ -67,8 +76,13 @@ class ExportTab(Tab):
         chosen = [self.run, self.kind, self.shard, self.gguf_type]
         self.export.click(self.on_export, chosen, [self.download, self.message], **DEVICE)
         self.push.click(self.on_push, [*chosen, self.repo, self.token, self.private], self.message)
-        self.kind.change(lambda kind: gr.update(visible=kind == "gguf"), self.kind, self.gguf_type, **STATUS)
-        self.serve.click(self.on_serve, [self.run, self.api_key], self.serve_message, **DEVICE)
+        self.kind.change(
+            lambda kind: (gr.update(visible=kind == "gguf"), gr.update(visible=kind in GGUF_KINDS)),
+            self.kind,
+            [self.gguf_type, self.gguf_table],
+            **STATUS,
+        )
+        self.serve.click(self.on_serve, [self.run, self.api_key, self.engine], self.serve_message, **DEVICE)
         self.unserve.click(self.on_unserve, self.run, self.serve_message)
         self.ctx.blocks.load(self.runs, self.run, self.run)
         self.item.select(self.runs, self.run, self.run, **STATUS)
@@ -84,7 +98,7 @@ class ExportTab(Tab):
         folder = zipped_folder(archive, run_id)
         note = self.exporter.note(run_id, kind)
         files = [*map(str, folder.glob("*.gguf")), str(archive)]  # the .gguf alone too: LM Studio opens it as it is
-        return files, say("msg.exported", folder=folder) + (f" {note}" if note else "")
+        return files, say("msg.exported", folder=folder) + (f" {note}" if note else "") + checked_line(folder, kind)
 
     @on_refusal("Push failed")
     def on_push(self, run_id, kind, shard, gguf_type, repo, token, private):
@@ -95,14 +109,14 @@ class ExportTab(Tab):
         return say("msg.pushed", url=url)
 
     @on_refusal("Cannot serve")
-    def on_serve(self, run_id, api_key):
+    def on_serve(self, run_id, api_key, engine="transformers"):
         if not run_id:
             return say("msg.select_completed_run")
 
         def serve(person):
             if self.ctx.gate.shared and not api_key.strip():  # logins guard the studio, a key guards its servers
                 raise TuneForgeError("in a studio with logins, give the server an API key first")
-            return self.servers.start(run_id, api_key.strip())
+            return self.servers.start(run_id, api_key.strip(), engine)
 
         url = self.ctx.act("serve", serve, run_id=run_id)
         key = "<your key>" if api_key.strip() else "-"
@@ -123,3 +137,15 @@ class ExportTab(Tab):
         """The completed runs; with nothing picked yet, the newest."""
         finished = self.ctx.jobs.finished_runs()
         return gr.update(choices=finished, value=run_id or (finished[0] if finished else None))
+
+
+def checked_line(folder, kind: str) -> str:
+    """What llama.cpp measured of a GGUF export, for the message under the button; '' for other kinds."""
+    check = gguf_verification(folder) if kind in GGUF_KINDS else {}
+    if not check:
+        return ""
+    line = " " + say("msg.gguf_checked", agree=check.get("agree"), tokens=check.get("tokens"),
+                     size=f"{check.get('size_bytes', 0) / 1024**2:.1f} MB")  # fmt: skip
+    if "ppl" in check:
+        line += " " + say("msg.gguf_perplexity", ppl=f"{check['ppl']:.3f}", ppl_f16=f"{check['ppl_f16']:.3f}")
+    return line

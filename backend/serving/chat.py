@@ -1,12 +1,15 @@
 """The chat engine: talk to the base model or any finished run, streaming the reply.
 
-Targets are "base" (the embedded default), "base:<model>" (any other model spec), or a run
-id. One model is kept loaded at a time: on a small machine two would not fit beside a job.
+Targets are "base" (the embedded default), "base:<model>" (any other model spec), a run id, or
+"gguf:<file>" (a .gguf file, an exported one or any other inside the allowed folders), which runs on
+llama.cpp's llama-server (loopback, a subprocess) instead of transformers: on a CPU it answers several
+times faster. One model is kept loaded at a time: on a small machine two would not fit beside a job.
 torch and transformers are imported on first use, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from backend.runs.manager import JobManager
 from backend.templates import cut_at_turn_end
 
 BASE = "base"
+GGUF = "gguf:"
 
 
 def normalize_history(history: list[Any] | None) -> list[dict[str, str]]:
@@ -47,11 +51,19 @@ class ChatEngine:
         self.jobs = jobs
         self._lock = threading.Lock()
         self._loaded: tuple[str, Any, Any] | None = None  # (target, model, tokenizer)
+        self._server = None  # the llama-server of a gguf: target, kept while that target is chosen
+        atexit.register(self.unload_gguf)
 
     def targets(self) -> list[str]:
-        """Chat partners: the base model and every completed generation run."""
+        """Chat partners: the base model, every completed generation run, and every GGUF exported from one."""
         scorers = ("classification", "rm")
-        return [BASE] + [r for r in self.jobs.finished_runs() if self.jobs.config(r).get("task") not in scorers]
+        runs = [r for r in self.jobs.finished_runs() if self.jobs.config(r).get("task") not in scorers]
+        exported = [
+            f"{GGUF}{path}"
+            for run_id in runs
+            for path in sorted((self.jobs.run_dir(run_id) / "export").glob("gguf-*/*.gguf"))
+        ]
+        return [BASE, *runs, *exported]
 
     def reward_models(self) -> list[str]:
         """The completed reward-model (task rm) runs, which score a reply rather than write one."""
@@ -70,6 +82,44 @@ class ChatEngine:
             (score,) = score_conversations(model, tokenizer, [dialogue(prompt, str(reply))])
         return score
 
+    def gguf_file(self, target: str) -> Path:
+        """The .gguf file a gguf: target names, confined to the allowed folders."""
+        path = self.jobs.confinement.path(target[len(GGUF) :].strip(), "GGUF file")
+        if path.suffix.lower() != ".gguf" or not path.is_file():
+            raise TuneForgeError(f"GGUF file {path} does not exist; name a .gguf file on this machine")
+        return path
+
+    def unload_gguf(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def _gguf_server(self, path: Path):
+        from backend.serving.llamacpp import LlamaServer
+
+        if self._server is not None and self._server.gguf_file == path and self._server.alive():
+            return self._server
+        self.unload_gguf()
+        self._loaded = None  # one model at a time: the transformers one goes
+        self._server = LlamaServer(path, ctx=4096).start()
+        return self._server
+
+    def _gguf_stream(self, path: Path, messages, temperature, top_p, max_new_tokens) -> Iterator[str]:
+        body = {"messages": messages, "max_tokens": max_new_tokens, "temperature": max(float(temperature), 0.0),
+                "top_p": float(top_p), **({"top_k": 1} if temperature <= 0 else {})}  # fmt: skip
+        with self._lock:
+            server = self._gguf_server(path)
+            text = ""
+            for event in server.stream("/v1/chat/completions", body):
+                for choice in event.get("choices") or []:
+                    text += (choice.get("delta") or {}).get("content") or ""
+                text, ended = cut_at_turn_end(text)
+                yield text
+                if ended:
+                    break
+            if not text:
+                yield ""
+
     @contextmanager
     def model_for(self, target: str):
         """(model, tokenizer) for a target, held exclusively while the caller uses it.
@@ -78,6 +128,7 @@ class ChatEngine:
         classification) goes through here, so this is also where it yields the CPU to a job.
         """
         with self._lock, self._cores_left_to_jobs():
+            self.unload_gguf()
             yield self._load(str(target or BASE))
 
     @contextmanager
@@ -161,6 +212,9 @@ class ChatEngine:
             messages = [m for m in messages if m["role"] != "system"]
             messages.insert(0, {"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": str(message)})
+        if target.startswith(GGUF):
+            yield from self._gguf_stream(self.gguf_file(target), messages, temperature, top_p, int(max_new_tokens))
+            return
         with self.model_for(target) as (model, tokenizer):
             yield from self._generate(model, tokenizer, messages, temperature, top_p, int(max_new_tokens))
 

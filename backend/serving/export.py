@@ -22,12 +22,14 @@ from backend.capability import saved_quantization_bits
 from backend.errors import TuneForgeError
 from backend.events import loss_points, read_events, timeline
 from backend.models import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.paths import model_cache_dir
 from backend.runfiles import METRICS_FILE
 from backend.runs.manager import JobManager
-from backend.serving.gguf_bundle import fill_gguf_folder, gguf_card_lines
+from backend.serving.gguf_bundle import base_gguf, fill_adapter_folder, fill_gguf_folder, gguf_card_lines
 from backend.serving.gguf_export import GGUF_TYPES, check_architecture
 
-KINDS = ("merged", "adapter", "gguf")
+KINDS = ("merged", "adapter", "gguf", "gguf_adapter")
+GGUF_KINDS = ("gguf", "gguf_adapter")
 SHARD_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB)$", re.IGNORECASE)
 HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 # The hyperparameters a model card lists; paths and UI-only switches would only confuse a reader.
@@ -69,6 +71,8 @@ class Exporter:
             raise TuneForgeError(f"export kind {kind!r}: use one of {', '.join(KINDS)}")
         if kind == "gguf":
             return self.export_gguf(run_id, gguf_type, say)
+        if kind == "gguf_adapter":
+            return self.export_gguf_adapter(run_id, say)
         max_shard_size = str(max_shard_size).strip().upper()
         if not SHARD_SIZE.match(max_shard_size):
             raise TuneForgeError(f"max_shard_size {max_shard_size!r}: use a size like 500MB or 2GB")
@@ -91,7 +95,7 @@ class Exporter:
         return staged(run_dir / "export" / kind, fill)
 
     def export_gguf(self, run_id: str, gguf_type: str = "q8_0", say=_quiet) -> Path:
-        """The merged model as one GGUF file, read back and compared, with an Ollama Modelfile and a model card.
+        """The merged model as one GGUF file, made and checked by llama.cpp, with an Ollama Modelfile and a card.
 
         In <run dir>/export/gguf-<type>/, so each type is kept beside the others."""
         if gguf_type not in GGUF_TYPES:
@@ -99,16 +103,54 @@ class Exporter:
         status, config = self.jobs.status(run_id), self.jobs.config(run_id)
         run_dir = Path(status["run_dir"])
         if status["status"] == "completed":  # else export() below says why not
-            if config.get("task") == "classification":
-                raise TuneForgeError("GGUF export is for generation models; a classifier exports as merged")
-            check_architecture(_model_config(run_dir, config))  # refused before minutes of merging
+            self._check_gguf(run_dir, config)
         merged = self.export(run_id, "merged", say=say)
+        rows = self._held_out(config)
 
         def fill(staging: Path) -> None:
-            check = fill_gguf_folder(staging, merged, run_id, config, gguf_type, say)
+            check = fill_gguf_folder(staging, merged, run_id, config, gguf_type, say, rows, _base_dir(config))
             write_model_card(staging, run_dir, config, "gguf", extra=gguf_card_lines(check))
 
         return staged(merged.parent / f"gguf-{gguf_type}", fill)
+
+    def export_gguf_adapter(self, run_id: str, say=_quiet) -> Path:
+        """The adapter alone as a GGUF LoRA, checked on the base model's GGUF in llama.cpp, with a Modelfile
+        FROM the base GGUF and ADAPTER the LoRA. In <run dir>/export/gguf_adapter/."""
+        status, config = self.jobs.status(run_id), self.jobs.config(run_id)
+        run_dir = Path(status["run_dir"])
+        if status["status"] == "completed":
+            if not is_adapter_dir(run_dir):
+                raise TuneForgeError(f"run '{run_id}' trained every weight (method full); export it as gguf")
+            self._check_gguf(run_dir, config)
+        merged = self.export(run_id, "merged", say=say)
+        base_dir = _base_dir(config)
+        if base_dir is None:
+            raise TuneForgeError("a GGUF LoRA needs the base model's folder on this machine")
+        base = base_gguf(base_dir, model_cache_dir() / "gguf", say)
+
+        def fill(staging: Path) -> None:
+            check = fill_adapter_folder(staging, run_dir, merged, base_dir, run_id, base, say)
+            write_model_card(staging, run_dir, config, "gguf", extra=gguf_card_lines(check))
+
+        return staged(merged.parent / "gguf_adapter", fill)
+
+    @staticmethod
+    def _check_gguf(run_dir: Path, config: dict) -> None:
+        """Refused before minutes of merging: a classifier, an architecture llama.cpp cannot convert."""
+        if config.get("task") == "classification":
+            raise TuneForgeError("GGUF export is for generation models; a classifier exports as merged")
+        check_architecture(_model_config(run_dir, config))
+
+    def _held_out(self, config: dict) -> list[dict]:
+        """The run's validation rows, for perplexity; none when it had none or its data is gone."""
+        from backend.config import TrainConfig
+        from backend.data import DataOptions, load_splits
+
+        try:
+            options = DataOptions.from_config(TrainConfig.from_dict(config), self.jobs.workspace)
+            return list(load_splits(options).validation)
+        except (TuneForgeError, OSError, ValueError):
+            return []
 
     def note(self, run_id: str, kind: str = "merged") -> str:
         """What the export did that a user should know (a quantized base merged dequantized); '' if nothing."""
@@ -123,7 +165,7 @@ class Exporter:
         archive = folder.parent / f"{run_id}-{folder.name}.zip"
         partial = archive.with_suffix(".zip.partial")
         # Weights barely compress, and deflating gigabytes of them takes minutes: a GGUF is stored as it is.
-        method = zipfile.ZIP_STORED if kind == "gguf" else zipfile.ZIP_DEFLATED
+        method = zipfile.ZIP_STORED if kind in GGUF_KINDS else zipfile.ZIP_DEFLATED
         with zipfile.ZipFile(partial, "w", compression=method) as zf:
             for path in sorted(folder.rglob("*")):
                 if path.is_file():
@@ -223,6 +265,15 @@ def staged(target: Path, fill) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _base_dir(config: dict) -> Path | None:
+    """The folder of the model the run trained from, when it is on this machine."""
+    try:
+        folder = Path(resolve_model(config.get("model", "default"), progress=_quiet))
+    except TuneForgeError:
+        return None
+    return folder if folder.is_dir() else None
 
 
 def _model_config(run_dir: Path, config: dict) -> dict:
@@ -329,3 +380,14 @@ def draw_loss_curve(events: list[dict], path: Path) -> bool:
     figure.tight_layout()
     figure.savefig(path)
     return True
+
+
+def gguf_verification(folder: Path) -> dict[str, Any]:
+    """What llama.cpp measured of a GGUF export (its verification.json): agree (greedy tokens agreeing with
+    the merged model) of tokens, ppl and ppl_f16 (perplexity of the file and of f16), size_bytes."""
+    try:
+        check = json.loads((folder / "verification.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    keys = ("agree", "tokens", "tokens_match", "ppl", "ppl_f16", "ppl_text", "size_bytes")
+    return {key: check[key] for key in keys if key in check}

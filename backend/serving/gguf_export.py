@@ -1,238 +1,221 @@
-"""A merged model folder (safetensors + tokenizer) written as one GGUF file, for llama.cpp, Ollama and LM Studio.
+"""A merged model folder written as one GGUF file by llama.cpp's own tools, and checked in llama.cpp.
 
-Built on the `gguf` package that ggml publishes with llama.cpp: its GGUFWriter, its tensor-name map
-(`get_tensor_name_map`, the table llama.cpp's own converter reads), its SpecialVocab (merges, special
-token ids, chat template) and its quantizers. What the package does not ship is the per-architecture
-glue of llama.cpp's `convert_hf_to_gguf.py`, which is not on PyPI; the part of it the studio needs,
-for the Llama-family architectures it trains, is here:
+llama.cpp's `convert_hf_to_gguf.py` (with its glue for every architecture it reads: the rope layouts,
+sliding windows, soft-capping, tokenizers) writes f16 or bf16; `llama-quantize` makes q8_0 and the
+k-quants people pull (q4_k_m, q5_k_m, q6_k) from the f16. An architecture the converter does not
+register is refused in one line, naming it, before anything is merged.
 
-- the hyperparameters llama.cpp reads for a llama or qwen2 model;
-- the GPT-2 style BPE vocabulary of tokenizer.json, special tokens marked as control tokens;
-- the rotary layout: llama.cpp's llama graph expects q_proj and k_proj rows in GGML's rope order,
-  so those two weights are permuted (qwen2's graph takes them as they are).
-
-Any other architecture is refused in one line before anything is written.
-
-Types: f16, bf16 and q8_0 (llama.cpp's 8-bit block quantization; a matrix whose rows are not whole
-blocks stays f16). 1-D tensors (norms, biases) stay f32, as llama.cpp keeps them. The k-quants
-(q4_k_m, ...) are not offered: the package reads them but cannot write them, and its q4_0 moved a
-135M model's greedy next token at 1 position in 5 of a short chat: too far to call verified.
-
-Every file is read back before it is kept (`verify_gguf`): transformers loads it (dequantized) and
-its logits on a fixed chat are compared with the merged model's, within a bound per type.
+Every file is checked by the runtime it is for (`verify`):
+- llama-server loads it, and its greedy continuation of a fixed chat is compared, token by token,
+  with the merged model's in transformers (`agree` of `tokens`), from the same prompt token ids;
+  its tokenizer splits the chat as the model's does (`tokens_match`);
+- llama-perplexity measures the file and the f16 on the run's held-out rows, or on the bundled
+  general text (`ppl`, `ppl_f16`).
+A file outside its type's bound is not kept.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from backend.errors import TuneForgeError
+from backend.serving import llamacpp
 
-GGUF_TYPES = ("f16", "bf16", "q8_0")
-# gguf_type → (largest logit difference, relative to the largest logit, and the least share of positions
-# whose likeliest next token agrees). Measured on SmolLM2-135M's probe chat: f16 0.0011 and 1.0, bf16 0.0073
-# and 1.0, q8_0 0.035 and 0.98 (bench/gguf_export.py, docs/benchmarks.md).
-BOUNDS = {"f16": (0.005, 0.95), "bf16": (0.02, 0.95), "q8_0": (0.05, 0.9)}
-PROBE = [{"role": "user", "content": "Write one sentence about the sea."}]
-PROBE_ANSWER = "The sea is wide and deep, and its waves"
-# A model above this size is not read back: two float32 copies of it would not fit a typical machine.
-VERIFY_MAX_BYTES = 4 * 1024**3
-# architecture in config.json → (llama.cpp's architecture name, whether q/k rows are permuted for its rope)
-ARCHITECTURES = {
-    "LlamaForCausalLM": ("llama", True),
-    "MistralForCausalLM": ("llama", True),
-    "Qwen2ForCausalLM": ("qwen2", False),
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+CONVERTED = ("f16", "bf16")  # what the converter writes; the others llama-quantize makes from the f16
+# gguf_type → (least share of the probe's greedy tokens that agree with transformers', largest ppl / ppl_f16).
+# Measured on SmolLM2-135M (bench/gguf_export.py, docs/benchmarks.md: x1.0009 q8_0, x1.0056 q6_k, x1.124
+# q5_k_m, x1.051 q4_k_m, its rows falling back from the k-quants' blocks); a k-quant's greedy path may part
+# from the float model's early and still be a good file, so for those perplexity alone is the bound.
+BOUNDS = {
+    "f16": (0.5, 1.001),
+    "bf16": (0.25, 1.02),
+    "q8_0": (0.25, 1.02),
+    "q6_k": (0.0, 1.05),
+    "q5_k_m": (0.0, 1.15),
+    "q4_k_m": (0.0, 1.15),
 }
+PROBE = [{"role": "user", "content": "Write one sentence about the sea."}]
+PROBE_TOKENS = 24
+TIE = 2e-3  # float16 keeps about 3 significant digits: logits this close are a tie broken by rounding
+PPL_CTX, PPL_CHUNKS = 128, 8
+GENERAL_TEXT = Path(__file__).resolve().parents[2] / "assets" / "general_text.txt"
+# A model above this size is not run in transformers for the comparison: two float32 copies would not fit.
+COMPARE_MAX_BYTES = 4 * 1024**3
 
 
-def check_architecture(config: dict[str, Any]) -> tuple[str, bool]:
-    """llama.cpp's name for the model's architecture, or a one-line refusal."""
+@lru_cache(maxsize=1)
+def convertible() -> frozenset[str]:
+    """The transformers architectures llama.cpp's converter registers (read from its source, not imported:
+    its gguf-py would shadow the installed gguf package in this process)."""
+    names: set[str] = set()
+    for path in (llamacpp.source_dir() / "conversion").glob("*.py"):
+        for match in re.finditer(r"@ModelBase\.register\((.*?)\)\s*\n", path.read_text(encoding="utf-8"), re.S):
+            names.update(re.findall(r"\"([^\"]+)\"", match.group(1)))
+    return frozenset(names)
+
+
+def check_architecture(config: dict[str, Any]) -> str:
+    """The model's architecture when llama.cpp's converter takes it, or a one-line refusal naming it."""
     names = config.get("architectures") or [config.get("model_type", "?")]
-    if names[0] not in ARCHITECTURES:
-        known = ", ".join(sorted({a[0] for a in ARCHITECTURES.values()}))
+    if names[0] not in convertible():
         raise TuneForgeError(
-            f"GGUF export covers the {known} architectures; this model is {names[0]}. Export it as merged "
-            "safetensors and convert it with llama.cpp's convert_hf_to_gguf.py"
+            f"llama.cpp cannot convert the {names[0]} architecture to GGUF; export the run as merged safetensors"
         )
-    window = config.get("sliding_window")
-    if "layer_types" in config:  # transformers 5 says per layer
-        windowed = "sliding_attention" in config["layer_types"]
-    else:
-        windowed = config.get("use_sliding_window", names[0] != "Qwen2ForCausalLM")  # qwen2 has it off by default
-    if windowed and window and window < config.get("max_position_embeddings", 0):
-        raise TuneForgeError(
-            f"this {names[0]} attends through a sliding window of {window} tokens, which a GGUF of its "
-            "architecture does not carry: llama.cpp would attend to the whole context and answer differently"
-        )
-    return ARCHITECTURES[names[0]]
+    return names[0]
 
 
-def write_gguf(model_dir: Path, out: Path, gguf_type: str, facts: dict[str, str] | None = None) -> Path:
-    """Write the merged model in model_dir to `out` as GGUF of gguf_type; facts: model card lines for metadata."""
-    import gguf
+def write_gguf(
+    model_dir: Path, out: Path, gguf_type: str, facts: dict[str, str] | None = None, base_dir: Path | None = None
+) -> Path:
+    """The merged model in model_dir as `out`, a GGUF of gguf_type; facts: general.* metadata (name, ...);
+    base_dir: the model it was trained from (its SentencePiece tokenizer.model, where it has one).
 
+    A quantized type leaves its f16 beside it (`reference_path(out)`) for the check; the caller removes it."""
     if gguf_type not in GGUF_TYPES:
         raise TuneForgeError(f"gguf_type {gguf_type!r}: use one of {', '.join(GGUF_TYPES)}")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        view = converter_view(model_dir, Path(tmp) / "model", base_dir)
+        metadata = Path(tmp) / "metadata.json"
+        metadata.write_text(json.dumps({f"general.{k}": str(v) for k, v in (facts or {}).items()}), encoding="utf-8")
+        if gguf_type in CONVERTED:
+            return llamacpp.convert_model(view, out, gguf_type, metadata)
+        f16 = llamacpp.convert_model(view, reference_path(out), "f16", metadata)
+    return llamacpp.quantize(f16, out, gguf_type)
+
+
+def reference_path(out: Path) -> Path:
+    return out.with_name(out.name + ".f16")
+
+
+def converter_view(model_dir: Path, view: Path, base_dir: Path | None = None) -> Path:
+    """The model folder as llama.cpp's converter reads it, linked file by file, with three differences.
+
+    GPT-2's config gets back the n_ctx that transformers 5 leaves out and the converter reads.
+    transformers 5 saves a byte-level BPE tokenizer as `TokenizersBackend`, and the converter reads a
+    Phi-3 tokenizer as BPE only when it is called GPT2Tokenizer (else it looks for tokenizer.model);
+    and SentencePiece architectures (Gemma, Llama 2, Phi-3) need the tokenizer.model that a
+    transformers 5 save leaves out, which the base model's folder has."""
+    view.mkdir(parents=True)
+    for path in model_dir.iterdir():
+        if path.is_file():
+            (view / path.name).symlink_to(path.resolve())
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    arch_name, permute_qk = check_architecture(config)
-    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == arch_name)
-    writer = gguf.GGUFWriter(str(out), arch_name)
-    _hyperparameters(writer, config, gguf_type)
-    for key, value in (facts or {}).items():
-        writer.add_string(f"general.{key}", str(value))
-    _vocabulary(writer, model_dir, config, arch_name)
-    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
-    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
-    for name, tensor in _tensors(model_dir):
-        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        if gguf_name is None:
-            raise TuneForgeError(f"GGUF export: the model's tensor {name} has no place in a {arch_name} GGUF")
-        if permute_qk and name.endswith("q_proj.weight"):
-            tensor = _rope_rows(tensor, heads)
-        elif permute_qk and name.endswith("k_proj.weight"):
-            tensor = _rope_rows(tensor, kv_heads)
-        data, qtype = _encoded(tensor, gguf_type)
-        writer.add_tensor(gguf_name, data, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
+    if config.get("model_type") == "gpt2" and "n_ctx" not in config:  # transformers 5 no longer writes it
+        (view / "config.json").unlink()
+        (view / "config.json").write_text(json.dumps({**config, "n_ctx": config.get("n_positions", 1024)}))
+    source = (base_dir / "tokenizer.model") if base_dir else None
+    if source and source.exists() and not (view / "tokenizer.model").exists():
+        (view / "tokenizer.model").symlink_to(source.resolve())
+    config_file, tokenizer_file = view / "tokenizer_config.json", view / "tokenizer.json"
+    if not config_file.exists() or not tokenizer_file.exists() or (view / "tokenizer.model").exists():
+        return view
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    tokenizer = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    byte_level = (tokenizer.get("decoder") or {}).get("type") == "ByteLevel"
+    if config.get("tokenizer_class") == "TokenizersBackend" and byte_level:
+        config["tokenizer_class"] = "GPT2Tokenizer"
+        config_file.unlink()
+        config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return view
 
 
-def _hyperparameters(writer, config: dict[str, Any], gguf_type: str) -> None:
-    import gguf
+def probe_prompt(model_dir: Path) -> tuple[str, list[int]]:
+    from transformers import AutoTokenizer
 
-    heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    writer.add_context_length(config.get("max_position_embeddings", 2048))
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
-    theta = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta") or 10000.0
-    writer.add_rope_freq_base(float(theta))
-    writer.add_vocab_size(config["vocab_size"])
-    file_type = {
-        "f16": gguf.LlamaFileType.MOSTLY_F16,
-        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-    }[gguf_type]
-    writer.add_file_type(file_type)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    text = tokenizer.apply_chat_template(PROBE, tokenize=False, add_generation_prompt=True)
+    return text, tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _vocabulary(writer, model_dir: Path, config: dict[str, Any], arch_name: str) -> None:
-    """tokenizer.json's byte-level BPE as llama.cpp's `gpt2` tokenizer; special tokens as control tokens."""
-    import gguf
-
-    try:
-        tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TuneForgeError("GGUF export needs the model's tokenizer.json (a fast tokenizer)") from None
-    model = tokenizer.get("model") or {}
-    decoder = (tokenizer.get("decoder") or {}).get("type")
-    if model.get("type") != "BPE" or model.get("byte_fallback") or decoder != "ByteLevel":
-        raise TuneForgeError("GGUF export covers byte-level BPE tokenizers (GPT-2 style); this model's is another kind")
-    by_id: dict[int, tuple[str, int]] = {i: (text, gguf.TokenType.NORMAL) for text, i in model["vocab"].items()}
-    for added in tokenizer.get("added_tokens") or []:
-        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-        by_id[added["id"]] = (added["content"], kind)
-    size = max(config["vocab_size"], max(by_id) + 1)
-    tokens = [by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(tokenizer, arch_name))
-    writer.add_token_list([text for text, _ in tokens])
-    writer.add_token_types([kind for _, kind in tokens])
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=size)  # merges, special ids, chat template
-    template = model_dir / "chat_template.jinja"
-    if special.chat_template is None and template.exists():  # transformers 5 saves it beside tokenizer_config
-        special.chat_template = template.read_text(encoding="utf-8")
-    special.add_to_gguf(writer, quiet=True)
-
-
-def _pre_tokenizer(tokenizer: dict[str, Any], arch_name: str) -> str:
-    """llama.cpp's name for how text is split before BPE: GPT-2's own split, Qwen2's, or its default."""
-    pre = tokenizer.get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"  # what transformers writes for a tokenizer it read from a GGUF, the embedded model's
-    return "qwen2" if arch_name == "qwen2" else "default"
-
-
-def _tensors(model_dir: Path):
-    """(name, float32 array) for every tensor of the folder's safetensors files."""
-    from safetensors import safe_open
-
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise TuneForgeError(f"{model_dir} has no safetensors weights to convert")
-    for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name).float().numpy()
-
-
-def _rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
-    """Reorder each head's rows from the two-halves rotary layout (transformers) to interleaved pairs (GGML)."""
-    rows = weight.shape[0]
-    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-def _encoded(tensor: np.ndarray, gguf_type: str):
-    """The tensor as stored in the file, and its GGML type."""
-    import gguf
-
-    kinds = gguf.GGMLQuantizationType
-    if tensor.ndim < 2:
-        return tensor.astype(np.float32), kinds.F32
-    if gguf_type == "f16":
-        return tensor.astype(np.float16), kinds.F16
-    qtype = {"bf16": kinds.BF16, "q8_0": kinds.Q8_0}[gguf_type]
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
-    if tensor.shape[-1] % block:
-        return tensor.astype(np.float16), kinds.F16
-    return gguf.quants.quantize(tensor, qtype), qtype
-
-
-def verify_gguf(model_dir: Path, gguf_path: Path, gguf_type: str) -> dict[str, Any]:
-    """Read the file back with transformers and compare it with the merged model on a fixed chat.
-
-    Returns tokens_match (the file's tokenizer splits the chat as the model's does), max_logit_diff,
-    relative_diff (to the largest logit), top1_agreement, the bound, and passed; or {"skipped": why}
-    for a model too large to hold twice."""
+def transformers_agree(model_dir: Path, ids: list[int], got: list[int]) -> int | None:
+    """How many of llama.cpp's greedy tokens transformers' merged model also picks, fed the same context:
+    its likeliest token, or one within float16 rounding of it (TIE of the largest logit), since near-ties
+    are broken either way by a last bit. None for a model too large to run here."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
-    if size > VERIFY_MAX_BYTES:
-        return {"skipped": f"the model is {size / 1024**3:.1f} GB; read back only up to 4 GB"}
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    text = tokenizer.apply_chat_template(PROBE, tokenize=False, add_generation_prompt=True) + PROBE_ANSWER
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    read_back = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    tokens_match = read_back(text, add_special_tokens=False)["input_ids"] == ids
-    logits = []
-    for folder, extra in ((model_dir, {}), (gguf_path.parent, {"gguf_file": gguf_path.name})):
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **extra)
-        with torch.no_grad():
-            logits.append(model(torch.tensor([ids])).logits[0])
-        del model
-    merged, exported = logits
-    diff = (merged - exported).abs().max().item()
-    relative = diff / max(merged.abs().max().item(), 1e-9)
-    agreement = (merged.argmax(-1) == exported.argmax(-1)).float().mean().item()
-    largest, least_agreement = BOUNDS[gguf_type]
-    return {
+    if size > COMPARE_MAX_BYTES or not got:
+        return None if size > COMPARE_MAX_BYTES else 0
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids + got])).logits[0, len(ids) - 1 : len(ids) - 1 + len(got)]
+    best = logits.max(-1).values
+    chosen = logits.gather(-1, torch.tensor(got).unsqueeze(-1)).squeeze(-1)
+    return int((best - chosen <= TIE * logits.abs().max(-1).values).sum())
+
+
+def agreeing(a: list[int], b: list[int]) -> int:
+    """How many tokens the two continuations share before they first differ."""
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+def verify(
+    model_dir: Path, gguf_file: Path, gguf_type: str, text_file: Path, f16_file: Path | None = None
+) -> dict[str, Any]:
+    """The file checked in llama.cpp against the merged model (see the module's doc), with its bound and verdict."""
+    text, ids = probe_prompt(model_dir)
+    with llamacpp.LlamaServer(gguf_file, ctx=512) as server:
+        tokens_match = server.tokenize(text) == ids
+        got = server.greedy(ids, PROBE_TOKENS)
+    agree = transformers_agree(model_dir, ids, got)
+    ppl = llamacpp.perplexity(gguf_file, text_file, PPL_CTX, PPL_CHUNKS)
+    ppl_f16 = llamacpp.perplexity(f16_file, text_file, PPL_CTX, PPL_CHUNKS) if f16_file else ppl
+    least_share, largest_ratio = BOUNDS[gguf_type]
+    check: dict[str, Any] = {
+        "agree": agree,
+        "tokens": len(got),
         "tokens_match": tokens_match,
-        "max_logit_diff": round(diff, 5),
-        "relative_diff": round(relative, 5),
-        "top1_agreement": round(agreement, 4),
-        "bound": {"relative_diff": largest, "top1_agreement": least_agreement},
-        "passed": tokens_match and relative <= largest and agreement >= least_agreement,
+        "ppl": round(ppl, 4),
+        "ppl_f16": round(ppl_f16, 4),
+        "ppl_text": text_file.name,
+        "size_bytes": gguf_file.stat().st_size,
+        "bound": {"agree_share": least_share, "ppl_ratio": largest_ratio},
     }
+    problems = []
+    if not tokens_match:
+        problems.append("llama.cpp splits the probe chat into other tokens than the model's tokenizer")
+    if agree is not None and agree < least_share * len(got):
+        problems.append(f"{agree} of {len(got)} greedy tokens agree with transformers' (bound {least_share:.0%})")
+    if not ppl <= largest_ratio * ppl_f16:
+        problems.append(f"perplexity {ppl:.3f} against f16's {ppl_f16:.3f} (bound x{largest_ratio})")
+    check["passed"] = not problems
+    check["problem"] = "; ".join(problems)
+    return check
+
+
+def perplexity_text(model_dir: Path, rows: list[dict], folder: Path) -> Path:
+    """A text file for llama-perplexity: the run's held-out rows in its chat template when they are long
+    enough to fill the windows, else the bundled general text."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    parts = []
+    for row in rows:
+        if row.get("messages"):
+            parts.append(tokenizer.apply_chat_template(row["messages"], tokenize=False))
+        elif row.get("text"):
+            parts.append(str(row["text"]))
+    text = "\n".join(parts)
+    if len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= PPL_CTX * PPL_CHUNKS + 8:
+        target = folder / "held_out.txt"
+        target.write_text(text, encoding="utf-8")
+        return target
+    return GENERAL_TEXT
+
+
+def remove_reference(out: Path) -> None:
+    path = reference_path(out)
+    if path.exists():
+        path.unlink()

@@ -41,9 +41,10 @@ FAMILIES = (
 )
 
 
-def modelfile(gguf_name: str, chat_template: str | None, eos_token: str | None) -> str:
-    """The Modelfile's text, for a GGUF file lying beside it."""
-    lines = [f"FROM ./{gguf_name}", ""]
+def modelfile(gguf_name: str, chat_template: str | None, eos_token: str | None, base: str | None = None) -> str:
+    """The Modelfile's text, for a GGUF file lying beside it; with base (a GGUF model's path) the file is a
+    LoRA adapter, applied to that base."""
+    lines = [f"FROM ./{gguf_name}", ""] if base is None else [f"FROM {base}", f"ADAPTER ./{gguf_name}", ""]
     template = chat_template or ""
     family = next((f for f in FAMILIES if f[0] in template), None)
     if family is None:

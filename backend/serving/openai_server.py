@@ -1,8 +1,10 @@
-"""A completed run behind an OpenAI-compatible API: `/v1/models` and `/v1/chat/completions`, streamed or not.
+"""A completed run behind an OpenAI-compatible API: `/v1/models`, `/v1/chat/completions` and `/v1/completions`,
+streamed or not.
 
 The generation, streaming (server-sent events), sampling (temperature, top_p, max_tokens, stop) and the
 response format are transformers' own server (`transformers serve`): its ChatCompletionHandler, pinned
-to the run's merged model, which carries the chat template the run was trained with. This module adds
+to the run's merged model, which carries the chat template the run was trained with, and its
+CompletionHandler for raw-text `/v1/completions`. This module adds
 what a studio's server needs around it, which `transformers serve` leaves to the caller:
 
 - `/v1/models` lists the run (by its run id), not every model in the Hugging Face cache;
@@ -50,12 +52,15 @@ def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None):
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
     from transformers.cli.serving.utils import GenerationState
 
     pinned = str(model_dir)
     manager = ModelManager(dtype="auto", force_model=pinned)  # loads the model now: the first reply is quick
-    chat = ChatCompletionHandler(model_manager=manager, generation_state=GenerationState())
+    state = GenerationState()
+    chat = ChatCompletionHandler(model_manager=manager, generation_state=state)
+    completion = CompletionHandler(model_manager=manager, generation_state=state)
     created = int(time.time())
     app = FastAPI(title=f"TuneForge run {run_id}")
 
@@ -94,10 +99,28 @@ def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None):
             return openai_error(404, message, code="model_not_found", param="model")
         if problem := messages_problem(body.get("messages")):
             return openai_error(400, problem, param="messages")
+        return await _handled(chat, body, request)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return openai_error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return openai_error(400, "the request body must be a JSON object")
+        if body.get("model") != run_id:
+            message = f"The model '{body.get('model')}' does not exist; this server serves '{run_id}'"
+            return openai_error(404, message, code="model_not_found", param="model")
+        if not isinstance(body.get("prompt"), str):
+            return openai_error(400, "'prompt' must be text", param="prompt")
+        return await _handled(completion, body, request)
+
+    async def _handled(handler, body: dict, request: Request):
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else [s for s in stops if isinstance(s, str) and s]
         body["model"] = pinned
-        response = await chat.handle_request(body, request.headers.get("x-request-id") or str(uuid.uuid4()))
+        response = await handler.handle_request(body, request.headers.get("x-request-id") or str(uuid.uuid4()))
         return _as_openai(response, Reply([pinned + "@main", pinned], run_id, stops))
 
     return app
@@ -147,6 +170,8 @@ def _as_openai(response, reply: Reply):
             message = choice.get("message") or {}
             if isinstance(message.get("content"), str):
                 message["content"] = reply.whole(message["content"])
+            if isinstance(choice.get("text"), str):
+                choice["text"] = reply.whole(choice["text"])
         return JSONResponse(content=content, status_code=response.status_code)
     chunks = response.body_iterator
 
@@ -164,6 +189,11 @@ def _edited_event(event: str, reply: Reply) -> str:
         return event + "\n\n"
     data = reply.named(json.loads(event[len("data: ") :]))
     for choice in data.get("choices") or []:
+        if "text" in choice:  # /v1/completions
+            choice["text"] = reply.piece(choice.get("text") or "", last=bool(choice.get("finish_reason")))
+            if not choice["text"] and not choice.get("finish_reason"):
+                return ""
+            continue
         delta = choice.get("delta") or {}
         if isinstance(delta.get("content"), str) or choice.get("finish_reason"):
             delta["content"] = reply.piece(delta.get("content") or "", last=bool(choice.get("finish_reason")))

@@ -21,7 +21,7 @@ from backend.paths import PROJECT_ROOT
 from backend.runs.manager import JobManager
 
 SERVE_LOG = "serve.log"
-READY_S = 300.0  # merging and loading a model before the first answer
+READY_S = 600.0  # merging (and for llama.cpp exporting a GGUF and checking it) and loading a model
 
 
 class Servers:
@@ -32,8 +32,11 @@ class Servers:
         # Unlike a job, a server belongs to the page that started it: it stops with the app.
         atexit.register(self.shutdown)
 
-    def start(self, run_id: str, api_key: str = "") -> str:
-        """Serve a completed run; its base URL (http://127.0.0.1:PORT/v1). A run already served keeps its server."""
+    def start(self, run_id: str, api_key: str = "", engine: str = "transformers") -> str:
+        """Serve a completed run on engine (transformers, or llamacpp: its q8_0 GGUF, exported first if need be);
+        its base URL (http://127.0.0.1:PORT/v1). A run already served keeps its server."""
+        if engine not in ("transformers", "llamacpp"):
+            raise TuneForgeError(f"engine {engine!r}: use transformers or llamacpp")
         run_dir = self.jobs.run_dir(run_id)
         if self.jobs.status(run_id)["status"] != "completed":
             raise TuneForgeError(f"run '{run_id}' is not completed; only a completed run can be served")
@@ -43,7 +46,7 @@ class Servers:
                 return served[1]
         port = _free_port()
         command = [sys.executable, "-m", "backend.serve", "--workspace", str(self.jobs.workspace), "--run", run_id]
-        command += ["--port", str(port), *(["--api-key", api_key] if api_key else [])]
+        command += ["--port", str(port), "--engine", engine, *(["--api-key", api_key] if api_key else [])]
         log_path = run_dir / SERVE_LOG
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
