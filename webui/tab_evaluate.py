@@ -251,4 +251,5 @@ class EvaluateTab(Tab):
 
     @on_refusal_raise()
     def on_classify(self, run_id, text):
-        return self.evaluator.predict_class(run_id, text)
+        work = lambda person: self.evaluator.predict_class(str(run_id or ""), text)  # noqa: E731
+        return self.ctx.act("classify", work, run_id=str(run_id or "")[:200] or None)
