@@ -10,19 +10,46 @@ what a studio's server needs around it, which `transformers serve` leaves to the
 - messages are checked before generation (a malformed list is a 400, not a traceback);
 - errors come back in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and the server
   keeps serving;
-- with an API key, every request needs `Authorization: Bearer <key>` (401 `invalid_api_key` otherwise).
+- with an API key, every request needs `Authorization: Bearer <key>` (401 `invalid_api_key` otherwise),
+  compared as bytes in constant time, so any header (non-ASCII included) is a 401, never a 500;
+- limits (ServerLimits): a body over `max_request_bytes` is a 413; a request is checked field by field
+  (a malformed `content`, `max_tokens`, `stop` is a 400 naming it); a prompt that does not leave room
+  for one token in the model's context is a 400 `context_length_exceeded`; `max_tokens` is capped at
+  the context left after the prompt and at `max_tokens` (`--max-tokens`);
+- one generation at a time, with at most `max_queue` requests waiting; one more is a 429;
+- a generation stops when its client disconnects, and when the server is told to stop (SIGTERM), so
+  neither a gone client nor shutdown waits for a million tokens.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations (Request) as objects, and
 # those are imported inside build_app, where a string annotation could not be resolved.
+import asyncio
+import functools
 import hmac
 import json
+import math
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
+MAX_MESSAGES = 2_000
+MAX_STOPS = 4  # as OpenAI's API
+DISCONNECT_POLL_S = 0.25
+# Set when the server is told to stop: every generation ends at its next token (backend.serve sets it).
+STOPPING = threading.Event()
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask of the server; `python -m backend.serve` sets them from its flags."""
+
+    max_tokens: int = 1024  # the most tokens one reply may generate, whatever the request asks
+    max_request_bytes: int = 1 << 20  # a request body's bytes (a whole book is ~1 MB of text)
+    max_queue: int = 8  # requests waiting while one generates; one more is answered 429
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param=None):
@@ -36,16 +63,111 @@ def messages_problem(messages: Any) -> str | None:
     """Why `messages` is not a chat an OpenAI server takes; None when it is."""
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list of {role, content} objects"
+    if len(messages) > MAX_MESSAGES:
+        return f"'messages' holds {len(messages)} messages (at most {MAX_MESSAGES})"
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             return f"messages[{i}]: 'role' must be one of {', '.join(ROLES)}"
         content = message.get("content")
         if not isinstance(content, (str, list)) and not (content is None and message.get("tool_calls")):
             return f"messages[{i}]: 'content' must be text or a list of content parts"
+        if isinstance(content, list) and not all(_text_part(part) for part in content):
+            return f"messages[{i}]: each content part must be {{'type': 'text', 'text': '...'}}"
     return None
 
 
-def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None):
+def _text_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+
+
+def settings_problem(body: dict) -> tuple[str, str] | None:
+    """(the parameter, why) when a sampling setting is malformed; None when they all are fine."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return name, f"'{name}' must be a whole number of at least 1"
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = body.get(name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is not None and not (number and low <= value <= high):
+            return name, f"'{name}' must be a number from {low} to {high}"
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop
+    if stop is not None and not (isinstance(stops, list) and len(stops) <= MAX_STOPS and
+                                 all(isinstance(s, str) for s in stops)):  # fmt: skip
+        return "stop", f"'stop' must be a string or a list of at most {MAX_STOPS} strings"
+    if "stream" in body and not isinstance(body["stream"], bool):
+        return "stream", "'stream' must be true or false"
+    return None
+
+
+def flat_messages(messages: list[dict]) -> list[dict]:
+    """The chat as {role, content: text}, for counting its tokens with the chat template."""
+    flat = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(part["text"] for part in content)
+        flat.append({"role": message["role"], "content": content or ""})
+    return flat
+
+
+class Stop:
+    """A stopping criterion (transformers' protocol): true once its request is cancelled or the server stops."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = self.cancel.is_set() or STOPPING.is_set()
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class Line:
+    """One model's line of requests: one generates, at most `max_queue` wait, each with its cancel event.
+
+    The model's generate() is wrapped once so that every generation carries a Stop for the request that
+    asked for it (the line lets only one generate at a time, so the current request is that one)."""
+
+    def __init__(self, model, max_queue: int):
+        self.max_queue, self.waiting = max_queue, 0
+        self.turn = asyncio.Lock()
+        self.current = threading.Event()
+        generate = model.generate
+
+        def stoppable(*args, **kwargs):
+            from transformers import StoppingCriteriaList
+
+            criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+            criteria.append(Stop(self.current))
+            return generate(*args, stopping_criteria=criteria, **kwargs)
+
+        model.generate = stoppable
+
+    def full(self) -> bool:
+        return self.waiting >= self.max_queue + (1 if not self.turn.locked() else 0)
+
+    async def enter(self) -> threading.Event:
+        self.waiting += 1
+        try:
+            await self.turn.acquire()
+        finally:
+            self.waiting -= 1
+        self.current = threading.Event()
+        return self.current
+
+    def leave(self, cancel: threading.Event) -> None:
+        """The request's turn ends (once, however often this is called for it); its generation stops."""
+        if getattr(cancel, "left", False):
+            return
+        cancel.left = True  # type: ignore[attr-defined]
+        cancel.set()  # whatever still generates for this request stops at its next token
+        self.turn.release()
+
+
+def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None, limits: ServerLimits = ServerLimits()):
     """The FastAPI app serving `model_dir` (the run's merged model) under the name `run_id`."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -56,14 +178,27 @@ def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None):
     pinned = str(model_dir)
     manager = ModelManager(dtype="auto", force_model=pinned)  # loads the model now: the first reply is quick
     chat = ChatCompletionHandler(model_manager=manager, generation_state=GenerationState())
+    _, model, processor = chat._resolve_model({"model": pinned})  # the pinned model: loaded once, never unloaded
+    tokenizer = getattr(processor, "tokenizer", processor)
+    context = context_length(model, tokenizer)
+    line = Line(model, limits.max_queue)
+    expected = f"Bearer {api_key}".encode() if api_key else None
     created = int(time.time())
     app = FastAPI(title=f"TuneForge run {run_id}")
 
     @app.middleware("http")
     async def need_api_key(request: Request, call_next):
-        if api_key and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {api_key}"):
+        # As bytes: a header is latin-1 on the wire, and compare_digest refuses non-ASCII str (a 500 before).
+        sent = request.headers.get("authorization", "").encode("latin-1", errors="replace")
+        if expected and not hmac.compare_digest(sent, expected):
             return openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
-        return await call_next(request)
+        try:
+            return await call_next(request)
+        except Exception as exc:  # noqa: BLE001 - the client gets OpenAI's shape; the traceback stays in the log
+            import traceback
+
+            traceback.print_exc()
+            return openai_error(500, f"the server failed: {type(exc).__name__}", "server_error")
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException):
@@ -83,24 +218,127 @@ def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None):
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        raw = await read_limited(request, limits.max_request_bytes)
+        if raw is None:
+            message = f"the request body is over {limits.max_request_bytes:,} bytes"
+            return openai_error(413, message, code="request_too_large")
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return openai_error(400, "the request body is not valid JSON")
         if not isinstance(body, dict):
             return openai_error(400, "the request body must be a JSON object")
         if body.get("model") != run_id:
-            message = f"The model '{body.get('model')}' does not exist; this server serves '{run_id}'"
+            message = f"The model '{str(body.get('model'))[:200]}' does not exist; this server serves '{run_id}'"
             return openai_error(404, message, code="model_not_found", param="model")
         if problem := messages_problem(body.get("messages")):
             return openai_error(400, problem, param="messages")
+        if problem := settings_problem(body):
+            return openai_error(400, problem[1], param=problem[0])
+        prompt = prompt_tokens(tokenizer, body["messages"])
+        if prompt >= context:
+            message = f"the prompt is {prompt} tokens; this model's context is {context} (leave room for the reply)"
+            return openai_error(400, message, code="context_length_exceeded", param="messages")
+        asked = body.pop("max_completion_tokens", None) or body.get("max_tokens") or limits.max_tokens
+        body["max_tokens"] = min(asked, context - prompt, limits.max_tokens)
         stops = body.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else [s for s in stops if isinstance(s, str) and s]
+        stops = [stops] if isinstance(stops, str) else [s for s in stops if s]
         body["model"] = pinned
-        response = await chat.handle_request(body, request.headers.get("x-request-id") or str(uuid.uuid4()))
-        return _as_openai(response, Reply([pinned + "@main", pinned], run_id, stops))
+        if line.full():
+            message = f"the server is busy ({line.max_queue} requests already wait); try again shortly"
+            return openai_error(429, message, "rate_limit_error", "rate_limit_exceeded")
+        cancel = await line.enter()
+        release = functools.partial(line.leave, cancel)  # Line.leave is once per request, however often called
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        try:
+            response = await until_disconnected(request, cancel, chat.handle_request(body, request_id))
+            response = _as_openai(response, Reply([pinned + "@main", pinned], run_id, stops))
+        except BaseException:
+            release()
+            raise
+        if not hasattr(response, "body_iterator"):
+            release()
+            return response
+        return released(response, release)
 
     return app
+
+
+def prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    ids = tokenizer.apply_chat_template(flat_messages(messages), add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    return len(ids[0]) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def context_length(model, tokenizer) -> int:
+    """The most tokens the model attends to: its config's positions, else the tokenizer's limit."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model.config, name, None) or getattr(getattr(model.config, "text_config", None), name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
+
+
+async def read_limited(request, limit: int) -> bytes | None:
+    """The request's body, or None once it passes `limit` bytes (read no further: a 10 GB body costs nothing)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def until_disconnected(request, cancel: threading.Event, work):
+    """Await `work`, setting `cancel` (which stops the generation) if the client goes away meanwhile."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if not task.done() and (STOPPING.is_set() or await request.is_disconnected()):
+            cancel.set()
+    return task.result()
+
+
+def released(response, release):
+    """The streamed response, with `release` called once when it ends however it ends: done, the client gone
+    (mid-stream or before its first byte), or the server stopping."""
+    chunks = response.body_iterator
+
+    async def streamed():
+        try:
+            async for chunk in chunks:
+                if STOPPING.is_set():
+                    break
+                yield chunk
+        finally:
+            release()
+
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return _releasing_stream()(streamed(), release, status_code=response.status_code, headers=headers,
+                               media_type=response.media_type)  # fmt: skip
+
+
+@functools.cache
+def _releasing_stream():
+    from starlette.responses import StreamingResponse
+
+    class ReleasingStream(StreamingResponse):
+        def __init__(self, content, release, **kwargs):
+            super().__init__(content, **kwargs)
+            self.release = release
+
+        async def __call__(self, scope, receive, send):
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self.release()
+
+    return ReleasingStream
 
 
 class Reply:
