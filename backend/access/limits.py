@@ -1,7 +1,7 @@
 """The sizes and bounds every call from a browser or API client is held to, checked before anything runs.
 
-One place holds the numbers (this module) and one check applies them at the edge (webui/edge.py), so a
-refusal is one line, audited, and never a traceback:
+This module holds the edge's numbers and one check applies them (webui/edge.py), so a refusal is one
+line, audited, and never a traceback:
 
 - shape(): any payload at all. Text at most MAX_TEXT characters, at most MAX_ITEMS items in a list or
   mapping, nesting at most MAX_DEPTH deep, MAX_PAYLOAD bytes in all, and numbers finite.
@@ -12,7 +12,9 @@ refusal is one line, audited, and never a traceback:
 
 pydantic, because Gradio and FastAPI already depend on it (no new package): its strict types refuse a
 list where a mapping belongs instead of coercing it, and its errors name the field, so one line can say
-where a call went wrong.
+where a call went wrong. The training options are not restated here as a pydantic model: their values go
+through TrainConfig.from_dict, the one validator the form, `train_start` and `python -m backend.train`
+share, so a bound changed in backend/config.py changes everywhere at once.
 """
 
 from __future__ import annotations
