@@ -6,6 +6,8 @@ Every refusal is OpenAI's JSON shape with the right status; a long generation st
 """
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,10 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from backend.runs.manager import JobManager
-from tests.helpers import ROOT, free_port, train_in_process
+from backend.events import EventLog
+from tests.helpers import ROOT, free_port
 
-QUICK = {"max_steps": 2, "cutoff_len": 256, "learning_rate": 1e-2, "save_steps": 0, "val_size": 0}
 KEY = "sk-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LIMIT_BYTES = 50_000
@@ -44,11 +45,20 @@ def serve(workspace, run_id, *flags) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, small_model, secret_dataset):
-    jobs = JobManager(tmp_path_factory.mktemp("limits") / "workspace")
-    run_id = train_in_process(jobs, {"model": small_model, "dataset": str(secret_dataset), **QUICK})
-    yield jobs.workspace, run_id
-    jobs.shutdown()
+def run(tmp_path_factory, small_model):
+    """(workspace, run id) of a completed run whose merged export is the tiny model itself.
+
+    The limits are the server's, whatever the weights: a run folder as a finished job and its first serve
+    leave it (events, then export/merged/), without the training and merging that would cost a minute."""
+    workspace = tmp_path_factory.mktemp("limits") / "workspace"
+    run_dir = workspace / "runs" / "tiny-run"
+    run_dir.mkdir(parents=True)
+    events = EventLog(run_dir)
+    events.emit("start", pid=1, config={"model": small_model})
+    events.emit("end", status="completed")
+    shutil.copytree(small_model, run_dir / "export" / "merged")
+    os.utime(run_dir / "export" / "merged")  # newer than the run, as an export made after it is
+    yield workspace, "tiny-run"
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +125,7 @@ def busy(proc: subprocess.Popen, seconds: float = 1.0) -> float:
 
 def long_stream(url, run_id):
     """A streamed request that generates until the context is full; the response, after its first chunk."""
-    client = httpx.Client(timeout=120)
+    client = httpx.Client(timeout=60)
     body = {"model": run_id, "messages": [{"role": "user", "content": "Tell me everything."}], "stream": True,
             "max_tokens": 100_000, "temperature": 1.0}  # fmt: skip
     response = client.send(client.build_request("POST", f"{url}/chat/completions", json=body, headers=AUTH),

@@ -125,6 +125,24 @@ class Stop:
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
+class KeyCheck:
+    """Every request needs `Authorization: Bearer <key>` when the server has a key.
+
+    Compared as the header's bytes, in constant time: any header, non-ASCII included, is a 401, never a 500."""
+
+    def __init__(self, app, expected: bytes | None):
+        self.app, self.expected = app, expected
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.expected:
+            sent = next((value for name, value in scope.get("headers", []) if name == b"authorization"), b"")
+            if not hmac.compare_digest(sent, self.expected):
+                refusal = openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class Line:
     """One model's line of requests: one generates, at most `max_queue` wait, each with its cancel event.
 
@@ -182,23 +200,16 @@ def build_app(run_id: str, model_dir: Path, api_key: "str | None" = None, limits
     tokenizer = getattr(processor, "tokenizer", processor)
     context = context_length(model, tokenizer)
     line = Line(model, limits.max_queue)
-    expected = f"Bearer {api_key}".encode() if api_key else None
     created = int(time.time())
     app = FastAPI(title=f"TuneForge run {run_id}")
 
-    @app.middleware("http")
-    async def need_api_key(request: Request, call_next):
-        # As bytes: a header is latin-1 on the wire, and compare_digest refuses non-ASCII str (a 500 before).
-        sent = request.headers.get("authorization", "").encode("latin-1", errors="replace")
-        if expected and not hmac.compare_digest(sent, expected):
-            return openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
-        try:
-            return await call_next(request)
-        except Exception as exc:  # noqa: BLE001 - the client gets OpenAI's shape; the traceback stays in the log
-            import traceback
+    # A plain ASGI middleware, not @app.middleware("http"): that one runs the route in a task of its own and
+    # wraps `receive`, so a client's disconnect never reaches the route and a gone client would keep a core busy.
+    app.add_middleware(KeyCheck, expected=f"Bearer {api_key}".encode() if api_key else None)
 
-            traceback.print_exc()
-            return openai_error(500, f"the server failed: {type(exc).__name__}", "server_error")
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, exc: Exception):
+        return openai_error(500, f"the server failed: {type(exc).__name__}", "server_error")
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException):
