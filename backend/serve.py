@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from backend.errors import TuneForgeError
-from backend.serving.openai_server import STOPPING, ServerLimits
+from backend.serving.server_limits import STOPPING, ServerLimits
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
