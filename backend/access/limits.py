@@ -104,15 +104,29 @@ def check_arguments(endpoint: str, arguments: dict[str, Any]) -> None:
 
 
 def _where(exc: _ValidationError) -> str:
-    """The first error, located: ' .history[0].role: Input should be ...' (without quoting the value)."""
-    error = exc.errors(include_url=False, include_input=False)[0]
-    place = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.get("loc", ()) if not _is_union(p))
-    return f"{place}: {error.get('msg', 'invalid')}"
+    """The most telling error, located: '.history[0].role: Input should be ...', never quoting the value.
+
+    A union (text or number or ...) fails once per member; a value error (too long, too large, not finite)
+    says more than "should be a valid string", so it is preferred, else the input's type is named."""
+    errors = exc.errors(include_url=False)
+    telling = [e for e in errors if not e["type"].endswith("_type")]
+    chosen = telling[0] if telling else errors[0]
+    place = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in chosen.get("loc", ()) if not _is_union(p))
+    words = chosen.get("msg", "invalid") if telling else f"wrong type (got {_kind(chosen.get('input'))})"
+    return f"{place}: {words}"
+
+
+def _kind(value: Any) -> str:
+    """A value's type as a JSON caller knows it."""
+    kinds = {type(None): "null", bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list"}
+    return "a mapping" if isinstance(value, dict) else kinds.get(type(value), type(value).__name__)
 
 
 def _is_union(part: Any) -> bool:
-    """pydantic names the member of a union it tried ('str', 'list[...]'); the place is what matters."""
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "none", "constrained-str"))
+    """pydantic names the member of a union it tried ('str', 'list[...]', 'Message'); the place is what matters."""
+    return isinstance(part, str) and (
+        "[" in part or part[:1].isupper() or part in ("str", "int", "float", "bool", "none", "constrained-str")
+    )
 
 
 def shape(value: Any, where: str = "input") -> None:
