@@ -6,7 +6,8 @@ added. Each is called in-process, as Gradio runs an HTTP call (Blocks.process_ap
 login), for each role (ada admin, alice member, vic viewer), with wrong types, None, lists for mappings,
 a 10 MiB string, NaN, ±inf, huge numbers, deep nesting and workspace-internal paths. The outcome:
 
-- a value or a one-line refusal (gr.Error), never another exception, and no traceback in the app's log;
+- a value or a one-line refusal (gr.Error, marked not to print a traceback), never another exception, and no
+  traceback in the app's log;
 - the audit log grows by at most a few KB per call;
 - bob's run (its config, checkpoint, owner, events) and the workspace's list of runs are unchanged.
 
@@ -137,6 +138,8 @@ def test_every_endpoint_refuses_every_hostile_payload_in_one_line_for_every_role
                 except Error as refusal:
                     if "\n" in str(refusal) or len(str(refusal)) > 1000:
                         problems.append(f"{where}: a refusal of {len(str(refusal))} characters over lines")
+                    if refusal.print_exception:  # Gradio's queue would print its traceback in the app's log
+                        problems.append(f"{where}: a refusal that prints a traceback: {str(refusal)[:100]}")
                 except Exception as exc:  # noqa: BLE001 - every one is a finding, listed together
                     problems.append(f"{where}: {type(exc).__name__}: {str(exc)[:200]}")
                 calls += 1

@@ -5,8 +5,8 @@ app, `Blocks.process_api`; guard() wraps it on this app, so no endpoint, today's
 is left out:
 
 1. the payload's shape (backend.access.limits.shape): text length, items, depth, bytes, finite numbers;
-2. Gradio's own preprocessing (a file payload without its metadata, a chat history that is not a list)
-   refuses in one line instead of a traceback;
+2. Gradio's own preprocessing (a file payload without its metadata, a chat history that is not a list,
+   a value not among a dropdown's choices) refuses in one line, audited, instead of a traceback;
 3. the typed API endpoints' arguments (typed(): backend.access.limits.ENDPOINT_TYPES).
 
 A refusal is one line (gr.Error, without a traceback in the app's log) and one audit line. The training
@@ -77,6 +77,13 @@ def guard(blocks: gr.Blocks, gate: Gate) -> None:
             return await process_api(block_fn, inputs, *args, **kwargs)
         except (ComponentProcessingError, ValidationError) as exc:
             refuse(gate, name, f"{name}: {_input_error(exc)}", user)
+        except gr.Error as exc:
+            # Gradio's own refusals (a value not among a dropdown's choices) print a traceback by default and
+            # are not audited; ours (webui/refusals.py) are audited by the gate and print none.
+            if exc.print_exception:
+                exc.print_exception = False
+                gate.audit.record(user or "local", name, f"refused: {exc}")
+            raise
 
     blocks.process_api = checked  # type: ignore[method-assign]
 
