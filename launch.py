@@ -105,7 +105,8 @@ def main() -> None:
     # Jobs run in the project folder; so does the app, so a relative path means the same file to both
     # and the one the confinement checked is the one the job reads.
     os.chdir(PROJECT_ROOT)
-    jobs = JobManager(workspace, Confinement(workspace, allowed))
+    private = [args.auth_file] if args.auth_file else []  # the logins are never data, wherever they are kept
+    jobs = JobManager(workspace, Confinement(workspace, allowed, private=private))
     try:
         sweeps = SweepManager(jobs, args.optuna_storage)  # picks up the sweeps a killed app was running
     except TuneForgeError as exc:

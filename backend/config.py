@@ -35,6 +35,11 @@ PREFERENCE_LOSSES = {"dpo": DPO_LOSSES, "kto": KTO_LOSSES, "orpo": ("orpo",)}
 ADAPTER_VARIANTS = ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio")
 
 
+# The most characters of a text option: paths (PATH_MAX is 4096), names, words. A longer value is a mistake or an
+# attack, and would end up in run.yaml, the events and the audit log.
+TEXT_OPTION_MAX = 4096
+
+
 def option(
     default,
     help: str,
@@ -47,8 +52,11 @@ def option(
     widget=None,
     task_defaults=None,
     runs_code=False,
+    max_len=None,
 ):
     """A config field with the metadata the UI and validator need.
+
+    max_len: the most characters a text option takes (default TEXT_OPTION_MAX); one limit for the UI, API and CLI.
 
     task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
     runs_code marks an option that, when set, makes the job import code that is not the studio's own: in a
@@ -58,6 +66,7 @@ def option(
     meta = {"help": help, "min": min, "max": max, "choices": choices, "group": group, "label": label, "widget": widget}
     meta["task_defaults"] = task_defaults or {}
     meta["runs_code"] = runs_code
+    meta["max_len"] = max_len
     return field(default=default, metadata=meta)
 
 
@@ -366,6 +375,7 @@ class TrainConfig:
         "json reward: a JSON Schema (inline JSON, or a .json file) the completion must also satisfy. "
         "Empty: any valid JSON earns 1.",
         group="rewards",
+        max_len=65_536,
     )
     reward_keywords: str = option(
         "", "keywords reward: comma-separated words the completion should contain (the share found).",
@@ -478,13 +488,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> TrainConfig:
         """Build a validated config; refuse unknown keys and bad values with a message naming the key."""
+        if raw is not None and not isinstance(raw, dict):
+            raise TuneForgeError(f"options must be a mapping of option: value, got {type(raw).__name__}")
         raw = dict(raw or {})
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key in raw:
             if key not in known:
-                hint = difflib.get_close_matches(str(key), known, n=1)
+                hint = difflib.get_close_matches(str(key)[:100], known, n=1)
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-                raise TuneForgeError(f"unknown option '{key}'{suggestion}")
+                raise TuneForgeError(f"unknown option {_quoted(str(key))}{suggestion}")
         values = {name: _coerce(f, raw[name]) for name, f in known.items() if name in raw}
         task = values.get("task", known["task"].default)
         for name, f in known.items():
@@ -608,32 +620,40 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     kind = {"int": int, "float": float, "str": str, "bool": bool}[f.type]
     if kind is bool:
         if not isinstance(value, bool):
-            raise TuneForgeError(f"{name} must be true or false, got {value!r}")
+            raise TuneForgeError(f"{name} must be true or false, got {_quoted(value)}")
         return value
     if kind is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TuneForgeError(f"{name} must be a whole number, got {value!r}")
+            raise TuneForgeError(f"{name} must be a whole number, got {_quoted(value)}")
     elif kind is float:
         if isinstance(value, str):
             try:
                 value = float(value)  # YAML reads '2e-4' (no dot) as a string
             except ValueError:
-                raise TuneForgeError(f"{name} must be a number, got {value!r}") from None
+                raise TuneForgeError(f"{name} must be a number, got {_quoted(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TuneForgeError(f"{name} must be a number, got {value!r}")
+            raise TuneForgeError(f"{name} must be a number, got {_quoted(value)}")
         value = float(value)
     else:
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise TuneForgeError(f"{name} must be text, got {value!r}")
+            raise TuneForgeError(f"{name} must be text, got {_quoted(value)}")
+        limit = meta.get("max_len") or TEXT_OPTION_MAX
+        if len(value) > limit:
+            raise TuneForgeError(f"{name}: {len(value):,} characters (at most {limit:,})")
     if meta["min"] is not None and value < meta["min"] or meta["max"] is not None and value > meta["max"]:
         raise TuneForgeError(f"{name}={value!r} is out of range [{meta['min']}, {meta['max']}]")
     if meta["choices"] and value not in meta["choices"]:
-        raise TuneForgeError(f"{name}={value!r} is not one of: {', '.join(map(str, meta['choices']))}")
+        raise TuneForgeError(f"{name}={_quoted(value)} is not one of: {', '.join(map(str, meta['choices']))}")
     return value
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}… ({type(value).__name__})"
 
 
 def default_for(f: dataclasses.Field, task: str):

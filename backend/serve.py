@@ -2,6 +2,7 @@
 
     python -m backend.serve --workspace WS (--run RUN_ID | --gguf FILE) [--engine transformers|llamacpp]
                             [--gguf-type q8_0] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+                            [--max-tokens 1024] [--max-request-bytes 1048576] [--max-queue 8]
 
 Two engines serve `/v1/models`, `/v1/chat/completions` and `/v1/completions` (streaming, temperature,
 top_p, max_tokens, stop):
@@ -11,7 +12,9 @@ top_p, max_tokens, stop):
   exported as a GGUF of --gguf-type first (reused when it is newer than the run) and served under its
   run id; a --gguf FILE is served under its file name's stem.
 It binds 127.0.0.1 unless told otherwise. Exit codes: 2 for a refusal (no such run, not completed, no
-such file, the port taken, no llama.cpp runtime), 0 when stopped with Ctrl-C.
+such file, the port taken, no llama.cpp runtime), 0 when stopped with Ctrl-C or SIGTERM, which end a
+generation in progress at its next token. The transformers engine holds every request to the limits
+(backend.serving.server_limits): max_tokens capped, over-long prompts and bodies refused, a bounded queue.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 from pathlib import Path
 
 from backend.errors import TuneForgeError
+from backend.serving.server_limits import STOPPING, ServerLimits
 
 ENGINES = ("transformers", "llamacpp")
 
@@ -43,7 +47,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("TUNEFORGE_API_KEY"),
         help="require 'Authorization: Bearer KEY' on every request (default: $TUNEFORGE_API_KEY, else none)",
     )
+    limits = ServerLimits()
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=limits.max_tokens,
+        help=f"the most tokens one reply generates, whatever it asks (default: {limits.max_tokens})",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=limits.max_request_bytes,
+        help=f"a larger request body is refused with 413 (default: {limits.max_request_bytes})",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=limits.max_queue,
+        help=f"requests that may wait while one generates; more get 429 (default: {limits.max_queue})",
+    )
     args = parser.parse_args(argv)
+    for name in ("max_tokens", "max_request_bytes", "max_queue"):
+        if getattr(args, name) < (0 if name == "max_queue" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'max_queue' else 1}")
     args.engine = args.engine or ("llamacpp" if args.gguf else "transformers")
     return args
 
@@ -62,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.serving.openai_server import build_app
 
-    app = build_app(name, folder, args.api_key)
+    limits = ServerLimits(args.max_tokens, args.max_request_bytes, args.max_queue)
+    app = build_app(name, folder, args.api_key, limits)
     _say_serving(args, name)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
+    _server_class()(config).run()
     return 0
 
 
@@ -112,6 +140,19 @@ def _serve_llamacpp(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, whose stop (SIGTERM, Ctrl-C) also ends the generation in progress."""
+
+        def handle_exit(self, sig, frame):
+            STOPPING.set()
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def merged_model(workspace: Path, run_id: str) -> Path:

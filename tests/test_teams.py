@@ -171,6 +171,8 @@ def test_each_role_against_each_endpoint_with_ownership_uploads_queue_limit_and_
         ("vic", "evaluate", run_a, "refused"),
         ("alice", "evaluate", run_a, "ok"),
     } <= said
+    uploads = [line for line in lines if line["action"] == "dataset_upload" and line["result"] == "ok"]
+    assert [line.get("file") for line in uploads] == [secret_dataset.name]  # which file, not only that one came
     queue_refusal = next(line for line in lines if line["user"] == "alice" and line["result"].startswith("refused"))
     assert queue_refusal["result"] == "refused: alice already has 1 runs queued (at most 1 a person); " \
         "wait for one to start, or abort one"  # fmt: skip

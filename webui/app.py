@@ -14,6 +14,7 @@ from backend.serving.chat import ChatEngine
 from backend.serving.export import GGUF_KINDS, Exporter, gguf_verification, zipped_folder
 from backend.sweeps.manager import SweepManager
 from webui.context import AppContext, caller
+from webui.edge import guard, typed
 from webui.i18n import HEAD, I18N, say, t
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import on_refusal_raise
@@ -91,6 +92,7 @@ def build_app(
         register_sweep_api(gate, sweeps)
         register_recipe_api(gate, recipes)
         register_eval_api(gate, evals)
+    guard(blocks, gate)  # every endpoint's input checked before it runs (webui/edge.py)
     return blocks
 
 
@@ -124,31 +126,37 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
     jobs = gate.jobs
 
     @on_refusal_raise(page=False)
+    @typed(gate, "train_start")
     def train_start(config: dict) -> str:
         """Validate a config dict (TrainConfig keys) and start or queue a job; returns the run id."""
         return gate.start(caller(), config)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "train_status")
     def train_status(run_id: str) -> dict:
         """status (queued|running|completed|failed|aborted), step, max_steps, loss, eval_loss, error, ..."""
         return jobs.status(run_id)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "train_abort")
     def train_abort(run_id: str) -> None:
         """Stop a run's whole process tree; the run is marked aborted."""
         gate.abort(caller(), run_id)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "runs_list")
     def runs_list() -> list:
         """Every run in the workspace, newest first: status, step, loss, eval_loss, duration, queue position, ..."""
         return jobs.list_runs()
 
     @on_refusal_raise(page=False)
+    @typed(gate, "train_resume")
     def train_resume(run_id: str, overrides: dict | None = None) -> str:
         """Continue an interrupted, failed or aborted run from its last whole checkpoint (queued like a start)."""
         return gate.resume(caller(), run_id, overrides or None)
 
     @on_refusal_raise("No memory estimate", page=False)
+    @typed(gate, "model_info")
     def model_info(config: dict | None = None) -> dict:
         """A config dict (TrainConfig keys; {} for the defaults) → the model's architecture, parameters and
         sizes, and per method (lora, qlora, full, freeze) the memory a run needs here against free memory:
@@ -158,6 +166,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         return model_report(config)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "chat")
     def chat_reply(
         target: str,
         message: str,
@@ -181,6 +190,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         return chat.score_reply(run_id, message, reply, history)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "evaluate")
     def evaluate(run_id: str, dataset: str = "") -> dict:
         """Metrics for a completed run (or 'base'): classification scores, a reward model's pairwise accuracy and
         margin (with base_accuracy and base_margin: its untrained head), or generation loss/perplexity/ROUGE/BLEU."""
@@ -188,6 +198,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         return gate.act(caller(), "evaluate", work, run_id=run_id, options=gate.evaluation_data(run_id, dataset))
 
     @on_refusal_raise(page=False)
+    @typed(gate, "export")
     def export(run_id: str, options: dict | None = None) -> dict:
         """Export a completed run. options: kind (merged|adapter|gguf|gguf_adapter), max_shard_size ('2GB'),
         gguf_type (f16|bf16|q8_0|q6_k|q5_k_m|q4_k_m, for gguf; default q8_0), and to push: repo_id, token,
@@ -231,23 +242,27 @@ def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
     """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/spec.py and the README."""
 
     @on_refusal_raise(page=False)
+    @typed(gate, "sweep_start")
     def sweep_start(spec: dict) -> str:
         """A spec dict (base, space, sampler, n_trials, metric, direction, ...) → the sweep's id; its trials queue
         one after another. A bad search space is refused before any trial starts."""
         return gate.start_sweep(caller(), sweeps, spec)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "sweep_status")
     def sweep_status(sweep_id: str) -> dict:
         """status (running|completed|aborted|failed), trials [{run_id, params, status, value, ...}], best
         {run_id, params, value}, metric, direction, sampler, n_trials, space."""
         return sweeps.status(sweep_id)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "sweep_abort")
     def sweep_abort(sweep_id: str) -> None:
         """Abort the sweep's running trial and start no more; finished trials stay."""
         gate.abort_sweep(caller(), sweeps, sweep_id)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "sweeps_list")
     def sweeps_list() -> list:
         """Every sweep in the workspace's study storage, newest first: sweep_id, status, trials, metric, best."""
         return sweeps.list_sweeps()

@@ -7,7 +7,7 @@ import dataclasses
 import gradio as gr
 
 from backend.capability import hardware_summary, unavailable_choices
-from backend.config import fields
+from backend.config import TEXT_OPTION_MAX, fields
 from webui.i18n import option_help, option_label
 
 Field = dataclasses.Field
@@ -37,7 +37,8 @@ def control(f: Field, **overrides) -> gr.components.Component:
         if f.type == "float" and lo == 0.0 and hi is not None and hi <= 1.0:  # shares and rates, not lr
             return gr.Slider(minimum=lo, maximum=hi, step=0.01, **common)
         return gr.Number(minimum=lo, maximum=hi, precision=precision, **common)
-    return gr.Textbox(**common)
+    # The backend's own limit (backend.config: max_len), so the page stops typing where a Start would refuse.
+    return gr.Textbox(max_length=meta["max_len"] or TEXT_OPTION_MAX, **common)
 
 
 def controls(group: str) -> dict[str, gr.components.Component]:

@@ -63,7 +63,9 @@ def on_refusal_raise(action: str | None = None, *, page: bool = True):
     words = say_line if page else str
 
     def show(exc: TuneForgeError) -> None:
-        raise gr.Error(f"{words(action)}: {words(str(exc))}" if action else words(str(exc))) from None
+        # A refusal is the caller's mistake, not ours: no traceback in the app's log for it.
+        text = f"{words(action)}: {words(str(exc))}" if action else words(str(exc))
+        raise gr.Error(text, print_exception=False) from None
 
     return _on_refusal(None, (), show)
 

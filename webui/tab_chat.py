@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.access.limits import CHAT
 from backend.errors import TuneForgeError
 from backend.serving.chat import BASE
 from webui.i18n import say, t
@@ -53,13 +54,22 @@ class ChatTab(Tab):
                 label=t("ui.chat.system"), placeholder=t("ui.chat.system_placeholder"), elem_id="chat-system"
             )
             self.temperature = gr.Slider(
-                0.0, 2.0, value=0.7, step=0.05, label=t("ui.temperature"), info=t("ui.chat.temperature_info")
+                *CHAT["temperature"],
+                value=0.7,
+                step=0.05,
+                label=t("ui.temperature"),
+                info=t("ui.chat.temperature_info"),
             )
             self.top_p = gr.Slider(
-                0.05, 1.0, value=0.9, step=0.05, label=t("ui.chat.top_p"), info=t("ui.chat.top_p_info")
+                *CHAT["top_p"], value=0.9, step=0.05, label=t("ui.chat.top_p"), info=t("ui.chat.top_p_info")
             )
             self.max_new = gr.Slider(
-                8, 2048, value=256, step=8, label=t("ui.max_new_tokens"), info=t("ui.chat.max_new_info")
+                8,
+                CHAT["max_new_tokens"][1],
+                value=256,
+                step=8,
+                label=t("ui.max_new_tokens"),
+                info=t("ui.chat.max_new_info"),
             )
 
     def connect(self, page: Page) -> None:

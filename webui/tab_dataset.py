@@ -9,11 +9,12 @@ list, and {{name}}/{{author}} placeholders (identity.json) can be filled in here
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from backend.access.uploads import store_upload
+from backend.access.uploads import safe_name, store_upload
 from backend.config import TrainConfig, default_for, fields
 from backend.data import DataOptions, labelled_choices, register_dataset
 from backend.data.readers import SUPPORTED_SUFFIXES
@@ -179,7 +180,8 @@ class DatasetTab(Tab):
         """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
             return gr.update(), None, gr.update()
-        stored = self.ctx.act("dataset_upload", lambda person: store_upload(file, self.ctx.gate.uploads_dir(person)))
+        work = lambda person: store_upload(file, self.ctx.gate.uploads_dir(person))  # noqa: E731
+        stored = self.ctx.act("dataset_upload", work, details={"file": safe_name(Path(str(file)).name)})
         return str(stored), None, None
 
     def _inspect(self, values, progress=None):

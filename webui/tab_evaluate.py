@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from backend.access.uploads import store_upload
+from backend.access.uploads import safe_name, store_upload
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.errors import TuneForgeError
 from backend.evaluation.eval_jobs import EvalJobs
@@ -248,7 +248,8 @@ class EvaluateTab(Tab):
             out_dir = Path(tempfile.mkdtemp(prefix="tuneforge-predict-"))
             return [str(p) for p in self.evaluator.batch_predict(run_id or BASE, stored, out_dir)]
 
-        return self.ctx.act("batch_predict", predict, run_id=run_id or None)
+        details = {"file": safe_name(Path(str(file)).name)}
+        return self.ctx.act("batch_predict", predict, run_id=run_id or None, details=details)
 
     @on_refusal_raise()
     def on_compare_classification(self, run_id):
@@ -259,4 +260,5 @@ class EvaluateTab(Tab):
 
     @on_refusal_raise()
     def on_classify(self, run_id, text):
-        return self.evaluator.predict_class(run_id, text)
+        work = lambda person: self.evaluator.predict_class(str(run_id or ""), text)  # noqa: E731
+        return self.ctx.act("classify", work, run_id=str(run_id or "")[:200] or None)

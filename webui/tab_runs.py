@@ -42,6 +42,7 @@ HISTORY_COLUMNS = [
 ]
 AUDIT_COLUMNS = ["time", "user", "action", "run_id", "result"]
 AUDIT_LINES = 200
+AUDIT_MAX_PAGE = 100_000
 REFRESH_S = 2.0
 ANSWERS = ("base", "a", "b")
 
@@ -99,6 +100,9 @@ class RunsTab(Tab):
             visible=False,
             elem_id="audit-accordion",
         ) as self.audit_box:
+            self.audit_page = gr.Number(
+                1, minimum=1, maximum=AUDIT_MAX_PAGE, precision=0, label=t("ui.runs.audit_page"), elem_id="audit-page"
+            )
             self.audit = gr.Dataframe(
                 pd.DataFrame(columns=AUDIT_COLUMNS), interactive=False, wrap=True, elem_id="audit-log"
             )
@@ -153,6 +157,7 @@ class RunsTab(Tab):
         self.item.select(self.refresh, self.known, listing, **STATUS)
         self.ctx.blocks.load(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
+        self.audit_page.change(self.on_audit_page, self.audit_page, self.audit, **STATUS)
         self.compare.click(self.on_compare, self.selected, [self.chart, self.diff, self.metrics, self.message])
         self.open.click(self.on_open, self.selected, [self.train.run, page.tabs, self.message])
         self.clone.click(self.on_clone, self.selected, [*form, page.tabs, self.message])
@@ -172,8 +177,15 @@ class RunsTab(Tab):
         gate = self.ctx.gate
         if not gate.shared or self.ctx.person().role is not Role.ADMIN:
             return gr.update(visible=False), None
-        frame = pd.DataFrame(gate.audit.lines(AUDIT_LINES), columns=AUDIT_COLUMNS)
-        return gr.update(visible=True), frame
+        return gr.update(visible=True), self.on_audit_page(1)
+
+    def on_audit_page(self, page):
+        """One page of the audit log, read from the file's end (page 1: the newest); an admin's only."""
+        gate = self.ctx.gate
+        if not gate.shared or self.ctx.person().role is not Role.ADMIN:
+            return None
+        page = int(page) if isinstance(page, (int, float)) and 1 <= page <= AUDIT_MAX_PAGE else 1
+        return pd.DataFrame(gate.audit.lines(AUDIT_LINES, page), columns=AUDIT_COLUMNS)
 
     @on_refusal("Cannot compare", KEEP, None, None, LINE)
     def on_compare(self, chosen):

@@ -203,8 +203,10 @@ class TrainTab(Tab):
         path.write_text(text, encoding="utf-8")
         return str(path)
 
-    @on_refusal(lambda self, file: f"Cannot load {Path(file).name}", *[KEEP] * len(fields()), LINE)
+    @on_refusal(lambda self, file: f"Cannot load {Path(str(file)).name}", *[KEEP] * len(fields()), LINE)
     def on_load_config(self, file):
+        if not file:  # the file box emptied: nothing to load
+            return *[gr.update()] * len(fields()), ""
         values, kept = form_updates(load_config_file(file))
         return *values, " ".join([say("msg.loaded_config", file=Path(file).name), *kept_notes(kept)])
 

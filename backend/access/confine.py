@@ -7,6 +7,12 @@ someone's home directory. So every path a browser or API caller gives is resolve
 expanded, `..` collapsed, symlinks followed) and must then lie under the workspace, the
 model cache, the bundled assets, or a folder the owner allowed with `launch.py --allow-dir`.
 
+Inside those folders the studio keeps files of its own, which are never data, whatever option names
+them: the audit log, the sweeps' study storage, run folders (a run's model is its owner's: the gate
+checks that), the model cache (models may load from it, data may not) and the files the owner names
+private (the users file of --auth-file). A data option inside the workspace may name uploads/ and the
+team's datasets/ only.
+
 The check runs on what a path *resolves to*, so a name that goes through a registry
 (dataset_info.json's file_name) or a symlink is judged by where it really points. Relative
 paths mean the same to the app and its jobs because the app runs in the project folder,
@@ -29,15 +35,28 @@ PATH_OPTIONS = (
     "reward_json_schema", "reward_model",
 )  # fmt: skip
 REWARDS_FOLDER = "rewards"  # in the workspace: the only place the app runs custom reward files from
+# The workspace's folders that hold data a caller may name; everything else in it is the studio's own.
+DATA_FOLDERS = ("uploads", "datasets")
+MODEL_FOLDERS = ("uploads", "runs")  # a run's merged model or adapter, its owner's (backend.access.gate)
+INTERNAL = "is one of the studio's own files, not data"
 
 
 class Confinement:
     """The folders a browser or API caller may read: the workspace, the model cache, assets/, and allowed dirs."""
 
-    def __init__(self, workspace: str | Path, allowed: Iterable[str | Path] = (), enforced: bool = True):
+    def __init__(
+        self,
+        workspace: str | Path,
+        allowed: Iterable[str | Path] = (),
+        enforced: bool = True,
+        private: Iterable[str | Path] = (),
+    ):
+        """private: files of the owner's that no option may name even inside an allowed folder (the users file)."""
         self.workspace = Path(workspace).expanduser().resolve()
+        self.model_cache = model_cache_dir().expanduser().resolve()
         extra = [Path(p).expanduser().resolve() for p in allowed]
-        self.roots = [self.workspace, model_cache_dir().expanduser().resolve(), ASSETS_DIR.resolve(), *extra]
+        self.roots = [self.workspace, self.model_cache, ASSETS_DIR.resolve(), *extra]
+        self.private = [Path(p).expanduser().resolve() for p in private]
         self.enforced = enforced
 
     @classmethod
@@ -46,27 +65,40 @@ class Confinement:
         return cls(workspace, enforced=False)
 
     # ---- one path -----------------------------------------------------------------------
-    def path(self, value: str | Path, what: str) -> Path:
-        """value resolved, or a TuneForgeError naming `what` when it lies outside every allowed root."""
+    def path(self, value: str | Path, what: str, kind: str = "") -> Path:
+        """value resolved, or a TuneForgeError naming `what` when it lies outside every allowed root.
+
+        kind "data" or "model" also refuses the studio's own files (internal())."""
         text = str(value)
         refuse_nul(text, what)
         try:
             resolved = Path(os.path.realpath(Path(text).expanduser()))
         except (OSError, ValueError, RuntimeError) as exc:
-            raise TuneForgeError(f"{what} {text!r} cannot be resolved ({exc})") from None
+            raise TuneForgeError(f"{what} {short(text)!r} cannot be resolved ({exc})") from None
         if self.enforced and not any(resolved.is_relative_to(root) for root in self.roots):
             raise TuneForgeError(
-                f"{what} {resolved} is outside the workspace and the allowed folders "
+                f"{what} {short(resolved)} is outside the workspace and the allowed folders "
                 f"({', '.join(map(str, self.roots))}); the owner can add a folder with launch.py --allow-dir"
             )
+        if self.enforced and kind and self.internal(resolved, kind):
+            raise TuneForgeError(f"{what} {short(resolved)} {INTERNAL}; name an upload or a named dataset")
         return resolved
 
-    def tree(self, folder: Path, what: str) -> Path:
+    def internal(self, resolved: Path, kind: str) -> bool:
+        """Whether a resolved path is one of the studio's own files for a `kind` ("data" or "model") option."""
+        if any(resolved == p or resolved.is_relative_to(p) for p in self.private):
+            return True
+        if resolved.is_relative_to(self.workspace):
+            inside = resolved.relative_to(self.workspace).parts
+            return not inside or inside[0] not in (DATA_FOLDERS if kind == "data" else MODEL_FOLDERS)
+        return kind == "data" and resolved.is_relative_to(self.model_cache)
+
+    def tree(self, folder: Path, what: str, kind: str = "") -> Path:
         """A folder and every file in it, so a symlink inside an allowed folder cannot lead out of it."""
-        folder = self.path(folder, what)
+        folder = self.path(folder, what, kind)
         if self.enforced and folder.is_dir():
             for item in folder.rglob("*"):
-                self.path(item, f"{what}'s file")
+                self.path(item, f"{what}'s file", kind)
         return folder
 
     # ---- what a path option names -----------------------------------------------------------
@@ -75,7 +107,7 @@ class Confinement:
         spec = (spec or "").strip()
         refuse_nul(spec, what)
         if spec and spec != "default" and _exists(spec):
-            self.tree(Path(spec), what)
+            self.tree(Path(spec), what, "model")
 
     def dataset(self, spec: str, dataset_dir: str = "", what: str = "dataset") -> None:
         """Every file a dataset spec resolves to (a path, a registry entry's file_name, each part of a mix)."""
@@ -89,11 +121,12 @@ class Confinement:
             raise TuneForgeError(f"{what} {spec[:80]!r}: {exc.strerror or exc}") from None
         for source in sources:
             if source.path is not None:
-                self.tree(source.path, f"{what} '{source.name}'" if source.name != source.path.name else what)
+                named = f"{what} '{source.name}'" if source.name != source.path.name else what
+                self.tree(source.path, named, "data")
 
     def dataset_dir(self, dataset_dir: str) -> None:
         if (dataset_dir or "").strip():
-            self.path(dataset_dir.strip(), "dataset_dir")
+            self.path(dataset_dir.strip(), "dataset_dir", "data")
 
     def options(self, config, only: Iterable[str] | None = None) -> None:
         """Check a TrainConfig's path options (or only those named) before the app reads or writes anything.
@@ -119,7 +152,7 @@ class Confinement:
             config.reward_model = self.reward_model(config.reward_model.strip(), "reward_model")
         schema = config.reward_json_schema.strip()
         if "reward_json_schema" in names and schema and not schema.startswith("{"):  # a file, not inline JSON
-            self.path(schema, "reward_json_schema")
+            self.path(schema, "reward_json_schema", "data")
         checkpoint = config.resume_from_checkpoint.strip()
         if "resume_from_checkpoint" in names and checkpoint not in ("", "last"):
             # The job reads a relative checkpoint folder inside the run's own folder; so does this check.
@@ -189,6 +222,12 @@ def exact(weight: float) -> str:
     """A weight written short where that loses nothing (2, 0.5), else in full: the job reads what was given."""
     short = f"{weight:g}"
     return short if float(short) == weight else repr(weight)
+
+
+def short(value, limit: int = 120) -> str:
+    """A value as a message quotes it: a hostile 10 MB name must not become a 10 MB message."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
 
 
 def _exists(spec: str) -> bool:

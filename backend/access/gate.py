@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.access.audit import AuditLog
+from backend.access.confine import short
 from backend.access.roles import MAKES_RUN, OWN, RULES, Person, Role
 from backend.config import code_options
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.manager import JobManager, read_owner
 from backend.sweeps.manager import SweepManager
 
 T = TypeVar("T")
@@ -75,21 +76,26 @@ class Gate:
         run_id: str | None = None,
         owner: Any = _UNSET,
         options: Iterable[dict[str, Any]] = (),
+        details: dict[str, Any] | None = None,
     ) -> T:
         """Check `action` for the caller, do `work(person)`, and record the result (a refusal as well).
 
         owner: a function giving whose thing a non-run action (a sweep) touches; by default `run_id`'s owner.
         options: the option sets the action would run with, each checked for code and private data.
+        details: more for the audit line (the sweep id, an upload's file name).
         """
         person = self.person(username)
+        details = dict(details or {})
         try:
             self.check(person, action, run_id=run_id, owner=owner, options=options)
             result = work(person)
         except TuneForgeError as exc:
-            self.audit.record(person.label, action, f"refused: {exc}", run_id)
+            self.audit.record(person.label, action, f"refused: {exc}", run_id, **details)
             raise
         made = result if action in MAKES_RUN and isinstance(result, str) else None
-        self.audit.record(person.label, action, "ok", run_id or made)
+        if action == "sweep_start" and isinstance(result, str):
+            details["sweep_id"] = result
+        self.audit.record(person.label, action, "ok", run_id or made, **details)
         return result
 
     def check(
@@ -107,7 +113,7 @@ class Gate:
         if rule == OWN and person.role is not Role.ADMIN:
             whose = self.jobs.owner(run_id) if owner is _UNSET else owner()
             if whose != person.name:
-                thing = f"run {run_id}" if owner is _UNSET else "this"
+                thing = f"run {short(run_id)}" if owner is _UNSET else "this"
                 held = f"belongs to {whose}" if whose else "was made without a login"
                 raise TuneForgeError(f"{thing} {held}; only its owner or an admin may {action}")
         for chosen in options:
@@ -131,6 +137,27 @@ class Gate:
         for key in ("dataset", "eval_dataset"):
             if options.get(key):
                 self.check_dataset(person, str(options[key]), str(options.get("dataset_dir") or ""), key)
+        for key in ("model", "ref_model"):
+            if isinstance(options.get(key), str) and options[key].strip():
+                self.check_run_model(person, options[key], key)
+
+    def check_run_model(self, person: Person, spec: str, what: str = "model") -> None:
+        """A model inside a run folder (its adapter, its merged export) is the run owner's, as the run is."""
+        if not self.shared or person.role is Role.ADMIN:
+            return
+        try:
+            path = Path(spec).expanduser().resolve()
+        except (OSError, ValueError, RuntimeError):
+            return  # not a path: the model check says why
+        runs = self.jobs.runs_dir.resolve()
+        if path.is_relative_to(runs) and path != runs:
+            run_id = path.relative_to(runs).parts[0]
+            whose = read_owner(runs / run_id)
+            if whose != person.name:
+                held = f"belongs to {whose}" if whose else "was made without a login"
+                raise TuneForgeError(
+                    f"{what}: run {short(run_id)} {held}; only its owner or an admin may use its model"
+                )
 
     def check_dataset(self, person: Person, spec: str, dataset_dir: str = "", what: str = "dataset") -> None:
         """A dataset that resolves into another person's uploads is refused; a named (team) dataset is not."""
@@ -201,12 +228,25 @@ class Gate:
         )
 
     def start_sweep(self, username: str | None, sweeps: SweepManager, spec: dict[str, Any]) -> str:
+        """A new sweep, or one of that name gone on with: a stored sweep is its owner's (or an admin's) to resume."""
         tried = sweep_option_sets(spec)
-        return self.act(username, "sweep_start", lambda p: sweeps.start(spec, owner=p.name), options=tried)
+        name = spec.get("name") if isinstance(spec, dict) and isinstance(spec.get("name"), str) else None
+
+        def work(person: Person) -> str:
+            if name and person.role is not Role.ADMIN and name in sweeps.sweep_ids():
+                whose = sweeps.owner(name)
+                if whose != person.name:
+                    held = f"belongs to {whose}" if whose else "was made without a login"
+                    raise TuneForgeError(f"sweep {name} {held}; only its owner or an admin may go on with it")
+            return sweeps.start(spec, owner=person.name)
+
+        details = {"sweep_id": short(name, 100)} if name else {}
+        return self.act(username, "sweep_start", work, options=tried, details=details)
 
     def abort_sweep(self, username: str | None, sweeps: SweepManager, sweep_id: str) -> None:
         owner = functools.partial(sweeps.owner, sweep_id)
-        self.act(username, "sweep_abort", lambda p: sweeps.abort(sweep_id), owner=owner)
+        details = {"sweep_id": short(sweep_id, 100)}
+        self.act(username, "sweep_abort", lambda p: sweeps.abort(sweep_id), owner=owner, details=details)
 
 
 def sweep_option_sets(spec: Any) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ RULES = {
     "dataset_register": MEMBER,
     "time_estimate": MEMBER,  # it trains a few steps to measure
     "evaluate": MEMBER,  # it computes on the device, and writes result tables
+    "classify": MEMBER,  # the Evaluate tab's classifier probe, on the device like evaluate
     "batch_predict": MEMBER,
     "adapter_import": MEMBER,
     "sweep_start": MEMBER,

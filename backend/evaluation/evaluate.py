@@ -164,10 +164,12 @@ class Evaluator:
 
     def compare_classification(self, run_id: str, dataset: str | None = None) -> dict[str, Any]:
         """Scores of the base model (its new head untrained, seeded) and the run on the same held-out rows."""
+        config = self._run_config(run_id)
+        if config.task != "classification":
+            raise TuneForgeError(f"run {run_id} is not a classification run; pick one trained with task classification")
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        config = self._run_config(run_id)
         labels, y_true, tuned_probs, tokenizer, examples = self._classify_rows(run_id, dataset)
         torch.manual_seed(config.seed)  # the same "before" model every time
         base = AutoModelForSequenceClassification.from_pretrained(
@@ -184,8 +186,10 @@ class Evaluator:
         return {"run_id": run_id, "rows_evaluated": len(y_true), "comparison": table}
 
     def predict_class(self, run_id: str, text: str) -> dict[str, float]:
-        if not str(text).strip():
+        if not isinstance(text, str) or not text.strip():
             raise TuneForgeError("type some text to classify")
+        if run_id != BASE and self._run_config(run_id).task != "classification":
+            raise TuneForgeError(f"run {run_id} is not a classification run; pick one trained with task classification")
         with self.chat.model_for(run_id) as (model, tokenizer):
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
             (probs,) = class_probabilities(model, tokenizer, [text])

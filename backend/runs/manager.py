@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 import yaml
 
-from backend.access.confine import Confinement, refuse_nul
+from backend.access.confine import Confinement, refuse_nul, short
 from backend.capability import hardware_summary, plan_run
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
@@ -124,10 +124,17 @@ class JobManager:
         """
         run_id, config = self.prepare(options)
         run_dir = Path(config.output_dir)
-        if (run_dir / EVENTS_FILE).exists():
-            raise TuneForgeError(f"output_dir {run_dir} already holds a run; choose another")
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            # A folder that exists is a run in some state (queued ones have no events yet): never reused, and
+            # made with exist_ok=False so two starts naming the same folder cannot both get it.
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise TuneForgeError(
+                f"output_dir {run_id} already names a run (queued, running or ended); choose another name"
+            ) from None
+        except OSError as exc:
+            raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
+        try:
             write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
             if sweep:
                 write_text_atomically(run_dir / SWEEP_FILE, json.dumps(sweep))
@@ -265,9 +272,11 @@ class JobManager:
     # ---- reading ----------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         run_id = str(run_id).strip()
+        if len(run_id) > MAX_RUN_NAME:
+            raise TuneForgeError(f"no run named {short(run_id, 40)!r}: a run id has at most {MAX_RUN_NAME} characters")
         refuse_nul(run_id, "run id")
         path = (self.runs_dir / run_id).resolve()
-        if len(path.name) > MAX_RUN_NAME or path.parent != self.runs_dir or not path.is_dir():
+        if path.parent != self.runs_dir or not path.is_dir():
             raise TuneForgeError(f"no run named '{run_id}' in {self.runs_dir}")
         return path
 

@@ -40,10 +40,26 @@ def normalize_history(history: list[Any] | None) -> list[dict[str, str]]:
         if not isinstance(item, dict) or item.get("role") not in ("user", "assistant", "system"):
             raise TuneForgeError("history must be a list of {role, content} messages")
         content = item.get("content")
-        if isinstance(content, list):  # Gradio's content blocks
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        messages.append({"role": item["role"], "content": str(content or "")})
+        if isinstance(content, list):  # Gradio's content blocks, or OpenAI's parts: text only
+            if not all(isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text", ""), str)
+                       for p in content):  # fmt: skip
+                raise TuneForgeError("history: a message's content parts must be text ({type: text, text: ...})")
+            content = "".join(part.get("text", "") for part in content)
+        elif content is not None and not isinstance(content, str):
+            raise TuneForgeError("history: a message's content must be text or a list of text parts")
+        messages.append({"role": item["role"], "content": content or ""})
     return messages
+
+
+def check_settings(temperature: Any, top_p: Any, max_new_tokens: Any) -> None:
+    """The generation settings within the Chat tab's bounds (backend.access.limits.CHAT), for the UI and the API."""
+    from backend.access.limits import CHAT
+
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens)):
+        low, high = CHAT[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        if not number or not low <= value <= high or (name == "max_new_tokens" and value != int(value)):
+            raise TuneForgeError(f"{name} must be a number from {low} to {high}, got {str(value)[:40]}")
 
 
 class ChatEngine:
@@ -199,8 +215,9 @@ class ChatEngine:
         max_new_tokens: int = 256,
     ) -> Iterator[str]:
         """Yield the reply so far, growing as tokens arrive."""
-        if not str(message).strip():
+        if not isinstance(message, str) or not message.strip():
             raise TuneForgeError("type a message first")
+        check_settings(temperature, top_p, max_new_tokens)
         target = str(target or BASE)
         if target.startswith(BASE + ":"):  # 'base:<model>' names a model by path: the caller's word, so confined
             self.jobs.confinement.model(target.partition(":")[2], "chat model")
