@@ -15,6 +15,8 @@ It binds 127.0.0.1 unless told otherwise. Exit codes: 2 for a refusal (no such r
 such file, the port taken, no llama.cpp runtime), 0 when stopped with Ctrl-C or SIGTERM, which end a
 generation in progress at its next token. The transformers engine holds every request to the limits
 (backend.serving.server_limits): max_tokens capped, over-long prompts and bodies refused, a bounded queue.
+On llamacpp, --max-tokens caps every reply (llama-server's -n) and llama-server refuses a prompt past its
+context itself; --max-request-bytes and --max-queue are the transformers engine's only.
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ def _serve_llamacpp(args: argparse.Namespace) -> int:
         path = _gguf_file(args.gguf)
         name = path.stem
     _check_port(args.host, args.port)
-    server = LlamaServer(path, alias=name, host=args.host, port=args.port, api_key=args.api_key)
+    server = LlamaServer(
+        path, alias=name, host=args.host, port=args.port, api_key=args.api_key, max_tokens=args.max_tokens
+    )
     # A stop (SIGTERM, as the Export tab's Stop sends) ends llama-server too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.start(quiet=False)

@@ -134,6 +134,7 @@ class LlamaServer:
         port: int | None = None,
         api_key: str | None = None,
         log_file: Path | None = None,
+        max_tokens: int | None = None,
     ):
         self.gguf_file, self.host, self.port = Path(gguf_file), host, port or free_port()
         self.alias = alias or self.gguf_file.stem
@@ -145,8 +146,8 @@ class LlamaServer:
             self.command += ["--lora", str(adapter)]
         if threads:
             self.command += ["-t", str(threads)]
-        if api_key:
-            self.command += ["--api-key", api_key]
+        if max_tokens:
+            self.command += ["-n", str(max_tokens)]  # llama-server's cap on any one reply, whatever it asks
         self.proc: subprocess.Popen | None = None
         self._own_log = self._own_group = False
 
@@ -164,7 +165,11 @@ class LlamaServer:
         # the caller's, so a Ctrl-C or a stop of the caller's group reaches it as well.
         self._own_group = quiet
         with open(self.log_file, "wb") if quiet else contextlib.nullcontext(None) as out:
-            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=quiet)
+            # The key goes by the environment (llama-server's LLAMA_API_KEY), so no process list shows it.
+            env = {**os.environ, "LLAMA_API_KEY": self.api_key} if self.api_key else None
+            self.proc = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=quiet, env=env
+            )
         deadline = time.monotonic() + READY_S
         while True:
             if self.proc.poll() is not None:
