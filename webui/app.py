@@ -182,6 +182,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         return chat.reply(target, message, history, system_prompt=system_prompt, **settings)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "reward_score")
     def reward_score(run_id: str, message: str, reply: str, history: list | None = None) -> float:
         """A completed reward-model (task rm) run's score of `reply` as the answer to `message` after the
         [{role, content}] history: higher is preferred."""
@@ -277,6 +278,7 @@ def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
     """Data recipes (backend.recipes): documents into a named dataset; the spec's keys are in the README."""
 
     @on_refusal_raise(page=False)
+    @typed(gate, "recipe_start")
     def recipe_start(spec: dict) -> str:
         """{"sources": [path, ...], "generator": {"base_url", "model", "api_key"} | {"run": run_id} | "base",
         "kind": "qa"|"instruction"|"summary"|"chat"|"preference", "chunk_tokens": n, "per_chunk": k,
@@ -285,12 +287,14 @@ def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
         return start_recipe(gate, recipes, caller(), spec)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "recipe_status")
     def recipe_status(recipe_id: str) -> dict:
         """status (running|completed|failed|aborted|interrupted), rows, dataset (its name once saved),
         failed_calls, files [{path, chunks, error}], done, total, eta_s, retried_calls, saved_rows, error."""
         return recipes.status(recipe_id)
 
     @on_refusal_raise(page=False)
+    @typed(gate, "recipe_abort")
     def recipe_abort(recipe_id: str) -> None:
         """Stop the recipe; the rows it made stay, and recipe_resume (or the same recipe_start) goes on from them."""
         gate.act(
@@ -298,6 +302,7 @@ def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
         )
 
     @on_refusal_raise(page=False)
+    @typed(gate, "recipe_resume")
     def recipe_resume(recipe_id: str, api_key: str = "") -> str:
         """Go on with an aborted, failed or interrupted recipe (an endpoint's key is given again: none is kept)."""
         work = lambda person: recipes.resume(recipe_id, api_key)  # noqa: E731
@@ -313,34 +318,40 @@ def register_eval_api(gate: Gate, evals: EvalJobs) -> None:
     """Benchmarks (lm-evaluation-harness) and the judge: background jobs (backend.evaluation.eval_jobs)."""
 
     @on_refusal_raise(page=False)
+    @typed(gate, "benchmark_start")
     def benchmark_start(request: dict) -> str:
         """{"tasks": [path, ...], "models": ["base", run_id, ...], "num_fewshot": k, "limit": n} → benchmark_id.
         A task path is an lm-eval task YAML with local data, or an MMLU, C-Eval or CMMLU folder."""
         return gate.act(caller(), "evaluate", lambda p: evals.benchmark_start(request, owner=p.name))
 
     @on_refusal_raise(page=False)
+    @typed(gate, "benchmark_status")
     def benchmark_status(benchmark_id: str) -> dict:
         """{"status", "results": [{"model", "task", "metric", "value", "stderr", "n"}, ...], "progress", "error"}."""
         return evals.status(benchmark_id, "benchmark")
 
     @on_refusal_raise(page=False)
+    @typed(gate, "judge_start")
     def judge_start(request: dict) -> str:
         """{"models": [a, b], "dataset": path, "limit": n, "judge": {"base_url", "model", "api_key"}} → judge_id.
         The endpoint is checked first; the key is kept out of every file."""
         return gate.act(caller(), "evaluate", lambda p: evals.judge_start(request, owner=p.name))
 
     @on_refusal_raise(page=False)
+    @typed(gate, "judge_status")
     def judge_status(judge_id: str) -> dict:
         """{"status", "win_rate" (b's against a's, null without a verdict), "ci": [low, high],
         "rows": [{"prompt", "a", "b", "verdict", "reason"}, ...], "progress", "error"}."""
         return evals.status(judge_id, "judge")
 
     @on_refusal_raise(page=False)
+    @typed(gate, "evaluation_abort")
     def evaluation_abort(job_id: str) -> None:
         """Stop a benchmark or judge job; what it scored so far is kept for a resume."""
         gate.act(caller(), "evaluate", lambda p: evals.abort(job_id))
 
     @on_refusal_raise(page=False)
+    @typed(gate, "evaluation_resume")
     def evaluation_resume(job_id: str, api_key: str = "") -> str:
         """Go on with an aborted, interrupted or failed benchmark or judge job (a judge's key again)."""
         return gate.act(caller(), "evaluate", lambda p: evals.resume(job_id, api_key))

@@ -48,6 +48,11 @@ SweepSpec = Annotated[
     Field(max_length=MAX_ITEMS),
 ]
 
+# A recipe's, benchmark's or judge's request: plain keys (kind, limit), lists of paths or models (sources,
+# tasks, models), and one level of mapping (an endpoint: base_url, model, api_key; templates by step).
+JobSpec = Annotated[dict[Id, Plain | Values | Options], Field(max_length=MAX_ITEMS)]
+Key = Annotated[str, StringConstraints(max_length=4096)]  # an API key for an endpoint, given again on resume
+
 
 class Part(BaseModel):
     """A content part of a chat message: text only (the studio's models read no images)."""
@@ -87,6 +92,17 @@ ENDPOINT_TYPES: dict[str, dict[str, Any]] = {
     "sweep_start": {"spec": SweepSpec},
     "sweep_status": {"sweep_id": Id},
     "sweep_abort": {"sweep_id": Id},
+    "reward_score": {"run_id": Id, "message": Text, "reply": Text, "history": History | None},
+    "recipe_start": {"spec": JobSpec},
+    "recipe_status": {"recipe_id": Id},
+    "recipe_abort": {"recipe_id": Id},
+    "recipe_resume": {"recipe_id": Id, "api_key": Key},
+    "benchmark_start": {"request": JobSpec},
+    "benchmark_status": {"benchmark_id": Id},
+    "judge_start": {"request": JobSpec},
+    "judge_status": {"judge_id": Id},
+    "evaluation_abort": {"job_id": Id},
+    "evaluation_resume": {"job_id": Id, "api_key": Key},
 }
 _ADAPTERS: dict[tuple[str, str], TypeAdapter] = {}
 
