@@ -221,7 +221,7 @@ class ChatEngine:
         target = str(target or BASE)
         if target.startswith(BASE + ":"):  # 'base:<model>' names a model by path: the caller's word, so confined
             self.jobs.confinement.model(target.partition(":")[2], "chat model")
-        elif target != BASE and self.jobs.config(target).get("task") == "rm":
+        elif target != BASE and not target.startswith(GGUF) and self.jobs.config(target).get("task") == "rm":
             raise TuneForgeError(f"run '{target}' is a reward model: it scores replies (Score a reply), it writes none")
         messages = normalize_history(history)
         system_prompt = str(system_prompt or "")
