@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,11 +28,11 @@ from backend.files import write_text_atomically
 from backend.paths import PROJECT_ROOT
 from backend.runfiles import new_run_id
 from backend.runs.manager import JobManager
+from backend.runs.stopping import stop_group
 
 JOB_MODULE = "backend.evaluate"
 SPEC_FILE, RESULT_FILE, LOG_FILE = "spec.json", "result.json", "job.log"
 MAX_TASKS, MAX_MODELS, MAX_LIMIT, MAX_FEWSHOT = 50, 8, 100_000, 25
-ABORT_GRACE_S = 3.0
 JOB_NICENESS = 10
 
 
@@ -263,14 +262,7 @@ class EvalJobs:
         with self._lock:
             proc = self._procs.pop(job_id, None)
         pid = proc.pid if proc else next(e.get("pid") for e in reversed(events) if e["type"] == "start")
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.time() + ABORT_GRACE_S
-            while time.time() < deadline and (proc is None or proc.poll() is None):
-                time.sleep(0.05)
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        stop_group(pid, lambda: proc is not None and proc.poll() is not None)
         if proc is not None:
             proc.wait()
         EventLog(folder).emit("end", status="aborted", error="aborted by the user; resume it to go on")

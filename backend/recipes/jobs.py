@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +32,10 @@ from backend.recipes.saving import review, save_dataset
 from backend.recipes.settings import RecipeConfig
 from backend.recipes.worker import prepare_folder
 from backend.runfiles import EVENTS_FILE, NICE_ENV
+from backend.runs.stopping import stop_group
 
 CONTRACT_KEYS = ("sources", "generator", "kind", "chunk_tokens", "per_chunk", "name")
 OWNER_NAME = "owner.txt"
-STOP_GRACE_S = 3.0
 RECIPE_MODULE = "backend.recipe"
 
 
@@ -185,7 +183,7 @@ class RecipeJobs:
         start = next((e for e in reversed(events) if e["type"] == "start"), None)
         pid = proc.pid if proc is not None else (start or {}).get("pid")
         if pid and (proc.poll() is None if proc is not None else _is_recipe_process(pid)):
-            _stop_group(
+            stop_group(
                 pid, (lambda: proc.poll() is not None) if proc is not None else lambda: not _is_recipe_process(pid)
             )
         if end_event(read_jsonl(folder / EVENTS_FILE)) is None:
@@ -256,20 +254,6 @@ def _is_recipe_process(pid) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE and RECIPE_MODULE in process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, TypeError, ValueError):
         return False
-
-
-def _stop_group(pid: int, exited) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.time() + STOP_GRACE_S
-    while time.time() < deadline and not exited():
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _log_tail(folder: Path) -> str:

@@ -53,9 +53,9 @@ from backend.runfiles import (
     new_run_id,
 )
 from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
+from backend.runs.stopping import stop_group
 from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server
 
-ABORT_GRACE_S = 3.0
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
 MAX_RUN_NAME = 200  # file systems refuse names past 255 bytes; leave room for suffixes
@@ -182,7 +182,7 @@ class JobManager:
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            _stop_group(proc.pid, lambda: proc.poll() is not None)
+            stop_group(proc.pid, lambda: proc.poll() is not None)
         with self._lock:
             self._running.pop(str(run_dir), None)
 
@@ -370,11 +370,11 @@ class JobManager:
             # A job stopped before its own SIGTERM handler is installed (in its first second) dies of
             # the signal without writing its end; the end written below still says it was aborted.
             if proc is not None:
-                _stop_group(proc.pid, lambda: proc.poll() is not None)
+                stop_group(proc.pid, lambda: proc.poll() is not None)
             else:
                 pid = _job_pid(self._events.read(run_dir))
                 if pid is not None and _is_job_process(pid):
-                    _stop_group(pid, lambda: not _is_job_process(pid))
+                    stop_group(pid, lambda: not _is_job_process(pid))
             if end_event(self._events.read(run_dir)) is None:
                 EventLog(run_dir).emit("end", status="aborted", error="aborted by the user")
         finally:
@@ -410,21 +410,6 @@ def exit_reason(code: int | None, run_dir: Path) -> dict[str, str]:
         hint = " (the system may have run out of memory)" if -code == signal.SIGKILL else ""
         return {"status": "interrupted", "error": f"the job was killed by {name}{hint}" + after}
     return {"status": "failed", "error": f"the job exited with code {code} without reporting why; see train.log"}
-
-
-def _stop_group(pid: int, exited) -> None:
-    """SIGTERM the job's process group, then SIGKILL whatever is left after a grace period."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.time() + ABORT_GRACE_S
-    while time.time() < deadline and not exited():
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _job_pid(events: list[dict[str, Any]]) -> int | None:
