@@ -8,6 +8,7 @@ both nodes share the loopback, and the `machines` fixture's reason says so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -174,7 +175,12 @@ def lost_node(machines, tmp_path_factory, secret_dataset, small_model):
     options = options_for(small_model, secret_dataset, run_dir, machines.master_addr, max_steps=100_000)
     node0, node1 = two_nodes(machines, tmp, **options)
     try:
-        wait_for(lambda: (run_dir / "checkpoint-2" / "trainer_state.json").exists(), timeout=240)
+        checkpoint = run_dir / "checkpoint-2" / "trainer_state.json"
+        # A node that ends before the first checkpoint ends the wait at once; either way, the failure says
+        # what each node printed.
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: checkpoint.exists() or node0.proc.poll() is not None or node1.proc.poll() is not None, 240)
+        assert checkpoint.exists(), f"node 0: {node0.stderr()[-1500:]}\nnode 1: {node1.stderr()[-1500:]}"
         node0.watch()
         node1.watch()
         assert len(node0.tree) >= 3 and len(node1.tree) >= 3, (node0.tree, node1.tree)  # launcher, torchrun, rank
