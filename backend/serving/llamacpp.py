@@ -68,25 +68,24 @@ def convert_model(model_dir: Path, out: Path, outtype: str, metadata: Path | Non
                "--outfile", str(out), "--outtype", outtype]  # fmt: skip
     if metadata:
         command += ["--metadata", str(metadata)]
-    done = subprocess.run(command, capture_output=True, text=True, errors="replace", env=_converter_env())
-    if done.returncode != 0:
-        log = done.stdout + done.stderr
-        if match := _UNSUPPORTED.search(log):
-            raise TuneForgeError(f"llama.cpp cannot convert the {match.group(1)} architecture to GGUF")
-        raise TuneForgeError(f"llama.cpp's converter failed: {_last_line(log)}")
-    return out
+    return _converted(command, out, "the {} architecture", "llama.cpp's converter")
 
 
 def convert_adapter(adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f16") -> Path:
     """llama.cpp's convert_lora_to_gguf.py: a PEFT LoRA adapter as a GGUF LoRA for base_dir's model."""
     command = [sys.executable, str(source_dir() / "convert_lora_to_gguf.py"), str(adapter_dir),
                "--base", str(base_dir), "--outfile", str(out), "--outtype", outtype]  # fmt: skip
+    return _converted(command, out, "a LoRA of the {} architecture", "llama.cpp's LoRA converter")
+
+
+def _converted(command: list[str], out: Path, what: str, converter: str) -> Path:
+    """Run one of llama.cpp's converters; an architecture it does not know, or any failure, is one line."""
     done = subprocess.run(command, capture_output=True, text=True, errors="replace", env=_converter_env())
     if done.returncode != 0:
         log = done.stdout + done.stderr
         if match := _UNSUPPORTED.search(log):
-            raise TuneForgeError(f"llama.cpp cannot convert a LoRA of the {match.group(1)} architecture to GGUF")
-        raise TuneForgeError(f"llama.cpp's LoRA converter failed: {_last_line(log)}")
+            raise TuneForgeError(f"llama.cpp cannot convert {what.format(match.group(1))} to GGUF")
+        raise TuneForgeError(f"{converter} failed: {_last_line(log)}")
     return out
 
 
