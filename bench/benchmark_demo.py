@@ -1,8 +1,10 @@
 """Benchmark: the bundled smoke benchmark (assets/benchmarks/tuneforge_smoke) on the embedded model, before and
 after the default demo run, through lm-evaluation-harness as the Evaluate tab runs it.
 
-Prints JSON: the demo run's wall time, the benchmark job's wall time, and per subject and metric the base
-and tuned accuracy with lm-eval's standard errors.
+Prints JSON: the demo run's wall time, the benchmark job's wall time, per subject and metric the base
+and tuned accuracy with lm-eval's standard errors, and `adapter_check`: the same questions' per-choice
+log-likelihoods, base against the run (from the job's samples/), so that a run whose adapter was not
+applied shows as a difference of 0 even when both models pick the same letters.
 Usage: python bench/benchmark_demo.py [--max-steps N] [--num-fewshot K] [--limit N] [--workspace DIR]
 (--workspace with a run named demo in it reuses that run.)
 """
@@ -66,9 +68,35 @@ def main() -> None:
         "benchmark_wall_s": round(time.perf_counter() - began, 1),
         "num_fewshot": args.num_fewshot,
         "scores": rows,  # task metric -> {n, base: [value, stderr], demo: [value, stderr]}
+        "adapter_check": adapter_check(evals.folder(job), "base", "demo"),
         "workspace": str(workspace),
     }
     print(json.dumps(result, indent=2))
+
+
+def adapter_check(folder: Path, a: str, b: str) -> dict:
+    """How far b's per-choice log-likelihoods are from a's on the same questions, and whose answers moved."""
+    from collections import Counter
+
+    from backend.evaluation.bench_run import read_samples
+
+    first, second = read_samples(folder, a), read_samples(folder, b)
+    shared = [key for key in first if key in second]
+    diffs, changed, picks = [], 0, {a: Counter(), b: Counter()}
+    for key in shared:
+        x, y = first[key]["responses"], second[key]["responses"]
+        diffs += [abs(p - q) for p, q in zip(x, y, strict=True)]
+        pick_x, pick_y = max(range(len(x)), key=x.__getitem__), max(range(len(y)), key=y.__getitem__)
+        changed += pick_x != pick_y
+        picks[a]["ABCD"[pick_x] if pick_x < 4 else pick_x] += 1
+        picks[b]["ABCD"[pick_y] if pick_y < 4 else pick_y] += 1
+    return {
+        "questions": len(shared),
+        "mean_abs_loglik_diff": round(sum(diffs) / len(diffs), 4) if diffs else None,
+        "max_abs_loglik_diff": round(max(diffs), 4) if diffs else None,
+        "answers_changed": changed,
+        "answers_picked": {name: dict(sorted(count.items())) for name, count in picks.items()},
+    }
 
 
 if __name__ == "__main__":

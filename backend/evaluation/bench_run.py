@@ -5,7 +5,9 @@ HFLM wrapper (the run's adapter through `peft=`, a full run's weights as `pretra
 prompts, few-shot sampling, metrics and standard errors. Two things are added around it:
 - progress: the log-likelihood requests are handed to HFLM in chunks, and an event follows each;
 - abort and resume: every answered request goes into lm-eval's own request cache (a SQLite file
-  per model in the job's folder), so a resumed job asks the model only what it had not yet asked.
+  per model in the job's folder), so a resumed job asks the model only what it had not yet asked;
+- each question's answer, kept per model in samples/<model>.jsonl (its target, the log-likelihood of
+  each choice, whether it was right): two models that pick the same letters can still be told apart.
 A model that finished is not evaluated again; its rows are read back from the events.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.events import EventLog, read_events
+from backend.files import write_text_atomically
 
 CHUNK = 32  # requests between progress events: a few seconds of a small model on a CPU
 SCORE_METRICS = ("acc", "acc_norm", "exact_match")
@@ -33,6 +36,7 @@ def run_benchmark(spec: dict[str, Any], folder: Path, events: EventLog) -> list[
         stage = {"model": model["name"], "model_index": index, "models": len(spec["models"])}
         events.emit("progress", **stage, done=0, total=None)
         results = evaluate_model(model, spec, folder, _reporter(events, stage))
+        keep_samples(folder, model["name"], results)
         model_rows = result_rows(model["name"], results)
         events.emit("model_done", model=model["name"], rows=model_rows)
         rows += model_rows
@@ -56,7 +60,7 @@ def evaluate_model(model: dict[str, Any], spec: dict[str, Any], folder: Path, pr
         num_fewshot=spec.get("num_fewshot"),
         limit=spec.get("limit") or None,
         use_cache=str(cache),
-        log_samples=False,
+        log_samples=True,
         random_seed=0,
         numpy_random_seed=1234,
         torch_random_seed=1234,
@@ -123,6 +127,35 @@ def result_rows(model: str, results: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def samples_file(folder: Path, model: str) -> Path:
+    return folder / "samples" / f"{_slug(model)}.jsonl"
+
+
+def keep_samples(folder: Path, model: str, results: dict[str, Any]) -> None:
+    """One line per question: task, doc_id, target, each choice's log-likelihood (or the generated text), acc."""
+    lines = []
+    for task, examples in results.get("samples", {}).items():
+        alias = results["results"].get(task, {}).get("alias", task).strip(" -")
+        for example in examples:
+            answers = [r[0] if isinstance(r, (list, tuple)) else r for r in example["filtered_resps"]]
+            line = {"task": alias, "doc_id": example["doc_id"], "target": example["target"], "responses": answers}
+            line.update({k: example[k] for k in SCORE_METRICS if k in example})
+            lines.append(json.dumps(line, ensure_ascii=False, default=str))
+    target = samples_file(folder, model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(target, "".join(f"{line}\n" for line in lines))
+
+
+def read_samples(folder: Path, model: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """A model's kept answers by (task, doc_id); empty when it has none (a job from before they were kept)."""
+    try:
+        text = samples_file(folder, model).read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {(r["task"], r["doc_id"]): r for r in rows}
 
 
 def keep_with_runs(spec: dict[str, Any], benchmark_id: str, rows: list[dict[str, Any]]) -> None:
