@@ -7,7 +7,8 @@ bench.yaml holds one of (the same keys as the benchmark_start and judge_start AP
     judge: {models: [A, B], dataset: path, limit: 20, judge: {base_url: URL, model: NAME}}
 A judge's API key comes from $TUNEFORGE_JUDGE_API_KEY (or judge.api_key), and is written nowhere.
 The job runs as the app runs it (a folder in WS/evaluations/), with progress on stderr; the table
-goes to stdout as JSON. Ctrl-C aborts it; `--resume ID` goes on with an aborted one.
+goes to stdout as JSON. Ctrl-C aborts it; `--resume ID` goes on with an aborted one. A job waits
+(queued) while a training run of the same workspace runs, as it does in the app.
 Exit codes: 0 done, 1 the job failed, 2 a refusal (bad config, task, model or endpoint).
 
 `python -m backend.evaluate --job FOLDER` is the job itself, as the app starts it.
@@ -85,8 +86,10 @@ def follow(jobs, job_id: str) -> int:
     print(f"{job_id}: started (folder {jobs.folder(job_id)})", file=sys.stderr, flush=True)
     shown = None
     try:
-        while (status := jobs.status(job_id))["status"] == "running":
+        while (status := jobs.status(job_id))["status"] in ("queued", "running"):
             line = progress_line(status.get("progress"))
+            if status["status"] == "queued":
+                line = f"{job_id}: queued until the training run (or job) ahead of it ends"
             if line and line != shown:
                 print(line, file=sys.stderr, flush=True)
                 shown = line

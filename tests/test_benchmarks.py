@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from backend.errors import TuneForgeError
+from backend.evaluation.bench_run import read_samples
 from backend.evaluation.bench_tasks import task_configs
 from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.judge import NO_DECISION, b_score, read_verdict, wilson
-from backend.events import read_events
+from backend.events import end_event, read_events
 from backend.runs.compare import final_metrics
 from backend.runs.manager import JobManager
 from backend.serving.servers import Servers
@@ -129,6 +130,15 @@ def test_benchmark_base_against_a_run_aborted_resumed_and_as_lm_eval_scores_it(t
     tasks = {task for _, task, _ in rows}
     assert tasks == {"colours", "mmlu_mini/fruit", "mmlu_mini/weather", "ceval_mini/chinese_food"}
 
+    # each question's answer is kept per model, and they add up to the table; the run's adapter was applied:
+    # every question's log-likelihoods moved off the base's (a run scored as its base would not move them)
+    kept = {model: read_samples(folder, model) for model in ("base", run_id)}
+    for (model, task, metric), row in rows.items():
+        scores = [answer[metric] for (name, _), answer in kept[model].items() if name == task]
+        assert len(scores) == row["n"] and sum(scores) / len(scores) == pytest.approx(row["value"], abs=1e-9)
+    assert kept["base"].keys() == kept[run_id].keys()
+    assert all(kept["base"][k]["responses"] != kept[run_id][k]["responses"] for k in kept["base"])
+
     run_dir = str(evals.jobs.run_dir(run_id))
     references = reference_tasks(monkeypatch)
     for model, args in (
@@ -146,6 +156,43 @@ def test_benchmark_base_against_a_run_aborted_resumed_and_as_lm_eval_scores_it(t
     assert {r["model"] for r in kept["rows"]} == {run_id} and len(kept["rows"]) == len(rows) // 2
     compared = {r["metric"]: r[run_id] for r in final_metrics(evals.jobs, [run_id])}
     assert compared["mmlu_mini/fruit acc"] == pytest.approx(rows[(run_id, "mmlu_mini/fruit", "acc")]["value"], abs=1e-4)
+
+
+def test_a_benchmark_waits_for_training_and_training_waits_for_it_and_the_tab_resumes_a_queued_one(
+    tuned, small_model, secret_dataset
+):
+    from webui.context import AppContext
+    from webui.eval_jobs_view import EvalJobsView
+
+    evals, _ = tuned
+    jobs, view = evals.jobs, EvalJobsView(AppContext(jobs=evals.jobs, chat=None, blocks=None), evals)
+    training = {"model": small_model, "dataset": str(secret_dataset), **QUICK, "val_size": 0}
+    long = jobs.start({**training, "max_steps": 100_000})  # runs until aborted below
+    request = {"tasks": [TASKS[0]], "models": ["base"], "limit": 2, "batch_size": 1}
+    bench, dropped = evals.benchmark_start(request), evals.benchmark_start(request)
+    after = jobs.start({**training, "max_steps": 1})
+    assert [evals.status(j)["status"] for j in (bench, dropped)] == ["queued", "queued"]
+    assert [evals.status(bench)["queue_position"], jobs.status(after)["queue_position"]] == [1, 3]
+
+    evals.abort(dropped)  # off the line before it started
+    assert evals.status(dropped)["status"] == "aborted" and jobs.status(after)["queue_position"] == 2
+    line = view.on_resume(dropped)  # the Evaluate tab's Resume: back in the line, last
+    assert evals.status(dropped)["queue_position"] == 3 and "queued, #3 in line" in line
+    view.on_abort(dropped)
+    assert evals.status(dropped)["status"] == "aborted"
+    assert not any(e["type"] == "start" for e in read_events(evals.folder(dropped)))
+
+    jobs.abort(long)
+    wait_for(lambda: evals.status(bench)["status"] != "queued")
+    assert jobs.status(after)["status"] == "queued"  # the run started while training waits for the benchmark
+    assert evals.wait(bench)["status"] == "completed"
+    wait_for(lambda: jobs.status(after)["status"] == "completed", timeout=300)
+
+    def span(events):  # from the job's own start to its end: never two at once
+        return next(e["time"] for e in events if e["type"] == "start"), end_event(events)["time"]
+
+    trained, benchmarked = end_event(jobs.events(long))["time"], span(read_events(evals.folder(bench)))
+    assert trained <= benchmarked[0] and benchmarked[1] <= span(jobs.events(after))[0]
 
 
 def test_bad_benchmark_requests_are_refused_in_one_line_before_a_job_starts(tuned, tmp_path):

@@ -1,7 +1,9 @@
 """Evaluate tab's benchmark and judge sections: start a background job, follow it, show its table.
 
 Both are jobs of backend.evaluation.eval_jobs, followed by a timer that reads their files, so they
-go on when the page is closed; a reload shows the newest one again.
+go on when the page is closed; a reload shows the newest one again. A job started while a run trains
+shows as queued until its turn; an aborted or failed one resumes from its own Resume button (a judge's
+with the key in the box again, since none is kept).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def judge_rows(status: dict) -> pd.DataFrame:
 
 def progress_text(status: dict) -> str:
     state = say(f"msg.job_{status['status']}")
+    if status["status"] == "queued" and status.get("queue_position"):
+        state = say("msg.job_queued_at", n=status["queue_position"])
     progress = status.get("progress") or {}
     if status["status"] == "running" and progress.get("model"):
         done, total = progress.get("done") or 0, progress.get("total")
@@ -125,10 +129,14 @@ class EvalJobsView:
             with gr.Row():
                 self.judge_url = gr.Textbox(label=t("ui.evaluate.judge_url"), placeholder="http://127.0.0.1:11434/v1")
                 self.judge_model = gr.Textbox(label=t("ui.evaluate.judge_model"))
-                self.judge_key = gr.Textbox(label=t("ui.evaluate.judge_key"), type="password")
+                self.judge_key = gr.Textbox(
+                    label=t("ui.evaluate.judge_key"), type="password", info=t("ui.evaluate.judge_key_info"),
+                    elem_id="judge-key",
+                )  # fmt: skip
             with gr.Row():
                 self.judge_start = gr.Button(t("ui.evaluate.judge_start"), variant="primary", elem_id="judge-start")
                 self.judge_abort = gr.Button(t("ui.train.abort"), elem_id="judge-abort")
+                self.judge_resume = gr.Button(t("ui.evaluate.resume"), elem_id="judge-resume")
             self.judge_id = gr.State(None)
             self.judge_line = gr.Markdown(elem_id="judge-status")
             self.judge_verdict = gr.Markdown(elem_id="judge-win-rate")
@@ -144,12 +152,13 @@ class EvalJobsView:
             self.on_benchmark, [self.tasks, self.models, self.fewshot, self.limit], bench_out, **DEVICE
         )
         self.bench_abort.click(self.on_abort, self.bench_id, None, **JOBS)
-        self.bench_resume.click(self.on_resume, self.bench_id, None, **JOBS)
+        self.bench_resume.click(self.on_resume, self.bench_id, self.bench_line, **JOBS)
         judge_in = [self.judge_a, self.judge_b, self.judge_dataset, self.judge_limit]
         judge_in += [self.judge_url, self.judge_model, self.judge_key]
         judge_out = [self.judge_id, self.judge_line, self.judge_verdict, self.judge_table]
         self.judge_start.click(self.on_judge, judge_in, judge_out, **DEVICE)
         self.judge_abort.click(self.on_abort, self.judge_id, None, **JOBS)
+        self.judge_resume.click(self.on_resume, [self.judge_id, self.judge_key], self.judge_line, **JOBS)
         shown = [self.bench_line, self.bench_table, self.judge_line, self.judge_verdict, self.judge_table]
         self.timer.tick(self.on_tick, [self.bench_id, self.judge_id], shown, **STATUS)
         self.ctx.blocks.load(self.on_load, None, [self.bench_id, self.judge_id], **STATUS)
@@ -192,9 +201,12 @@ class EvalJobsView:
             self.ctx.act("evaluate", lambda person: self.evals.abort(job))
 
     @on_refusal_raise()
-    def on_resume(self, job):
-        if job:
-            self.ctx.act("evaluate", lambda person: self.evals.resume(job))
+    def on_resume(self, job, key=""):
+        """Go on with an aborted, interrupted or failed job (a judge's: with the key given again); its status line."""
+        if not job:
+            return gr.update()
+        self.ctx.act("evaluate", lambda person: self.evals.resume(job, key or ""))
+        return progress_text(self.evals.status(job))
 
     def on_tick(self, bench, judge):
         out = [gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]

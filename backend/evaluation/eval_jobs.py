@@ -6,6 +6,11 @@ A job is `python -m backend.evaluate --job <folder>` in its own process group, a
 files alone, so it carries on without a browser. A judge's API key is handed to the job in its
 environment and written nowhere. Everything a request names is checked here, before a job starts:
 task files and their data, models, the judge endpoint (one tiny request).
+
+A job waits its turn in the job manager's line (status "queued"): it starts when no training run,
+benchmark or judge is running, and a training run started meanwhile waits for it. Both would crawl
+side by side on a small machine. A queued job lives in this app's memory: an app that stops before
+its turn leaves it "interrupted", and resume queues it again.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class EvalJobs:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
+        self._adopted = self._find_live_jobs()  # id -> pid, for jobs an earlier app process started
+        jobs.share_line(self.running)
 
     # ---- what a request names ------------------------------------------------------------
     def model_spec(self, name: str, runs: list[str]) -> dict[str, Any]:
@@ -133,7 +140,7 @@ class EvalJobs:
         except TuneForgeError:
             _remove(folder)
             raise
-        return self._launch(folder, spec)
+        return self._queue(folder, spec)
 
     def judge_start(self, request: dict[str, Any], owner: str | None = None) -> str:
         """{"models": [a, b], "dataset": path, "limit": n, "judge": {base_url, model, api_key}} → its id."""
@@ -170,16 +177,39 @@ class EvalJobs:
             "request": {"models": names, "dataset": dataset, "limit": limit},
             "owner": owner,
         }
-        return self._launch(self._new_folder(), spec, api_key=client.api_key)
+        return self._queue(self._new_folder(), spec, api_key=client.api_key)
 
     def _new_folder(self) -> Path:
         folder = self.root / new_run_id()
         folder.mkdir(parents=True)
         return folder
 
-    def _launch(self, folder: Path, spec: dict[str, Any] | None = None, api_key: str = "") -> str:
+    def _queue(self, folder: Path, spec: dict[str, Any] | None = None, api_key: str = "") -> str:
+        """Write the spec and wait in the job manager's line; the key stays in memory until the job starts."""
         if spec is not None:
             write_text_atomically(folder / SPEC_FILE, json.dumps(spec, ensure_ascii=False, indent=1))
+        EventLog(folder).emit("queue", pid=os.getpid())  # whose line it waits in, for another process's status
+        self.jobs.enqueue(str(folder), lambda: self._launch(folder, api_key))
+        return folder.name
+
+    def running(self) -> bool:
+        """Whether a job of this app's (or one an earlier app process started) runs now."""
+        with self._lock:
+            if any(proc.poll() is None for proc in self._procs.values()):
+                return True
+            self._adopted = {job: pid for job, pid in self._adopted.items() if _is_job_process(pid)}
+            return bool(self._adopted)
+
+    def _find_live_jobs(self) -> dict[str, int]:
+        live = {}
+        for folder in self.root.iterdir():
+            events = read_events(folder) if (folder / SPEC_FILE).exists() else []
+            pid = _start_pid(events)
+            if pid and end_event(events) is None and _is_job_process(pid):
+                live[folder.name] = pid
+        return live
+
+    def _launch(self, folder: Path, api_key: str = "") -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNEFORGE_WORKSPACE": str(self.jobs.workspace)}
         env.pop(API_KEY_ENV, None)
         if api_key:
@@ -197,7 +227,6 @@ class EvalJobs:
             )
         with self._lock:
             self._procs[folder.name] = proc
-        return folder.name
 
     # ---- following ------------------------------------------------------------------------
     def folder(self, job_id: str) -> Path:
@@ -214,11 +243,16 @@ class EvalJobs:
         folder, spec = self.folder(job_id), self.spec(job_id)
         if kind and spec["kind"] != kind:
             raise TuneForgeError(f"'{job_id}' is a {spec['kind']} job, not a {kind} job")
+        position = self.jobs.position(str(folder))
         events = read_events(folder)
-        end = end_event(events)
-        state = end["status"] if end else ("running" if self._alive(job_id, events) else "interrupted")
+        end, alive = end_event(events), self._alive(job_id, events)
+        if position is not None or (end is None and not alive and _queued_elsewhere(events)):
+            state = "queued"  # waiting for a training run (or another job) to end
+        else:
+            state = end["status"] if end else ("running" if alive else "interrupted")
         progress = next((e for e in reversed(events) if e["type"] == "progress"), None)
         status = {"id": job_id, "kind": spec["kind"], "status": state, "error": (end or {}).get("error")}
+        status["queue_position"] = position
         keys = ("model", "model_index", "models", "done", "total")
         status["progress"] = {k: progress.get(k) for k in keys} if progress else None
         status["request"] = spec.get("request")
@@ -237,11 +271,7 @@ class EvalJobs:
             proc = self._procs.get(job_id)
         if proc is not None:
             return proc.poll() is None
-        pid = next((e.get("pid") for e in reversed(events) if e["type"] == "start"), None)
-        try:
-            return bool(pid) and JOB_MODULE in psutil.Process(pid).cmdline()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            return False
+        return _is_job_process(_start_pid(events))
 
     def list_jobs(self, kind: str | None = None) -> list[dict[str, Any]]:
         found = []
@@ -256,15 +286,20 @@ class EvalJobs:
     # ---- stopping and going on ------------------------------------------------------------
     def abort(self, job_id: str) -> None:
         folder = self.folder(job_id)
+        if self.jobs.dequeue(str(folder)):
+            EventLog(folder).emit("end", status="aborted", error="aborted before it started; resume queues it again")
+            return
         events = read_events(folder)
         if end_event(events) or not self._alive(job_id, events):
             raise TuneForgeError(f"'{job_id}' is not running")
-        with self._lock:
-            proc = self._procs.pop(job_id, None)
-        pid = proc.pid if proc else next(e.get("pid") for e in reversed(events) if e["type"] == "start")
+        with self._lock:  # kept in _procs until it exits: the next job in line waits for it
+            proc = self._procs.get(job_id)
+        pid = proc.pid if proc else _start_pid(events)
         stop_group(pid, lambda: proc is not None and proc.poll() is not None)
         if proc is not None:
             proc.wait()
+            with self._lock:
+                self._procs.pop(job_id, None)
         EventLog(folder).emit("end", status="aborted", error="aborted by the user; resume it to go on")
 
     def resume(self, job_id: str, api_key: str = "") -> str:
@@ -274,13 +309,13 @@ class EvalJobs:
             raise TuneForgeError(f"'{job_id}' is {state}; only an aborted, interrupted or failed job can resume")
         folder = self.folder(job_id)
         EventLog(folder).emit("resume")
-        return self._launch(folder, api_key=api_key)
+        return self._queue(folder, api_key=api_key)
 
     def wait(self, job_id: str, timeout: float = 600) -> dict[str, Any]:
         deadline = time.time() + timeout
         while time.time() < deadline:
             status = self.status(job_id)
-            if status["status"] != "running":
+            if status["status"] not in ("queued", "running"):
                 return status
             time.sleep(0.3)
         raise TuneForgeError(f"'{job_id}' still running after {timeout:.0f} s")
@@ -312,6 +347,26 @@ def _data_paths(config: dict[str, Any]) -> list[str]:
     if config.get("dataset_path") and Path(str(config["dataset_path"])).is_absolute():
         found.append(str(config["dataset_path"]))
     return found
+
+
+def _start_pid(events: list[dict[str, Any]]) -> int | None:
+    return next((e.get("pid") for e in reversed(events) if e["type"] == "start"), None)
+
+
+def _queued_elsewhere(events: list[dict[str, Any]]) -> bool:
+    """Whether the job waits in another live process's line (a CLI's, while this app trains)."""
+    latest = next((e for e in reversed(events) if e["type"] in ("queue", "start")), None)
+    pid = latest.get("pid") if latest and latest["type"] == "queue" else None
+    return bool(pid) and pid != os.getpid() and psutil.pid_exists(pid)
+
+
+def _is_job_process(pid: int | None) -> bool:
+    """Whether pid is alive and still a benchmark or judge job (pids are reused)."""
+    try:
+        process = psutil.Process(pid) if pid else None
+        return bool(process) and process.status() != psutil.STATUS_ZOMBIE and JOB_MODULE in process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -8,6 +8,9 @@ status comes from the run directory's files, so a job carries on if the browser 
 whole app) goes away, and runs started from a terminal show up here too.
 
 Jobs run one at a time (two on a 2-core machine would each crawl); later ones wait as queued.
+Benchmark and judge jobs (backend.evaluation.eval_jobs) take their turn in the same line: one
+queued while a run trains starts when it ends, and a run started while a benchmark runs waits for
+it. The line is first come, first served, whatever the kind.
 A job that a previous app process started and that still runs is adopted: it counts as the
 running job, its status streams as before, and abort reaches it through the pid it recorded.
 A job that died without reporting its end is `interrupted`, and resume() continues it from its
@@ -25,6 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,10 @@ class JobManager:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._pending: deque[str] = deque()
+        # Other kinds of job in the same line (benchmarks, judges): their queued keys and how to start
+        # each, and for each kind whether one of its jobs runs now.
+        self._guests: dict[str, Callable[[], None]] = {}
+        self._guest_kinds: list[Callable[[], bool]] = []
         self._running: dict[str, subprocess.Popen | ForkedJob] = {}
         # Jobs an abort is stopping: their end is "aborted", whatever signal they die of, so the
         # watcher leaves them to abort() instead of reporting the exit as an interruption.
@@ -244,13 +252,53 @@ class JobManager:
                 del self._adopted[key]
                 if end_event(self._events.read(key)) is None:
                     EventLog(key).emit("end", **exit_reason(None, Path(key)))
-            while self._pending and not self._running and not self._adopted:
-                self._launch(Path(self._pending.popleft()))
+            while self._pending and not self.busy():
+                key = self._pending.popleft()
+                guest = self._guests.pop(key, None)
+                if guest is not None:
+                    guest()
+                else:
+                    self._launch(Path(key))
 
     def training(self) -> bool:
-        """Whether a job (this app's or one an earlier app process started) is running now."""
+        """Whether a training job (this app's or one an earlier app process started) is running now."""
         with self._lock:
             return bool(self._running or self._adopted)
+
+    def busy(self) -> bool:
+        """Whether any job in the line runs now: a training run, a benchmark or a judge."""
+        with self._lock:
+            return self.training() or any(running() for running in self._guest_kinds)
+
+    # ---- other kinds of job in the line ---------------------------------------------
+    def share_line(self, running: Callable[[], bool]) -> None:
+        """Make a kind of job wait its turn with training: running says whether one of that kind runs now.
+
+        running is called with this manager's lock held, so it must not call back into the manager.
+        """
+        with self._lock:
+            self._guest_kinds.append(running)
+
+    def enqueue(self, key: str, start: Callable[[], None]) -> None:
+        """Queue another kind's job (key: its folder); start() starts it when its turn comes."""
+        with self._lock:
+            self._guests[key] = start
+            self._pending.append(key)
+        self._advance()
+
+    def dequeue(self, key: str) -> bool:
+        """Take a queued job off the line; False when it was not waiting (it started, or never queued)."""
+        with self._lock:
+            if key not in self._pending:
+                return False
+            self._pending.remove(key)
+            self._guests.pop(key, None)
+            return True
+
+    def position(self, key: str) -> int | None:
+        """1 for the next job to start (key: a run's or another job's folder); None when it is not queued."""
+        with self._lock:
+            return self._pending.index(key) + 1 if key in self._pending else None
 
     def _find_live_jobs(self) -> dict[str, int]:
         live = {}
@@ -317,9 +365,9 @@ class JobManager:
         return runs
 
     def queue(self) -> list[str]:
-        """Queued run ids, next to start first."""
+        """Queued run ids, next to start first (benchmarks and judges in the line are left out)."""
         with self._lock:
-            return [Path(p).name for p in self._pending]
+            return [Path(p).name for p in self._pending if p not in self._guests]
 
     def finished_runs(self) -> list[str]:
         return [r["run_id"] for r in self.list_runs() if r["status"] == "completed"]
@@ -337,9 +385,7 @@ class JobManager:
 
     def _queue_position(self, run_id: str) -> int | None:
         """1 for the next run to start; None when the run is not queued."""
-        with self._lock:
-            names = [Path(p).name for p in self._pending]
-        return names.index(run_id) + 1 if run_id in names else None
+        return self.position(str(self.runs_dir / run_id))
 
     def _is_alive(self, run_id: str) -> bool | None:
         """True/False for jobs this manager runs or adopted; None when it cannot know (started elsewhere)."""
@@ -386,6 +432,7 @@ class JobManager:
         """Stop every job this manager started (the app is closing)."""
         with self._lock:
             self._pending.clear()
+            self._guests.clear()
             running = list(self._running)
         for key in running:
             self.abort(Path(key).name)

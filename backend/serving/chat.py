@@ -149,7 +149,7 @@ class ChatEngine:
 
     @contextmanager
     def _cores_left_to_jobs(self):
-        """One torch thread while a job trains; the usual pool otherwise.
+        """One torch thread while a job (training, a benchmark, a judge) runs; the usual pool otherwise.
 
         The job's own OpenMP pool already fills every core. A second full pool in this process
         makes both crawl: each op's threads wait at a barrier for a sibling that the scheduler
@@ -159,7 +159,7 @@ class ChatEngine:
         """
         import torch
 
-        if not self.jobs.training():
+        if not self.jobs.busy():
             yield
             return
         before = torch.get_num_threads()
