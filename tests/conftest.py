@@ -38,11 +38,30 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
-# Under pytest-xdist two workers share the cores. A torch process (a worker, its jobs, its apps) with
-# a thread per core would then wait at every OpenMP barrier for a core the other worker holds: a step
-# took 50 times longer. One thread each keeps every core busy without that.
+# Under pytest-xdist the workers (three on two cores: `make test`) share the cores. A torch process (a worker,
+# its jobs, its apps) with a thread per core would then wait at every OpenMP barrier for a core another worker
+# holds: a step took 50 times longer. One thread each keeps every core busy without that, and the third worker
+# fills the time the other two spend waiting on a browser, a server or a subprocess's imports.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# pytest-xdist hands each worker a whole file at a time (`--dist loadfile`), in collection order once
+# `--no-loadscope-reorder` stops it sorting files by their number of tests (which put the one-test files,
+# the GRPO demo among them, last, and left a worker idle for minutes at the end). The files that ran longest
+# on a 2-core Zen 3 (clean clone, 2026-12-06) go first, so the workers finish together; the rest follow in
+# their usual order. A file missing here only runs later; nothing else depends on this order.
+LONGEST_FIRST = (
+    "test_browser.py", "test_grpo_demo.py", "test_gguf_export.py", "test_preference.py", "test_train_cli.py",
+    "test_api.py", "test_recipes.py", "test_multinode.py", "test_benchmarks.py", "test_llamafactory.py",
+    "test_sweeps.py", "test_teams.py", "test_access.py", "test_ddp.py", "test_benchmark_browser.py",
+    "test_sweeps_postgres.py", "test_classification.py", "test_serve.py", "test_load.py", "test_evaluate.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def built_once(name: str):
