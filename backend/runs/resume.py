@@ -13,17 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from backend.config import options_where
 from backend.errors import TuneForgeError
 
-# Changing any of these makes the saved weights or optimizer state meaningless for the new run:
-# quantization changes the base the adapter learned on, freeze_trainable_layers which weights the
-# optimizer holds state for, and strategy the checkpoint's layout (DeepSpeed and FSDP shard theirs).
-# Precision and process counts may change: checkpoints hold fp32 optimizer state, unsharded under DDP.
-LOCKED_KEYS = (
-    "model", "method", "task", "lora_rank", "lora_target", "quantization_bit", "freeze_trainable_layers", "strategy",
-    # The adapter's weights (DoRA's magnitudes, PiSSA's changed base), scale and optimizer groups (LoRA+).
-    "use_dora", "use_rslora", "pissa_init", "pissa_iter", "loraplus_lr_ratio",
-)  # fmt: skip
+# Changing any of these makes the saved weights or optimizer state meaningless for the new run (backend.config
+# marks them locked, and says why there).
+LOCKED_KEYS = options_where("locked")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 CHECKPOINT_PREFIX = "checkpoint-"
 

@@ -36,14 +36,6 @@ DIRECTIONS = ("minimize", "maximize")
 PRUNERS = ("median", "none")
 MAX_TRIALS = 1000
 DEFAULT_TRIALS = 8
-# Options a trial cannot vary: each trial gets its own run folder, starts fresh, and is a run of the
-# sweep's one task (the metric means something else for another task).
-NOT_SEARCHED = {
-    "output_dir": "each trial gets its own run folder",
-    "resume_from_checkpoint": "every trial starts from the base model",
-    "task": "a sweep compares runs of one task; start one sweep per task",
-    "node_rank": "every trial runs on this machine's queue",
-}
 # What each task's runs report at every evaluation and at their end (backend.training's recipes).
 LOSS = ("eval_loss",)
 CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
@@ -181,8 +173,8 @@ def _space(raw: Any, base: dict[str, Any], sampler: str) -> tuple[dict[str, list
         if name not in known:
             hint = difflib.get_close_matches(str(name), known, n=1)
             raise TuneForgeError(f"space: unknown option '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        if name in NOT_SEARCHED:
-            raise TuneForgeError(f"space: {name} cannot be searched: {NOT_SEARCHED[name]}")
+        if known[name].metadata["not_searched"]:
+            raise TuneForgeError(f"space: {name} cannot be searched: {known[name].metadata['not_searched']}")
         kinds[name] = known[name].type
         if isinstance(values, dict):
             if sampler == "grid":
