@@ -20,6 +20,7 @@ import yaml
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
 from backend.rewards.spec import parse_rewards
+from backend.task_metrics import best_model_choices
 from backend.templates import TEMPLATE_NAMES
 
 PREFERENCE_TASKS = ("dpo", "orpo", "kto")
@@ -326,8 +327,9 @@ class TrainConfig:
     )
     metric_for_best_model: str = option(
         "eval_loss",
-        "Validation metric that early stopping watches (accuracy and f1_macro: classification only).",
-        choices=("eval_loss", "accuracy", "f1_macro"),
+        "Validation metric that early stopping watches (accuracy and f1_macro: classification; accuracy: rm; "
+        "eval_reward: grpo).",
+        choices=best_model_choices(),
         group="advanced",
     )
 
@@ -583,6 +585,7 @@ class TrainConfig:
                 values[name] = f.metadata["task_defaults"][task]
         config = cls(**values)
         config._check_preference()
+        config._check_best_model()
         config._check_adapter_variants()
         if config.task == "ppo":
             config._check_ppo()
@@ -613,6 +616,14 @@ class TrainConfig:
             raise TuneForgeError(
                 f"grpo: the batch of {batch} completions (per_device_train_batch_size x gradient_accumulation_steps "
                 f"x processes) is not a multiple of num_generations={self.num_generations}"
+            )
+
+    def _check_best_model(self) -> None:
+        allowed = best_model_choices(self.task)
+        if self.metric_for_best_model not in allowed:
+            raise TuneForgeError(
+                f"metric_for_best_model={self.metric_for_best_model!r} does not apply to task {self.task} "
+                f"(use {', '.join(allowed)})"
             )
 
     def _check_ppo(self) -> None:

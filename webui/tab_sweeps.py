@@ -8,7 +8,8 @@ import gradio as gr
 import pandas as pd
 
 from backend.config import fields, parse_yaml
-from backend.sweeps.spec import METRICS, PRUNERS, SAMPLERS
+from backend.sweeps.spec import PRUNERS, SAMPLERS
+from backend.task_metrics import all_metric_names
 from webui.context import AppContext, caller
 from webui.formats import format_duration
 from webui.forms import options_from
@@ -19,7 +20,7 @@ from webui.tab import Controls, Page, Tab
 
 REFRESH_S = 2.0
 EXAMPLE_SPACE = "learning_rate: [1.0e-4, 5.0e-4]\nlora_rank: [4, 8]\n"
-ALL_METRICS = list(dict.fromkeys(m for metrics in METRICS.values() for m in metrics))
+ALL_METRICS = list(all_metric_names())
 TRIAL_COLUMNS = ["trial", "best", "run_id", "status", "value", "step", "duration", "machine", "params"]
 FIGURES = ("history", "parallel", "importance")
 

@@ -28,26 +28,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backend.config import PREFERENCE_TASKS, TrainConfig, fields
+from backend.config import TrainConfig, fields
 from backend.errors import TuneForgeError
+from backend.task_metrics import greater_is_better, metric_names
 
 SAMPLERS = ("grid", "random", "tpe")
 DIRECTIONS = ("minimize", "maximize")
 PRUNERS = ("median", "none")
 MAX_TRIALS = 1000
 DEFAULT_TRIALS = 8
-# What each task's runs report at every evaluation and at their end (backend.training's recipes).
-LOSS = ("eval_loss",)
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
-PREFERENCE_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
-METRICS = {
-    "sft": LOSS,
-    "pt": LOSS,
-    "classification": LOSS + CLASSIFICATION_METRICS,
-    **{task: LOSS + PREFERENCE_METRICS for task in PREFERENCE_TASKS},
-    "grpo": LOSS + ("reward",),  # the mean total reward on held-out prompts (TRL's eval_reward)
-    "rm": LOSS + ("eval_accuracy", "eval_margin"),  # pairs scored the right way round on held-out data
-}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 KEYS = (
     "base", "space", "sampler", "n_trials", "metric", "direction", "pruner", "pruner_startup_trials",
@@ -113,7 +102,8 @@ def parse_spec(raw: Any) -> SweepSpec:
     spec.sampler = _choice(raw, "sampler", SAMPLERS, "tpe")
     spec.space, spec.kinds = _space(raw.get("space"), base, spec.sampler)
     spec.metric = _metric(raw.get("metric", "eval_loss"), config)
-    spec.direction = _choice(raw, "direction", DIRECTIONS, "minimize" if "loss" in spec.metric else "maximize")
+    better = "maximize" if greater_is_better(config.task, spec.metric) else "minimize"
+    spec.direction = _choice(raw, "direction", DIRECTIONS, better)
     spec.pruner = _choice(raw, "pruner", PRUNERS, "median")
     spec.pruner_startup_trials = _whole(raw, "pruner_startup_trials", 2, 0, MAX_TRIALS)
     spec.pruner_margin = _share(raw, "pruner_margin", 0.01)
@@ -221,7 +211,7 @@ def _range(name: str, raw: dict, kind: str, base: dict[str, Any]) -> Range:
 
 
 def _metric(metric: Any, config: TrainConfig) -> str:
-    known = METRICS[config.task]
+    known = metric_names(config.task)
     name = str(metric)
     if name not in known and f"eval_{name}" in known:
         name = f"eval_{name}"  # an rm run's accuracy, named as its eval events name it

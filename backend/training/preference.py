@@ -51,8 +51,6 @@ def trl_rows(examples: list[dict], task: str, seed: int) -> list[dict]:
 
 
 class PreferenceRecipe(TRLRecipe):
-    task_metrics = ("eval_loss",)
-
     def setup(self) -> None:
         cfg = self.config
         if cfg.task == "kto" and cfg.per_device_train_batch_size < 2:

@@ -29,7 +29,6 @@ EVAL_METRICS = ("eval_accuracy", "eval_margin")
 
 
 class RewardModelRecipe(TRLRecipe):
-    task_metrics = ("eval_loss", "accuracy")
     lora_task_type = "SEQ_CLS"  # PEFT then keeps the new head trainable and saves it with the adapter
 
     def setup(self) -> None:
