@@ -26,7 +26,7 @@ class RewardSettings:
     """The reward options of a config (backend.config's rewards group)."""
 
     answer_column: str = "answer"
-    reward_regex: str = ""
+    reward_regex: str = r"^-?\d+(\.\d+)?$"
     reward_target_length: int = 0
     reward_json_schema: str = ""
     reward_keywords: str = ""

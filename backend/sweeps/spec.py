@@ -98,16 +98,16 @@ def parse_spec(raw: Any) -> SweepSpec:
     if not isinstance(base, dict):
         raise TuneForgeError(f"base: a training config (option: value), got {type(base).__name__}")
     config = _checked(base, "base")
-    spec = SweepSpec(base=dict(base), space={})
-    spec.sampler = _choice(raw, "sampler", SAMPLERS, "tpe")
+    spec = SweepSpec(base=dict(base), space={})  # its defaults are the spec's: each key below falls back to one
+    spec.sampler = _choice(raw, "sampler", SAMPLERS, spec.sampler)
     spec.space, spec.kinds = _space(raw.get("space"), base, spec.sampler)
-    spec.metric = _metric(raw.get("metric", "eval_loss"), config)
+    spec.metric = _metric(raw.get("metric", spec.metric), config)
     better = "maximize" if greater_is_better(config.task, spec.metric) else "minimize"
     spec.direction = _choice(raw, "direction", DIRECTIONS, better)
-    spec.pruner = _choice(raw, "pruner", PRUNERS, "median")
-    spec.pruner_startup_trials = _whole(raw, "pruner_startup_trials", 2, 0, MAX_TRIALS)
-    spec.pruner_margin = _share(raw, "pruner_margin", 0.01)
-    spec.seed = _whole(raw, "seed", 42, 0, 2**31 - 1)
+    spec.pruner = _choice(raw, "pruner", PRUNERS, spec.pruner)
+    spec.pruner_startup_trials = _whole(raw, "pruner_startup_trials", spec.pruner_startup_trials, 0, MAX_TRIALS)
+    spec.pruner_margin = _share(raw, "pruner_margin", spec.pruner_margin)
+    spec.seed = _whole(raw, "seed", spec.seed, 0, 2**31 - 1)
     spec.n_trials = _trials(raw, spec)
     spec.name = _name(raw.get("name"))
     return spec
@@ -228,7 +228,7 @@ def _metric(metric: Any, config: TrainConfig) -> str:
 
 def _trials(raw: dict, spec: SweepSpec) -> int:
     if spec.sampler != "grid":
-        return _whole(raw, "n_trials", DEFAULT_TRIALS, 1, MAX_TRIALS)
+        return _whole(raw, "n_trials", spec.n_trials, 1, MAX_TRIALS)
     size = math.prod(len(values) for values in spec.space.values())
     if size > MAX_TRIALS:
         raise TuneForgeError(f"space: the grid has {size} combinations; at most {MAX_TRIALS}")
