@@ -33,6 +33,7 @@ import yaml
 
 from backend.access.confine import Confinement, refuse_nul, short
 from backend.capability import hardware_summary, plan_run
+from backend.checkpoints import check_compatible, checkpoints, pick_checkpoint, previous_config
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
@@ -52,7 +53,6 @@ from backend.runfiles import (
     SWEEP_FILE,
     new_run_id,
 )
-from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
 from backend.runs.stopping import stop_group
 from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server
 from backend.task_metrics import headline

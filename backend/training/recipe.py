@@ -1,7 +1,7 @@
 """What every task's recipe shares: setup(), train(), save() around transformers' Trainer.
 
 Each task family has its own module (sft, classification, preference) with a Recipe subclass,
-and backend.train.recipe_for picks one. One callback turns the Trainer's logs into events. The
+and backend.training.task_recipes.recipe_for picks one. One callback turns the Trainer's logs into events. The
 order of setup matters: the tokenizer comes first because tokenising the data needs it, and the
 data comes before the model so that a bad dataset fails in seconds, before the slow model load.
 """

@@ -1,4 +1,6 @@
-"""Resuming a run from its checkpoints: which checkpoint, and whether the new config still fits it.
+"""Checkpoints, shared by the job (which resumes from one) and the app (which checks a resume before it starts it).
+
+Resuming a run from its checkpoints: which checkpoint, and whether the new config still fits it.
 
 A checkpoint is transformers' `checkpoint-<step>/` folder (weights or adapter, optimizer,
 scheduler, RNG and trainer_state.json). A crash or full disk while saving can leave the newest
