@@ -19,6 +19,7 @@ import yaml
 
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
+from backend.rewards.builtin import RewardSettings, check_built_ins
 from backend.rewards.spec import parse_rewards
 from backend.task_metrics import best_model_choices
 from backend.templates import TEMPLATE_NAMES
@@ -594,23 +595,9 @@ class TrainConfig:
         return config
 
     def _check_rewards(self) -> None:
-        """The rewards parse, and each built-in named has the settings it needs."""
-        import re
-
-        named = {r.name for r in parse_rewards(self.rewards) if not r.custom}
-        if "regex" in named:
-            if not self.reward_regex:
-                raise TuneForgeError("the regex reward needs reward_regex (a pattern the completion should match)")
-            try:
-                re.compile(self.reward_regex)
-            except re.error as exc:
-                raise TuneForgeError(f"reward_regex={self.reward_regex!r} is not a valid pattern: {exc}") from None
-        if "length" in named and not self.reward_target_length:
-            raise TuneForgeError("the length reward needs reward_target_length (characters, above 0)")
-        if "keywords" in named and not (self.reward_keywords.strip() or self.reward_avoid_words.strip()):
-            raise TuneForgeError("the keywords reward needs reward_keywords or reward_avoid_words")
-        if "exact_answer" in named and not self.answer_column.strip():
-            raise TuneForgeError("the exact_answer reward needs answer_column (the column of reference answers)")
+        """The rewards parse, each built-in named has the settings it reads (its rules are the rewards' own),
+        and the batch holds whole groups of completions."""
+        check_built_ins(parse_rewards(self.rewards), RewardSettings.from_config(self))
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.nproc_per_node * self.nnodes
         if batch % self.num_generations:
             raise TuneForgeError(
