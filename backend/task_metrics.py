@@ -4,9 +4,10 @@ The config offers `metric_for_best_model` from it, the recipes check that choice
 Trainer its direction, a sweep offers and optimises its metrics (and picks its direction), the Runs list
 shows each run's headline from it, and the comparison lists every metric in it.
 
-A metric's `name` is how a run's eval events carry it; its end event may carry the same with Trainer's eval_
-prefix (see `reported`). `best_model` is the name Trainer's metric_for_best_model takes for it, where early
-stopping may watch it (Trainer adds eval_ to a name that lacks it, so an rm run's eval_accuracy is "accuracy").
+A metric's `name` is how a run's eval events carry it; its end event may carry it with Trainer's eval_ prefix,
+the held-out value, beside the last logged one under the plain name (see `reported`). `best_model` is the name
+Trainer's metric_for_best_model takes for it, where early stopping may watch it (Trainer adds eval_ to a name that
+lacks it, so an rm run's eval_accuracy is "accuracy").
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def greater_is_better(task: str, name: str) -> bool:
 
 
 def reported(end: dict[str, Any], name: str) -> tuple[str, float] | None:
-    """A metric's key and value in a run's end event, under its own name or Trainer's eval_-prefixed one."""
-    for key in (name, f"eval_{name}"):
+    """A metric's key and value in a run's end event: the held-out one first, which Trainer names with eval_
+    (a grpo run's eval_reward, not its last logged reward), else the metric under its own name."""
+    for key in ("eval_" + name.removeprefix("eval_"), name):
         value = end.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return key, value

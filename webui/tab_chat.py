@@ -59,6 +59,7 @@ class ChatTab(Tab):
                 step=0.05,
                 label=t("ui.temperature"),
                 info=t("ui.chat.temperature_info"),
+                elem_id="chat-temperature",
             )
             self.top_p = gr.Slider(
                 *CHAT["top_p"],
@@ -66,6 +67,7 @@ class ChatTab(Tab):
                 step=0.05,
                 label=t("ui.chat.top_p"),
                 info=t("ui.chat.top_p_info"),
+                elem_id="chat-top-p",
             )
             self.max_new = gr.Slider(
                 8,
@@ -73,6 +75,7 @@ class ChatTab(Tab):
                 value=CHAT_DEFAULTS["max_new_tokens"],
                 step=8,
                 label=t("ui.max_new_tokens"),
+                elem_id="chat-max-new-tokens",
                 info=t("ui.chat.max_new_info"),
             )
 
