@@ -59,6 +59,7 @@ def option(
     locked=False,
     card=False,
     not_searched=None,
+    hardware=False,
 ):
     """A config field with the metadata the UI and validator need.
 
@@ -71,6 +72,7 @@ def option(
     makes the saved weights or optimizer state meaningless (the base, the adapter's shape, the sharding).
     card: the model card's hyperparameters table and the GGUF file's general.finetune list it.
     not_searched: why a sweep may not vary it (None: it may).
+    hardware: which of its choices run depends on the machine; the form offers only those plan_run accepts.
 
     task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
     runs_code marks an option that, when set, makes the job import code that is not the studio's own: in a
@@ -81,7 +83,7 @@ def option(
     meta["task_defaults"] = task_defaults or {}
     meta["runs_code"] = runs_code
     meta["max_len"] = max_len
-    meta.update(path=path, locked=locked, card=card, not_searched=not_searched)
+    meta.update(path=path, locked=locked, card=card, not_searched=not_searched, hardware=hardware)
     return field(default=default, metadata=meta)
 
 
@@ -104,6 +106,7 @@ class TrainConfig:
         group="model",
         locked=True,
         card=True,
+        hardware=True,
     )
     freeze_trainable_layers: int = option(
         2,
@@ -548,6 +551,7 @@ class TrainConfig:
         choices=("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
         group="devices",
         locked=True,
+        hardware=True,
     )
     precision: str = option(
         "auto",
@@ -555,6 +559,7 @@ class TrainConfig:
         "for lora on a CPU with AMX (measured faster). bf16 on a CPU needs native bf16 (AVX512_BF16 or AMX).",
         choices=("auto", "bf16", "fp16", "fp32"),
         group="devices",
+        hardware=True,
     )
     quantization_bit: int = option(
         0,
@@ -565,6 +570,7 @@ class TrainConfig:
         choices=(0, 4, 8),
         group="devices",
         locked=True,
+        hardware=True,
     )
 
     @classmethod
