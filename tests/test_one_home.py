@@ -92,6 +92,16 @@ def test_the_runs_list_headline_is_the_tasks_own_metric():
     assert headline("dpo", {"eval_loss": 0.5}) == headline("sft", {"eval_loss": 0.5}) == "eval_loss 0.5000"
 
 
+def test_a_sweep_scores_a_trial_by_the_held_out_value_the_runs_list_shows():
+    from backend.sweeps.driver import final_value
+
+    end = {"eval_loss": 0.5, "rewards/accuracies": 0.6, "eval_rewards/accuracies": 0.7, "reward": 0.2}
+    assert final_value(end, [], "rewards/accuracies") == 0.7  # it took the training batch's 0.6
+    assert final_value(end, [], "eval_loss") == 0.5
+    assert final_value(end, [{"type": "eval", "reward": 0.4}], "reward") == 0.2  # no held-out value at the end
+    assert final_value({"eval_reward": float("nan"), "reward": 0.3}, [], "reward") == 0.3
+
+
 def config_views():
     """Every backend class with a from_config: a view of TrainConfig whose defaults must be the config's."""
     for path in sorted((ROOT / "backend").rglob("*.py")):
