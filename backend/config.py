@@ -60,6 +60,7 @@ def option(
     card=False,
     not_searched=None,
     hardware=False,
+    tasks=None,
 ):
     """A config field with the metadata the UI and validator need.
 
@@ -73,6 +74,8 @@ def option(
     card: the model card's hyperparameters table and the GGUF file's general.finetune list it.
     not_searched: why a sweep may not vary it (None: it may).
     hardware: which of its choices run depends on the machine; the form offers only those plan_run accepts.
+    tasks: the tasks whose runs read it (None: every task); a sweep refuses to search it for another task,
+    where every trial would be the same run.
 
     task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
     runs_code marks an option that, when set, makes the job import code that is not the studio's own: in a
@@ -84,6 +87,7 @@ def option(
     meta["runs_code"] = runs_code
     meta["max_len"] = max_len
     meta.update(path=path, locked=locked, card=card, not_searched=not_searched, hardware=hardware)
+    meta["tasks"] = tuple(tasks) if tasks else None
     return field(default=default, metadata=meta)
 
 
@@ -173,12 +177,21 @@ class TrainConfig:
         "Column holding the class label (classification) or the good/bad judgement (kto).",
         group="columns",
         widget="column",
+        tasks=("classification", "kto"),
     )
     chosen_column: str = option(
-        "", "Column holding the preferred answer (dpo, orpo, kto, rm).", group="columns", widget="column"
+        "",
+        "Column holding the preferred answer (dpo, orpo, kto, rm).",
+        group="columns",
+        widget="column",
+        tasks=(*PREFERENCE_TASKS, "rm"),
     )
     rejected_column: str = option(
-        "", "Column holding the rejected answer (dpo, orpo, kto, rm).", group="columns", widget="column"
+        "",
+        "Column holding the rejected answer (dpo, orpo, kto, rm).",
+        group="columns",
+        widget="column",
+        tasks=(*PREFERENCE_TASKS, "rm"),
     )
     skip_bad_rows: bool = option(
         False, "Skip malformed rows (they are counted and shown) instead of refusing the file.", group="dataset"
@@ -403,6 +416,7 @@ class TrainConfig:
         min=0.001,
         max=100.0,
         group="preference",
+        tasks=PREFERENCE_TASKS,
     )
     pref_loss: str = option(
         "sigmoid",
@@ -411,6 +425,7 @@ class TrainConfig:
         choices=(*DPO_LOSSES, *KTO_LOSSES, "orpo"),
         group="preference",
         task_defaults={"kto": "kto", "orpo": "orpo"},
+        tasks=PREFERENCE_TASKS,
     )
     ref_model: str = option(
         "",
@@ -418,6 +433,7 @@ class TrainConfig:
         "that is the base with the adapter switched off, so no second copy is loaded.",
         group="preference",
         path=True,
+        tasks=("dpo", "kto"),
     )
 
     # Reinforcement learning with rewards (grpo; backend.rewards, backend.training.grpo)
@@ -432,15 +448,20 @@ class TrainConfig:
         group="rewards",
         runs_code=lambda value: any(r.custom for r in parse_rewards(value)) if value else False,
         path=True,
+        tasks=("grpo",),
     )
     answer_column: str = option(
-        "answer", "The column holding the reference answer that exact_answer compares with.", group="rewards"
+        "answer",
+        "The column holding the reference answer that exact_answer compares with.",
+        group="rewards",
+        tasks=("grpo",),
     )
     reward_regex: str = option(
         r"^-?\d+(\.\d+)?$",
         "regex reward: 1 when the completion (stripped) matches this Python regular expression (re.search), "
         "else 0. The default asks for a number and nothing else, as the arithmetic demo does.",
         group="rewards",
+        tasks=("grpo",),
     )
     reward_target_length: int = option(
         0,
@@ -449,6 +470,7 @@ class TrainConfig:
         min=0,
         max=100000,
         group="rewards",
+        tasks=("grpo",),
     )
     reward_json_schema: str = option(
         "",
@@ -457,14 +479,15 @@ class TrainConfig:
         group="rewards",
         max_len=65_536,
         path=True,
+        tasks=("grpo",),
     )
     reward_keywords: str = option(
         "", "keywords reward: comma-separated words the completion should contain (the share found).",
-        group="rewards",
+        group="rewards", tasks=("grpo",),
     )  # fmt: skip
     reward_avoid_words: str = option(
         "", "keywords reward: comma-separated words the completion should not contain (the share found is taken off).",
-        group="rewards",
+        group="rewards", tasks=("grpo",),
     )  # fmt: skip
     num_generations: int = option(
         4,
@@ -473,6 +496,7 @@ class TrainConfig:
         min=2,
         max=256,
         group="rewards",
+        tasks=("grpo",),
     )
     max_completion_length: int = option(
         32,
@@ -481,10 +505,11 @@ class TrainConfig:
         min=1,
         max=32768,
         group="rewards",
+        tasks=("grpo",),
     )
     temperature: float = option(
         1.0, "grpo: sampling temperature of the completions; higher is more varied.", min=0.01, max=10.0,
-        group="rewards",
+        group="rewards", tasks=("grpo",),
     )  # fmt: skip
     grpo_beta: float = option(
         0.0,
@@ -493,6 +518,7 @@ class TrainConfig:
         min=0.0,
         max=10.0,
         group="rewards",
+        tasks=("grpo",),
     )
 
     # PPO against a reward model (LLaMA-Factory's keys). TRL 1.16.0 has no PPO trainer, so task ppo is refused
@@ -502,13 +528,26 @@ class TrainConfig:
         "ppo: the reward model, a task rm run (its run id in the app, its folder from the CLI).",
         group="rewards",
         path=True,
+        tasks=("ppo",),
     )
-    ppo_epochs: int = option(4, "ppo: optimisation epochs over each batch of samples.", min=1, max=100, group="rewards")
+    ppo_epochs: int = option(
+        4, "ppo: optimisation epochs over each batch of samples.", min=1, max=100, group="rewards", tasks=("ppo",)
+    )
     ppo_buffer_size: int = option(
-        1, "ppo: mini-batches in one experience buffer of each optimisation step.", min=1, max=1024, group="rewards"
+        1,
+        "ppo: mini-batches in one experience buffer of each optimisation step.",
+        min=1,
+        max=1024,
+        group="rewards",
+        tasks=("ppo",),
     )
     ppo_target: float = option(
-        6.0, "ppo: the KL target of the adaptive KL controller.", min=0.0, max=100.0, group="rewards"
+        6.0,
+        "ppo: the KL target of the adaptive KL controller.",
+        min=0.0,
+        max=100.0,
+        group="rewards",
+        tasks=("ppo",),
     )
 
     # Devices, launch and precision (backend.training.distributed, backend.capability)

@@ -64,6 +64,16 @@ def test_a_sweep_refuses_to_search_an_option_marked_not_searched_saying_why(name
         parse_spec({"space": {name: [a_different_value(name)]}})
 
 
+def test_a_sweep_refuses_to_search_an_option_its_task_never_reads():
+    for name in (f.name for f in fields() if f.metadata["tasks"]):
+        applies = FIELDS[name].metadata["tasks"]
+        other = next(task for task in ("sft", "grpo") if task not in applies)
+        with pytest.raises(TuneForgeError, match=f"space: {name} does not apply to task {other} "):
+            parse_spec({"base": {"task": other}, "space": {name: [a_different_value(name)]}})
+    spec = parse_spec({"base": {"task": "dpo"}, "space": {"pref_beta": [0.1, 0.2]}})
+    assert spec.space == {"pref_beta": [0.1, 0.2]}
+
+
 def test_every_task_has_its_metrics_and_metric_for_best_model_offers_each_of_them():
     assert set(FIELDS["task"].metadata["choices"]) == set(TASK_METRICS)
     assert set(FIELDS["metric_for_best_model"].metadata["choices"]) == set(best_model_choices())

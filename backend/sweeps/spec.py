@@ -100,7 +100,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     config = _checked(base, "base")
     spec = SweepSpec(base=dict(base), space={})  # its defaults are the spec's: each key below falls back to one
     spec.sampler = _choice(raw, "sampler", SAMPLERS, spec.sampler)
-    spec.space, spec.kinds = _space(raw.get("space"), base, spec.sampler)
+    spec.space, spec.kinds = _space(raw.get("space"), base, spec.sampler, config.task)
     spec.metric = _metric(raw.get("metric", spec.metric), config)
     better = "maximize" if greater_is_better(config.task, spec.metric) else "minimize"
     spec.direction = _choice(raw, "direction", DIRECTIONS, better)
@@ -154,7 +154,7 @@ def _name(value: Any) -> str:
     return value
 
 
-def _space(raw: Any, base: dict[str, Any], sampler: str) -> tuple[dict[str, list | Range], dict[str, str]]:
+def _space(raw: Any, base: dict[str, Any], sampler: str, task: str) -> tuple[dict[str, list | Range], dict[str, str]]:
     if not isinstance(raw, dict) or not raw:
         raise TuneForgeError("space: name at least one option to search, as option: [values] or option: {low, high}")
     known = {f.name: f for f in fields()}
@@ -165,6 +165,12 @@ def _space(raw: Any, base: dict[str, Any], sampler: str) -> tuple[dict[str, list
             raise TuneForgeError(f"space: unknown option '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
         if known[name].metadata["not_searched"]:
             raise TuneForgeError(f"space: {name} cannot be searched: {known[name].metadata['not_searched']}")
+        applies = known[name].metadata["tasks"]
+        if applies and task not in applies:
+            raise TuneForgeError(
+                f"space: {name} does not apply to task {task} (only {', '.join(applies)}): every trial would be "
+                "the same run"
+            )
         kinds[name] = known[name].type
         if isinstance(values, dict):
             if sampler == "grid":
