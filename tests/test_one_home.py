@@ -187,3 +187,21 @@ def test_the_sweeps_form_starts_where_a_spec_that_names_nothing_does(blocks):
     assert component(blocks, "sweep-sampler").value == spec.sampler == SweepSpec.sampler
     assert component(blocks, "sweep-pruner").value == spec.pruner
     assert component(blocks, "sweep-metric").value == spec.metric
+
+
+def test_the_lists_of_option_names_that_remain_outside_the_config_name_only_its_options():
+    """These lists say what their own module does with some options (what the ETA's cache, the memory estimate
+    and the dataset preview follow; what LLaMA-Factory reads alike). A renamed option must not leave them stale."""
+    from backend.config import ADAPTER_VARIANTS
+    from backend.data import MAPPING_OPTIONS
+    from backend.llamafactory import SAME_KEYS
+    from backend.runs.compare import IGNORED_OPTIONS
+    from backend.runs.speed import SPEED_SETTINGS
+    from webui.fit_view import FIT_TRIGGERS
+    from webui.tab_dataset import DATA_TRIGGERS
+
+    for names in (ADAPTER_VARIANTS, MAPPING_OPTIONS, SAME_KEYS, IGNORED_OPTIONS, SPEED_SETTINGS, FIT_TRIGGERS):
+        assert set(names) <= set(FIELDS), set(names) - set(FIELDS)
+    assert set(DATA_TRIGGERS) <= set(FIELDS), set(DATA_TRIGGERS) - set(FIELDS)
+    # The data pipeline cannot import the config (the config imports it); its column roles are the column options.
+    assert set(MAPPING_OPTIONS) == {f.name for f in fields() if f.metadata["widget"] == "column"}
