@@ -290,10 +290,6 @@ def plan_run(config: TrainConfig, hardware: dict) -> Precision:
     return choose(config, hardware)
 
 
-# Options whose choices depend on the hardware: the UI offers only those that plan_run accepts.
-HARDWARE_OPTIONS = ("method", "strategy", "precision", "quantization_bit")
-
-
 def unavailable_choices(hardware: dict) -> dict[str, dict]:
     """For each hardware-bound option, the choices this machine cannot run and plan_run's reason for each.
 
@@ -302,7 +298,7 @@ def unavailable_choices(hardware: dict) -> dict[str, dict]:
     """
     refused: dict[str, dict] = {}
     for f in fields():
-        if f.name not in HARDWARE_OPTIONS:
+        if not f.metadata["hardware"]:  # its choices do not depend on the machine
             continue
         for choice in f.metadata["choices"]:
             try:

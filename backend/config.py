@@ -19,7 +19,9 @@ import yaml
 
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
+from backend.rewards.builtin import RewardSettings, check_built_ins
 from backend.rewards.spec import parse_rewards
+from backend.task_metrics import best_model_choices
 from backend.templates import TEMPLATE_NAMES
 
 PREFERENCE_TASKS = ("dpo", "orpo", "kto")
@@ -53,10 +55,27 @@ def option(
     task_defaults=None,
     runs_code=False,
     max_len=None,
+    path=False,
+    locked=False,
+    card=False,
+    not_searched=None,
+    hardware=False,
+    tasks=None,
 ):
     """A config field with the metadata the UI and validator need.
 
     max_len: the most characters a text option takes (default TEXT_OPTION_MAX); one limit for the UI, API and CLI.
+
+    The facts other modules ask of an option live here, so a new option is classified where it is defined:
+    path: its value names a file, folder, model or run, which the app confines (backend.access.confine)
+    before anything is read or written, and a sweep checks each value it would try like a Start's.
+    locked: a resumed run must keep the value its checkpoint was saved with (backend.checkpoints): changing it
+    makes the saved weights or optimizer state meaningless (the base, the adapter's shape, the sharding).
+    card: the model card's hyperparameters table and the GGUF file's general.finetune list it.
+    not_searched: why a sweep may not vary it (None: it may).
+    hardware: which of its choices run depends on the machine; the form offers only those plan_run accepts.
+    tasks: the tasks whose runs read it (None: every task); a sweep refuses to search it for another task,
+    where every trial would be the same run.
 
     task_defaults overrides the default for some tasks, e.g. a higher learning rate for a small encoder.
     runs_code marks an option that, when set, makes the job import code that is not the studio's own: in a
@@ -67,6 +86,8 @@ def option(
     meta["task_defaults"] = task_defaults or {}
     meta["runs_code"] = runs_code
     meta["max_len"] = max_len
+    meta.update(path=path, locked=locked, card=card, not_searched=not_searched, hardware=hardware)
+    meta["tasks"] = tuple(tasks) if tasks else None
     return field(default=default, metadata=meta)
 
 
@@ -78,6 +99,8 @@ class TrainConfig:
         "'default' is the embedded SmolLM2-135M-Instruct (works offline); or a local model folder, "
         "a .gguf file (converted once into the model cache, quantized weights dequantized), or a hub id when online.",
         group="model",
+        path=True,
+        locked=True,
     )
     method: str = option(
         "lora",
@@ -85,6 +108,9 @@ class TrainConfig:
         "full updates every weight; freeze trains only the last freeze_trainable_layers decoder layers.",
         choices=("lora", "qlora", "full", "freeze"),
         group="model",
+        locked=True,
+        card=True,
+        hardware=True,
     )
     freeze_trainable_layers: int = option(
         2,
@@ -92,6 +118,7 @@ class TrainConfig:
         min=-1024,
         max=1024,
         group="model",
+        locked=True,
     )
     trust_remote_code: bool = option(
         False,
@@ -108,12 +135,14 @@ class TrainConfig:
         # grpo: prompts with answers, what the default rewards score; rm: pairs with a visible rule (one sentence
         # chosen over several), which a reward model learns in a few steps.
         task_defaults={"grpo": "demo_arithmetic", "rm": "demo_preference"},
+        path=True,
     )
     dataset_dir: str = option(
         "",
         "A folder with a dataset_info.json (such as LLaMA-Factory's data/): each of its entries becomes a named "
         "dataset. Empty: only the workspace's named datasets.",
         group="dataset",
+        path=True,
     )
     task: str = option(
         "sft",
@@ -126,6 +155,9 @@ class TrainConfig:
         choices=("sft", "pt", "classification", *PREFERENCE_TASKS, "grpo", *RLHF_TASKS),
         group="dataset",
         widget="radio",  # six short names read best side by side
+        locked=True,
+        card=True,
+        not_searched="a sweep compares runs of one task; start one sweep per task",
     )
     dataset_format: str = option(
         "auto",
@@ -133,7 +165,9 @@ class TrainConfig:
         choices=("auto", *FORMATS),
         group="dataset",
     )
-    eval_dataset: str = option("", "A separate validation file or name (replaces val_size when set).", group="dataset")
+    eval_dataset: str = option(
+        "", "A separate validation file or name (replaces val_size when set).", group="dataset", path=True
+    )
     prompt_column: str = option("", "Column holding the prompt (empty: detect).", group="columns", widget="column")
     response_column: str = option("", "Column holding the answer (empty: detect).", group="columns", widget="column")
     system_column: str = option("", "Column holding a system prompt (optional).", group="columns", widget="column")
@@ -143,12 +177,21 @@ class TrainConfig:
         "Column holding the class label (classification) or the good/bad judgement (kto).",
         group="columns",
         widget="column",
+        tasks=("classification", "kto"),
     )
     chosen_column: str = option(
-        "", "Column holding the preferred answer (dpo, orpo, kto, rm).", group="columns", widget="column"
+        "",
+        "Column holding the preferred answer (dpo, orpo, kto, rm).",
+        group="columns",
+        widget="column",
+        tasks=(*PREFERENCE_TASKS, "rm"),
     )
     rejected_column: str = option(
-        "", "Column holding the rejected answer (dpo, orpo, kto, rm).", group="columns", widget="column"
+        "",
+        "Column holding the rejected answer (dpo, orpo, kto, rm).",
+        group="columns",
+        widget="column",
+        tasks=(*PREFERENCE_TASKS, "rm"),
     )
     skip_bad_rows: bool = option(
         False, "Skip malformed rows (they are counted and shown) instead of refusing the file.", group="dataset"
@@ -168,7 +211,13 @@ class TrainConfig:
     identity_author: str = option(
         "", "Replaces every {{author}} in the data: who the model says built it.", group="identity"
     )
-    output_dir: str = option("", "Run directory. Empty: a new folder under the workspace's runs/.", group="advanced")
+    output_dir: str = option(
+        "",
+        "Run directory. Empty: a new folder under the workspace's runs/.",
+        group="advanced",
+        path=True,
+        not_searched="each trial gets its own run folder",
+    )
     template: str = option(
         "chatml",
         "The chat template for a model that has none of its own (a base model); a model's own always wins. "
@@ -185,9 +234,14 @@ class TrainConfig:
         min=1e-8,
         max=1.0,
         task_defaults={"classification": 5e-4, "grpo": 1e-3},
+        card=True,
     )
     num_train_epochs: float = option(
-        3.0, "Passes over the training data (ignored when max_steps > 0).", min=0.01, max=1000.0
+        3.0,
+        "Passes over the training data (ignored when max_steps > 0).",
+        min=0.01,
+        max=1000.0,
+        card=True,
     )
     max_steps: int = option(
         -1,
@@ -195,6 +249,7 @@ class TrainConfig:
         min=-1,
         max=10_000_000,
         task_defaults={"grpo": 30},  # the demo learns its format in about 12; an epoch of sampling is hours on a CPU
+        card=True,
     )
     per_device_train_batch_size: int = option(
         4,
@@ -202,11 +257,18 @@ class TrainConfig:
         min=1,
         max=1024,
         task_defaults={"grpo": 8},
+        card=True,
     )
     gradient_accumulation_steps: int = option(
-        1, "Forward passes per optimizer step; effective batch = batch size x this.", min=1, max=1024
+        1,
+        "Forward passes per optimizer step; effective batch = batch size x this.",
+        min=1,
+        max=1024,
+        card=True,
     )
-    cutoff_len: int = option(512, "Maximum tokens per example; longer ones are truncated.", min=16, max=32768)
+    cutoff_len: int = option(
+        512, "Maximum tokens per example; longer ones are truncated.", min=16, max=32768, card=True
+    )
     val_size: float = option(
         0.1, "Held-out share for validation loss (<1: fraction, >=1: row count, 0: none).", min=0.0, max=1_000_000.0
     )
@@ -216,14 +278,25 @@ class TrainConfig:
         choices=("linear", "cosine", "constant", "constant_with_warmup"),
         group="advanced",
         task_defaults={"grpo": "constant"},
+        card=True,
     )
     warmup_ratio: float = option(
-        0.0, "Share of steps spent warming the learning rate up from 0.", min=0.0, max=0.5, group="advanced"
+        0.0,
+        "Share of steps spent warming the learning rate up from 0.",
+        min=0.0,
+        max=0.5,
+        group="advanced",
+        card=True,
     )
-    weight_decay: float = option(0.0, "L2 penalty on weights (AdamW).", min=0.0, max=1.0, group="advanced")
+    weight_decay: float = option(0.0, "L2 penalty on weights (AdamW).", min=0.0, max=1.0, group="advanced", card=True)
     max_grad_norm: float = option(1.0, "Gradient clipping norm (0: off).", min=0.0, max=1000.0, group="advanced")
     seed: int = option(
-        42, "Random seed for shuffling, splitting and initialisation.", min=0, max=2**31 - 1, group="advanced"
+        42,
+        "Random seed for shuffling, splitting and initialisation.",
+        min=0,
+        max=2**31 - 1,
+        group="advanced",
+        card=True,
     )
 
     # Reporting
@@ -251,6 +324,8 @@ class TrainConfig:
         "",
         "Continue an interrupted run in output_dir: 'last' (its newest whole checkpoint) or a checkpoint folder.",
         group="advanced",
+        path=True,
+        not_searched="every trial starts from the base model",
     )
     report_to: str = option(
         "tensorboard",
@@ -269,19 +344,30 @@ class TrainConfig:
     )
     metric_for_best_model: str = option(
         "eval_loss",
-        "Validation metric that early stopping watches (accuracy and f1_macro: classification only).",
-        choices=("eval_loss", "accuracy", "f1_macro"),
+        "Validation metric that early stopping watches (accuracy and f1_macro: classification; accuracy: rm; "
+        "eval_reward: grpo).",
+        choices=best_model_choices(),
         group="advanced",
     )
 
     # LoRA
     lora_rank: int = option(
-        8, "LoRA rank r: adapter size; higher learns more, costs more.", min=1, max=1024, group="lora"
+        8,
+        "LoRA rank r: adapter size; higher learns more, costs more.",
+        min=1,
+        max=1024,
+        group="lora",
+        locked=True,
+        card=True,
     )
-    lora_alpha: int = option(16, "LoRA scaling alpha; usually 2 x rank.", min=1, max=4096, group="lora")
-    lora_dropout: float = option(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9, group="lora")
+    lora_alpha: int = option(16, "LoRA scaling alpha; usually 2 x rank.", min=1, max=4096, group="lora", card=True)
+    lora_dropout: float = option(0.0, "Dropout on the LoRA path.", min=0.0, max=0.9, group="lora", card=True)
     lora_target: str = option(
-        "all", "Modules to adapt: 'all' linear layers, or comma-separated names like q_proj,v_proj.", group="lora"
+        "all",
+        "Modules to adapt: 'all' linear layers, or comma-separated names like q_proj,v_proj.",
+        group="lora",
+        locked=True,
+        card=True,
     )
     # The variants below keep LLaMA-Factory's key names, so its YAMLs carry them over unchanged.
     use_dora: bool = option(
@@ -289,17 +375,20 @@ class TrainConfig:
         "DoRA: train each adapted weight's magnitude apart from its direction; often closer to full "
         "fine-tuning, at some cost per step.",
         group="lora",
+        locked=True,
     )
     use_rslora: bool = option(
         False,
         "rsLoRA: scale the adapter by alpha / sqrt(rank) instead of alpha / rank, so that high ranks still learn.",
         group="lora",
+        locked=True,
     )
     pissa_init: bool = option(
         False,
         "PiSSA: start the adapter from each weight's principal singular vectors instead of zero. The adapter is "
         "saved converted to plain LoRA (rank 2 x lora_rank), which loads on the unchanged model.",
         group="lora",
+        locked=True,
     )
     pissa_iter: int = option(
         16,
@@ -307,6 +396,7 @@ class TrainConfig:
         min=-1,
         max=1024,
         group="lora",
+        locked=True,
     )
     loraplus_lr_ratio: float = option(
         0.0,
@@ -315,6 +405,7 @@ class TrainConfig:
         min=0.0,
         max=1000.0,
         group="lora",
+        locked=True,
     )
 
     # Preference tuning (dpo, orpo, kto)
@@ -325,6 +416,7 @@ class TrainConfig:
         min=0.001,
         max=100.0,
         group="preference",
+        tasks=PREFERENCE_TASKS,
     )
     pref_loss: str = option(
         "sigmoid",
@@ -333,12 +425,15 @@ class TrainConfig:
         choices=(*DPO_LOSSES, *KTO_LOSSES, "orpo"),
         group="preference",
         task_defaults={"kto": "kto", "orpo": "orpo"},
+        tasks=PREFERENCE_TASKS,
     )
     ref_model: str = option(
         "",
         "The reference model the policy is held near (dpo, kto). Empty: the starting model itself; with LoRA "
         "that is the base with the adapter switched off, so no second copy is loaded.",
         group="preference",
+        path=True,
+        tasks=("dpo", "kto"),
     )
 
     # Reinforcement learning with rewards (grpo; backend.rewards, backend.training.grpo)
@@ -352,15 +447,21 @@ class TrainConfig:
         "its folder from the CLI; logged as reward/rm). Example: exact_answer, regex:0.5, rm:my-rm-run:0.2",
         group="rewards",
         runs_code=lambda value: any(r.custom for r in parse_rewards(value)) if value else False,
+        path=True,
+        tasks=("grpo",),
     )
     answer_column: str = option(
-        "answer", "The column holding the reference answer that exact_answer compares with.", group="rewards"
+        "answer",
+        "The column holding the reference answer that exact_answer compares with.",
+        group="rewards",
+        tasks=("grpo",),
     )
     reward_regex: str = option(
         r"^-?\d+(\.\d+)?$",
         "regex reward: 1 when the completion (stripped) matches this Python regular expression (re.search), "
         "else 0. The default asks for a number and nothing else, as the arithmetic demo does.",
         group="rewards",
+        tasks=("grpo",),
     )
     reward_target_length: int = option(
         0,
@@ -369,6 +470,7 @@ class TrainConfig:
         min=0,
         max=100000,
         group="rewards",
+        tasks=("grpo",),
     )
     reward_json_schema: str = option(
         "",
@@ -376,14 +478,16 @@ class TrainConfig:
         "Empty: any valid JSON earns 1.",
         group="rewards",
         max_len=65_536,
+        path=True,
+        tasks=("grpo",),
     )
     reward_keywords: str = option(
         "", "keywords reward: comma-separated words the completion should contain (the share found).",
-        group="rewards",
+        group="rewards", tasks=("grpo",),
     )  # fmt: skip
     reward_avoid_words: str = option(
         "", "keywords reward: comma-separated words the completion should not contain (the share found is taken off).",
-        group="rewards",
+        group="rewards", tasks=("grpo",),
     )  # fmt: skip
     num_generations: int = option(
         4,
@@ -392,6 +496,7 @@ class TrainConfig:
         min=2,
         max=256,
         group="rewards",
+        tasks=("grpo",),
     )
     max_completion_length: int = option(
         32,
@@ -400,10 +505,11 @@ class TrainConfig:
         min=1,
         max=32768,
         group="rewards",
+        tasks=("grpo",),
     )
     temperature: float = option(
         1.0, "grpo: sampling temperature of the completions; higher is more varied.", min=0.01, max=10.0,
-        group="rewards",
+        group="rewards", tasks=("grpo",),
     )  # fmt: skip
     grpo_beta: float = option(
         0.0,
@@ -412,6 +518,7 @@ class TrainConfig:
         min=0.0,
         max=10.0,
         group="rewards",
+        tasks=("grpo",),
     )
 
     # PPO against a reward model (LLaMA-Factory's keys). TRL 1.16.0 has no PPO trainer, so task ppo is refused
@@ -420,13 +527,27 @@ class TrainConfig:
         "",
         "ppo: the reward model, a task rm run (its run id in the app, its folder from the CLI).",
         group="rewards",
+        path=True,
+        tasks=("ppo",),
     )
-    ppo_epochs: int = option(4, "ppo: optimisation epochs over each batch of samples.", min=1, max=100, group="rewards")
+    ppo_epochs: int = option(
+        4, "ppo: optimisation epochs over each batch of samples.", min=1, max=100, group="rewards", tasks=("ppo",)
+    )
     ppo_buffer_size: int = option(
-        1, "ppo: mini-batches in one experience buffer of each optimisation step.", min=1, max=1024, group="rewards"
+        1,
+        "ppo: mini-batches in one experience buffer of each optimisation step.",
+        min=1,
+        max=1024,
+        group="rewards",
+        tasks=("ppo",),
     )
     ppo_target: float = option(
-        6.0, "ppo: the KL target of the adaptive KL controller.", min=0.0, max=100.0, group="rewards"
+        6.0,
+        "ppo: the KL target of the adaptive KL controller.",
+        min=0.0,
+        max=100.0,
+        group="rewards",
+        tasks=("ppo",),
     )
 
     # Devices, launch and precision (backend.training.distributed, backend.capability)
@@ -447,6 +568,7 @@ class TrainConfig:
         min=0,
         max=1023,
         group="devices",
+        not_searched="every trial runs on this machine's queue",
     )
     master_addr: str = option(
         "127.0.0.1",
@@ -467,6 +589,8 @@ class TrainConfig:
         "gradients and optimizer state; deepspeed_zero2 shards gradients and optimizer state (deepspeed package).",
         choices=("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
         group="devices",
+        locked=True,
+        hardware=True,
     )
     precision: str = option(
         "auto",
@@ -474,6 +598,7 @@ class TrainConfig:
         "for lora on a CPU with AMX (measured faster). bf16 on a CPU needs native bf16 (AVX512_BF16 or AMX).",
         choices=("auto", "bf16", "fp16", "fp32"),
         group="devices",
+        hardware=True,
     )
     quantization_bit: int = option(
         0,
@@ -483,6 +608,8 @@ class TrainConfig:
         max=8,
         choices=(0, 4, 8),
         group="devices",
+        locked=True,
+        hardware=True,
     )
 
     @classmethod
@@ -504,6 +631,7 @@ class TrainConfig:
                 values[name] = f.metadata["task_defaults"][task]
         config = cls(**values)
         config._check_preference()
+        config._check_best_model()
         config._check_adapter_variants()
         if config.task == "ppo":
             config._check_ppo()
@@ -512,28 +640,22 @@ class TrainConfig:
         return config
 
     def _check_rewards(self) -> None:
-        """The rewards parse, and each built-in named has the settings it needs."""
-        import re
-
-        named = {r.name for r in parse_rewards(self.rewards) if not r.custom}
-        if "regex" in named:
-            if not self.reward_regex:
-                raise TuneForgeError("the regex reward needs reward_regex (a pattern the completion should match)")
-            try:
-                re.compile(self.reward_regex)
-            except re.error as exc:
-                raise TuneForgeError(f"reward_regex={self.reward_regex!r} is not a valid pattern: {exc}") from None
-        if "length" in named and not self.reward_target_length:
-            raise TuneForgeError("the length reward needs reward_target_length (characters, above 0)")
-        if "keywords" in named and not (self.reward_keywords.strip() or self.reward_avoid_words.strip()):
-            raise TuneForgeError("the keywords reward needs reward_keywords or reward_avoid_words")
-        if "exact_answer" in named and not self.answer_column.strip():
-            raise TuneForgeError("the exact_answer reward needs answer_column (the column of reference answers)")
+        """The rewards parse, each built-in named has the settings it reads (its rules are the rewards' own),
+        and the batch holds whole groups of completions."""
+        check_built_ins(parse_rewards(self.rewards), RewardSettings.from_config(self))
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.nproc_per_node * self.nnodes
         if batch % self.num_generations:
             raise TuneForgeError(
                 f"grpo: the batch of {batch} completions (per_device_train_batch_size x gradient_accumulation_steps "
                 f"x processes) is not a multiple of num_generations={self.num_generations}"
+            )
+
+    def _check_best_model(self) -> None:
+        allowed = best_model_choices(self.task)
+        if self.metric_for_best_model not in allowed:
+            raise TuneForgeError(
+                f"metric_for_best_model={self.metric_for_best_model!r} does not apply to task {self.task} "
+                f"(use {', '.join(allowed)})"
             )
 
     def _check_ppo(self) -> None:
@@ -663,6 +785,11 @@ def default_for(f: dataclasses.Field, task: str):
 def fields() -> list[dataclasses.Field]:
     """The option fields in definition order, for building forms."""
     return list(dataclasses.fields(TrainConfig))
+
+
+def options_where(fact: str) -> tuple[str, ...]:
+    """The names of the options whose metadata `fact` (path, locked, card, not_searched) is set, in form order."""
+    return tuple(f.name for f in fields() if f.metadata[fact])
 
 
 def code_options(options: dict[str, Any]) -> list[str]:

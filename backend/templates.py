@@ -9,8 +9,8 @@ and results; one that would drop or garble them is refused with the reason, neve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from backend.data.toolcalls import uses_tools
 from backend.errors import TuneForgeError
 
 IGNORE_INDEX = -100  # what transformers' loss skips
@@ -249,3 +249,11 @@ def encode_example(tokenizer, example: dict, cutoff_len: int) -> dict[str, list[
             check_tool_template(tokenizer)
         return encode_conversation(tokenizer, example["messages"], cutoff_len, example.get("tools"))
     return encode_text(tokenizer, example["text"], cutoff_len)
+
+
+def uses_tools(example: dict[str, Any]) -> bool:
+    """True when rendering this example needs a chat template that knows tools (lives here, with the template
+    that must know them, so that templates import nothing from backend.data)."""
+    return bool(example.get("tools")) or any(
+        m.get("tool_calls") or m["role"] == "tool" for m in example.get("messages", [])
+    )

@@ -34,7 +34,8 @@ import warnings
 from pathlib import Path
 
 from backend.capability import plan_run, probe, quantization_bits
-from backend.config import PREFERENCE_TASKS, TrainConfig
+from backend.checkpoints import checkpoint_step
+from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
 from backend.files import disk_full_message
@@ -42,7 +43,6 @@ from backend.llamafactory import load_train_config
 from backend.model_checks import check_model
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, EVENTS_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
-from backend.runs.resume import checkpoint_step
 from backend.training.distributed import (
     inside_launch,
     is_main_rank,
@@ -53,6 +53,7 @@ from backend.training.distributed import (
     relaunch,
     writes_the_run,
 )
+from backend.training.task_recipes import recipe_for
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
@@ -112,28 +113,13 @@ def _install_abort_handler(events: EventLog, reports_abort: bool) -> None:
 
 def resume_point(config: TrainConfig) -> tuple[Path, list[str]]:
     """The checkpoint a resume continues from, checked against the run's earlier config."""
-    from backend.runs.resume import check_compatible, pick_checkpoint, previous_config
+    from backend.checkpoints import check_compatible, pick_checkpoint, previous_config
 
     if not config.output_dir:
         raise TuneForgeError("resume_from_checkpoint needs output_dir: the run folder to continue")
     run_dir = Path(config.output_dir).expanduser().resolve()
     check_compatible(previous_config(run_dir), config.to_dict())
     return pick_checkpoint(run_dir, config.resume_from_checkpoint)
-
-
-def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
-    """The task's recipe; each family's module (and its trainer library) is imported only when asked for."""
-    if config.task in PREFERENCE_TASKS:
-        from backend.training.preference import PreferenceRecipe as recipe
-    elif config.task == "classification":
-        from backend.training.classification import ClassificationRecipe as recipe
-    elif config.task == "grpo":
-        from backend.training.grpo import GRPORecipe as recipe
-    elif config.task == "rm":
-        from backend.training.reward_model import RewardModelRecipe as recipe
-    else:
-        from backend.training.sft import SftRecipe as recipe
-    return recipe(config, events, run_dir, resume_from)
 
 
 def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> dict:

@@ -12,7 +12,8 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, read_events
 from backend.llamafactory import load_config_file
-from backend.train import prepare_run_dir, recipe_for
+from backend.train import prepare_run_dir
+from backend.training.task_recipes import recipe_for
 from tests.helpers import DATA
 
 IDS = torch.tensor([[1, 2, 3, 4, 5, 6]])

@@ -321,6 +321,7 @@ def test_a_grid_sweep_from_the_sweeps_tab_finishes_its_trials_marks_the_best_and
     set_number(page, "opt-max_steps", 4)
     page.get_by_role("tab", name="Sweeps").click()
     page.locator("#sweep-space .cm-content").fill("learning_rate: [1.0e-3, 3.0e-3]\n")
+    page.locator("#sweep-sampler").get_by_text("grid", exact=True).click()  # the form starts on SweepSpec's tpe
     page.locator("#sweep-start").click()
     expect(page.locator("#sweep-message")).to_contain_text("Started sweep", timeout=60_000)
 

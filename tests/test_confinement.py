@@ -204,7 +204,7 @@ def test_the_dataset_tab_preview_refuses_files_outside(sandbox):
 
 
 def test_every_text_option_is_either_confined_or_known_not_to_be_a_path():
-    """A new text option must be added to PATH_OPTIONS or to this list, so no path option goes unchecked."""
+    """A new text option must be marked path in backend.config or added to this list, so no path goes unchecked."""
     not_paths = {"method", "task", "dataset_format", "template", "report_to", "metric_for_best_model", "lora_target"}
     not_paths |= {"lr_scheduler_type"}
     not_paths |= {"prompt_column", "response_column", "system_column", "text_column", "label_column"}

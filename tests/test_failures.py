@@ -8,10 +8,10 @@ import time
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from backend.checkpoints import pick_checkpoint
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.runs.manager import JobManager
-from backend.runs.resume import pick_checkpoint
 from backend.training.recipe import EventsCallback
 from tests.helpers import wait_for
 

@@ -11,6 +11,7 @@ import yaml
 from backend.access.confine import Confinement
 from backend.access.gate import Gate
 from backend.access.roles import Role
+from backend.checkpoints import pick_checkpoint
 from backend.config import TrainConfig
 from backend.data import DataOptions, ExampleReader
 from backend.errors import TuneForgeError
@@ -19,7 +20,6 @@ from backend.events import read_events
 from backend.rewards.builtin import BUILT_INS, RewardSettings
 from backend.rewards.spec import RewardSpec, parse_rewards
 from backend.runs.manager import JobManager
-from backend.runs.resume import pick_checkpoint
 from backend.serving.chat import ChatEngine
 from tests.helpers import DATA, finish, run_cli_in_process, train_in_process, wait_for, write_config
 

@@ -230,7 +230,7 @@ def test_the_ui_learns_the_hardware_without_loading_torch():
 
 
 def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
-    from backend.runs.resume import check_compatible
+    from backend.checkpoints import check_compatible
 
     before = TrainConfig.from_dict({"method": "freeze"}).to_dict()
     for key, value in (("quantization_bit", 4), ("freeze_trainable_layers", 4), ("strategy", "fsdp")):

@@ -14,6 +14,7 @@ import yaml
 from backend.access.confine import Confinement
 from backend.access.gate import Gate
 from backend.access.roles import Role
+from backend.checkpoints import pick_checkpoint
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
@@ -22,7 +23,6 @@ from backend.llamafactory import load_config_file
 from backend.rewards.learned import base_scorer, dialogue, score_conversations
 from backend.rewards.spec import RewardSpec, parse_rewards
 from backend.runs.manager import JobManager
-from backend.runs.resume import pick_checkpoint
 from backend.serving.chat import ChatEngine
 from tests.helpers import LLAMAFACTORY_DATA, finish, run_cli_in_process, train_in_process, wait_for, write_config
 

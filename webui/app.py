@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.access.gate import Gate
+from backend.access.limits import CHAT_DEFAULTS
 from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
@@ -172,9 +173,9 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         message: str,
         history: list,
         system_prompt: str = "",
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        max_new_tokens: int = 256,
+        temperature: float = CHAT_DEFAULTS["temperature"],
+        top_p: float = CHAT_DEFAULTS["top_p"],
+        max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"],
     ) -> str:
         """Reply from 'base' or a completed run id, given [{role, content}] history; the generation
         settings are the Chat tab's (temperature 0: always the likeliest token)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.access.limits import CHAT
+from backend.access.limits import CHAT, CHAT_DEFAULTS
 from backend.errors import TuneForgeError
 from backend.serving.chat import BASE
 from webui.i18n import say, t
@@ -55,20 +55,27 @@ class ChatTab(Tab):
             )
             self.temperature = gr.Slider(
                 *CHAT["temperature"],
-                value=0.7,
+                value=CHAT_DEFAULTS["temperature"],
                 step=0.05,
                 label=t("ui.temperature"),
                 info=t("ui.chat.temperature_info"),
+                elem_id="chat-temperature",
             )
             self.top_p = gr.Slider(
-                *CHAT["top_p"], value=0.9, step=0.05, label=t("ui.chat.top_p"), info=t("ui.chat.top_p_info")
+                *CHAT["top_p"],
+                value=CHAT_DEFAULTS["top_p"],
+                step=0.05,
+                label=t("ui.chat.top_p"),
+                info=t("ui.chat.top_p_info"),
+                elem_id="chat-top-p",
             )
             self.max_new = gr.Slider(
                 8,
                 CHAT["max_new_tokens"][1],
-                value=256,
+                value=CHAT_DEFAULTS["max_new_tokens"],
                 step=8,
                 label=t("ui.max_new_tokens"),
+                elem_id="chat-max-new-tokens",
                 info=t("ui.chat.max_new_info"),
             )
 

@@ -15,6 +15,7 @@ from backend.errors import TuneForgeError
 from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.evaluate import Evaluator, write_table
 from backend.serving.chat import BASE
+from backend.task_metrics import CLASSIFICATION_SCORES
 from webui.charts import confusion_figure, loss_figure, roc_figure
 from webui.context import AppContext
 from webui.empty import empty_figure, empty_table, fitted
@@ -43,7 +44,7 @@ def runs_summary(ctx: AppContext) -> pd.DataFrame:
 
 
 def scores_table(metrics: dict) -> pd.DataFrame:
-    keys = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "eval_loss"]
+    keys = [*CLASSIFICATION_SCORES, "eval_loss"]
     rows = [{"metric": k, "value": metrics.get(k)} for k in keys]
     rows += [
         {

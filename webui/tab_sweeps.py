@@ -8,7 +8,8 @@ import gradio as gr
 import pandas as pd
 
 from backend.config import fields, parse_yaml
-from backend.sweeps.spec import METRICS, PRUNERS, SAMPLERS
+from backend.sweeps.spec import PRUNERS, SAMPLERS, SweepSpec
+from backend.task_metrics import all_metric_names
 from webui.context import AppContext, caller
 from webui.formats import format_duration
 from webui.forms import options_from
@@ -19,7 +20,8 @@ from webui.tab import Controls, Page, Tab
 
 REFRESH_S = 2.0
 EXAMPLE_SPACE = "learning_rate: [1.0e-4, 5.0e-4]\nlora_rank: [4, 8]\n"
-ALL_METRICS = list(dict.fromkeys(m for metrics in METRICS.values() for m in metrics))
+ALL_METRICS = list(all_metric_names())
+DEFAULT = SweepSpec(base={}, space={})  # the form starts where a spec that names nothing would
 TRIAL_COLUMNS = ["trial", "best", "run_id", "status", "value", "step", "duration", "machine", "params"]
 FIGURES = ("history", "parallel", "importance")
 
@@ -109,7 +111,9 @@ class SweepsTab(Tab):
             elem_id="sweep-space",
         )
         with gr.Row():
-            self.sampler = gr.Radio(list(SAMPLERS), value="grid", label=t("ui.sweeps.sampler"), elem_id="sweep-sampler")
+            self.sampler = gr.Radio(
+                list(SAMPLERS), value=DEFAULT.sampler, label=t("ui.sweeps.sampler"), elem_id="sweep-sampler"
+            )
             self.n_trials = gr.Number(
                 0,
                 precision=0,
@@ -120,9 +124,11 @@ class SweepsTab(Tab):
             )
         with gr.Row():
             metric = t("ui.sweeps.metric")
-            self.metric = gr.Dropdown(ALL_METRICS, value="eval_loss", label=metric, elem_id="sweep-metric")
+            self.metric = gr.Dropdown(ALL_METRICS, value=DEFAULT.metric, label=metric, elem_id="sweep-metric")
             self.direction = gr.Radio(["auto", "minimize", "maximize"], value="auto", label=t("ui.sweeps.direction"))
-            self.pruner = gr.Radio(list(PRUNERS), value="median", label=t("ui.sweeps.pruner"), elem_id="sweep-pruner")
+            self.pruner = gr.Radio(
+                list(PRUNERS), value=DEFAULT.pruner, label=t("ui.sweeps.pruner"), elem_id="sweep-pruner"
+            )
         self.name = gr.Textbox(label=t("ui.sweeps.name"), placeholder="sweep-…", elem_id="sweep-name")
         self.start = gr.Button(t("ui.sweeps.start"), variant="primary", elem_id="sweep-start")
         self.message = gr.Markdown(elem_id="sweep-message")

@@ -25,15 +25,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from backend.config import options_where
 from backend.errors import TuneForgeError
 from backend.paths import ASSETS_DIR, model_cache_dir
 
-# Options that end up in a path. tests/test_confinement.py fails when a new text option is added
-# without deciding whether it belongs here, so a new path option cannot slip past the check.
-PATH_OPTIONS = (
-    "model", "ref_model", "dataset", "dataset_dir", "eval_dataset", "output_dir", "resume_from_checkpoint", "rewards",
-    "reward_json_schema", "reward_model",
-)  # fmt: skip
+# Options that end up in a path: those marked path in backend.config, so a new one is confined where it is defined.
+PATH_OPTIONS = options_where("path")
 REWARDS_FOLDER = "rewards"  # in the workspace: the only place the app runs custom reward files from
 # The workspace's folders that hold data a caller may name; everything else in it is the studio's own.
 DATA_FOLDERS = ("uploads", "datasets")

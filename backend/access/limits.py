@@ -34,6 +34,8 @@ MAX_DEPTH = 8  # a sweep spec is 3 deep, a chat history with content parts 4
 MAX_PAYLOAD = 2 << 20  # bytes of one call's inputs together; uploads go through Gradio's upload route
 # The Chat tab's sliders and the /chat endpoint: one set of bounds (webui/tab_chat.py builds from it).
 CHAT = {"temperature": (0.0, 2.0), "top_p": (0.05, 1.0), "max_new_tokens": (1, 2048)}
+# Where the Chat tab's sliders start, and what the chat engine and the /chat endpoint use when a caller says nothing.
+CHAT_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256}
 
 Id = Annotated[str, StringConstraints(max_length=MAX_ID)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]

@@ -81,7 +81,7 @@ class DataOptions:
     scrub_pii: bool = False
     dedup: bool = False
     drop_leaked: bool = False
-    val_size: float = 0.0
+    val_size: float = 0.1
     seed: int = 42
     max_samples: int = 0
     workspace: Path | None = None

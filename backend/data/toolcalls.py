@@ -79,13 +79,6 @@ def tool_result_message(content: str, calls: list[dict[str, Any]]) -> dict[str, 
     return message
 
 
-def uses_tools(example: dict[str, Any]) -> bool:
-    """True when rendering this example needs a chat template that knows tools."""
-    return bool(example.get("tools")) or any(
-        m.get("tool_calls") or m["role"] == "tool" for m in example.get("messages", [])
-    )
-
-
 def call_text(message: dict[str, Any]) -> str:
     """A message's calls as text, for duplicate keys and previews."""
     return json.dumps([c["function"] for c in message.get("tool_calls", [])], ensure_ascii=False, sort_keys=True)

@@ -30,6 +30,7 @@ from backend.paths import ASSETS_DIR
 from backend.rewards.scoring import RewardSet
 from backend.runs.manager import JobManager
 from backend.serving.chat import BASE, ChatEngine
+from backend.task_metrics import CLASSIFICATION_SCORES
 from backend.templates import IGNORE_INDEX, encode_example
 
 GENERAL_TEXT = ASSETS_DIR / "general_text.txt"
@@ -180,7 +181,7 @@ class Evaluator:
         before = classification_metrics(y_true, base_probs, labels)
         after = classification_metrics(y_true, tuned_probs, labels)
         table = []
-        for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"):
+        for key in CLASSIFICATION_SCORES:
             diff = after[key] - before[key] if after[key] is not None and before[key] is not None else None
             table.append({"metric": key, "base": before[key], "tuned": after[key], "difference": diff})
         return {"run_id": run_id, "rows_evaluated": len(y_true), "comparison": table}

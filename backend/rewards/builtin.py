@@ -10,11 +10,15 @@ import json
 import re
 import string
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.errors import TuneForgeError
+
+if TYPE_CHECKING:
+    from backend.rewards.spec import RewardSpec
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 _PUNCT = str.maketrans("", "", string.punctuation + "。，、！？：；“”‘’（）")
@@ -26,7 +30,7 @@ class RewardSettings:
     """The reward options of a config (backend.config's rewards group)."""
 
     answer_column: str = "answer"
-    reward_regex: str = ""
+    reward_regex: str = r"^-?\d+(\.\d+)?$"
     reward_target_length: int = 0
     reward_json_schema: str = ""
     reward_keywords: str = ""
@@ -145,3 +149,55 @@ def word_list(text: str) -> list[str]:
 
 
 BUILT_INS = {"exact_answer": exact_answer, "regex": regex, "length": length, "json": json_valid, "keywords": keywords}
+
+
+def _answer_problem(settings: RewardSettings) -> str | None:
+    if not settings.answer_column.strip():
+        return "the exact_answer reward needs answer_column (the column of reference answers)"
+    return None
+
+
+def _regex_problem(settings: RewardSettings) -> str | None:
+    if not settings.reward_regex:
+        return "the regex reward needs reward_regex (a pattern the completion should match)"
+    try:
+        re.compile(settings.reward_regex)
+    except re.error as exc:
+        return f"reward_regex={settings.reward_regex!r} is not a valid pattern: {exc}"
+    return None
+
+
+def _length_problem(settings: RewardSettings) -> str | None:
+    if not settings.reward_target_length:
+        return "the length reward needs reward_target_length (characters, above 0)"
+    return None
+
+
+def _no_problem(settings: RewardSettings) -> str | None:
+    return None  # json: without a schema any valid JSON earns 1; a bad schema is refused when it is read
+
+
+def _keywords_problem(settings: RewardSettings) -> str | None:
+    if not (settings.reward_keywords.strip() or settings.reward_avoid_words.strip()):
+        return "the keywords reward needs reward_keywords or reward_avoid_words"
+    return None
+
+
+# Each built-in's settings (RewardSettings' fields, the config's rewards group) and why they would not do:
+# a grpo config naming the reward is refused with that line before any job starts (backend.config).
+READS: dict[str, tuple[tuple[str, ...], Callable[[RewardSettings], str | None]]] = {
+    "exact_answer": (("answer_column",), _answer_problem),
+    "regex": (("reward_regex",), _regex_problem),
+    "length": (("reward_target_length",), _length_problem),
+    "json": (("reward_json_schema",), _no_problem),
+    "keywords": (("reward_keywords", "reward_avoid_words"), _keywords_problem),
+}
+
+
+def check_built_ins(specs: list[RewardSpec], settings: RewardSettings) -> None:
+    """Each built-in named has the settings it reads; one line naming the first that does not."""
+    for spec in specs:
+        if not spec.custom and not spec.learned:
+            problem = READS[spec.name][1](settings)
+            if problem:
+                raise TuneForgeError(problem)

@@ -9,13 +9,14 @@ backend.rewards.learned's.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from backend.errors import TuneForgeError
+from backend.rewards.builtin import BUILT_INS
 
-BUILT_IN_REWARDS = ("exact_answer", "regex", "length", "json", "keywords")
+BUILT_IN_REWARDS = tuple(BUILT_INS)
 LEARNED = "rm"  # a reward model's score: logged as reward/rm
 _WEIGHT = re.compile(r"^(?P<name>.+?)\s*:\s*(?P<weight>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
 _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
@@ -38,7 +39,15 @@ class RewardSpec:
 
 
 def parse_rewards(spec: str) -> list[RewardSpec]:
-    """The rewards named in `spec`, or one line saying which part is wrong."""
+    """The rewards named in `spec`, or one line saying which part is wrong.
+
+    The config's check, the confinement, the gate (through the config's runs_code), the job and the evaluator
+    all ask this of the same string: it is parsed once and each gets the same RewardSpecs."""
+    return list(_parsed(spec))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(spec: str) -> tuple[RewardSpec, ...]:
     parsed = [_one(part.strip()) for part in spec.split(",") if part.strip()]
     if not parsed:
         raise TuneForgeError(
@@ -48,7 +57,7 @@ def parse_rewards(spec: str) -> list[RewardSpec]:
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice:
         raise TuneForgeError(f"rewards names {twice!r} twice; give each reward once, with a weight if needed")
-    return parsed
+    return tuple(parsed)
 
 
 def _one(part: str) -> RewardSpec:
@@ -80,11 +89,3 @@ def _learned(part: str) -> RewardSpec:
             "rewards: rm needs a reward-model run: rm:<run id> in the app, rm:<run folder> from the CLI"
         )
     return RewardSpec(LEARNED, weight, model=target)
-
-
-def custom_reward_files(spec: str) -> list[Path]:
-    """The files of the custom rewards that `spec` names; [] for built-ins only or a spec that does not parse."""
-    try:
-        return [Path(r.path) for r in parse_rewards(spec) if r.custom]
-    except TuneForgeError:
-        return []

@@ -11,23 +11,17 @@ from typing import Any
 
 from backend.events import end_event
 from backend.runs.manager import JobManager
+from backend.task_metrics import all_metric_names
 
 # Differ between every pair of runs without meaning anything.
 IGNORED_OPTIONS = ("output_dir", "resume_from_checkpoint")
-METRIC_KEYS = (
-    "train_loss",
-    "eval_loss",
-    "accuracy",
-    "f1_macro",
-    "eval_rewards/margins",
-    "eval_rewards/accuracies",
-    "eval_accuracy",  # rm: the share of held-out pairs scored the right way round, and their mean margin
-    "eval_margin",
-    "reward",  # grpo: the last logged mean total reward, and on held-out prompts
-    "eval_reward",
-    "global_step",
-    "tokens_per_s",
-    "train_runtime_s",
+# Every task's metrics (backend.task_metrics), as an end event may carry them: under their own name (a grpo run's
+# last logged reward) or with Trainer's eval_ prefix (its held-out eval_reward); a row shows only where a run has it.
+METRIC_KEYS = tuple(
+    dict.fromkeys(
+        ["train_loss", *(key for name in all_metric_names() for key in (name, "eval_" + name.removeprefix("eval_")))]
+        + ["global_step", "tokens_per_s", "train_runtime_s"]
+    )
 )
 
 

@@ -37,6 +37,7 @@ import yaml
 
 from backend.access.confine import Confinement, refuse_nul, short
 from backend.capability import hardware_summary, plan_run
+from backend.checkpoints import check_compatible, checkpoints, pick_checkpoint, previous_config
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
@@ -56,9 +57,9 @@ from backend.runfiles import (
     SWEEP_FILE,
     new_run_id,
 )
-from backend.runs.resume import check_compatible, checkpoints, pick_checkpoint, previous_config
 from backend.runs.stopping import stop_group
 from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server
+from backend.task_metrics import headline
 
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
@@ -525,7 +526,7 @@ def summarize(
         if end["status"] == "completed":
             summary["eval_loss"] = end.get("eval_loss", summary["eval_loss"])
             summary["eta_s"] = 0
-            summary["metric"] = _headline_metric(end)
+            summary["metric"] = headline(config.get("task"), end)
     elif not events and alive is None:
         summary.update(status="queued", phase="not started")
     elif alive is False or (alive is None and not _is_job_process(_job_pid(events) or -1)):
@@ -577,10 +578,3 @@ def _duration(events: list[dict[str, Any]]) -> float | None:
     if begun is None:
         return None
     return round(total + last - begun, 1)
-
-
-def _headline_metric(end: dict[str, Any]) -> str | None:
-    for key in ("accuracy", "f1_macro", "eval_rewards/accuracies", "eval_accuracy", "eval_loss"):
-        if end.get(key) is not None:
-            return f"{key} {end[key]:.4f}"
-    return None

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from backend.access.limits import CHAT, CHAT_DEFAULTS
 from backend.capability import Precision, hardware_summary, saved_quantization_bits
 from backend.errors import TuneForgeError
 from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
@@ -53,8 +54,6 @@ def normalize_history(history: list[Any] | None) -> list[dict[str, str]]:
 
 def check_settings(temperature: Any, top_p: Any, max_new_tokens: Any) -> None:
     """The generation settings within the Chat tab's bounds (backend.access.limits.CHAT), for the UI and the API."""
-    from backend.access.limits import CHAT
-
     for name, value in (("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens)):
         low, high = CHAT[name]
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
@@ -210,9 +209,9 @@ class ChatEngine:
         message: str,
         history: list[Any] | None = None,
         system_prompt: str = "",
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        max_new_tokens: int = 256,
+        temperature: float = CHAT_DEFAULTS["temperature"],
+        top_p: float = CHAT_DEFAULTS["top_p"],
+        max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"],
     ) -> Iterator[str]:
         """Yield the reply so far, growing as tokens arrive."""
         if not isinstance(message, str) or not message.strip():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.capability import saved_quantization_bits
+from backend.config import options_where
 from backend.errors import TuneForgeError
 from backend.events import loss_points, read_events, timeline
 from backend.models import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
@@ -32,25 +33,9 @@ KINDS = ("merged", "adapter", "gguf", "gguf_adapter")
 GGUF_KINDS = ("gguf", "gguf_adapter")
 SHARD_SIZE = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB)$", re.IGNORECASE)
 HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-# The hyperparameters a model card lists; paths and UI-only switches would only confuse a reader.
-CARD_KEYS = (
-    "method",
-    "task",
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "cutoff_len",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "weight_decay",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_target",
-    "seed",
-)
+# The hyperparameters a model card lists (backend.config marks them card); paths and UI-only switches would only
+# confuse a reader.
+CARD_KEYS = options_where("card")
 
 
 def _quiet(line: str) -> None:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from backend.config import options_where
 from backend.errors import TuneForgeError
 from backend.serving import llamacpp
 from backend.serving.gguf_export import (
@@ -27,7 +28,6 @@ from backend.serving.gguf_export import (
 )
 from backend.serving.modelfile import modelfile
 
-CARD_OPTIONS = ("method", "task", "learning_rate", "num_train_epochs", "max_steps", "lora_rank", "seed")
 VERIFICATION_FILE = "verification.json"
 
 
@@ -125,7 +125,7 @@ def gguf_facts(run_id: str, config: dict) -> dict[str, str]:
         "name": run_id,
         "description": f"Fine-tuned with TuneForge from {config.get('model', 'default')} on "
         f"{config.get('dataset', '?')} ({config.get('method', '?')}, task {config.get('task', '?')})",
-        "finetune": ", ".join(f"{key}={config[key]}" for key in CARD_OPTIONS if key in config),
+        "finetune": ", ".join(f"{key}={config[key]}" for key in options_where("card") if key in config),
     }
 
 

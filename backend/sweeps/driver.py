@@ -245,8 +245,9 @@ class SweepDriver:
 
 
 def final_value(end: dict[str, Any], events: list[dict[str, Any]], metric: str) -> float | None:
-    """A completed run's metric: its end's (eval_-prefixed as Trainer names it), else its last evaluation's."""
-    for key in (metric, f"eval_{metric}"):
+    """A completed run's metric: its end's held-out value (eval_-prefixed as Trainer names it, before the last
+    logged one of the same name, as backend.task_metrics.reported reads it), else its last evaluation's."""
+    for key in ("eval_" + metric.removeprefix("eval_"), metric):
         if isinstance(end.get(key), int | float) and math.isfinite(end[key]):
             return float(end[key])
     evals = [e[metric] for e in events if e["type"] == "eval" and e.get(metric) is not None]

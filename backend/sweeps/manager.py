@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 
+from backend.config import options_where
 from backend.errors import TuneForgeError
 from backend.runs.manager import JobManager
 from backend.sweeps.driver import SweepDriver
@@ -28,8 +29,8 @@ from backend.sweeps.study import (
     this_driver,
 )
 
-# The options that name something to read: each value a sweep would try is checked like a Start's.
-READS = ("model", "ref_model", "dataset", "eval_dataset", "dataset_dir")
+# The options that name a path a trial may vary: each value a sweep would try is checked like a Start's.
+READS = tuple(name for name in options_where("path") if name not in options_where("not_searched"))
 
 
 class SweepManager:

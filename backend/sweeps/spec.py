@@ -28,34 +28,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backend.config import PREFERENCE_TASKS, TrainConfig, fields
+from backend.config import TrainConfig, fields
 from backend.errors import TuneForgeError
+from backend.task_metrics import greater_is_better, metric_names
 
 SAMPLERS = ("grid", "random", "tpe")
 DIRECTIONS = ("minimize", "maximize")
 PRUNERS = ("median", "none")
 MAX_TRIALS = 1000
 DEFAULT_TRIALS = 8
-# Options a trial cannot vary: each trial gets its own run folder, starts fresh, and is a run of the
-# sweep's one task (the metric means something else for another task).
-NOT_SEARCHED = {
-    "output_dir": "each trial gets its own run folder",
-    "resume_from_checkpoint": "every trial starts from the base model",
-    "task": "a sweep compares runs of one task; start one sweep per task",
-    "node_rank": "every trial runs on this machine's queue",
-}
-# What each task's runs report at every evaluation and at their end (backend.training's recipes).
-LOSS = ("eval_loss",)
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
-PREFERENCE_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
-METRICS = {
-    "sft": LOSS,
-    "pt": LOSS,
-    "classification": LOSS + CLASSIFICATION_METRICS,
-    **{task: LOSS + PREFERENCE_METRICS for task in PREFERENCE_TASKS},
-    "grpo": LOSS + ("reward",),  # the mean total reward on held-out prompts (TRL's eval_reward)
-    "rm": LOSS + ("eval_accuracy", "eval_margin"),  # pairs scored the right way round on held-out data
-}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 KEYS = (
     "base", "space", "sampler", "n_trials", "metric", "direction", "pruner", "pruner_startup_trials",
@@ -117,15 +98,16 @@ def parse_spec(raw: Any) -> SweepSpec:
     if not isinstance(base, dict):
         raise TuneForgeError(f"base: a training config (option: value), got {type(base).__name__}")
     config = _checked(base, "base")
-    spec = SweepSpec(base=dict(base), space={})
-    spec.sampler = _choice(raw, "sampler", SAMPLERS, "tpe")
-    spec.space, spec.kinds = _space(raw.get("space"), base, spec.sampler)
-    spec.metric = _metric(raw.get("metric", "eval_loss"), config)
-    spec.direction = _choice(raw, "direction", DIRECTIONS, "minimize" if "loss" in spec.metric else "maximize")
-    spec.pruner = _choice(raw, "pruner", PRUNERS, "median")
-    spec.pruner_startup_trials = _whole(raw, "pruner_startup_trials", 2, 0, MAX_TRIALS)
-    spec.pruner_margin = _share(raw, "pruner_margin", 0.01)
-    spec.seed = _whole(raw, "seed", 42, 0, 2**31 - 1)
+    spec = SweepSpec(base=dict(base), space={})  # its defaults are the spec's: each key below falls back to one
+    spec.sampler = _choice(raw, "sampler", SAMPLERS, spec.sampler)
+    spec.space, spec.kinds = _space(raw.get("space"), base, spec.sampler, config.task)
+    spec.metric = _metric(raw.get("metric", spec.metric), config)
+    better = "maximize" if greater_is_better(config.task, spec.metric) else "minimize"
+    spec.direction = _choice(raw, "direction", DIRECTIONS, better)
+    spec.pruner = _choice(raw, "pruner", PRUNERS, spec.pruner)
+    spec.pruner_startup_trials = _whole(raw, "pruner_startup_trials", spec.pruner_startup_trials, 0, MAX_TRIALS)
+    spec.pruner_margin = _share(raw, "pruner_margin", spec.pruner_margin)
+    spec.seed = _whole(raw, "seed", spec.seed, 0, 2**31 - 1)
     spec.n_trials = _trials(raw, spec)
     spec.name = _name(raw.get("name"))
     return spec
@@ -172,7 +154,7 @@ def _name(value: Any) -> str:
     return value
 
 
-def _space(raw: Any, base: dict[str, Any], sampler: str) -> tuple[dict[str, list | Range], dict[str, str]]:
+def _space(raw: Any, base: dict[str, Any], sampler: str, task: str) -> tuple[dict[str, list | Range], dict[str, str]]:
     if not isinstance(raw, dict) or not raw:
         raise TuneForgeError("space: name at least one option to search, as option: [values] or option: {low, high}")
     known = {f.name: f for f in fields()}
@@ -181,8 +163,14 @@ def _space(raw: Any, base: dict[str, Any], sampler: str) -> tuple[dict[str, list
         if name not in known:
             hint = difflib.get_close_matches(str(name), known, n=1)
             raise TuneForgeError(f"space: unknown option '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        if name in NOT_SEARCHED:
-            raise TuneForgeError(f"space: {name} cannot be searched: {NOT_SEARCHED[name]}")
+        if known[name].metadata["not_searched"]:
+            raise TuneForgeError(f"space: {name} cannot be searched: {known[name].metadata['not_searched']}")
+        applies = known[name].metadata["tasks"]
+        if applies and task not in applies:
+            raise TuneForgeError(
+                f"space: {name} does not apply to task {task} (only {', '.join(applies)}): every trial would be "
+                "the same run"
+            )
         kinds[name] = known[name].type
         if isinstance(values, dict):
             if sampler == "grid":
@@ -229,7 +217,7 @@ def _range(name: str, raw: dict, kind: str, base: dict[str, Any]) -> Range:
 
 
 def _metric(metric: Any, config: TrainConfig) -> str:
-    known = METRICS[config.task]
+    known = metric_names(config.task)
     name = str(metric)
     if name not in known and f"eval_{name}" in known:
         name = f"eval_{name}"  # an rm run's accuracy, named as its eval events name it
@@ -246,7 +234,7 @@ def _metric(metric: Any, config: TrainConfig) -> str:
 
 def _trials(raw: dict, spec: SweepSpec) -> int:
     if spec.sampler != "grid":
-        return _whole(raw, "n_trials", DEFAULT_TRIALS, 1, MAX_TRIALS)
+        return _whole(raw, "n_trials", spec.n_trials, 1, MAX_TRIALS)
     size = math.prod(len(values) for values in spec.space.values())
     if size > MAX_TRIALS:
         raise TuneForgeError(f"space: the grid has {size} combinations; at most {MAX_TRIALS}")

@@ -21,9 +21,10 @@ from backend.errors import TuneForgeError
 from backend.files import write_text_atomically
 from backend.metrics import classification_metrics, roc_curves
 from backend.models import resolve_model
+from backend.task_metrics import CLASSIFICATION_SCORES
 from backend.training.recipe import Recipe, finite_or_none
 
-SCALAR_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+SCALAR_METRICS = CLASSIFICATION_SCORES
 
 
 def label_order(labels: set[str]) -> list[str]:
@@ -58,7 +59,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ClassificationRecipe(Recipe):
-    task_metrics = ("eval_loss", "accuracy", "f1_macro")
     # SEQ_CLS makes PEFT keep the new head ("classifier" / "score") fully trainable and saved.
     lora_task_type = "SEQ_CLS"
 

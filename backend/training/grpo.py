@@ -86,8 +86,6 @@ class CompletionsCallback(TrainerCallback):
 
 
 class GRPORecipe(TRLRecipe):
-    task_metrics = ("eval_loss", "eval_reward")
-
     def setup(self) -> None:
         cfg = self.config
         # Custom rewards load first: a broken reward file fails the run before any data or model is read.

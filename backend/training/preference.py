@@ -22,10 +22,11 @@ import random
 from backend.capability import ADAPTER_METHODS
 from backend.errors import TuneForgeError
 from backend.models import load_causal_lm, resolve_model
+from backend.task_metrics import metric_names
 from backend.training.recipe import TRLRecipe
 
 # The metrics charted beside the loss and kept in metrics.json, as TRL names them.
-PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+PREFERENCE_METRICS = tuple(name for name in metric_names("dpo") if name != "eval_loss")  # as TRL logs them
 
 
 def trl_rows(examples: list[dict], task: str, seed: int) -> list[dict]:
@@ -51,8 +52,6 @@ def trl_rows(examples: list[dict], task: str, seed: int) -> list[dict]:
 
 
 class PreferenceRecipe(TRLRecipe):
-    task_metrics = ("eval_loss",)
-
     def setup(self) -> None:
         cfg = self.config
         if cfg.task == "kto" and cfg.per_device_train_batch_size < 2:

@@ -1,7 +1,7 @@
 """What every task's recipe shares: setup(), train(), save() around transformers' Trainer.
 
 Each task family has its own module (sft, classification, preference) with a Recipe subclass,
-and backend.train.recipe_for picks one. One callback turns the Trainer's logs into events. The
+and backend.training.task_recipes.recipe_for picks one. One callback turns the Trainer's logs into events. The
 order of setup matters: the tokenizer comes first because tokenising the data needs it, and the
 data comes before the model so that a bad dataset fails in seconds, before the slow model load.
 """
@@ -35,6 +35,7 @@ from backend.files import save_staged, write_text_atomically
 from backend.models import load_tokenizer
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, METRICS_FILE
+from backend.task_metrics import greater_is_better
 from backend.template_choice import describe, record_in_config
 from backend.templates import template_in_use
 from backend.training.distributed import is_main_rank, rank, trainer_arguments
@@ -184,7 +185,6 @@ class Recipe:
     and may provide a data collator and compute_metrics.
     """
 
-    task_metrics: tuple[str, ...] = ("eval_loss",)
     lora_task_type = "CAUSAL_LM"
     padding_free = False  # batches flattened into one row: every token counted is a real one
 
@@ -198,11 +198,6 @@ class Recipe:
 
     def load_data(self):
         cfg = self.config
-        if cfg.metric_for_best_model not in self.task_metrics:
-            raise TuneForgeError(
-                f"metric_for_best_model={cfg.metric_for_best_model!r} does not apply to task {cfg.task} "
-                f"(use {', '.join(self.task_metrics)})"
-            )
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.events.emit("status", message="reading dataset")
@@ -327,7 +322,7 @@ class Recipe:
             save_total_limit=cfg.save_total_limit or None,
             load_best_model_at_end=early,
             metric_for_best_model=cfg.metric_for_best_model if early else None,
-            greater_is_better=cfg.metric_for_best_model != "eval_loss" if early else None,
+            greater_is_better=greater_is_better(cfg.task, cfg.metric_for_best_model) if early else None,
             seed=cfg.seed,
             bf16=self.precision.name == "bf16",
             fp16=self.precision.name == "fp16",  # the Trainer adds the gradient scaler fp16 needs

@@ -19,17 +19,17 @@ from __future__ import annotations
 from backend.errors import TuneForgeError
 from backend.models import resolve_model
 from backend.rewards.learned import base_scorer
+from backend.task_metrics import metric_names
 from backend.training.classification import head_modules, head_trained_whole
 from backend.training.preference import trl_rows
 from backend.training.recipe import TRLRecipe
 
 # TRL's log keys → the log events' names, which the preference runs' reward chart draws.
 PAIR_METRICS = {"accuracy": "rewards/accuracies", "margin": "rewards/margins"}
-EVAL_METRICS = ("eval_accuracy", "eval_margin")
+EVAL_METRICS = tuple(name for name in metric_names("rm") if name != "eval_loss")
 
 
 class RewardModelRecipe(TRLRecipe):
-    task_metrics = ("eval_loss", "accuracy")
     lora_task_type = "SEQ_CLS"  # PEFT then keeps the new head trainable and saves it with the adapter
 
     def setup(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, read_events
-from backend.train import recipe_for
+from backend.training.task_recipes import recipe_for
 
 CALIBRATION_STEPS = 6
 

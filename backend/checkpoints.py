@@ -1,4 +1,6 @@
-"""Resuming a run from its checkpoints: which checkpoint, and whether the new config still fits it.
+"""Checkpoints, shared by the job (which resumes from one) and the app (which checks a resume before it starts it).
+
+Resuming a run from its checkpoints: which checkpoint, and whether the new config still fits it.
 
 A checkpoint is transformers' `checkpoint-<step>/` folder (weights or adapter, optimizer,
 scheduler, RNG and trainer_state.json). A crash or full disk while saving can leave the newest
@@ -13,17 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from backend.config import options_where
 from backend.errors import TuneForgeError
 
-# Changing any of these makes the saved weights or optimizer state meaningless for the new run:
-# quantization changes the base the adapter learned on, freeze_trainable_layers which weights the
-# optimizer holds state for, and strategy the checkpoint's layout (DeepSpeed and FSDP shard theirs).
-# Precision and process counts may change: checkpoints hold fp32 optimizer state, unsharded under DDP.
-LOCKED_KEYS = (
-    "model", "method", "task", "lora_rank", "lora_target", "quantization_bit", "freeze_trainable_layers", "strategy",
-    # The adapter's weights (DoRA's magnitudes, PiSSA's changed base), scale and optimizer groups (LoRA+).
-    "use_dora", "use_rslora", "pissa_init", "pissa_iter", "loraplus_lr_ratio",
-)  # fmt: skip
+# Changing any of these makes the saved weights or optimizer state meaningless for the new run (backend.config
+# marks them locked, and says why there).
+LOCKED_KEYS = options_where("locked")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 CHECKPOINT_PREFIX = "checkpoint-"
 
