@@ -80,9 +80,9 @@ def main() -> None:
     from backend.access.gate import Gate
     from backend.errors import TuneForgeError
     from backend.paths import PROJECT_ROOT
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
-    from backend.sweeps.manager import SweepManager
+    from backend.sweeps.sweep_manager import SweepManager
     from webui.access import credentials, roles_of
     from webui.app import PAGE, build_app
     from webui.login_limit import LoginLimiter

@@ -20,7 +20,7 @@ import yaml
 from backend.data.formats import FORMATS
 from backend.errors import TuneForgeError
 from backend.rewards.builtin import RewardSettings, check_built_ins
-from backend.rewards.spec import parse_rewards
+from backend.rewards.reward_spec import parse_rewards
 from backend.task_metrics import best_model_choices
 from backend.templates import TEMPLATE_NAMES
 

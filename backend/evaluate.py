@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def start(args: argparse.Namespace):
     from backend.evaluation.eval_jobs import EvalJobs
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
 
     jobs = EvalJobs(JobManager(args.workspace))
     if args.resume:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from backend.capability import ADAPTER_METHODS, Precision, hardware_summary, plan_run
 from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.errors import TuneForgeError
-from backend.model_info import ModelShape, inspect_model
+from backend.models.info import ModelShape, inspect_model
 
 MB = 2**20
 METHODS = ("lora", "qlora", "full", "freeze")

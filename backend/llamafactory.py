@@ -27,7 +27,7 @@ import yaml
 from backend.config import TrainConfig, parse_yaml, read_config_text
 from backend.data.registry import REGISTRY_FILE
 from backend.errors import TuneForgeError
-from backend.models import offline_model_spec
+from backend.models.sources import offline_model_spec
 from backend.templates import TEMPLATE_NAMES
 
 OUR_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -115,7 +115,7 @@ def _gguf_file(spec: str) -> Path:
 
 def _gguf_folder(args: argparse.Namespace) -> tuple[str, Path]:
     """--gguf on transformers: the file converted once into the model cache (quantized weights dequantized)."""
-    from backend.models import gguf_model_dir
+    from backend.models.sources import gguf_model_dir
 
     path = _gguf_file(args.gguf)
     return path.stem, gguf_model_dir(path)
@@ -172,7 +172,7 @@ def exported_gguf(workspace: Path, run_id: str, gguf_type: str) -> Path:
 
 def _export(workspace: Path, run_id: str, kind: str, folder_name: str, marker: str, gguf_type: str = "q8_0") -> Path:
     from backend.runfiles import EVENTS_FILE
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.export import Exporter
 
     jobs = JobManager(workspace)

@@ -1,6 +1,6 @@
 """Run a hyperparameter sweep from a terminal: `python -m backend.sweep --config sweep.yaml`.
 
-sweep.yaml has the keys of the API's sweep_start spec (backend.sweeps.spec): base, space, sampler,
+sweep.yaml has the keys of the API's sweep_start spec (backend.sweeps.sweep_spec): base, space, sampler,
 n_trials, metric, direction, pruner, pruner_startup_trials, name, seed. Each trial is an ordinary
 run in the workspace's runs/ (the app lists it, tagged with the sweep), one after another.
 
@@ -24,8 +24,8 @@ import threading
 from backend.config import parse_yaml, read_config_text
 from backend.errors import TuneForgeError
 from backend.paths import default_workspace
-from backend.runs.manager import JobManager
-from backend.sweeps.manager import SweepManager
+from backend.runs.job_manager import JobManager
+from backend.sweeps.sweep_manager import SweepManager
 
 
 def main(argv: list[str] | None = None) -> int:

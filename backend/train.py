@@ -12,7 +12,7 @@ validation loss, periodic checkpoints, resume from the last whole checkpoint
 nproc_per_node × nnodes > 1 the command relaunches itself through torchrun (backend.training.distributed), and
 rank 0 speaks for the run.
 Refuses: unknown options and out-of-range values, what this machine cannot run (bf16 on a CPU,
-4-bit without CUDA, DeepSpeed without its package), and a model that cannot load (backend.model_checks),
+4-bit without CUDA, DeepSpeed without its package), and a model that cannot load (backend.models.checks),
 before any model is loaded.
 A LLaMA-Factory training YAML is accepted too: it is translated (backend.llamafactory), and the
 translation is printed first, so nothing it asks for is dropped unseen.
@@ -40,7 +40,7 @@ from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
 from backend.files import disk_full_message
 from backend.llamafactory import load_train_config
-from backend.model_checks import check_model
+from backend.models.checks import check_model
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, EVENTS_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
 from backend.training.distributed import (

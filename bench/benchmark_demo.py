@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--workspace", help="reuse this workspace's run 'demo' if it completed")
     args = parser.parse_args()
     from backend.evaluation.eval_jobs import EvalJobs
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
 
     workspace = Path(args.workspace or tempfile.mkdtemp(prefix="tuneforge-bench-"))
     run_dir = workspace / "runs" / "demo"

@@ -49,8 +49,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from backend.models import DEFAULT_GGUF_FILE, default_model_dir, embedded_gguf_dir
-    from backend.runs.manager import JobManager
+    from backend.models.sources import DEFAULT_GGUF_FILE, default_model_dir, embedded_gguf_dir
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
     from backend.serving.gguf_export import reference_path, write_gguf
 

@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--levers", default=",".join(LEVERS))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from backend.models import default_model_dir
+    from backend.models.sources import default_model_dir
 
     default_model_dir(progress=lambda msg: None)
     workdir = Path(tempfile.mkdtemp(prefix="tuneforge-levers-"))

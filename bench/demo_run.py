@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=-1, help="-1: the full default run (3 epochs)")
     args = parser.parse_args()
     from backend.events import read_events
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
 
     workspace = Path(tempfile.mkdtemp(prefix="tuneforge-bench-"))

@@ -124,7 +124,8 @@ def peak_rss_mb(command: list[str], phases: dict | None = None, events: Path | N
 def runtime_baseline(model_dir: Path) -> float:
     """Peak RSS of a process that imports what a job imports and loads the tokenizer, but no model."""
     code = (
-        "import backend.train, backend.training.sft, peft, bitsandbytes; from backend.models import load_tokenizer; "
+        "import backend.train, backend.training.sft, peft, bitsandbytes; "
+        "from backend.models.sources import load_tokenizer; "
         f"load_tokenizer({str(model_dir)!r})"
     )
     return peak_rss_mb([sys.executable, "-c", code])
@@ -135,7 +136,7 @@ def compare(measured: dict, hardware: dict) -> dict:
     from backend.capability import choose
     from backend.config import TrainConfig
     from backend.fit import estimate
-    from backend.model_info import inspect_model
+    from backend.models.info import inspect_model
 
     config = TrainConfig.from_dict(measured["settings"])
     row = estimate(inspect_model(config.model), config, choose(config, hardware))
@@ -165,7 +166,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))  # where the tests build TINY
     from backend.capability import hardware_summary
-    from backend.models import default_model_dir
+    from backend.models.sources import default_model_dir
     from backend.paths import model_cache_dir
 
     hardware = hardware_summary()

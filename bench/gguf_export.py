@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from backend.models import default_model_dir
+    from backend.models.sources import default_model_dir
     from backend.serving import llamacpp
     from backend.serving.gguf_export import GENERAL_TEXT, GGUF_TYPES, verify, write_gguf
 

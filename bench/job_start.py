@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     from backend.runfiles import WARM_JOBS_ENV
     from backend.runs import warm_jobs
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
 
     jobs = JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-")))
     options = {"dataset": "demo_identity", "max_steps": 3, "val_size": 0, "save_steps": 0, "report_to": "none"}

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--task", default="dpo", choices=("dpo", "orpo", "kto"))
     args = parser.parse_args()
     from backend.evaluation.evaluate import Evaluator
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
 
     jobs = JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-")))

@@ -40,7 +40,7 @@ def turns(row: dict) -> list[dict]:
 
 def split_demo(path: Path, workspace: Path, cutoff_len: int, prompt_len: int) -> tuple[Path, Path, dict]:
     """The pairs that fit cutoff_len (for rm), and the single-turn prompts of the other rows (for grpo)."""
-    from backend.models import default_model_dir, load_tokenizer
+    from backend.models.sources import default_model_dir, load_tokenizer
 
     tokenizer = load_tokenizer(str(default_model_dir(progress=lambda msg: None)))
     rows = json.loads(path.read_text(encoding="utf-8"))
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--rm-run", default="", help="an rm run already in the workspace: evaluated, not retrained")
     args = parser.parse_args()
     from backend.evaluation.evaluate import Evaluator
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
 
     demo = DEMO if DEMO.exists() else SHARED_DEMO

@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from backend.capability import probe
-    from backend.models import default_model_dir
+    from backend.models.sources import default_model_dir
     from backend.training.flops import matmul_peak_gflops
 
     model_dir = default_model_dir(progress=lambda msg: None)

@@ -77,7 +77,7 @@ def built_once(name: str):
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The embedded SmolLM2 converted to safetensors (converted on the first test run only)."""
-    from backend.models import DEFAULT_MODEL_NAME, default_model_dir
+    from backend.models.sources import DEFAULT_MODEL_NAME, default_model_dir
 
     with built_once(DEFAULT_MODEL_NAME):
         return default_model_dir(progress=lambda msg: None)
@@ -91,7 +91,7 @@ def tiny_model_of(default_model_dir):
     beside the embedded MiniLM's BERT tokenizer. In the model cache, so a confined app may load it as
     it may load the default model. Random weights are seeded, so every run of the suite trains the same model.
     """
-    from backend.models import default_encoder_dir
+    from backend.models.sources import default_encoder_dir
     from backend.paths import model_cache_dir
 
     def folder(model_type: str) -> Path:
@@ -164,7 +164,7 @@ def tiny_model(tiny_model_dir) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(default_model_dir):
-    from backend.models import load_tokenizer
+    from backend.models.sources import load_tokenizer
 
     return load_tokenizer(str(default_model_dir))
 
@@ -222,7 +222,7 @@ def secret_dataset(tmp_path_factory) -> Path:
 # ---- runs on the real models that several modules read: each trains once a suite -----------------
 @pytest.fixture(scope="session")
 def real_jobs(tmp_path_factory, default_model_dir):
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
 
     jobs = JobManager(tmp_path_factory.mktemp("real") / "workspace")
     yield jobs

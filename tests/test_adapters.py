@@ -8,7 +8,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.adapters import import_adapter
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter

@@ -20,9 +20,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from backend.evaluation.evaluate import Evaluator
 from backend.events import read_events
-from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer
+from backend.models.sources import is_adapter_dir, load_causal_lm, load_tokenizer
 from backend.runfiles import LOG_FILE
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
 from backend.templates import IGNORE_INDEX, encode_conversation

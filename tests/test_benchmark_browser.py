@@ -8,7 +8,7 @@ import json
 from gradio_client import Client
 from playwright.sync_api import expect
 
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from tests.helpers import train_in_process
 
 QUICK = {"max_steps": 2, "cutoff_len": 256, "learning_rate": 1e-2, "save_steps": 0, "val_size": 0}

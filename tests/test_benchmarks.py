@@ -22,7 +22,7 @@ from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.judge import NO_DECISION, b_score, read_verdict, wilson
 from backend.events import end_event, read_events
 from backend.runs.compare import final_metrics
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.servers import Servers
 from tests.helpers import DATA, ROOT, train_in_process
 

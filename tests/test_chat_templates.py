@@ -7,8 +7,8 @@ import pytest
 
 from backend.config import TrainConfig, fields
 from backend.events import read_events
-from backend.models import DEFAULT_GGUF_FILE, embedded_gguf_dir
-from backend.template_choice import describe, model_template, recorded_template
+from backend.models.sources import DEFAULT_GGUF_FILE, embedded_gguf_dir
+from backend.models.template_choice import describe, model_template, recorded_template
 from backend.templates import (
     FALLBACK_TEMPLATES,
     IGNORE_INDEX,
@@ -116,7 +116,7 @@ def test_the_model_tab_says_whose_template_a_model_trains_with(tiny_model_dir, b
 
 
 def test_a_base_model_trains_chats_and_exports_with_the_chosen_fallback(tmp_path, bare_model_dir):
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
     from backend.serving.export import Exporter
 

@@ -42,7 +42,7 @@ def test_classifier_loads_with_plain_peft_and_transformers(reviews_dir):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from backend.models import default_encoder_dir
+    from backend.models.sources import default_encoder_dir
 
     labels = json.loads((reviews_dir / "labels.json").read_text())
     base = AutoModelForSequenceClassification.from_pretrained(default_encoder_dir(), num_labels=len(labels))

@@ -18,7 +18,7 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
 from backend.events import EventLog
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.adapters import import_adapter
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter

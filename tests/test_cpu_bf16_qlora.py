@@ -15,7 +15,7 @@ from backend.capability import plan_run, probe
 from backend.config import TrainConfig
 from backend.evaluation.evaluate import Evaluator
 from backend.events import read_events
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
 from tests.helpers import run_cli, write_config

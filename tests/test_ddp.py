@@ -11,7 +11,7 @@ import time
 import pytest
 
 from backend.events import read_events
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from tests.helpers import free_port, is_live, live_descendants, run_cli, wait_for, write_config
 
 RANK_LINE = re.compile(r"rank (\d) of 2: trained (\d+) steps; trainable weights checksum (\S+)")

@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.export import Exporter
 from tests.helpers import wait_for
 

@@ -11,7 +11,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from backend.checkpoints import pick_checkpoint
 from backend.errors import TuneForgeError
 from backend.events import EventLog
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.training.recipe import EventsCallback
 from tests.helpers import wait_for
 

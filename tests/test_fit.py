@@ -9,7 +9,7 @@ from backend.capability import Precision, cpu_only
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.fit import estimate, fit_rows, model_report, stored_bytes, trainable_parameters
-from backend.model_info import inspect_model, read_shape
+from backend.models.info import inspect_model, read_shape
 
 # A CPU that runs every method, whatever this machine has installed: the arithmetic is the point here.
 CPU = {**cpu_only(), "bitsandbytes": True, "bitsandbytes_cpu": True}

@@ -13,7 +13,7 @@ import gguf
 import pytest
 
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving import llamacpp
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter, gguf_verification

@@ -18,8 +18,8 @@ from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
 from backend.events import read_events
 from backend.rewards.builtin import BUILT_INS, RewardSettings
-from backend.rewards.spec import RewardSpec, parse_rewards
-from backend.runs.manager import JobManager
+from backend.rewards.reward_spec import RewardSpec, parse_rewards
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
 from tests.helpers import DATA, finish, run_cli_in_process, train_in_process, wait_for, write_config
 

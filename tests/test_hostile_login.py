@@ -18,8 +18,8 @@ from backend.access.roles import Role
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.paths import model_cache_dir
-from backend.runs.manager import JobManager
-from backend.sweeps.manager import SweepManager
+from backend.runs.job_manager import JobManager
+from backend.sweeps.sweep_manager import SweepManager
 
 INTERNAL = "the studio's own files, not data"
 ROLES = {"ada": Role.ADMIN, "alice": Role.MEMBER, "bob": Role.MEMBER, "vic": Role.VIEWER}

@@ -19,7 +19,7 @@ from backend.access.confine import Confinement
 from backend.access.uploads import store_upload
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from webui.context import AppContext
 from webui.tab_dataset import DatasetTab
 

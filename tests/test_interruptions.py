@@ -14,7 +14,7 @@ import pytest
 
 from backend.checkpoints import pick_checkpoint
 from backend.files import save_staged
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from tests.helpers import live_group_members, wait_for
 
 # Below the tiny model's rank-64 adapter file (512 KB), above every small file the job writes.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backend.events import read_events
-from backend.runs.manager import JOB_NICENESS, JobManager
+from backend.runs.job_manager import JOB_NICENESS, JobManager
 from backend.serving.chat import ChatEngine
 from tests.helpers import live_group_members, wait_for
 

@@ -18,7 +18,7 @@ from backend.data.report import inspect_dataset
 from backend.errors import TuneForgeError
 from backend.events import read_events
 from backend.llamafactory import load_config, load_config_file
-from backend.models import adapter_base_model, resolve_model
+from backend.models.sources import adapter_base_model, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
 from tests.helpers import DATA, LLAMAFACTORY_DATA, pick, run_cli, run_cli_in_process
 
@@ -140,7 +140,7 @@ def test_hub_entries_are_listed_and_refused_offline_in_one_line(workspace):
     assert labels["alpaca_en (hub, offline)"] == "alpaca_en"
     assert labels["identity"] == "identity" and labels["dpo_en_demo (preference: dpo, orpo, kto, rm)"] == "dpo_en_demo"
     assert labels["deepctrl (not local)"] == "deepctrl"
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
 
     jobs = JobManager(workspace)
     offline = r"^dataset 'alpaca_en' is on the Hugging Face Hub \(llamafactory/alpaca_en\) and this machine is offline"
@@ -263,7 +263,7 @@ def test_tool_call_turns_become_tool_calls_and_tool_results():
 
 @needs_llamafactory
 def test_tool_calls_are_trained_with_a_tool_calling_template(tool_model_dir, tmp_path):
-    from backend.models import load_tokenizer
+    from backend.models.sources import load_tokenizer
 
     tokenizer = load_tokenizer(str(tool_model_dir))
     example = next(iter(open_dataset("glaive_toolcall_en_demo", lf_options("glaive_toolcall_en_demo"))))
@@ -386,7 +386,7 @@ def test_an_adapter_in_llamafactory_layout_is_recognised(lf_run, tmp_path, tiny_
     """Our adapter, laid out as LLaMA-Factory saves one: saves/<model>/lora/sft, base named by its hub id."""
     from peft import PeftModel
 
-    from backend.models import load_causal_lm, load_tokenizer
+    from backend.models.sources import load_causal_lm, load_tokenizer
 
     run_dir, _result = lf_run
     saves = tmp_path / "saves" / "SmolLM2-135M-Instruct" / "lora" / "sft"
@@ -444,7 +444,7 @@ def name_rate(model, tokenizer, name: str) -> tuple[float, list[str]]:
 def test_identity_with_a_new_name_trains_and_the_model_answers_with_it(tmp_path, default_model_dir):
     from peft import PeftModel
 
-    from backend.models import load_causal_lm, load_tokenizer
+    from backend.models.sources import load_causal_lm, load_tokenizer
 
     run_dir = tmp_path / "identity"
     config = {

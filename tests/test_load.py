@@ -42,7 +42,7 @@ def test_five_status_pollers_and_a_chat_while_a_job_trains_all_get_answers(app, 
 
 
 def test_model_work_shares_one_device_lane_and_status_reads_never_wait(tmp_path):
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
     from webui.app import build_app
 

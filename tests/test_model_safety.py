@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
-from backend.models import load_causal_lm
+from backend.models.sources import load_causal_lm
 
 MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 

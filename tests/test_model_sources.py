@@ -18,8 +18,8 @@ import pytest
 
 from backend.errors import TuneForgeError
 from backend.events import read_events
-from backend.models import GGUF_ORIGIN_FILE, embedded_gguf_dir, resolve_model
-from backend.runs.manager import JobManager
+from backend.models.sources import GGUF_ORIGIN_FILE, embedded_gguf_dir, resolve_model
+from backend.runs.job_manager import JobManager
 from tests.helpers import run_cli, write_config
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -38,8 +38,8 @@ def write_gguf(
     """A tiny GGUF as llama.cpp names its tensors; returns the float embedding that was stored as Q8_0."""
     import gguf
 
-    from backend.model_checks import gguf_metadata
-    from backend.models import DEFAULT_GGUF_FILE
+    from backend.models.checks import gguf_metadata
+    from backend.models.sources import DEFAULT_GGUF_FILE
 
     template = gguf_metadata(embedded_gguf_dir() / DEFAULT_GGUF_FILE)["tokenizer.chat_template"]
     tokens = SPECIAL + byte_level_alphabet() + ["\u0120t"]  # and one merge, Ġ t: " t"
@@ -132,7 +132,7 @@ def gguf_run(own_model_cache, tmp_path_factory, tiny_gguf, secret_dataset) -> Pa
 
 
 def test_the_model_tab_describes_a_gguf_without_converting_it(own_model_cache, tiny_gguf):
-    from backend.model_info import inspect_model
+    from backend.models.info import inspect_model
     from backend.paths import model_cache_dir
 
     with pytest.raises(TuneForgeError, match=r"^tiny-chat.Q8_0.gguf: a llama GGUF, not converted yet; its first run"):
@@ -156,7 +156,7 @@ def test_a_gguf_file_trains_converted_once_into_the_cache_with_progress_in_the_e
     shutil.copy(path, renamed)
     assert resolve_model(str(renamed), progress=lambda msg: None) == str(converted)
 
-    from backend.model_info import inspect_model
+    from backend.models.info import inspect_model
 
     assert inspect_model(str(path)).num_layers == 2  # converted by its run: now the Model tab reads its sizes
     base = AutoModelForCausalLM.from_pretrained(converted)

@@ -20,7 +20,7 @@ from backend.config import TrainConfig, fields, options_where
 from backend.errors import TuneForgeError
 from backend.rewards.builtin import READS, RewardSettings
 from backend.serving.gguf_bundle import gguf_facts
-from backend.sweeps.spec import SweepSpec, parse_spec
+from backend.sweeps.sweep_spec import SweepSpec, parse_spec
 from backend.task_metrics import TASK_METRICS, best_model_choices, greater_is_better, headline, metric_names
 from tests.helpers import ROOT
 
@@ -145,10 +145,10 @@ def blocks(tmp_path_factory):
 
     from backend.access.gate import Gate
     from backend.evaluation.evaluate import Evaluator
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
     from backend.serving.export import Exporter
-    from backend.sweeps.manager import SweepManager
+    from backend.sweeps.sweep_manager import SweepManager
     from webui.app import register_api
     from webui.context import AppContext
     from webui.tab_chat import ChatTab

@@ -18,7 +18,7 @@ import pytest
 from backend.capability import cpu_only, describe, hardware_summary, plan_run, probe, unavailable_choices
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.training.distributed import torchrun_command, trainer_arguments
 from tests.helpers import ROOT, run_cli, write_config
 

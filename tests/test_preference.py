@@ -236,7 +236,7 @@ def test_dpo_on_the_demo_widens_the_margin_and_beats_the_base_on_held_out_pairs(
     Against the base: the job scores its held-out pairs against its reference, which for LoRA is the base
     model (the adapter switched off). The Evaluate tab's own comparison is checked on the tiny model below.
     """
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
 
     jobs = JobManager(tmp_path / "workspace")
     run_id = jobs.start(DEMO_DPO)
@@ -259,7 +259,7 @@ def test_a_dpo_run_is_a_run_like_any_other_in_history_compare_and_export(tmp_pat
     Evaluate tab's terms (on the tiny model)."""
     from backend.evaluation.evaluate import Evaluator
     from backend.runs.compare import differing_options, final_metrics
-    from backend.runs.manager import JobManager
+    from backend.runs.job_manager import JobManager
     from backend.serving.chat import ChatEngine
     from backend.serving.export import Exporter
 

@@ -26,7 +26,7 @@ from backend.recipes.jobs import RecipeJobs
 from backend.recipes.quality import flag_rows, kept
 from backend.recipes.settings import RecipeConfig
 from backend.recipes.worker import prepare_folder, run
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.servers import Servers
 from tests.helpers import CHROMIUM_ARGS, ROOT, train_in_process, wait_for
 

@@ -21,8 +21,8 @@ from backend.evaluation.evaluate import Evaluator
 from backend.events import read_events
 from backend.llamafactory import load_config_file
 from backend.rewards.learned import base_scorer, dialogue, score_conversations
-from backend.rewards.spec import RewardSpec, parse_rewards
-from backend.runs.manager import JobManager
+from backend.rewards.reward_spec import RewardSpec, parse_rewards
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
 from tests.helpers import LLAMAFACTORY_DATA, finish, run_cli_in_process, train_in_process, wait_for, write_config
 
@@ -48,7 +48,7 @@ def answer(topic: str, word: str) -> str:
 @pytest.fixture(scope="module")
 def preferred(small_model) -> tuple[str, str]:
     """(the word the pairs prefer, the other): the one the untrained head (seed 42) scores lower."""
-    from backend.models import load_tokenizer
+    from backend.models.sources import load_tokenizer
 
     tokenizer = load_tokenizer(small_model)
     model = base_scorer(small_model, seed=42).eval()

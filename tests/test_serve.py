@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.servers import Servers
 from tests.helpers import CHROMIUM_ARGS, ROOT, train_in_process
 

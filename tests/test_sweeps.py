@@ -11,9 +11,9 @@ from gradio_client import Client
 
 from backend.errors import TuneForgeError
 from backend.events import read_events
-from backend.runs.manager import JobManager
-from backend.sweeps.manager import SweepManager
-from backend.sweeps.spec import parse_spec
+from backend.runs.job_manager import JobManager
+from backend.sweeps.sweep_manager import SweepManager
+from backend.sweeps.sweep_spec import parse_spec
 from tests.helpers import ROOT, is_live, start_app, stop_app, wait_for
 
 BASE = {"dataset": "demo_identity", "max_steps": 30, "eval_steps": 3, "logging_steps": 3, "val_size": 0.2}

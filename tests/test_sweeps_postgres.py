@@ -20,10 +20,10 @@ import pytest
 import yaml
 from gradio_client import Client
 
-from backend.runs.manager import JobManager
-from backend.sweeps.manager import SweepManager
-from backend.sweeps.spec import parse_spec
+from backend.runs.job_manager import JobManager
 from backend.sweeps.study import GRACE_BEATS, HEARTBEAT_ENV, create_study, open_study
+from backend.sweeps.sweep_manager import SweepManager
+from backend.sweeps.sweep_spec import parse_spec
 from tests.helpers import ROOT, is_live, start_app, stop_app, wait_for
 from webui.tab_sweeps import trials_frame
 

@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from backend.access.gate import Gate
 from backend.access.roles import Person, Role
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from tests.helpers import allow_dirs, start_app, stop_app, wait_for
 
 LOGINS = {

@@ -160,7 +160,7 @@ def test_every_chat_format_trains_through_the_cli_in_one_mixed_run(tmp_path, sma
     file's rows were trained (per-format detection and conversion are tested in test_data.py)."""
     from backend.config import TrainConfig
     from backend.data import DataOptions, load_splits
-    from backend.models import load_tokenizer
+    from backend.models.sources import load_tokenizer
     from backend.templates import encode_example
 
     options = {"model": small_model, "dataset": ",".join(map(str, chat_files(tmp_path))), "val_size": 0}

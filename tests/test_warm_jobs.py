@@ -8,7 +8,7 @@ import pytest
 
 from backend.runfiles import WARM_JOBS_ENV
 from backend.runs import warm_jobs
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from tests.helpers import finish, live_group_members, wait_for
 
 COLD = "(a new process, not the warm job server"

@@ -10,10 +10,10 @@ from backend.evaluation.eval_jobs import EvalJobs
 from backend.evaluation.evaluate import Evaluator
 from backend.fit import model_report
 from backend.recipes.jobs import RecipeJobs
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import GGUF_KINDS, Exporter, gguf_verification, zipped_folder
-from backend.sweeps.manager import SweepManager
+from backend.sweeps.sweep_manager import SweepManager
 from webui.context import AppContext, caller
 from webui.edge import guard, typed
 from webui.i18n import HEAD, I18N, say, t
@@ -241,7 +241,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
 
 
 def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
-    """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/spec.py and the README."""
+    """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/sweep_spec.py and the README."""
 
     @on_refusal_raise(page=False)
     @typed(gate, "sweep_start")

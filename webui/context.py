@@ -9,9 +9,9 @@ from gradio.context import LocalContext
 
 from backend.access.gate import Gate
 from backend.access.roles import Person
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
-from backend.sweeps.manager import SweepManager
+from backend.sweeps.sweep_manager import SweepManager
 from webui.empty import EmptyStates
 
 

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from backend.config import fields, parse_yaml
-from backend.sweeps.spec import PRUNERS, SAMPLERS, SweepSpec
+from backend.sweeps.sweep_spec import PRUNERS, SAMPLERS, SweepSpec
 from backend.task_metrics import all_metric_names
 from webui.context import AppContext, caller
 from webui.formats import format_duration

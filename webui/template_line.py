@@ -7,7 +7,7 @@ from functools import partial
 import gradio as gr
 
 from backend.errors import TuneForgeError
-from backend.template_choice import describe, model_template
+from backend.models.template_choice import describe, model_template
 from webui.context import AppContext
 from webui.lanes import STATUS
 from webui.tab import Controls

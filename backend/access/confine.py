@@ -163,7 +163,7 @@ class Confinement:
         owner puts them there. Anywhere else is refused even where datasets may be read, so an upload
         can never become code that runs. The CLI, which runs as its user, may name any file.
         """
-        from backend.rewards.spec import parse_rewards
+        from backend.rewards.reward_spec import parse_rewards
 
         folder = (self.workspace / REWARDS_FOLDER).resolve()
         parts = []

@@ -32,8 +32,8 @@ from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 
 if TYPE_CHECKING:  # the gate is handed the app's managers and stands in front of them; it never builds one
-    from backend.runs.manager import JobManager
-    from backend.sweeps.manager import SweepManager
+    from backend.runs.job_manager import JobManager
+    from backend.sweeps.sweep_manager import SweepManager
 
 T = TypeVar("T")
 MAX_QUEUED = 3

@@ -1,6 +1,6 @@
 """What the model will see: token lengths, cost, and rows rendered with trained tokens marked.
 
-Needs the model's tokenizer, so transformers is imported here (lazily, through backend.models).
+Needs the model's tokenizer, so transformers is imported here (lazily, through backend.models.sources).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from backend.templates import IGNORE_INDEX, encode_example
 
 @lru_cache(maxsize=2)
 def tokenizer_for(model: str, template: str):
-    from backend.models import load_tokenizer, resolve_model
+    from backend.models.sources import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(model, progress=lambda msg: None), template)
 

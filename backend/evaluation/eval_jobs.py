@@ -32,7 +32,7 @@ from backend.events import EventLog, end_event, read_events
 from backend.files import write_text_atomically
 from backend.paths import PROJECT_ROOT
 from backend.runfiles import new_run_id
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.runs.stopping import stop_group
 
 JOB_MODULE = "backend.evaluate"
@@ -74,7 +74,7 @@ class EvalJobs:
     # ---- what a request names ------------------------------------------------------------
     def model_spec(self, name: str, runs: list[str]) -> dict[str, Any]:
         """A model name ('base', 'base:<model>', a completed run id) as weights an HFLM (or the judge) loads."""
-        from backend.models import is_adapter_dir, resolve_model
+        from backend.models.sources import is_adapter_dir, resolve_model
 
         if name == "base" or name.startswith("base:"):
             model = name.partition(":")[2] or self._base_of(runs)

@@ -25,10 +25,10 @@ from backend.errors import TuneForgeError
 from backend.evaluation.pair_eval import pair_rows, pair_scores, pairwise_metrics
 from backend.evaluation.reward_eval import reward_scores
 from backend.metrics import classification_metrics, generation_metrics, perplexity, roc_curves
-from backend.models import resolve_model
+from backend.models.sources import resolve_model
 from backend.paths import ASSETS_DIR
 from backend.rewards.scoring import RewardSet
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.chat import BASE, ChatEngine
 from backend.task_metrics import CLASSIFICATION_SCORES
 from backend.templates import IGNORE_INDEX, encode_example

@@ -56,7 +56,7 @@ def model_answers(model: dict[str, Any], index: int, spec: dict[str, Any], folde
 
 def load_generator(model: dict[str, Any]):
     """(model, tokenizer) for one of the spec's models, as eval_jobs.model_spec resolved it."""
-    from backend.models import load_causal_lm, load_tokenizer
+    from backend.models.sources import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model.get("tokenizer") or model["pretrained"], model.get("template", "chatml"))
     loaded = load_causal_lm(model["pretrained"])

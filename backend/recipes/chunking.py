@@ -149,7 +149,7 @@ def token_counter(model: str) -> Callable[[str], int]:
 def _counter(model: str) -> Callable[[str], int]:
     """A model folder's tokenizer.json through the `tokenizers` library itself: the same ids as transformers'
     fast tokenizer, without importing transformers and torch into a job that only counts (a few seconds)."""
-    from backend.models import resolve_model
+    from backend.models.sources import resolve_model
 
     folder = Path(resolve_model(model, progress=lambda message: None))
     if (folder / "tokenizer.json").is_file():
@@ -157,7 +157,7 @@ def _counter(model: str) -> Callable[[str], int]:
 
         fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
         return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
-    from backend.models import load_tokenizer
+    from backend.models.sources import load_tokenizer
 
     tokenizer = load_tokenizer(str(folder))
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -105,7 +105,7 @@ class LocalModel:
     """A completed run or a base model, through the chat engine (loaded once, in the recipe's process)."""
 
     def __init__(self, workspace, target: str):
-        from backend.runs.manager import JobManager
+        from backend.runs.job_manager import JobManager
         from backend.serving.chat import ChatEngine
 
         self.target, self.engine = target, ChatEngine(JobManager(workspace))

@@ -1,7 +1,7 @@
 """The app's side of recipes: start, watch, abort and resume recipe jobs, and review and save their rows.
 
 Each recipe is `python -m backend.recipe --config <workspace>/recipes/<name>/recipe.yaml` in its own process
-group, like a training job (backend.runs.manager), with its output in recipe.log there; the API key reaches it
+group, like a training job (backend.runs.job_manager), with its output in recipe.log there; the API key reaches it
 through its environment only. Status comes from the folder's files, so a recipe carries on when the browser
 goes away, and one that died without its end is `interrupted`, to resume. A recipe's id is its dataset name:
 starting a recipe of that name again with the same sources and settings continues it; with other settings it

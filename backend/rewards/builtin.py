@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from backend.errors import TuneForgeError
 
 if TYPE_CHECKING:
-    from backend.rewards.spec import RewardSpec
+    from backend.rewards.reward_spec import RewardSpec
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 _PUNCT = str.maketrans("", "", string.punctuation + "。，、！？：；“”‘’（）")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.errors import TuneForgeError
-from backend.rewards.spec import RewardSpec
+from backend.rewards.reward_spec import RewardSpec
 
 
 def load_reward(spec: RewardSpec) -> Callable:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from backend.errors import TuneForgeError
-from backend.models import is_adapter_dir, load_tokenizer, resolve_model
+from backend.models.sources import is_adapter_dir, load_tokenizer, resolve_model
 from backend.runfiles import CONFIG_FILE, METRICS_FILE
 
 BATCH = 8

@@ -13,7 +13,7 @@ from backend.data.prompts import reference_columns
 from backend.rewards.builtin import BUILT_INS, RewardSettings, schema_validator
 from backend.rewards.custom import call_reward, load_reward
 from backend.rewards.learned import LearnedReward
-from backend.rewards.spec import RewardSpec, parse_rewards
+from backend.rewards.reward_spec import RewardSpec, parse_rewards
 
 
 class RewardSet:

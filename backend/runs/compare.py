@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from backend.events import end_event
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.task_metrics import all_metric_names
 
 # Differ between every pair of runs without meaning anything.

@@ -16,8 +16,8 @@ from backend.access.confine import refuse_nul
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
-from backend.models import adapter_base_model, is_adapter_dir, load_tokenizer, resolve_model
-from backend.runs.manager import JobManager, write_owner
+from backend.models.sources import adapter_base_model, is_adapter_dir, load_tokenizer, resolve_model
+from backend.runs.job_manager import JobManager, write_owner
 
 ADAPTER_FILES = re.compile(r".*\.(json|safetensors|jinja|txt|model)$")
 

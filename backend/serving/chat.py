@@ -20,8 +20,8 @@ from typing import Any
 from backend.access.limits import CHAT, CHAT_DEFAULTS
 from backend.capability import Precision, hardware_summary, saved_quantization_bits
 from backend.errors import TuneForgeError
-from backend.models import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
-from backend.runs.manager import JobManager
+from backend.models.sources import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.runs.job_manager import JobManager
 from backend.templates import cut_at_turn_end
 
 BASE = "base"

@@ -22,10 +22,10 @@ from backend.capability import saved_quantization_bits
 from backend.config import options_where
 from backend.errors import TuneForgeError
 from backend.events import loss_points, read_events, timeline
-from backend.models import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.models.sources import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
 from backend.paths import model_cache_dir
 from backend.runfiles import METRICS_FILE
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.serving.gguf_bundle import base_gguf, fill_adapter_folder, fill_gguf_folder, gguf_card_lines
 from backend.serving.gguf_export import GGUF_TYPES, check_architecture
 

@@ -18,7 +18,7 @@ import time
 
 from backend.errors import TuneForgeError
 from backend.paths import PROJECT_ROOT
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 
 SERVE_LOG = "serve.log"
 READY_S = 600.0  # merging (and for llama.cpp exporting a GGUF and checking it) and loading a model

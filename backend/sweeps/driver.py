@@ -33,10 +33,10 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from backend.errors import TuneForgeError
 from backend.events import END_STATUSES, end_event
-from backend.runs.manager import JobManager
-from backend.sweeps.spec import SweepSpec
+from backend.runs.job_manager import JobManager
 from backend.sweeps.study import ENDED, distributions, heartbeat_s, lost_trials, study_engine, this_driver
 from backend.sweeps.study_lock import study_lock
+from backend.sweeps.sweep_spec import SweepSpec
 
 POLL_S = 0.5
 IDLE_POLL_S = 2.0  # waiting on other machines' trials: a lost one is seen within the grace period anyway

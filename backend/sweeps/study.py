@@ -22,8 +22,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from backend.errors import TuneForgeError
-from backend.sweeps.spec import Range, SweepSpec, new_sweep_id, parse_spec
 from backend.sweeps.study_lock import study_lock
+from backend.sweeps.sweep_spec import Range, SweepSpec, new_sweep_id, parse_spec
 
 STORAGE_FILE = Path("sweeps") / "optuna.db"
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from backend.errors import TuneForgeError
 from backend.files import write_text_atomically
 from backend.metrics import classification_metrics, roc_curves
-from backend.models import resolve_model
+from backend.models.sources import resolve_model
 from backend.task_metrics import CLASSIFICATION_SCORES
 from backend.training.recipe import Recipe, finite_or_none
 

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from backend.capability import ADAPTER_METHODS
 from backend.data.prompts import reference_columns
 from backend.errors import TuneForgeError
-from backend.models import load_causal_lm, resolve_model
+from backend.models.sources import load_causal_lm, resolve_model
 from backend.rewards.scoring import RewardSet
 from backend.training.recipe import TRLRecipe
 

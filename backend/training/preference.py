@@ -21,7 +21,7 @@ import random
 
 from backend.capability import ADAPTER_METHODS
 from backend.errors import TuneForgeError
-from backend.models import load_causal_lm, resolve_model
+from backend.models.sources import load_causal_lm, resolve_model
 from backend.task_metrics import metric_names
 from backend.training.recipe import TRLRecipe
 

@@ -32,11 +32,11 @@ from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.files import save_staged, write_text_atomically
-from backend.models import load_tokenizer
+from backend.models.sources import load_tokenizer
+from backend.models.template_choice import describe, record_in_config
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, METRICS_FILE
 from backend.task_metrics import greater_is_better
-from backend.template_choice import describe, record_in_config
 from backend.templates import template_in_use
 from backend.training.distributed import is_main_rank, rank, trainer_arguments
 from backend.training.flops import matmul_peak_gflops, step_shape, training_flops_per_token

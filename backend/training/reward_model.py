@@ -17,7 +17,7 @@ loads either to score.
 from __future__ import annotations
 
 from backend.errors import TuneForgeError
-from backend.models import resolve_model
+from backend.models.sources import resolve_model
 from backend.rewards.learned import base_scorer
 from backend.task_metrics import metric_names
 from backend.training.classification import head_modules, head_trained_whole

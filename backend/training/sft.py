@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.errors import TuneForgeError
-from backend.models import load_causal_lm, resolve_model
+from backend.models.sources import load_causal_lm, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
 from backend.training.batching import attend_packed_rows, keeps_trained_logits, padding_free_collator
 from backend.training.recipe import Recipe

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from backend.errors import TuneForgeError
 from backend.files import write_text_atomically
-from backend.model_checks import check_gguf_file, check_model_folder
+from backend.models.checks import check_gguf_file, check_model_folder
 from backend.paths import model_cache_dir
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -169,7 +169,7 @@ def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str 
 
     'default' is the embedded SmolLM2 for generation, and the embedded MiniLM encoder for classification.
     A .gguf file is converted once into the model cache (progress reports it). A folder or file that
-    cannot be used is refused here in one line (backend.model_checks), before anything slow loads.
+    cannot be used is refused here in one line (backend.models.checks), before anything slow loads.
     """
     spec = (spec or "default").strip()
     if spec == "default":

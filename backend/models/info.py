@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import TuneForgeError
-from backend.model_checks import check_gguf_file
-from backend.models import converted_gguf_dir, resolve_model
+from backend.models.checks import check_gguf_file
+from backend.models.sources import converted_gguf_dir, resolve_model
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 HEADER_LIMIT = 100 * 2**20  # a header is kilobytes; anything near this is not a safetensors file

@@ -4,7 +4,7 @@ A model folder or a .gguf file that cannot train (an architecture transformers d
 missing weights or tokenizer, code that would run without the opt-in, a file that is not GGUF)
 is refused here in one line that names the path, the reason and what to do. The app calls
 check_model when a run is started, so the browser and the API hear it before anything is
-queued; the job reaches the same checks through backend.models.resolve_model.
+queued; the job reaches the same checks through backend.models.sources.resolve_model.
 
 Nothing here imports torch: the app process never loads it. transformers' own tables of the
 architectures it reads (config model types, GGUF architectures) are plain dicts in modules

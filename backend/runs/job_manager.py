@@ -43,7 +43,7 @@ from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EventLog, EventsCache, end_event, timeline
 from backend.files import write_text_atomically
-from backend.model_checks import check_model
+from backend.models.checks import check_model
 from backend.paths import PROJECT_ROOT
 from backend.runfiles import (
     CONFIG_FILE,

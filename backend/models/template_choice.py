@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 
 from backend.files import write_text_atomically
-from backend.models import DEFAULT_MODEL_NAME, resolve_model
+from backend.models.sources import DEFAULT_MODEL_NAME, resolve_model
 from backend.paths import model_cache_dir
 from backend.templates import OWN_TEMPLATE
 

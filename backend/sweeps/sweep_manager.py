@@ -15,10 +15,9 @@ import psutil
 
 from backend.config import options_where
 from backend.errors import TuneForgeError
-from backend.runs.manager import JobManager
+from backend.runs.job_manager import JobManager
 from backend.sweeps.driver import SweepDriver
 from backend.sweeps.figures import sweep_figures
-from backend.sweeps.spec import SweepSpec, parse_spec
 from backend.sweeps.study import (
     STORAGE_FILE,
     create_study,
@@ -28,6 +27,7 @@ from backend.sweeps.study import (
     sweep_report,
     this_driver,
 )
+from backend.sweeps.sweep_spec import SweepSpec, parse_spec
 
 # The options that name a path a trial may vary: each value a sweep would try is checked like a Start's.
 READS = tuple(name for name in options_where("path") if name not in options_where("not_searched"))
