@@ -8,7 +8,7 @@ import pytest
 from backend.config import TrainConfig, fields
 from backend.events import read_events
 from backend.models.sources import DEFAULT_GGUF_FILE, embedded_gguf_dir
-from backend.models.template_choice import describe, model_template, recorded_template
+from backend.models.template_choice import describe_template, model_template, recorded_template
 from backend.templates import (
     FALLBACK_TEMPLATES,
     IGNORE_INDEX,
@@ -107,9 +107,9 @@ def test_a_reply_ends_at_an_end_of_turn_marker_the_tokenizer_knows_only_as_text(
 
 def test_the_model_tab_says_whose_template_a_model_trains_with(tiny_model_dir, bare_model_dir):
     assert model_template(str(tiny_model_dir), "gemma") == OWN_TEMPLATE
-    assert describe(OWN_TEMPLATE, "gemma") == "the model's own chat template"
+    assert describe_template(OWN_TEMPLATE, "gemma") == "the model's own chat template"
     assert model_template(str(bare_model_dir), "gemma") == "gemma"
-    assert describe("gemma", "gemma") == "the gemma fallback (the model has no chat template of its own)"
+    assert describe_template("gemma", "gemma") == "the gemma fallback (the model has no chat template of its own)"
     assert model_template("nobody/not-downloaded", "llama3") is None  # a hub id not in the cache: not guessed
     embedded = embedded_gguf_dir() / DEFAULT_GGUF_FILE  # a .gguf keeps its template in its metadata
     assert model_template(str(embedded), "gemma") == OWN_TEMPLATE

@@ -7,7 +7,7 @@ from functools import partial
 import gradio as gr
 
 from backend.errors import TuneForgeError
-from backend.models.template_choice import describe, model_template
+from backend.models.template_choice import describe_template, model_template
 from webui.context import AppContext
 from webui.lanes import STATUS
 from webui.tab import Controls
@@ -19,7 +19,7 @@ def template_text(ctx: AppContext, spec: str, fallback: str) -> str:
         used = model_template(spec, fallback)
     except TuneForgeError as exc:
         return f"**Chat template:** not known yet ({exc})."
-    return f"**Chat template:** {describe(used, fallback)}."
+    return f"**Chat template:** {describe_template(used, fallback)}."
 
 
 def template_line(ctx: AppContext, form: Controls) -> gr.Markdown:

@@ -9,10 +9,11 @@ line in config.yaml, and saves the template with the tokenizer, which chat and e
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
+from backend.errors import TuneForgeError
 from backend.files import write_text_atomically
+from backend.models.checks import gguf_metadata
 from backend.models.sources import DEFAULT_MODEL_NAME, resolve_model
 from backend.paths import model_cache_dir
 from backend.templates import OWN_TEMPLATE
@@ -22,7 +23,7 @@ TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 RECORD_PREFIX = "# chat_template: "
 
 
-def describe(used: str | None, fallback: str) -> str:
+def describe_template(used: str | None, fallback: str) -> str:
     """One line for people: the model's own template, or the fallback it gets."""
     if used == OWN_TEMPLATE:
         return "the model's own chat template"
@@ -60,49 +61,13 @@ def has_own_template(folder: Path) -> bool:
 def gguf_has_template(path: Path) -> bool:
     """Whether a GGUF file's metadata holds tokenizer.chat_template (transformers gives it to the tokenizer).
 
-    Scanned key by key, skipping values: gguf's GGUFReader parses every value first, the vocabulary
-    included, which takes seconds for a large one.
+    Read by the one GGUF header reader (backend.models.checks.gguf_metadata), which skips values it does not
+    need: gguf's GGUFReader parses every value first, the vocabulary included, which takes seconds.
     """
     try:
-        with open(path, "rb", buffering=1 << 16) as f:
-            magic, _version, _tensors, count = struct.unpack("<4sIQQ", f.read(24))
-            if magic != b"GGUF":
-                return False
-            for _ in range(count):
-                if _gguf_string(f) == b"tokenizer.chat_template":
-                    return True
-                _skip_gguf_value(f, _unpack(f, "<I"))
-    except (OSError, struct.error, ValueError):
+        return "tokenizer.chat_template" in gguf_metadata(path)
+    except TuneForgeError:
         return False
-    return False
-
-
-GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type -> bytes
-GGUF_STRING, GGUF_ARRAY = 8, 9
-
-
-def _unpack(f, fmt: str) -> int:
-    return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-
-def _gguf_string(f) -> bytes:
-    return f.read(_unpack(f, "<Q"))
-
-
-def _skip_gguf_value(f, kind: int) -> None:
-    if kind == GGUF_STRING:
-        f.seek(_unpack(f, "<Q"), 1)
-    elif kind == GGUF_ARRAY:
-        item, count = _unpack(f, "<I"), _unpack(f, "<Q")
-        if item in GGUF_SIZES:
-            f.seek(GGUF_SIZES[item] * count, 1)
-        else:
-            for _ in range(count):
-                _skip_gguf_value(f, item)
-    elif kind in GGUF_SIZES:
-        f.seek(GGUF_SIZES[kind], 1)
-    else:
-        raise ValueError(f"unknown GGUF value type {kind}")
 
 
 def _local_folder(resolved: str) -> Path | None:
@@ -124,7 +89,7 @@ def record_in_config(config_path: Path, used: str, fallback: str) -> None:
     except FileNotFoundError:  # a speed trial trains without a run's config.yaml; its events keep the record
         return
     lines = [line for line in text.splitlines() if not line.startswith(RECORD_PREFIX)]
-    lines.append(f"{RECORD_PREFIX}{used}  # {describe(used, fallback)}")
+    lines.append(f"{RECORD_PREFIX}{used}  # {describe_template(used, fallback)}")
     write_text_atomically(config_path, "\n".join(lines) + "\n")
 
 

@@ -54,7 +54,7 @@ def generator_spec(spec: Any) -> dict | str:
     return {"base_url": url.strip().rstrip("/"), "model": model.strip()}
 
 
-def describe(spec: dict | str) -> str:
+def describe_generator(spec: dict | str) -> str:
     if isinstance(spec, str):
         return spec
     return f"run {spec['run']}" if "run" in spec else f"{spec['model']} at {spec['base_url']}"

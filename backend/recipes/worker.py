@@ -34,7 +34,7 @@ from backend.recipes.folder import (
     append_jsonl,
     read_jsonl,
 )
-from backend.recipes.generators import CallFailed, Generator, describe, open_generator
+from backend.recipes.generators import CallFailed, Generator, describe_generator, open_generator
 from backend.recipes.saving import save_recipe_rows
 from backend.recipes.settings import RecipeConfig
 from backend.recipes.steps import EXAMPLES, TEMPLATES, MalformedOutput, clean, fill, make_row
@@ -79,7 +79,7 @@ def run(config: RecipeConfig, folder: Path, workspace: Path, api_key: str = "") 
     events = EventLog(folder)
     signal.signal(signal.SIGTERM, _abort_on_signal)
     try:
-        events.emit("start", pid=os.getpid(), generator=describe(config.generator), kind=config.kind)
+        events.emit("start", pid=os.getpid(), generator=describe_generator(config.generator), kind=config.kind)
         reports, chunks = chunk_sources(config)
         events.emit("files", files=[r.as_dict() for r in reports])
         write_text_atomically(folder / CHUNKS_FILE, "".join(_chunk_line(c) for c in chunks))

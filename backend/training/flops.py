@@ -14,12 +14,9 @@ Attention's sequence-length term is left out, as is usual for MFU figures.
 from __future__ import annotations
 
 import functools
-import json
 import re
-import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -83,22 +80,6 @@ def training_flops_per_token(shape: StepShape, head_share: float = 1.0) -> float
     # Backward through the head: the hidden states' gradient when a trained weight lies below, its own if it trains.
     head_backward = (2 if shape.body_backward else 0) + (2 if shape.head_trained else 0)
     return float(body + (2 + head_backward) * shape.head * head_share)
-
-
-def parameter_count(model_dir: str | Path) -> int:
-    """Parameters of a safetensors model folder, read from the file headers (no weights loaded)."""
-    total = 0
-    for path in Path(model_dir).glob("*.safetensors"):
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-        for name, meta in header.items():
-            if name != "__metadata__":
-                count = 1
-                for dim in meta["shape"]:
-                    count *= dim
-                total += count
-    return total
 
 
 # Measured once a process: a job trains once, and a process that trains several runs in turn (the tests of

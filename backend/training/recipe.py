@@ -33,7 +33,7 @@ from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.files import save_staged, write_text_atomically
 from backend.models.sources import load_tokenizer
-from backend.models.template_choice import describe, record_in_config
+from backend.models.template_choice import describe_template, record_in_config
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, METRICS_FILE
 from backend.task_metrics import greater_is_better
@@ -218,7 +218,7 @@ class Recipe:
         self.events.emit("status", message=f"loading tokenizer from {self.model_path}")
         tokenizer = load_tokenizer(self.model_path, cfg.template, cfg.trust_remote_code)
         used = template_in_use(tokenizer, cfg.template)
-        line = f"chat template: {describe(used, cfg.template)}"
+        line = f"chat template: {describe_template(used, cfg.template)}"
         print(line, flush=True)
         self.events.emit("status", message=line, chat_template=used)
         if is_main_rank():
