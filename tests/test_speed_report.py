@@ -1,5 +1,6 @@
-"""MFU that cannot lie: the matmul peak is measured once per machine and precision, kept in the cache, and
-every job's MFU is measured against it and capped at 100%."""
+"""Speed as the user reads it. MFU that cannot lie: the matmul peak is measured once per machine and precision,
+kept in the cache, and every job's MFU is measured against it and capped at 100%. Beside it, the precision
+the run trains in (what auto chose), in the status event, train_status and the progress line."""
 
 from __future__ import annotations
 
@@ -78,3 +79,15 @@ def test_mfu_is_measured_against_the_cached_peak_and_never_exceeds_100_percent(t
     assert log["mfu"] == pytest.approx(log["gflops"] / 200.0, abs=0.002) and 0.3 < log["mfu"] < 0.6
     _, over = logged_mfu(tmp_path / "b", flops_per_token=1e8, peak_gflops=20.0)  # a peak measured under load
     assert over["gflops"] > 20.0 and over["mfu"] == 1.0
+
+
+def test_train_status_and_the_progress_line_show_what_precision_auto_chose_beside_the_speed(tmp_path):
+    from backend.runs.manager import summarize
+    from webui.tab_train import progress_html
+
+    logged_mfu(tmp_path, flops_per_token=1e8, peak_gflops=200.0)
+    status = summarize(tmp_path, read_events(tmp_path), alive=True)
+    assert (status["precision"], status["attention"]) == ("bf16", None)
+    line = progress_html(status)
+    assert "<span id='run-precision'>bf16</span>" in line and "MFU" in line
+    assert "title='MFU: the matmul arithmetic a training step runs" in line  # what MFU counts, on hover
