@@ -122,6 +122,9 @@ def _convert_whole(source: Path, staging: Path, dtype: str) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(staging)
+    config = transformers.AutoConfig.from_pretrained(staging)
+    config.dtype = torch.float32  # loaded in fp32 by dtype "auto", as a tensor-by-tensor conversion is
+    config.save_pretrained(staging)
 
 
 def gguf_sha256(path: Path, progress: Callable[[str], None] = print) -> str:
