@@ -5,6 +5,7 @@ the run trains in (what auto chose), in the status event, train_status and the p
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from transformers import TrainerState, TrainingArguments
@@ -47,9 +48,12 @@ def test_the_first_ask_measures_the_best_of_several_trials_once_per_precision(ow
 
 def test_a_peak_measured_on_a_busy_machine_is_measured_again_and_only_rises(own_cache, monkeypatch):
     monkeypatch.setattr(matmul_peak, "CPU_SIZE", 128)
-    store_peak(this_machine("fp32"), 1.0, [1.0], idle=False)  # lower than any real measurement
+    store_peak(this_machine("fp32"), 1.0, [1.0], idle=False)  # lower than any real measurement, just now
+    assert cached_peak_gflops("cpu", "fp32") == 1.0  # not measured again at every job of a busy suite
+    an_hour_ago = time.time() - 3600
+    store_peak(this_machine("fp32"), 1.0, [1.0], idle=False, when=an_hour_ago)
     assert cached_peak_gflops("cpu", "fp32") > 1.0
-    store_peak(this_machine("fp32"), 1e6, [1e6], idle=False)  # higher than any: kept
+    store_peak(this_machine("fp32"), 1e6, [1e6], idle=False, when=an_hour_ago)  # higher than any: kept
     assert cached_peak_gflops("cpu", "fp32") == 1e6
 
 
