@@ -74,20 +74,36 @@ def write_weights(source: Path, staging: Path, dtype: str = "bfloat16") -> objec
     del skeleton
 
     writer = SafetensorsWriter(staging / WEIGHTS_FILE)
-    moved: dict = {}  # where a processor splits a tensor itself (MoE experts), it puts the parts here
+    # Where a processor builds a tensor itself (MoE experts: gate and up interleaved into one, over two calls),
+    # it puts it here; written once the file moves on to the next block, whose tensors cannot touch it.
+    moved: dict = {}
+    block = None
     for tensor in reader.tensors:
+        if _block_of(tensor.name) != block:
+            block = _block_of(tensor.name)
+            _flush(moved, writer, torch_dtype)
         weights = dequantized(tensor)
         result = processor.process(
             weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters={"tensors": moved}
         )
         if result.weights is not None and result.name in names and names[result.name] in wanted:
             writer.add(names[result.name], _as_torch(result.weights).to(torch_dtype))
-        for name in list(moved):
-            writer.add(name, _as_torch(moved.pop(name)).to(torch_dtype))
         del weights, result
         _drop_pages(reader)
+    _flush(moved, writer, torch_dtype)
     writer.close()
     return config
+
+
+def _block_of(name: str) -> str | None:
+    """The decoder block a GGUF tensor belongs to ('blk.3.attn_q.weight' -> '3'); None outside the blocks."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "blk" else None
+
+
+def _flush(moved: dict, writer, dtype) -> None:
+    for name in list(moved):
+        writer.add(name, _as_torch(moved.pop(name)).to(dtype))
 
 
 def dequantized(tensor):
