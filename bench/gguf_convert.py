@@ -100,11 +100,19 @@ def main() -> None:
     parser.add_argument("--paths", default="streaming,whole", help="comma-separated: streaming, whole")
     parser.add_argument("--synthetic", help="HIDDEN,LAYERS: convert a random Llama of that size instead")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_into:
+        hidden, layers = (int(n) for n in args.synthetic.split(","))
+        print(synthetic_gguf(hidden, layers, args.build_into))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="tuneforge-gguf-bench-")) if args.synthetic else None
     if args.synthetic:
-        hidden, layers = (int(n) for n in args.synthetic.split(","))
-        args.gguf = synthetic_gguf(hidden, layers, workdir)
+        # Built in a process of its own: Linux keeps ru_maxrss across fork and exec, so a worker forked from
+        # a process that had held the model would report that process's peak as its own.
+        command = [sys.executable, __file__, "--synthetic", args.synthetic, "--build-into", str(workdir)]
+        built = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+        args.gguf = Path(built.stdout.strip().splitlines()[-1])
     if args.gguf is None:
         from backend.models import DEFAULT_GGUF_FILE, embedded_gguf_dir
 
