@@ -60,7 +60,18 @@ RANK, CUTOFF, BATCH = 16, 256, 4
 
 
 def model_folder(size: str) -> Path:
-    """The random model of this size beside SmolLM2's tokenizer, built once into the model cache."""
+    """The random model of this size beside SmolLM2's tokenizer, built once into the model cache, by a process
+    of its own: Linux keeps ru_maxrss across fork and exec, so every job started from a process that had
+    held the model would report that process's peak as its own."""
+    from backend.paths import model_cache_dir
+
+    target = model_cache_dir() / f"bench-scale-{SIZES[size][0]}-random"
+    if not (target / "config.json").exists():
+        subprocess.run([sys.executable, __file__, "--build", size], cwd=ROOT, check=True, capture_output=True)
+    return target
+
+
+def build_model(size: str) -> Path:
     import torch
     from filelock import FileLock
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -176,7 +187,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}")
     parser.add_argument("--steps", type=int, default=16, help="training steps per run")
+    parser.add_argument("--build", choices=SIZES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build:
+        build_model(args.build)
+        return
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
