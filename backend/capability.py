@@ -9,7 +9,7 @@ the machine cannot run is refused with one line before any model is loaded:
   fp16            needs a CUDA GPU (trained with a gradient scaler)
   4-/8-bit        needs bitsandbytes: on a CUDA GPU, or on the CPU through its CPU backend (8-bit in fp32 there)
 auto picks bf16 where the GPU supports it, fp16 on older GPUs; on a CPU, bf16 only where measured to pay
-(CPU_AUTO_BF16), else fp32.
+(CPU_AUTO_BF16: LoRA on AMX or AVX512_BF16), else fp32.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 # gradient, so an adapter must.
 ADAPTER_METHODS = ("lora", "qlora")
 # Where precision auto trains in bf16 on a CPU: (its native bf16, method), each measured faster at about
-# the same eval loss (docs/benchmarks.md, 2026-12-02): LoRA on an AMX CPU, 1.4x fp32. Not (yet) chosen: qlora
-# (1.08x there), full and freeze (not measured), and AVX512_BF16 without AMX (no such CPU was measured).
-CPU_AUTO_BF16 = {("AMX", "lora")}
+# the same eval loss (docs/benchmarks.md): LoRA on an AMX CPU, 1.4x fp32 (2026-12-02); LoRA on a Zen 5 with
+# AVX512_BF16 and no AMX, 1.61x at 135M and 1.86x at 0.4B, eval loss +1.8% (2026-12-03, issue 33). Not (yet)
+# chosen: qlora (1.08x on AMX: its kbit preparation checkpoints every layer), full and freeze (not measured).
+CPU_AUTO_BF16 = {("AMX", "lora"), ("AVX512_BF16", "lora")}
 
 
 def cpu_only(cpu_bf16: str = "") -> dict:

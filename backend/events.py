@@ -3,9 +3,11 @@
 `<output_dir>/events.jsonl` holds one JSON object a line, each with `type` and `time`:
   start       world_size, pid, config (the fully resolved options); resumed_from (step) on a resume
   status      message (a phase the user should see, e.g. converting the model); the `training` one
-              also max_steps and attention (what packed rows attend with, backend.training.batching)
+              also max_steps, attention (what packed rows attend with, backend.training.batching) and
+              precision (what the run trains in: bf16 | fp16 | fp32, as precision auto resolved it)
   log         step, max_steps, epoch, loss, learning_rate, grad_norm, elapsed_s, tokens_per_s, eta_s,
-              gflops, mfu, flops_per_token (what one token of a step costs: backend.training.flops),
+              gflops, flops_per_token (what one token of a step costs: backend.training.flops), mfu (0 to 1,
+              against the machine's cached matmul peak: backend.training.matmul_peak),
               peak_memory_mb (GPU memory allocated on CUDA, resident memory on a CPU)
   eval        step, eval_loss
   checkpoint  step, path

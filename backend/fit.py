@@ -188,16 +188,58 @@ def free_memory_mb(hardware: dict) -> float | None:
         return None
 
 
-def fit_warning(row: Estimate, free_mb: float | None) -> str:
-    """One line when the estimate exceeds free memory, saying by how much; '' when it fits or free is unknown."""
+def fit_warning(row: Estimate, free_mb: float | None, fixes: list[str] | None = None) -> str:
+    """One line when the estimate exceeds free memory, saying by how much and which single change
+    (`fitting_changes`) would fit; '' when it fits or free is unknown."""
     if free_mb is None or row.total_mb <= free_mb:
         return ""
     where = "GPU memory" if row.device == "gpu" else "RAM"
+    advice = (
+        f"It fits with {', or '.join(fixes)}."
+        if fixes
+        else "No single change of method, cutoff_len or batch size fits: pick a smaller model."
+    )
     return (
         f"⚠️ This run may not fit: {row.method} ({row.precision}) needs about {gb(row.total_mb)} but "
-        f"{gb(free_mb)} of {where} is free, {gb(row.total_mb - free_mb)} short. Lower "
-        "per_device_train_batch_size or cutoff_len, or pick a method that fits."
+        f"{gb(free_mb)} of {where} is free, {gb(row.total_mb - free_mb)} short. {advice}"
     )
+
+
+def fitting_changes(shape: ModelShape, config: TrainConfig, hardware: dict, free_mb: float) -> list[str]:
+    """The single settings that bring this run within free_mb, each with its estimate: qlora (where this
+    machine runs it), the longest cutoff_len that fits (halving), the largest batch that fits (with the
+    gradient accumulation that keeps the effective batch)."""
+
+    def needs(variant: TrainConfig | None = None, **changes) -> float | None:
+        variant = dataclasses.replace(variant or config, **changes)
+        try:
+            return estimate(shape, variant, plan_run(variant, hardware)).total_mb
+        except TuneForgeError:
+            return None
+
+    fixes = []
+    if config.method != "qlora":
+        total = needs(method_config(config, "qlora"))
+        if total is not None and total <= free_mb:
+            fixes.append(f"method: qlora (about {gb(total)})")
+    cutoff = config.cutoff_len // 2
+    while cutoff >= 64:
+        total = needs(cutoff_len=cutoff)
+        if total is not None and total <= free_mb:
+            fixes.append(f"cutoff_len: {cutoff} (about {gb(total)})")
+            break
+        cutoff //= 2
+    batch = config.per_device_train_batch_size
+    for smaller in range(batch - 1, 0, -1):
+        total = needs(per_device_train_batch_size=smaller)
+        if total is not None and total <= free_mb:
+            steps = -(-batch * config.gradient_accumulation_steps // smaller)
+            fixes.append(
+                f"per_device_train_batch_size: {smaller} with gradient_accumulation_steps: {steps} "
+                f"(about {gb(total)}, the same effective batch)"
+            )
+            break
+    return fixes
 
 
 def gb(mb: float) -> str:
@@ -254,5 +296,14 @@ def model_report(options: dict, hardware: dict | None = None, free_mb: float | N
         "free_mb": None if free is None else round(free, 1),
         "fit": fit,
         "run": next(row for row in fit if row["method"] == config.method),
-        "warning": fit_warning(run, free) if isinstance(run, Estimate) else "",
+        "warning": fit_warning(run, free, _fixes(shape, config, hardware, free, run))
+        if isinstance(run, Estimate)
+        else "",
     }
+
+
+def _fixes(shape: ModelShape, config: TrainConfig, hardware: dict, free: float | None, run: Estimate) -> list[str]:
+    """fitting_changes, asked only when the run does not fit."""
+    if free is None or run.total_mb <= free:
+        return []
+    return fitting_changes(shape, config, hardware, free)

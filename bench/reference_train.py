@@ -6,6 +6,7 @@ TuneForge run it is compared with. Prints one JSON line: tokens_seen, train_runt
 tokens_per_s (real, non-padding tokens) and eval_loss.
 
     python bench/reference_train.py --model DIR --train F --eval F --out DIR
+        [--rank 8] [--max-steps N] [--bf16] [--no-eval]   (bench/scale.py's settings; defaults as above)
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     for name in ("--model", "--train", "--eval", "--out"):
         parser.add_argument(name, required=True)
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha twice it)")
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (-1: one epoch)")
+    parser.add_argument("--bf16", action="store_true", help="the Trainer's bf16 (autocast, as `bf16: true`)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     args = parser.parse_args()
     torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -47,12 +52,17 @@ def main() -> None:
     evals = [encode(tokenizer, r) for r in json.load(open(args.eval, encoding="utf-8"))]
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     model.config.use_cache = False
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, lora)
     training = TrainingArguments(
         output_dir=args.out,
         learning_rate=LR,
         num_train_epochs=1,
+        max_steps=args.max_steps,
+        bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),
         per_device_train_batch_size=BATCH,
         per_device_eval_batch_size=BATCH,
         lr_scheduler_type="cosine",
@@ -76,14 +86,14 @@ def main() -> None:
     result = trainer.train()
     runtime = result.metrics.get("train_runtime", time.time() - began)
     tokens = trainer.state.num_input_tokens_seen
-    eval_loss = trainer.evaluate()["eval_loss"]
+    eval_loss = None if args.no_eval else trainer.evaluate()["eval_loss"]
     print(
         json.dumps(
             {
                 "tokens_seen": tokens,
                 "train_runtime_s": round(runtime, 2),
                 "tokens_per_s": round(tokens / runtime, 1),
-                "eval_loss": round(eval_loss, 4),
+                "eval_loss": None if eval_loss is None else round(eval_loss, 4),
                 "steps": result.global_step,
             }
         )

@@ -448,3 +448,14 @@ def build_gguf_tiny_model(target: Path, model_type: str, tokenizer_dir: Path) ->
         os.rename(staging, target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another worker built it first
+
+
+# The tokens a tiny byte-level tokenizer needs to speak SmolLM2's chat template (tests of GGUF files built here).
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def byte_level_alphabet() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 bytes: a byte-level BPE vocabulary with no merges spells anything."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return list(bytes_to_unicode().values())

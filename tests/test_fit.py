@@ -2,6 +2,7 @@
 the estimate moves the way memory does; a run that needs more than is free is warned about, by how much."""
 
 import json
+import re
 
 import pytest
 
@@ -91,9 +92,28 @@ def test_a_run_that_needs_more_than_is_free_is_warned_about_by_how_much(tiny_mod
     tight = model_report(options, hardware=CPU, free_mb=needed - 300)
     assert tight["run"]["fits"] is False and "300 MB short" in tight["warning"]
     assert tight["warning"].startswith("⚠️ This run may not fit: full (fp32)")
+    # It names the single settings that would fit, each checked against the same estimate.
+    assert re.search(r"It fits with cutoff_len: 256 \(about [\d.]+ [MG]B\)", tight["warning"]), tight["warning"]
+    hopeless = model_report(options, hardware=CPU, free_mb=10)
+    assert hopeless["warning"].endswith(
+        "No single change of method, cutoff_len or batch size fits: pick a smaller model."
+    )
+    small_batch = model_report({**options, "per_device_train_batch_size": 8}, hardware=CPU, free_mb=needed)
+    assert (
+        "per_device_train_batch_size: " in small_batch["warning"]
+        and "the same effective batch" in small_batch["warning"]
+    )
     # A method this machine cannot run is named with the reason, not estimated.
     no_bnb = model_report(options, hardware={**CPU, "bitsandbytes": False}, free_mb=1_000_000)
     assert "bitsandbytes" in next(row for row in no_bnb["fit"] if row["method"] == "qlora")["unavailable"]
+
+
+def test_the_warning_offers_qlora_where_its_4_bit_base_makes_the_difference(default_model_dir):
+    options = {"model": str(default_model_dir), "method": "full", "cutoff_len": 128, "per_device_train_batch_size": 1}
+    report = model_report(options, hardware=CPU, free_mb=1_000_000)
+    qlora = next(row for row in report["fit"] if row["method"] == "qlora")["total_mb"]
+    tight = model_report(options, hardware=CPU, free_mb=qlora + 1)
+    assert f"It fits with method: qlora (about {qlora / 1024:.1f} GB)" in tight["warning"], tight["warning"]
 
 
 def test_the_model_tab_shows_the_table_and_qlora_saving(tiny_model_dir):

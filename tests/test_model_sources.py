@@ -20,16 +20,7 @@ from backend.errors import TuneForgeError
 from backend.events import read_events
 from backend.models.sources import GGUF_ORIGIN_FILE, embedded_gguf_dir, resolve_model
 from backend.runs.job_manager import JobManager
-from tests.helpers import run_cli, write_config
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def byte_level_alphabet() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 bytes: a byte-level BPE vocabulary with no merges spells anything."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return list(bytes_to_unicode().values())
+from tests.helpers import SPECIAL, byte_level_alphabet, run_cli, write_config
 
 
 def write_gguf(

@@ -92,7 +92,9 @@ def test_the_devices_line_says_what_this_cpu_has():
     assert describe(SAPPHIRE_RAPIDS).startswith(
         "This machine: CPU only, with native bf16 (AMX) — auto trains lora in bf16, the rest in fp32; "
     )
-    assert describe(ZEN4).startswith("This machine: CPU only, with native bf16 (AVX512_BF16) — auto trains in fp32, ")
+    assert describe(ZEN4).startswith(
+        "This machine: CPU only, with native bf16 (AVX512_BF16) — auto trains lora in bf16, the rest in fp32; "
+    )
     assert "4-bit/8-bit need a CUDA GPU or a bitsandbytes with a CPU backend" in describe(
         {**ZEN1, "bitsandbytes_cpu": False}
     )
@@ -134,16 +136,37 @@ def test_starting_from_the_ui_refuses_with_the_same_line(workspace):
 
 def test_auto_precision_follows_the_hardware():
     assert plan(ZEN1).name == plan(ZEN1, method="qlora").name == "fp32"
-    # bf16 by auto only where it was measured to pay (docs/benchmarks.md): LoRA on an AMX CPU.
-    assert plan(SAPPHIRE_RAPIDS).name == "bf16"
-    for options in ({"method": "qlora"}, {"quantization_bit": 8}, {"method": "full"}, {"method": "freeze"}):
-        assert plan(SAPPHIRE_RAPIDS, **options).name == "fp32"
-    assert plan(ZEN4).name == "fp32" and plan(ZEN4, precision="bf16").name == "bf16"
+    # bf16 by auto only where it was measured to pay (docs/benchmarks.md): LoRA on a CPU with AMX or AVX512_BF16.
+    for cpu in (SAPPHIRE_RAPIDS, ZEN4):
+        assert plan(cpu).name == plan(cpu, lora_rank=16, use_dora=True).name == "bf16"
+        for options in ({"method": "qlora"}, {"quantization_bit": 8}, {"method": "full"}, {"method": "freeze"}):
+            assert plan(cpu, **options).name == "fp32"
+    assert plan(ZEN4, method="full", precision="bf16").name == "bf16"
     assert plan(AMPERE).name == "bf16"
     assert plan(TURING).name == "fp16"  # trained with the Trainer's gradient scaler
     assert plan(TURING, precision="fp32").name == "fp32"
     with pytest.raises(TuneForgeError, match="bf16 needs a GPU with bf16 support$"):
         plan(TURING, precision="bf16")
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, expected",
+    [(False, True, ("AVX512_BF16", "bf16")), (True, True, ("AMX", "bf16")), (False, False, ("", "fp32"))],
+)
+def test_auto_trains_lora_in_bf16_where_torch_finds_native_bf16(monkeypatch, amx, avx512_bf16, expected):
+    """This Zen 3 has no native bf16, so torch's CPU checks are answered as a Zen 4/5 or a Sapphire Rapids would."""
+    import torch
+
+    from backend.capability import native_cpu_bf16
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # true on any AVX512 CPU
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    hardware = probe()
+    assert (native_cpu_bf16(), plan(hardware).name) == expected
+    assert plan(hardware, method="qlora").name == "fp32"
 
 
 def test_qlora_is_nf4_with_double_quantization_and_8bit_is_llm_int8():

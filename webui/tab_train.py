@@ -55,6 +55,8 @@ def progress_html(status: dict | None) -> str:
     loss = f"{status['loss']:.4f}" if status["loss"] is not None else "–"
     speed = status["tokens_per_s"] or "–"
     mfu = f" (MFU {status['mfu']:.0%})" if status.get("mfu") else ""
+    # What the run computes in, beside its speed: what precision auto chose and what packed rows attend with.
+    computes = " · ".join(html.escape(str(status[k])) for k in ("precision", "attention") if status.get(k))
     detail = say(
         "msg.progress_line",
         status=f"<b>{status['status']}</b>",
@@ -63,7 +65,8 @@ def progress_html(status: dict | None) -> str:
         max_steps=status["max_steps"] or "?",
         epoch=f"{status['epoch']:.2f}",
         loss=loss,
-        speed=f"<span id='run-speed'>{speed} tok/s{mfu}</span>",
+        speed=f"<span id='run-speed' title='{html.escape(say('msg.mfu_help'), quote=True)}'>{speed} tok/s{mfu}</span>"
+        + (f" · <span id='run-precision'>{computes}</span>" if computes else ""),
         eta=format_duration(status["eta_s"]),
     )
     if status["error"]:

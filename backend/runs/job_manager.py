@@ -486,6 +486,7 @@ def summarize(
     evals = [e for e in events if e["type"] == "eval"]
     statuses = [e for e in events if e["type"] == "status"]
     starts = [e for e in events if e["type"] == "start"]
+    training = next((e for e in reversed(statuses) if e.get("message") == "training"), {})
     end = end_event(events)
     last = logs[-1] if logs else {}
     config = starts[-1].get("config", {}) if starts else {}
@@ -501,6 +502,8 @@ def summarize(
         "eval_loss": evals[-1]["eval_loss"] if evals else None,
         "tokens_per_s": last.get("tokens_per_s"),
         "mfu": last.get("mfu"),
+        "precision": training.get("precision"),  # what precision auto resolved to, once training began
+        "attention": training.get("attention"),
         "elapsed_s": last.get("elapsed_s"),
         "eta_s": last.get("eta_s"),
         "error": None,

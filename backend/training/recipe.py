@@ -39,7 +39,7 @@ from backend.runfiles import CONFIG_FILE, METRICS_FILE
 from backend.task_metrics import greater_is_better
 from backend.templates import template_in_use
 from backend.training.distributed import is_main_rank, rank, trainer_arguments
-from backend.training.flops import matmul_peak_gflops, step_shape, training_flops_per_token
+from backend.training.flops import step_shape, training_flops_per_token
 from backend.training.lora_variants import (
     drop_initial_adapter,
     keep_initial_adapter,
@@ -47,6 +47,7 @@ from backend.training.lora_variants import (
     save_converted_adapter,
     use_loraplus,
 )
+from backend.training.matmul_peak import cached_peak_gflops, utilisation
 
 # Metrics some trainers log beside the loss (TRL's preference trainers), passed on into log events.
 TRAINER_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "nll_loss")
@@ -81,6 +82,7 @@ class EventsCallback(TrainerCallback):
         attention: str | None = None,
         metric_names: dict[str, str] | None = None,
         eval_names: dict[str, str] | None = None,
+        precision: str | None = None,
     ):
         self.events, self.run_dir = events, run_dir
         # Eval log keys whose event name is not the key without its eval_ prefix (an rm run's eval_accuracy).
@@ -88,6 +90,7 @@ class EventsCallback(TrainerCallback):
         # The trainer's log keys passed on into log events, under the events' names.
         self.metric_names = metric_names or {key: key for key in TRAINER_METRICS}
         self.flops_per_token, self.peak_gflops, self.attention = flops_per_token, peak_gflops, attention
+        self.precision = precision  # what precision auto (or the config) resolved to: bf16 | fp16 | fp32
         self.started = time.time()
         self.first_step = self.first_tokens = 0
 
@@ -95,7 +98,11 @@ class EventsCallback(TrainerCallback):
         self.started = time.time()
         # A resumed run starts from a checkpoint's step and token count; speed counts this attempt only.
         self.first_step, self.first_tokens = state.global_step, state.num_input_tokens_seen
-        self.events.emit("status", message="training", max_steps=state.max_steps, attention=self.attention)
+        self.events.emit(
+            "status", message="training", max_steps=state.max_steps, attention=self.attention, precision=self.precision
+        )
+        if self.precision:
+            print(f"precision: {self.precision}", flush=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -126,7 +133,7 @@ class EventsCallback(TrainerCallback):
                 gflops=round(gflops, 1) if gflops else None,
                 flops_per_token=round(self.flops_per_token),
                 peak_memory_mb=peak_memory_mb(),
-                mfu=round(gflops / self.peak_gflops, 3) if gflops and self.peak_gflops else None,
+                mfu=utilisation(gflops, self.peak_gflops),
                 eta_s=eta_seconds(elapsed, done, state.max_steps - state.global_step + done),
                 **{self.metric_names[k]: finite_or_none(v) for k, v in logs.items() if k in self.metric_names},
             )
@@ -352,12 +359,19 @@ class Recipe:
         return tracker
 
     def _speed_meter(self) -> EventsCallback:
-        """The events callback, told what a token costs and what the hardware can do, for MFU."""
+        """The events callback, told what a token costs and what the hardware can do (its cached peak), for MFU."""
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        peak = matmul_peak_gflops(device, n=1024 if device == "cpu" else 4096, reps=8, dtype=self.precision.name)
+        peak = cached_peak_gflops(device, self.precision.name)
         per_token = training_flops_per_token(step_shape(self.model), self.head_share())
         return EventsCallback(
-            self.events, self.run_dir, per_token, peak, self.attention, self.log_metrics(), self.eval_names()
+            self.events,
+            self.run_dir,
+            per_token,
+            peak,
+            self.attention,
+            self.log_metrics(),
+            self.eval_names(),
+            precision=self.precision.name,
         )
 
     def log_metrics(self) -> dict[str, str]:
