@@ -101,6 +101,26 @@ class TrainConfig:
         label="trust_remote_code (runs the model's own code)",
         runs_code=True,
     )
+    freeze_vision_tower: bool = option(
+        True,
+        "Vision-language models: keep the image encoder as it is (LLaMA-Factory's default); off trains it too "
+        "(with LoRA, an adapter on it).",
+        group="model",
+    )
+    freeze_multi_modal_projector: bool = option(
+        True,
+        "Vision-language models: keep the projector (image features into the language model) as it is; off "
+        "trains all of its weights.",
+        group="model",
+    )
+    image_max_pixels: int = option(
+        589824,
+        "Vision-language models: an image larger than this many pixels (width x height) is scaled down to it, "
+        "aspect kept, before the processor sees it. Fewer pixels, fewer image tokens.",
+        min=1024,
+        max=2**26,
+        group="model",
+    )
     dataset: str = option(
         "demo_identity",
         "A bundled demo, a named dataset, a file (CSV, TSV, JSON, JSONL, Parquet, TXT), or a hub dataset id.",
