@@ -1,0 +1,79 @@
+"""Images in datasets: LLaMA-Factory's `images` + `<image>` layout, OpenAI content parts, and the one-line refusals."""
+
+import json
+
+import pytest
+
+from backend.data import DataOptions, load_splits
+from backend.errors import TuneForgeError
+from tests.helpers import LLAMAFACTORY_DATA, run_cli_in_process
+
+
+def rows_dataset(tmp_path, rows, images=("a.png",)):
+    from PIL import Image
+
+    for name in images:
+        Image.new("RGB", (32, 24), (200, 40, 40)).save(tmp_path / name)
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def turns(question="<image>What is it?", answer="A red square."):
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+@pytest.mark.skipif(not LLAMAFACTORY_DATA.is_dir(), reason=f"{LLAMAFACTORY_DATA} is absent (LLaMA-Factory's demo data)")
+def test_mllm_demo_reads_as_llamafactory_reads_it():
+    splits = load_splits(DataOptions(dataset="mllm_demo", dataset_dir=str(LLAMAFACTORY_DATA)))
+    rows = json.loads((LLAMAFACTORY_DATA / "mllm_demo.json").read_text(encoding="utf-8"))
+    assert len(splits.train) == len(rows) == 6
+    for example, row in zip(splits.train, rows, strict=True):
+        assert example["images"] == [str((LLAMAFACTORY_DATA / p).resolve()) for p in row["images"]]
+        assert [m["content"] for m in example["messages"]] == [m["content"] for m in row["messages"]]
+
+
+def test_openai_content_parts_become_placeholders_and_images(tmp_path):
+    parts = [{"type": "image", "path": "a.png"}, {"type": "text", "text": "What is it?"}]
+    url = [{"type": "text", "text": "And this?"}, {"type": "image_url", "image_url": {"url": "a.png"}}]
+    rows = [{"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "Red."},
+                          {"role": "user", "content": url}, {"role": "assistant", "content": "Red again."}]}]  # fmt: skip
+    (example,) = load_splits(DataOptions(dataset=str(rows_dataset(tmp_path, rows)))).train
+    assert example["messages"][0]["content"] == "<image>What is it?"
+    assert example["messages"][2]["content"] == "And this?<image>"
+    assert example["images"] == [str(tmp_path / "a.png")] * 2
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"messages": turns(), "images": ["gone.png"]}, r"row 1: image gone.png: file not found in "),
+        ({"messages": turns(), "images": ["bad.png"]}, r"row 1: image bad.png: not a readable image"),
+        ({"messages": turns(), "images": ["a.png", "a.png"]}, r"row 1: 1 <image> placeholder but 2 images; put one"),
+        ({"messages": turns("Hi"), "images": ["a.png"]}, r"row 1: 0 <image> placeholders but 1 image;"),
+        ({"messages": turns(answer="<image>")}, r"row 1: an answer holds <image>; images belong in the user's"),
+        ({"messages": turns(), "images": ["../a.png"]}, r"row 1: image \.\./a.png: outside the data file's folder"),
+        ({"messages": turns(), "images": ["http://x/a.png"]}, r"row 1: image http://x/a.png: only image files"),
+    ],
+)
+def test_each_bad_image_is_refused_in_one_located_line(tmp_path, row, message):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "bad.png").write_text("not an image")
+    rows_dataset(tmp_path, [])  # an a.png beside the data's folder, not inside it
+    path = rows_dataset(folder, [row])
+    with pytest.raises(TuneForgeError, match=message) as refused:
+        load_splits(DataOptions(dataset=str(path)))
+    assert "\n" not in str(refused.value) and str(refused.value).startswith("data.json: ")
+
+
+def test_images_in_a_text_only_models_run_are_refused_before_the_model_loads(tmp_path, shapes_dataset, tiny_model):
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    options = {"model": tiny_model, "dataset": str(shapes_dataset), "output_dir": str(tmp_path / "run")}
+    config.write_text(yaml.safe_dump(options), encoding="utf-8")
+    result = run_cli_in_process(config)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "training example " in last and "has images" in last and "reads text only" in last, last
