@@ -36,8 +36,8 @@ def test_mllm_demo_reads_as_llamafactory_reads_it():
 def test_openai_content_parts_become_placeholders_and_images(tmp_path):
     parts = [{"type": "image", "path": "a.png"}, {"type": "text", "text": "What is it?"}]
     url = [{"type": "text", "text": "And this?"}, {"type": "image_url", "image_url": {"url": "a.png"}}]
-    rows = [{"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "Red."},
-                          {"role": "user", "content": url}, {"role": "assistant", "content": "Red again."}]}]  # fmt: skip
+    talk = [("user", parts), ("assistant", "Red."), ("user", url), ("assistant", "Red again.")]
+    rows = [{"messages": [{"role": role, "content": content} for role, content in talk]}]
     (example,) = load_splits(DataOptions(dataset=str(rows_dataset(tmp_path, rows)))).train
     assert example["messages"][0]["content"] == "<image>What is it?"
     assert example["messages"][2]["content"] == "And this?<image>"

@@ -282,7 +282,7 @@ class ChatEngine:
 
         if self._processor is None:
             raise TuneForgeError(
-                f"{target} reads text only; pick a vision-language model (base:vision-demo) for images"
+                f"{target} reads text only; for images pick a vision-language model (base:vision-demo)"
             )
         # Images come with this message only: earlier placeholders would have no image behind them.
         messages = [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, "")} for m in messages[:-1]] + [
