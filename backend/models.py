@@ -177,7 +177,7 @@ def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str 
     if spec == "vision-demo":
         from backend.vision.build import vision_demo_dir
 
-        return str(vision_demo_dir(progress))
+        return str(vision_demo_dir(default_model_dir, progress))
     path = Path(spec).expanduser()
     if path.is_dir():
         check_model_folder(path)

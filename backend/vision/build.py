@@ -13,8 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from backend.models import default_model_dir, transformers_module
-
 ARCHITECTURES = ("idefics3", "llava")
 IMAGE_SIZE = 64  # pixels a side the tiny towers read; 16-pixel patches, so 16 patches an image
 PATCH = 16
@@ -37,7 +35,7 @@ def build_vision_model(target: Path, architecture: str, text_dir: Path, text_sha
     """
     import torch
 
-    transformers = transformers_module()
+    import transformers
     tokenizer = transformers.AutoTokenizer.from_pretrained(text_dir)
     tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS[architecture]})
     language = transformers.AutoConfig.from_pretrained(text_dir)
@@ -128,12 +126,15 @@ def _save(target: Path, model, processor) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def vision_demo_dir(progress=print) -> Path:
-    """The vision-demo model, built on first use into the model cache (about a minute)."""
+def vision_demo_dir(language_model_dir, progress=print) -> Path:
+    """The vision-demo model, built on first use into the model cache from the embedded language model.
+
+    language_model_dir: a callable giving the embedded model's folder (it converts that model on first use).
+    """
     from backend.paths import model_cache_dir
 
     target = model_cache_dir() / "vision-demo"
     if not (target / "config.json").exists():
         progress(f"Building vision-demo in {target} (first use only): SmolLM2 with a small vision tower")
-        build_vision_model(target, "idefics3", default_model_dir(progress), None)
+        build_vision_model(target, "idefics3", language_model_dir(progress), None)
     return target
