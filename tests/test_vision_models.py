@@ -28,7 +28,7 @@ def trained(request, tmp_path_factory, tiny_vision_model_of, shapes_dataset):
     model = tiny_vision_model_of(request.param)
     workspace = tmp_path_factory.mktemp("vision") / "workspace"
     jobs = JobManager(workspace, Confinement(workspace, allowed=[shapes_dataset.parent]))
-    options = {"model": str(model), "dataset": str(shapes_dataset), "max_steps": 2, "val_size": 0}
+    options = {"model": str(model), "dataset": str(shapes_dataset), "max_steps": 1, "val_size": 0}
     options.update(per_device_train_batch_size=2, freeze_multi_modal_projector=False, learning_rate=1e-2)
     run_id = train_in_process(jobs, options)
     yield jobs, run_id, model

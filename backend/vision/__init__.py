@@ -92,7 +92,9 @@ def image_marker(processor) -> str:
 
 def image_token_id(processor) -> int:
     """The id the image's features replace, one per image token (never a trained label)."""
-    return processor.tokenizer.convert_tokens_to_ids(getattr(processor, "image_token", None) or "<image>")
+    # Gemma 3's processor calls its begin-of-image marker image_token; its tokenizer names the real one.
+    token = getattr(processor.tokenizer, "image_token", None) or getattr(processor, "image_token", None)
+    return processor.tokenizer.convert_tokens_to_ids(token or "<image>")
 
 
 def part_names(model, names: tuple[str, ...]) -> list[str]:

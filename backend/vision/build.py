@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ARCHITECTURES = ("idefics3", "llava")
+ARCHITECTURES = ("idefics3", "llava", "gemma3")
 IMAGE_SIZE = 64  # pixels a side the tiny towers read; 16-pixel patches, so 16 patches an image
 PATCH = 16
 TINY_TEXT = dict(
@@ -24,7 +24,11 @@ DEMO_VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, 
 IMAGE_TOKENS = {
     "idefics3": ["<fake_token_around_image>", "<image>", "<global-img>"],
     "llava": ["<image>"],
+    "gemma3": ["<start_of_image>", "<end_of_image>", "<image_soft_token>"],
 }
+# Gemma 3's processor finds its image tokens by name on the tokenizer.
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+NAMED_TOKENS = {"gemma3": GEMMA3_TOKENS}
 
 
 def build_vision_model(target: Path, architecture: str, text_dir: Path, text_shape: dict | None, seed: int = 0):
@@ -34,12 +38,19 @@ def build_vision_model(target: Path, architecture: str, text_dir: Path, text_sha
     random language model of that size (the tests' tiny models). The vision tower is random either way.
     """
     import torch
-
     import transformers
-    tokenizer = transformers.AutoTokenizer.from_pretrained(text_dir)
+
+    named = NAMED_TOKENS.get(architecture)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        text_dir, **({"extra_special_tokens": named} if named else {})
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS[architecture]})
     language = transformers.AutoConfig.from_pretrained(text_dir)
-    text = language.to_dict() if text_shape is None else {"model_type": language.model_type, **text_shape}
+    text = (
+        language.to_dict()
+        if text_shape is None
+        else {"model_type": TEXT_TYPES.get(architecture, language.model_type), **text_shape}
+    )
     text.update(vocab_size=len(tokenizer), tie_word_embeddings=True)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         text[key] = getattr(tokenizer, key)
@@ -95,7 +106,25 @@ def _llava(transformers, tokenizer, text: dict, vision: dict):
     return transformers.LlavaForConditionalGeneration(config), processor
 
 
-BUILDERS = {"idefics3": _idefics3, "llava": _llava}
+def _gemma3(transformers, tokenizer, text: dict, vision: dict):
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    ids = {f"{name}_index": tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA3_TOKENS.items()}
+    config = transformers.Gemma3Config(
+        text_config=dict(text, head_dim=16),
+        vision_config=dict(vision, model_type="siglip_vision_model", image_size=IMAGE_SIZE, patch_size=PATCH),
+        mm_tokens_per_image=4,  # pooled from the 4x4 patches, 2x2 a token
+        **ids,
+    )
+    images = Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_pan_and_scan=False)
+    processor = transformers.Gemma3Processor(
+        image_processor=images, tokenizer=tokenizer, image_seq_length=4, chat_template=tokenizer.chat_template
+    )
+    return transformers.Gemma3ForConditionalGeneration(config), processor
+
+
+BUILDERS = {"idefics3": _idefics3, "llava": _llava, "gemma3": _gemma3}
+TEXT_TYPES = {"gemma3": "gemma3_text"}  # a tiny Gemma 3 has Gemma 3's own language model
 
 
 def _copy_language_model(model, language) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from backend.data.images import IMAGE_PLACEHOLDER, open_image
 from backend.errors import TuneForgeError
 from backend.templates import IGNORE_INDEX, answer_spans, render
-from backend.vision import image_marker
+from backend.vision import image_marker, image_token_id
 
-TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+TOKEN_KEYS = ("input_ids", "attention_mask")
+# Per-token marks of image tokens (Gemma 3's bidirectional attention over an image): recomputed over the whole row.
+TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
 # Processors that give pixel_values as (batch, images, channels, height, width): images are padded per row.
 PER_ROW_IMAGES = ("Idefics3Processor", "SmolVLMProcessor")
 
@@ -35,6 +37,7 @@ def encode_with_images(processor, example: dict, cutoff_len: int, max_pixels: in
     pieces.append((text[start:], False))
     encoded = {"labels": []}
     pixels: list[dict] = []
+    marks: set[str] = set()
     used = 0
     for piece, trained in pieces:
         if not piece:
@@ -43,24 +46,22 @@ def encode_with_images(processor, example: dict, cutoff_len: int, max_pixels: in
         part = _encode_piece(processor, piece, images[used : used + count])
         used += count
         if count:
-            pixels.append({k: v for k, v in part.items() if k not in TOKEN_KEYS})
+            pixels.append({k: v for k, v in part.items() if k not in TOKEN_KEYS + TYPE_KEYS})
+            marks.update(k for k in TYPE_KEYS if k in part)
         ids = part["input_ids"]
         for key in TOKEN_KEYS:
             if key in part:
                 encoded.setdefault(key, []).extend(part[key])
         encoded["labels"].extend(ids if trained else [IGNORE_INDEX] * len(ids))
+    image_id = image_token_id(processor)
+    for key in marks:
+        encoded[key] = [int(token == image_id) for token in encoded["input_ids"]]
     if len(encoded["input_ids"]) > cutoff_len:
-        if _cuts_images(encoded, cutoff_len, processor):
+        if image_id in encoded["input_ids"][cutoff_len:]:
             return {}  # the caller drops it: an image cut in half cannot be read
         encoded = {k: v[:cutoff_len] for k, v in encoded.items()}
     encoded["pixels"] = join_pixels(processor, pixels)
     return encoded
-
-
-def _cuts_images(encoded: dict, cutoff_len: int, processor) -> bool:
-    from backend.vision import image_token_id
-
-    return image_token_id(processor) in encoded["input_ids"][cutoff_len:]
 
 
 def _encode_piece(processor, piece: str, images: list) -> dict:
@@ -68,7 +69,7 @@ def _encode_piece(processor, piece: str, images: list) -> dict:
         ids = processor.tokenizer(piece, add_special_tokens=False)["input_ids"]
         return {"input_ids": ids, "attention_mask": [1] * len(ids)}
     part = processor(text=[piece], images=[images], add_special_tokens=False, return_tensors="pt")
-    return {k: (v[0].tolist() if k in TOKEN_KEYS else v) for k, v in part.items()}
+    return {k: (v[0].tolist() if k in TOKEN_KEYS + TYPE_KEYS else v) for k, v in part.items()}
 
 
 def join_pixels(processor, parts: list[dict]) -> dict:
@@ -96,7 +97,7 @@ class VisionCollator:
         width = max(len(e["input_ids"]) for e in examples)
         fill = {"input_ids": self.pad_id, "labels": IGNORE_INDEX}
         batch = {}
-        for key in ("input_ids", "labels", *TOKEN_KEYS[1:]):
+        for key in ("input_ids", "labels", *TOKEN_KEYS[1:], *TYPE_KEYS):
             if key in examples[0]:
                 rows = [e[key] + [fill.get(key, 0)] * (width - len(e[key])) for e in examples]
                 batch[key] = torch.tensor(rows, dtype=torch.long)
