@@ -88,3 +88,19 @@ def test_chat_with_an_image_then_export_loads_in_plain_transformers(trained, sha
     assert torch.allclose(logits[0], logits[1], atol=1e-4)  # the merge is the adapter folded in
     with pytest.raises(TuneForgeError, match="GGUF export of a vision-language model"):
         exporter.export(run_id, "gguf")
+
+
+def test_a_model_whose_processor_needs_torchvision_is_refused_in_one_line(tmp_path, default_model_dir):
+    """Qwen2-VL's processor takes a video processor, which needs torchvision: left out of this install."""
+    import json
+
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(tmp_path)
+    Qwen2VLImageProcessorPil().save_pretrained(tmp_path)
+    (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "vision_config": {}}))
+    with pytest.raises(TuneForgeError, match=r"its processor needs torchvision, which this install leaves out") as no:
+        load_processor(tmp_path)
+    assert "\n" not in str(no.value)

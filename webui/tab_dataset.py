@@ -215,7 +215,9 @@ class DatasetTab(Tab):
     @on_refusal("Cannot train on this data with this model", None, None, "", LINE)
     def _tokens(self, config, report):
         """The rendered rows, the length histogram and the cost; or, when the model cannot read the data, why."""
-        stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+        stats = token_stats(
+            report.sample, config.model, config.template, config.cutoff_len, report.usable_rows, config.image_max_pixels
+        )
         segments = self._rendered(report, config)
         note = say("chart.sampled", rows=f"{stats.sampled:,}") if stats.sampled < report.usable_rows else ""
         histogram = length_histogram(stats.lengths, config.cutoff_len, stats.truncated_share, note)
@@ -235,7 +237,9 @@ class DatasetTab(Tab):
         config, report = self._inspect(values)
         if report.format == "classification":
             return say("msg.no_estimate_for_classification")
-        stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+        stats = token_stats(
+            report.sample, config.model, config.template, config.cutoff_len, report.usable_rows, config.image_max_pixels
+        )
         speed = self.ctx.act("time_estimate", lambda person: measure_speed(config, self.ctx.jobs.workspace))
         return cost_text(config, report, stats, speed)
 

@@ -57,7 +57,7 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
 
 def _missing(exc: ImportError) -> str:
     found = re.search(r"requires the (\w+) library", str(exc))
-    return found.group(1) if found else "a library"
+    return found.group(1).lower() if found else "a library"
 
 
 def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = False, **loading):
