@@ -75,7 +75,8 @@ class TrainConfig:
     # What to train
     model: str = option(
         "default",
-        "'default' is the embedded SmolLM2-135M-Instruct (works offline); or a local model folder, "
+        "'default' is the embedded SmolLM2-135M-Instruct (works offline); 'vision-demo' is the studio's own small "
+        "vision-language model (SmolLM2 with a small image encoder, built here on first use); or a local model folder, "
         "a .gguf file (converted once into the model cache, quantized weights dequantized), or a hub id when online.",
         group="model",
     )
