@@ -26,18 +26,41 @@ def answer_of(reply: str) -> str:
     return words[0] if words else ""
 
 
-def accuracy(chat, target: str, rows: list[dict]) -> tuple[float, list[str]]:
+def kind_of(row: dict) -> str:
+    return "colour" if "colour" in row["messages"][0]["content"] else "shape"
+
+
+def accuracy(chat, target: str, rows: list[dict]) -> tuple[dict, list[str]]:
+    """Exact one-word answers, over all held-out rows and per kind of question."""
     replies = []
     for row in rows:
         question = row["messages"][0]["content"].replace("<image>", "")
         replies.append(chat.reply(target, question, images=row["images"], temperature=0.0, max_new_tokens=6))
-    right = sum(answer_of(r) == row["messages"][1]["content"] for r, row in zip(replies, rows, strict=True))
-    return round(right / len(rows), 3), replies
+    scores = {}
+    for kind in ("all", "colour", "shape"):
+        pairs = [(r, row) for r, row in zip(replies, rows, strict=True) if kind in ("all", kind_of(row))]
+        right = sum(answer_of(r) == row["messages"][1]["content"] for r, row in pairs)
+        scores[kind] = round(right / len(pairs), 3) if pairs else None
+    return scores, replies
+
+
+def majority_guess(train: list[dict], rows: list[dict]) -> dict:
+    """What always giving the training set's commonest answer per kind of question scores: the bar for reading."""
+    from collections import Counter
+
+    common = {k: Counter(r["messages"][1]["content"] for r in train if kind_of(r) == k).most_common(1)[0][0]
+              for k in ("colour", "shape")}  # fmt: skip
+    scores = {}
+    for kind in ("all", "colour", "shape"):
+        chosen = [r for r in rows if kind in ("all", kind_of(r))]
+        scores[kind] = round(sum(r["messages"][1]["content"] == common[kind_of(r)] for r in chosen) / len(chosen), 3)
+    return scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-steps", type=int, default=120)
+    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--held-out", type=int, default=40)
     args = parser.parse_args()
     from backend.data import DataOptions, load_splits
@@ -46,7 +69,7 @@ def main() -> None:
 
     dataset = str(ROOT / "assets" / "demo_shapes.json")
     options = {"model": "vision-demo", "dataset": dataset, "val_size": args.held_out, "max_steps": args.max_steps}
-    options.update(learning_rate=1e-3, per_device_train_batch_size=8, save_steps=0, report_to="none",
+    options.update(learning_rate=1e-3, per_device_train_batch_size=args.batch_size, save_steps=0, report_to="none",
                    eval_steps=10**6, freeze_vision_tower=False, freeze_multi_modal_projector=False)  # fmt: skip
     jobs = JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-")))
     began = time.perf_counter()
@@ -58,7 +81,8 @@ def main() -> None:
     if status["status"] != "completed":
         sys.exit(f"run {status['status']}: {status['error']}")
     losses = [e["loss"] for e in jobs.events(run_id) if e["type"] == "log"]
-    held_out = load_splits(DataOptions(dataset=dataset, val_size=args.held_out, seed=42)).validation
+    splits = load_splits(DataOptions(dataset=dataset, val_size=args.held_out, seed=42))
+    held_out = splits.validation
     chat = ChatEngine(jobs)
     base, base_replies = accuracy(chat, "base:vision-demo", held_out)
     tuned, tuned_replies = accuracy(chat, run_id, held_out)
@@ -68,11 +92,13 @@ def main() -> None:
                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                 "train_wall_s": round(wall, 1),
                 "max_steps": args.max_steps,
+                "batch_size": args.batch_size,
                 "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None,
                 "held_out": len(held_out),
                 "base_accuracy": base,
                 "tuned_accuracy": tuned,
+                "majority_answer_accuracy": majority_guess(splits.train, held_out),
                 "base_replies_sample": base_replies[:4],
                 "tuned_replies_sample": tuned_replies[:4],
             },

@@ -77,3 +77,13 @@ def test_images_in_a_text_only_models_run_are_refused_before_the_model_loads(tmp
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert "training example " in last and "has images" in last and "reads text only" in last, last
+
+
+def test_chat_endpoint_takes_images_as_a_list_of_paths_only():
+    from backend.access.limits import check_arguments
+
+    check_arguments("chat", {"images": ["uploads/a.png"]})
+    check_arguments("chat", {"images": None})
+    for bad, where in (("a.png", r"chat: images: wrong type"), ([3], r"chat: images\[0\]: wrong type")):
+        with pytest.raises(TuneForgeError, match=where):
+            check_arguments("chat", {"images": bad})

@@ -104,3 +104,18 @@ def test_a_model_whose_processor_needs_torchvision_is_refused_in_one_line(tmp_pa
     with pytest.raises(TuneForgeError, match=r"its processor needs torchvision, which this install leaves out") as no:
         load_processor(tmp_path)
     assert "\n" not in str(no.value)
+
+
+def test_token_count_has_image_tokens_and_a_text_model_is_refused(tiny_vision_model_of, shapes_dataset, tiny_model):
+    from backend.data.tokens import token_stats
+
+    examples = load_splits(DataOptions(dataset=str(shapes_dataset))).train
+    model = str(tiny_vision_model_of("idefics3"))
+    stats = token_stats(examples, model, "chatml", 512, len(examples))
+    text_only = [{"messages": e["messages"]} for e in examples]
+    plain = token_stats(text_only, model, "chatml", 512, len(examples))
+    processor = load_processor(model)
+    per_image = processor.image_seq_len + 2  # the image tokens between two <fake_token_around_image>, plus <global-img>
+    assert [a - b for a, b in zip(stats.lengths, plain.lengths, strict=True)] == [per_image] * len(examples)
+    with pytest.raises(TuneForgeError, match=r"row 1 has images, but model .* reads text only"):
+        token_stats(examples, tiny_model, "chatml", 512, len(examples))
