@@ -51,7 +51,7 @@ def test_openai_content_parts_become_placeholders_and_images(tmp_path):
         ({"messages": turns(), "images": ["bad.png"]}, r"row 1: image bad.png: not a readable image"),
         ({"messages": turns(), "images": ["a.png", "a.png"]}, r"row 1: 1 <image> placeholder but 2 images; put one"),
         ({"messages": turns("Hi"), "images": ["a.png"]}, r"row 1: 0 <image> placeholders but 1 image;"),
-        ({"messages": turns(answer="<image>")}, r"row 1: an answer holds <image>; images belong in the user's"),
+        ({"messages": turns(answer="<image>"), "images": ["a.png"]}, r"row 1: an answer holds <image>; images belong"),
         ({"messages": turns(), "images": ["../a.png"]}, r"row 1: image \.\./a.png: outside the data file's folder"),
         ({"messages": turns(), "images": ["http://x/a.png"]}, r"row 1: image http://x/a.png: only image files"),
     ],
@@ -87,3 +87,9 @@ def test_chat_endpoint_takes_images_as_a_list_of_paths_only():
     for bad, where in (("a.png", r"chat: images: wrong type"), ([3], r"chat: images\[0\]: wrong type")):
         with pytest.raises(TuneForgeError, match=where):
             check_arguments("chat", {"images": bad})
+
+
+def test_a_text_row_without_an_images_column_keeps_its_image_tag_as_words(tmp_path):
+    rows = [{"messages": turns("What does <image> mean in HTML?", "Nothing: HTML writes <img>.")}]
+    (example,) = load_splits(DataOptions(dataset=str(rows_dataset(tmp_path, rows)))).train
+    assert "images" not in example and example["messages"][0]["content"] == "What does <image> mean in HTML?"

@@ -53,7 +53,12 @@ def _part_text(part: Any, turn: int, images: list) -> str:
 
 
 def attach_images(example: dict[str, Any], record: dict[str, Any], folder: Path | None) -> dict[str, Any]:
-    """The example with its row's images checked and resolved; refuses (RowError) in one line what cannot train."""
+    """The example with its row's images checked and resolved; refuses (RowError) in one line what cannot train.
+
+    A row without an `images` column is text: an `<image>` in it stays words (HTML, say), as before images.
+    """
+    if "images" not in record:
+        return example
     names = record.get("images")
     if isinstance(names, str):
         names = [names]

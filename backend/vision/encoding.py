@@ -29,6 +29,12 @@ def encode_with_images(processor, example: dict, cutoff_len: int, max_pixels: in
     """Token ids and labels (answers only), plus the pixel tensors of the example's images, in "pixels"."""
     marker = image_marker(processor)
     images = [open_image(p, max_pixels) for p in example.get("images") or []]
+    placed = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in example["messages"])
+    if placed != len(images):
+        raise TuneForgeError(
+            f"an example has {placed} {IMAGE_PLACEHOLDER} placeholders but {len(images)} images; give the rows "
+            f"an images column, or write the placeholder otherwise in text-only rows"
+        )
     text, spans = answer_spans(processor.tokenizer, with_markers(example["messages"], marker))
     pieces, start = [], 0
     for begin, end in spans:
