@@ -116,3 +116,17 @@ def open_image(path: str | Path, max_pixels: int = 0):
 def first_image_example(examples: list[dict[str, Any]]) -> tuple[int, dict[str, Any]] | None:
     """(index, example) of the first example with images, for a refusal that says where."""
     return next(((i, e) for i, e in enumerate(examples) if e.get("images")), None)
+
+
+def thumbnails(examples: list[dict[str, Any]], size: int = 96, most: int = 12) -> list[tuple[Any, int, int, int]]:
+    """(small RGB image, row, its place among the row's images, the row's image count) for a dataset preview."""
+    found = []
+    for row, example in enumerate(examples, start=1):
+        paths = example.get("images") or []
+        for place, path in enumerate(paths, start=1):
+            if len(found) == most:
+                return found
+            image = open_image(path)
+            image.thumbnail((size, size))
+            found.append((image, row, place, len(paths)))
+    return found
