@@ -93,3 +93,13 @@ def test_a_text_row_without_an_images_column_keeps_its_image_tag_as_words(tmp_pa
     rows = [{"messages": turns("What does <image> mean in HTML?", "Nothing: HTML writes <img>.")}]
     (example,) = load_splits(DataOptions(dataset=str(rows_dataset(tmp_path, rows)))).train
     assert "images" not in example and example["messages"][0]["content"] == "What does <image> mean in HTML?"
+
+
+def test_the_dataset_preview_shows_each_rows_images_as_thumbnails(tmp_path):
+    from backend.data.images import thumbnails
+
+    rows = [{"messages": turns("<image><image>Same?", "Yes."), "images": ["a.png", "a.png"]}, {"messages": turns("Hi")}]
+    examples = load_splits(DataOptions(dataset=str(rows_dataset(tmp_path, rows)))).train
+    shown = thumbnails(sorted(examples, key=lambda e: "images" not in e), size=16)  # the split shuffles
+    assert [(row, place, count) for _, row, place, count in shown] == [(1, 1, 2), (1, 2, 2)]
+    assert all(max(image.size) <= 16 for image, *_ in shown)
