@@ -13,6 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from backend.access.confine import Confinement
 from backend.data import DataOptions, load_splits
 from backend.errors import TuneForgeError
+from backend.evaluation.evaluate import Evaluator
 from backend.runs.manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
@@ -72,6 +73,10 @@ def test_chat_with_an_image_then_export_loads_in_plain_transformers(trained, sha
         chat.reply(f"base:{tiny_model}", "What colour?", images=[image], **settings)
     with pytest.raises(TuneForgeError, match="outside"):
         chat.reply(run_id, "What colour?", images=["/etc/hostname"], **settings)
+    compared = Evaluator(jobs, chat).compare_with_base(run_id, str(shapes_dataset), max_rows=2, max_new_tokens=4)
+    metrics = {row["metric"]: row for row in compared["comparison"]}
+    assert metrics["eval_loss"]["tuned"] < metrics["eval_loss"]["base"]  # a 1e-2 step on these very answers
+    assert {"rouge1", "exact_match"} <= set(metrics) and len(compared["rows"]) == 2
 
     exporter = Exporter(jobs)
     merged = exporter.export(run_id, "merged")

@@ -72,6 +72,11 @@ class ChatEngine:
         self._server = None  # the llama-server of a gguf: target, kept while that target is chosen
         atexit.register(self.unload_gguf)
 
+    @property
+    def image_processor(self):
+        """The loaded model's processor when it reads images (inside model_for), else None."""
+        return self._processor
+
     def targets(self) -> list[str]:
         """Chat partners: the base model, every completed generation run, and every GGUF exported from one."""
         scorers = ("classification", "rm")
