@@ -103,3 +103,29 @@ def test_the_dataset_preview_shows_each_rows_images_as_thumbnails(tmp_path):
     shown = thumbnails(sorted(examples, key=lambda e: "images" not in e), size=16)  # the split shuffles
     assert [(row, place, count) for _, row, place, count in shown] == [(1, 1, 2), (1, 2, 2)]
     assert all(max(image.size) <= 16 for image, *_ in shown)
+
+
+def test_a_zip_of_data_and_images_unpacks_into_the_uploads_and_reads(tmp_path):
+    import zipfile
+
+    from backend.access.zip_datasets import store_zip_dataset
+
+    rows = [{"messages": turns(), "images": ["pics/a.png"]}]
+    source = tmp_path / "src"
+    (source / "pics").mkdir(parents=True)
+    rows_dataset(source / "pics", [])  # a.png
+    data = rows_dataset(source, rows)
+    archive = tmp_path / "My shapes.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(data, "data.json")
+        z.write(source / "pics" / "a.png", "pics/a.png")
+        z.writestr("__MACOSX/._data.json", "resource fork")
+    stored = store_zip_dataset(archive, tmp_path / "uploads")
+    assert stored == tmp_path / "uploads" / "My-shapes" / "data.json"
+    (example,) = load_splits(DataOptions(dataset=str(stored))).train
+    assert example["images"] == [str(stored.parent / "pics" / "a.png")]
+
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../evil.json", "[]")
+    with pytest.raises(TuneForgeError, match=r"My shapes.zip: member '../evil.json' would unpack outside"):
+        store_zip_dataset(archive, tmp_path / "uploads")

@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from backend.access.uploads import safe_name, store_upload
+from backend.access.zip_datasets import store_zip_dataset
 from backend.config import TrainConfig, default_for, fields
 from backend.data import DataOptions, labelled_choices, register_dataset
 from backend.data.images import thumbnails
@@ -107,7 +108,10 @@ class DatasetTab(Tab):
                 scale=1,
             )
             self.upload = gr.File(
-                label=t("ui.dataset.upload"), file_types=list(SUPPORTED_SUFFIXES), elem_id="dataset-upload", scale=2
+                label=t("ui.dataset.upload"),
+                file_types=[*SUPPORTED_SUFFIXES, ".zip"],
+                elem_id="dataset-upload",
+                scale=2,
             )
 
     def _options(self) -> Controls:
@@ -186,7 +190,9 @@ class DatasetTab(Tab):
         """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
             return gr.update(), None, gr.update()
-        work = lambda person: store_upload(file, self.ctx.gate.uploads_dir(person))  # noqa: E731
+        # A zip brings a data file with its images, which the file names relative to itself.
+        store = store_zip_dataset if Path(str(file)).suffix.lower() == ".zip" else store_upload
+        work = lambda person: store(file, self.ctx.gate.uploads_dir(person))  # noqa: E731
         stored = self.ctx.act("dataset_upload", work, details={"file": safe_name(Path(str(file)).name)})
         return str(stored), None, None
 
