@@ -129,3 +129,14 @@ def test_a_zip_of_data_and_images_unpacks_into_the_uploads_and_reads(tmp_path):
         z.writestr("../evil.json", "[]")
     with pytest.raises(TuneForgeError, match=r"My shapes.zip: member '../evil.json' would unpack outside"):
         store_zip_dataset(archive, tmp_path / "uploads")
+
+
+def test_a_csv_names_its_images_in_one_cell(tmp_path):
+    rows_dataset(tmp_path, [], images=("a.png", "b.png"))
+    (tmp_path / "data.csv").write_text(
+        'instruction,output,images\n"<image>What is it?",Red.,a.png\n'
+        '"<image><image>Same?",Yes.,"[""a.png"", ""b.png""]"\n',
+        encoding="utf-8",
+    )
+    examples = load_splits(DataOptions(dataset=str(tmp_path / "data.csv"))).train
+    assert sorted(len(e["images"]) for e in examples) == [1, 2]

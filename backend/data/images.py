@@ -60,8 +60,8 @@ def attach_images(example: dict[str, Any], record: dict[str, Any], folder: Path 
     if "images" not in record:
         return example
     names = record.get("images")
-    if isinstance(names, str):
-        names = [names]
+    if isinstance(names, str):  # a CSV cell: one path, or a JSON list of them
+        names = _cell_paths(names)
     names = [] if names is None else names
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
         raise RowError("'images' must be a list of image file paths")
@@ -79,6 +79,17 @@ def attach_images(example: dict[str, Any], record: dict[str, Any], folder: Path 
     if folder is None:
         raise RowError("images are read only from a local data file's folder, not from a hub dataset")
     return {**example, "images": [str(check_image(name, folder)) for name in names]}
+
+
+def _cell_paths(cell: str) -> list:
+    import json
+
+    if cell.lstrip().startswith("["):
+        try:
+            return json.loads(cell)
+        except ValueError:
+            raise RowError("'images' holds a list that does not parse as JSON") from None
+    return [cell] if cell.strip() else []
 
 
 def check_image(name: str, folder: Path) -> Path:
