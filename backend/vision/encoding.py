@@ -36,16 +36,11 @@ def encode_with_images(processor, example: dict, cutoff_len: int, max_pixels: in
             f"an images column, or write the placeholder otherwise in text-only rows"
         )
     text, spans = answer_spans(processor.tokenizer, with_markers(example["messages"], marker))
-    pieces, start = [], 0
-    for begin, end in spans:
-        pieces += [(text[start:begin], False), (text[begin:end], True)]
-        start = end
-    pieces.append((text[start:], False))
     encoded = {"labels": []}
     pixels: list[dict] = []
     marks: set[str] = set()
     used = 0
-    for piece, trained in pieces:
+    for piece, trained in answer_pieces(text, spans):
         if not piece:
             continue
         count = piece.count(marker)
@@ -68,6 +63,15 @@ def encode_with_images(processor, example: dict, cutoff_len: int, max_pixels: in
         encoded = {k: v[:cutoff_len] for k, v in encoded.items()}
     encoded["pixels"] = join_pixels(processor, pixels)
     return encoded
+
+
+def answer_pieces(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, bool]]:
+    """The rendered text cut at the answers' edges: (piece, whether it is an answer)."""
+    pieces, start = [], 0
+    for begin, end in spans:
+        pieces += [(text[start:begin], False), (text[begin:end], True)]
+        start = end
+    return pieces + [(text[start:], False)]
 
 
 def _encode_piece(processor, piece: str, images: list) -> dict:
