@@ -96,7 +96,8 @@ class TrainConfig:
     # What to train
     model: str = option(
         "default",
-        "'default' is the embedded SmolLM2-135M-Instruct (works offline); or a local model folder, "
+        "'default' is the embedded SmolLM2-135M-Instruct (works offline); 'vision-demo' is the studio's own small "
+        "vision-language model (SmolLM2 with a small image encoder, built here on first use); or a local model folder, "
         "a .gguf file (converted once into the model cache, quantized weights dequantized), or a hub id when online.",
         group="model",
         path=True,
@@ -127,6 +128,26 @@ class TrainConfig:
         group="model",
         label="trust_remote_code (runs the model's own code)",
         runs_code=True,
+    )
+    freeze_vision_tower: bool = option(
+        True,
+        "Vision-language models: keep the image encoder as it is (LLaMA-Factory's default); off trains it too "
+        "(with LoRA, an adapter on it).",
+        group="model",
+    )
+    freeze_multi_modal_projector: bool = option(
+        True,
+        "Vision-language models: keep the projector (image features into the language model) as it is; off "
+        "trains all of its weights.",
+        group="model",
+    )
+    image_max_pixels: int = option(
+        589824,
+        "Vision-language models: an image larger than this many pixels (width x height) is scaled down to it, "
+        "aspect kept, before the processor sees it. Fewer pixels, fewer image tokens.",
+        min=1024,
+        max=2**26,
+        group="model",
     )
     dataset: str = option(
         "demo_identity",

@@ -40,6 +40,7 @@ SAME_KEYS = (
     "resume_from_checkpoint", "report_to", "trust_remote_code", "pref_beta", "ref_model",
     "freeze_trainable_layers", "use_dora", "use_rslora", "pissa_init", "pissa_iter",
     "reward_model", "ppo_epochs", "ppo_buffer_size", "ppo_target",
+    "freeze_vision_tower", "freeze_multi_modal_projector", "image_max_pixels",
 )  # fmt: skip
 # Precision and launch keys, translated by _precision and _deepspeed.
 PRECISION_KEYS = ("bf16", "fp16", "quantization_bit", "deepspeed")

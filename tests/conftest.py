@@ -301,3 +301,44 @@ def app(request, tmp_path_factory, default_model_dir, tiny_model_dir, secret_dat
     )  # fmt: skip
     yield url, workspace
     stop_app(proc)
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_model_of(default_model_dir):
+    """architecture (backend.models.vision_build.ARCHITECTURES) → a seeded random 2-layer vision-language model with
+    SmolLM2's tokenizer and a PIL processor, built once into the model cache (a confined app may load it)."""
+    from backend.models.vision_build import TINY_TEXT, build_vision_model
+    from backend.paths import model_cache_dir
+
+    def folder(architecture: str) -> Path:
+        target = model_cache_dir() / f"tiny-vision-{architecture}"
+        with built_once(target.name):
+            if not (target / "config.json").exists():
+                build_vision_model(target, architecture, default_model_dir, TINY_TEXT)
+        return target
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tmp_path_factory) -> Path:
+    """A JSON of conversations about coloured squares, LLaMA-Factory's layout, images in a folder beside it."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("shapes")
+    (folder / "images").mkdir()
+    rows = []
+    for i, (name, rgb) in enumerate([("red", (220, 30, 30)), ("blue", (30, 30, 220))] * 2):
+        Image.new("RGB", (48 + 8 * i, 40), rgb).save(folder / "images" / f"{i}.png")
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": "<image>What colour is this?"},
+                    {"role": "assistant", "content": f"It is {name}."},
+                ],
+                "images": [f"images/{i}.png"],
+            }
+        )
+    path = folder / "shapes.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path

@@ -26,7 +26,7 @@ needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
     reason=f"{LLAMAFACTORY_DATA} is absent: LLaMA-Factory's demo data ships beside the repo in CI, not in clones",
 )
-MULTIMODAL = "multimodal data is not supported"
+MULTIMODAL = "video and audio are not supported"
 MISSING = r"its file_name \S+ is missing from"
 # Every entry of the shared dataset_info.json that names a file: (task, rows it loads, or why it is refused).
 FILE_ENTRIES = {
@@ -37,7 +37,7 @@ FILE_ENTRIES = {
     "alpaca_zh_demo": ("sft", MISSING),
     "glaive_toolcall_zh_demo": ("sft", MISSING),
     "wiki_demo": ("pt", MISSING),
-    "mllm_demo": ("sft", MULTIMODAL),
+    "mllm_demo": ("sft", 6),
     "mllm_audio_demo": ("sft", MULTIMODAL),
     "mllm_video_demo": ("sft", MULTIMODAL),
     "mllm_video_audio_demo": ("sft", MULTIMODAL),

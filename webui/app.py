@@ -176,10 +176,12 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
         temperature: float = CHAT_DEFAULTS["temperature"],
         top_p: float = CHAT_DEFAULTS["top_p"],
         max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"],
+        images: list | None = None,
     ) -> str:
         """Reply from 'base' or a completed run id, given [{role, content}] history; the generation
-        settings are the Chat tab's (temperature 0: always the likeliest token)."""
-        settings = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+        settings are the Chat tab's (temperature 0: always the likeliest token). images: paths of image
+        files (uploads or the allowed folders) that the message shows a vision-language model."""
+        settings = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "images": images}
         return chat.reply(target, message, history, system_prompt=system_prompt, **settings)
 
     @on_refusal_raise(page=False)

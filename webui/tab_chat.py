@@ -3,9 +3,13 @@ last reply with a reward model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from backend.access.limits import CHAT, CHAT_DEFAULTS
+from backend.access.uploads import safe_name, store_upload
+from backend.data.images import IMAGE_SUFFIXES
 from backend.errors import TuneForgeError
 from backend.serving.chat import BASE
 from webui.i18n import say, t
@@ -28,6 +32,9 @@ class ChatTab(Tab):
         )
         self._settings()
         self.chatbot = gr.Chatbot(label=t("ui.chat.conversation"), elem_id="chatbot", height=380)
+        self.image = gr.Image(
+            label=t("ui.chat.image"), type="filepath", sources=["upload"], elem_id="chat-image", height=160
+        )
         with gr.Row():
             self.box = gr.Textbox(placeholder=t("ui.chat.placeholder"), show_label=False, elem_id="chat-input", scale=5)
             self.send = gr.Button(t("ui.chat.send"), variant="primary", elem_id="chat-send", scale=1)
@@ -81,6 +88,7 @@ class ChatTab(Tab):
 
     def connect(self, page: Page) -> None:
         inputs = [self.box, self.chatbot, self.target, self.system, self.temperature, self.top_p, self.max_new]
+        inputs.append(self.image)
         self.send.click(self.respond, inputs, [self.chatbot, self.box], **DEVICE)
         self.box.submit(self.respond, inputs, [self.chatbot, self.box], **DEVICE)
         self.clear.click(self.on_clear, None, [self.chatbot, self.box])
@@ -90,16 +98,22 @@ class ChatTab(Tab):
         self.item.select(self.targets, [self.target, self.chatbot], self.target, **STATUS)
         page.finished.change(self.targets, [self.target, self.chatbot], self.target, **STATUS)
 
-    def respond(self, message, history, target, system, temperature, top_p, max_new):
+    def respond(self, message, history, target, system, temperature, top_p, max_new, image=None):
         history = list(history or [])
         if not str(message).strip():
             yield history, message
             return
+        images = [str(self._keep_image(image))] if image else None
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        stream = self.ctx.chat.stream(target, message, history[:-2], system, temperature, top_p, max_new)
+        stream = self.ctx.chat.stream(target, message, history[:-2], system, temperature, top_p, max_new, images)
         for text in stream_with_refusal(stream, failed="chat failed"):
             history[-1]["content"] = text
             yield history, ""
+
+    def _keep_image(self, image) -> Path:
+        """The uploaded image, kept in the uploads (the browser's temp copy lies outside the allowed folders)."""
+        work = lambda person: store_upload(image, self.ctx.gate.uploads_dir(person), IMAGE_SUFFIXES)  # noqa: E731
+        return self.ctx.act("dataset_upload", work, details={"file": safe_name(Path(str(image)).name)})
 
     def on_clear(self):
         return [], ""

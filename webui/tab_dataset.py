@@ -15,8 +15,10 @@ import gradio as gr
 import pandas as pd
 
 from backend.access.uploads import safe_name, store_upload
+from backend.access.zip_datasets import store_zip_dataset
 from backend.config import TrainConfig, default_for, fields
 from backend.data import DataOptions, labelled_choices, register_dataset
+from backend.data.images import thumbnails
 from backend.data.readers import SUPPORTED_SUFFIXES
 from backend.data.report import inspect_dataset
 from backend.data.tokens import render_segments, token_stats, tokens_to_train
@@ -35,6 +37,7 @@ from webui.tab import Controls, Page, Tab
 COLUMN_OPTIONS = tuple(f.name for f in fields() if f.metadata["widget"] == "column")
 RENDERED_ROWS = 3
 NO_PREVIEW = partial(empty_table, "empty.dataset_preview")
+NO_IMAGES = partial(gr.update, value=None, visible=False)
 # Options whose change alters what the dataset checks show.
 DATA_TRIGGERS = ("dataset", "task", "dataset_format", "eval_dataset", "skip_bad_rows", *COLUMN_OPTIONS)
 DATA_TRIGGERS += ("scrub_pii", "dedup", "drop_leaked", "val_size", "max_samples", "cutoff_len", "seed")
@@ -105,7 +108,10 @@ class DatasetTab(Tab):
                 scale=1,
             )
             self.upload = gr.File(
-                label=t("ui.dataset.upload"), file_types=list(SUPPORTED_SUFFIXES), elem_id="dataset-upload", scale=2
+                label=t("ui.dataset.upload"),
+                file_types=[*SUPPORTED_SUFFIXES, ".zip"],
+                elem_id="dataset-upload",
+                scale=2,
             )
 
     def _options(self) -> Controls:
@@ -133,6 +139,9 @@ class DatasetTab(Tab):
             elem_id="dataset-preview",
             elem_classes="tf-table",
         )
+        self.thumbnails = gr.Gallery(
+            label=t("ui.dataset.thumbnails"), elem_id="dataset-thumbnails", columns=8, height=150, visible=False
+        )
         self.rendered = gr.HighlightedText(
             label=t("ui.dataset.rendered"),
             color_map={"trained": "#16a34a", "masked": "#9ca3af"},
@@ -149,7 +158,8 @@ class DatasetTab(Tab):
         form = page.form
         inputs = [form[f.name] for f in fields()]
         columns = [form[name] for name in COLUMN_OPTIONS]
-        checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, self.identity, *columns]
+        checked = [self.summary, self.preview, self.rendered, self.histogram, self.cost, self.identity, self.thumbnails]
+        checked += columns
         self.named.input(self.on_named, self.named, form["dataset"])
         form["dataset"].change(self.on_dataset_named, form["dataset"], self.named, show_progress="hidden")
         form["dataset_dir"].change(self.on_dataset_dir, form["dataset_dir"], self.named)
@@ -180,7 +190,9 @@ class DatasetTab(Tab):
         """Keep the file in the workspace and point `dataset` at it; the drop zone empties for the next one."""
         if file is None:
             return gr.update(), None, gr.update()
-        work = lambda person: store_upload(file, self.ctx.gate.uploads_dir(person))  # noqa: E731
+        # A zip brings a data file with its images, which the file names relative to itself.
+        store = store_zip_dataset if Path(str(file)).suffix.lower() == ".zip" else store_upload
+        work = lambda person: store(file, self.ctx.gate.uploads_dir(person))  # noqa: E731
         stored = self.ctx.act("dataset_upload", work, details={"file": safe_name(Path(str(file)).name)})
         return str(stored), None, None
 
@@ -197,25 +209,30 @@ class DatasetTab(Tab):
         self.ctx.jobs.confinement.dataset_dir(dataset_dir)
         return gr.update(choices=labelled_choices(self.ctx.jobs.workspace, dataset_dir))
 
-    @on_refusal("Cannot use this dataset", LINE, NO_PREVIEW, None, None, "", KEEP, *[KEEP] * len(COLUMN_OPTIONS))
+    @on_refusal(
+        "Cannot use this dataset", LINE, NO_PREVIEW, None, None, "", KEEP, NO_IMAGES, *[KEEP] * len(COLUMN_OPTIONS)
+    )
     def on_check(self, *values, progress=gr.Progress()):
         config, report = self._inspect(values, lambda rows: progress(None, desc=f"read {rows:,} rows"))
         column_updates = [gr.update(choices=["", *report.columns]) for _ in COLUMN_OPTIONS]
         # Opened for data with placeholders, so the fields that fill them are in view; never closed on the person.
         identity = gr.update(open=True) if report.placeholders else gr.update()
         preview = fitted(pd.DataFrame(report.preview)) if report.preview else NO_PREVIEW()
+        images = image_gallery(report.first_examples[:RENDERED_ROWS])
         if report.format == "classification":
             segments = self._rendered(report, config)
             summary = "  \n".join(map(say_line, report.summary_lines()))
-            return summary, preview, segments, None, "", identity, *column_updates
+            return summary, preview, segments, None, "", identity, images, *column_updates
         segments, histogram, cost, problem = self._tokens(config, report)
         summary = "  \n".join([*map(say_line, report.summary_lines()), *filter(None, [problem])])
-        return summary, preview, segments, histogram, cost, identity, *column_updates
+        return summary, preview, segments, histogram, cost, identity, images, *column_updates
 
     @on_refusal("Cannot train on this data with this model", None, None, "", LINE)
     def _tokens(self, config, report):
         """The rendered rows, the length histogram and the cost; or, when the model cannot read the data, why."""
-        stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+        stats = token_stats(
+            report.sample, config.model, config.template, config.cutoff_len, report.usable_rows, config.image_max_pixels
+        )
         segments = self._rendered(report, config)
         note = say("chart.sampled", rows=f"{stats.sampled:,}") if stats.sampled < report.usable_rows else ""
         histogram = length_histogram(stats.lengths, config.cutoff_len, stats.truncated_share, note)
@@ -235,7 +252,9 @@ class DatasetTab(Tab):
         config, report = self._inspect(values)
         if report.format == "classification":
             return say("msg.no_estimate_for_classification")
-        stats = token_stats(report.sample, config.model, config.template, config.cutoff_len, report.usable_rows)
+        stats = token_stats(
+            report.sample, config.model, config.template, config.cutoff_len, report.usable_rows, config.image_max_pixels
+        )
         speed = self.ctx.act("time_estimate", lambda person: measure_speed(config, self.ctx.jobs.workspace))
         return cost_text(config, report, stats, speed)
 
@@ -249,6 +268,13 @@ class DatasetTab(Tab):
         self.ctx.act("dataset_register", lambda person: register_dataset(*saved))
         choices = labelled_choices(self.ctx.jobs.workspace, config.dataset_dir)
         return say("msg.saved_dataset", name=name), gr.update(choices=choices, value=name)
+
+
+def image_gallery(examples) -> dict:
+    """The rendered rows' images, captioned with their row and place; hidden for text-only data."""
+    shown = [(image, say("msg.row_image", row=row, place=place, count=count))
+             for image, row, place, count in thumbnails(examples)]  # fmt: skip
+    return gr.update(value=shown or None, visible=bool(shown))
 
 
 def report_source(config: TrainConfig, ctx: AppContext):

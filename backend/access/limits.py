@@ -88,6 +88,7 @@ ENDPOINT_TYPES: dict[str, dict[str, Any]] = {
         "temperature": Annotated[ChatNumber, Field(ge=CHAT["temperature"][0], le=CHAT["temperature"][1])],
         "top_p": Annotated[ChatNumber, Field(ge=CHAT["top_p"][0], le=CHAT["top_p"][1])],
         "max_new_tokens": Annotated[StrictInt, Field(ge=CHAT["max_new_tokens"][0], le=CHAT["max_new_tokens"][1])],
+        "images": Annotated[list[PathText], Field(max_length=16)] | None,
     },
     "evaluate": {"run_id": Id, "dataset": PathText | None},
     "export": {"run_id": Id, "options": Options | None},

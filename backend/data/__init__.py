@@ -27,6 +27,7 @@ from backend.data.formats import (
     required_columns,
     to_example,
 )
+from backend.data.images import attach_images, lift_content_parts
 from backend.data.messages import Example
 from backend.data.placeholders import fill_placeholders, unfilled_note
 from backend.data.readers import SUPPORTED_SUFFIXES, BadRow, RowError, iter_folder_records, iter_records
@@ -131,6 +132,14 @@ class ExampleReader:
     def parts(self) -> list[ExampleReader]:
         return [self]
 
+    @property
+    def _folder(self) -> Path | None:
+        """Where a row's image paths start: the data file's folder (or the data folder itself)."""
+        if self.source.hub:
+            return None
+        path = Path(self.source.path)
+        return path if path.is_dir() else path.parent
+
     def _records(self) -> Iterator[tuple[str, dict | BadRow]]:
         if self.source.hub:
             return hub_records(self.source)
@@ -146,7 +155,8 @@ class ExampleReader:
                 if len(self.first_records) < 20:
                     self.first_records.append(record)
                 try:
-                    example = to_example(self.format, apply_mapping(record, self.mapping), self.source.tags)
+                    row = lift_content_parts(apply_mapping(record, self.mapping))
+                    example = attach_images(to_example(self.format, row, self.source.tags), row, self._folder)
                 except RowError as exc:
                     record = BadRow(where, str(exc))
                 else:

@@ -59,10 +59,12 @@ def hub_offline() -> bool:
 
 
 def data_kind(entry: dict[str, Any]) -> str | None:
-    """'preference', 'kto' or 'multimodal' for data that needs a task of its own, else None."""
+    """'preference', 'kto', 'images' or 'multimodal' (video, audio) for data that needs more than text, else None."""
     columns = entry.get("columns") or {}
-    if any(c in columns for c in MEDIA_COLUMNS):
+    if any(c in columns for c in MEDIA_COLUMNS if c != "images"):
         return "multimodal"
+    if "images" in columns:
+        return "images"
     if entry.get("ranking") or {"chosen", "rejected"} & set(columns):
         return "preference"
     if "kto_tag" in columns:
@@ -74,8 +76,8 @@ def refusal(name: str, entry: dict[str, Any]) -> str | None:
     """Why this entry's data cannot be trained at all (whatever the machine), or None."""
     columns = entry.get("columns") or {}
     if data_kind(entry) == "multimodal":
-        media = "/".join(c for c in MEDIA_COLUMNS if c in columns)
-        return f"dataset '{name}' has {media}: multimodal data is not supported (TuneForge trains on text only)"
+        media = "/".join(c for c in MEDIA_COLUMNS if c in columns and c != "images")
+        return f"dataset '{name}' has {media}: video and audio are not supported (TuneForge trains on text and images)"
     if entry.get("num_samples"):
         return f"dataset '{name}': num_samples is not supported yet; remove it and set max_samples instead"
     return None
@@ -86,7 +88,7 @@ def listing_note(name: str, entry: Any, folder: Path) -> str:
     if not isinstance(entry, dict):
         return "invalid entry"
     kind = data_kind(entry)
-    if kind == "multimodal":
+    if kind in ("multimodal", "images"):
         return kind
     if refusal(name, entry):
         return "not supported"

@@ -67,6 +67,7 @@ MAPPING_TARGETS = {
     "chosen": "chosen",
     "rejected": "rejected",
     "kto_tag": "label",
+    "images": "images",
 }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from backend.data.messages import Example
+from backend.errors import TuneForgeError
 from backend.templates import IGNORE_INDEX, encode_example
 
 
@@ -40,9 +41,38 @@ class TokenStats:
         return int(round(self.mean_tokens * train_rows))
 
 
-def token_stats(examples: list[Example], model: str, template: str, cutoff_len: int, rows: int) -> TokenStats:
+@lru_cache(maxsize=2)
+def processor_for(model: str):
+    """A vision-language model's processor, or None for a text-only model."""
+    from backend.models.sources import resolve_model
+    from backend.models.vision import is_vision_folder, load_processor
+
+    path = resolve_model(model, progress=lambda msg: None)
+    return load_processor(path) if is_vision_folder(path) else None
+
+
+def token_count(tokenizer, example: Example, model: str, max_pixels: int = 0) -> int:
+    """An example's untruncated tokens; a vision model's image tokens count as the real tokens they are."""
+    if example.get("images"):
+        from backend.data.vision_encoding import encode_with_images
+
+        processor = processor_for(model)
+        if processor is not None:
+            return len(encode_with_images(processor, example, 10**9, max_pixels)["input_ids"])
+    return len(encode_example(tokenizer, example, 10**9)["input_ids"])
+
+
+def token_stats(
+    examples: list[Example], model: str, template: str, cutoff_len: int, rows: int, max_pixels: int = 0
+) -> TokenStats:
     tokenizer = tokenizer_for(model, template)
-    lengths = [len(encode_example(tokenizer, e, 10**9)["input_ids"]) for e in examples if "label" not in e]
+    with_images = next((i for i, e in enumerate(examples, start=1) if e.get("images")), None)
+    if with_images and processor_for(model) is None:
+        raise TuneForgeError(
+            f"row {with_images} has images, but model {model} reads text only; choose a vision-language model "
+            "(model: vision-demo, or an Idefics3/SmolVLM, LLaVA or Gemma 3 folder)"
+        )
+    lengths = [token_count(tokenizer, e, model, max_pixels) for e in examples if "label" not in e]
     return TokenStats(lengths=lengths, cutoff_len=cutoff_len, sampled=len(examples), rows=rows)
 
 

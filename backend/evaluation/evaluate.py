@@ -81,8 +81,9 @@ class Evaluator:
             return {"metrics": metrics, "rows": rows}
         chats = [e for e in examples if "messages" in e]
         with self.chat.model_for(model_target) as (model, tokenizer):
-            loss = mean_loss(model, tokenizer, examples)
-            rows = generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress)
+            images = self.chat.image_processor  # a vision model's, which reads each row's images
+            loss = mean_loss(model, tokenizer, examples, images)
+            rows = generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress, processor=images)
         scores = {"eval_loss": loss, "perplexity": perplexity(loss)}
         if any("rejected" in e or "desirable" in e for e in examples):
             with self.chat.model_for(model_target) as (model, tokenizer):
@@ -281,8 +282,8 @@ def _prompt_of(messages: list[dict]) -> list[dict]:
     return messages[:last]
 
 
-def mean_loss(model, tokenizer, examples: list[dict]) -> float | None:
-    """Token-weighted mean loss over the trained tokens of each example."""
+def mean_loss(model, tokenizer, examples: list[dict], processor=None) -> float | None:
+    """Token-weighted mean loss over the trained tokens of each example (with its images, given a processor)."""
     import torch
 
     total, count = 0.0, 0
@@ -290,12 +291,11 @@ def mean_loss(model, tokenizer, examples: list[dict]) -> float | None:
         for example in examples:
             if "label" in example:
                 continue
-            encoded = encode_example(tokenizer, example, 1024)
-            labels = torch.tensor([encoded["labels"]])
-            n = int((labels != IGNORE_INDEX).sum())
+            inputs = _loss_inputs(tokenizer, example, processor)
+            n = int((inputs["labels"] != IGNORE_INDEX).sum())
             if n == 0:
                 continue
-            out = model(input_ids=torch.tensor([encoded["input_ids"]]), labels=labels)
+            out = model(**inputs)
             total += float(out.loss) * n
             count += n
     return total / count if count else None
@@ -340,16 +340,35 @@ def preference_scores(model, tokenizer, examples: list[dict]) -> dict[str, float
     return scores
 
 
-def generate_rows(model, tokenizer, chats, max_new_tokens, temperature, progress, need_reference=True) -> list[dict]:
+def _loss_inputs(tokenizer, example: dict, processor=None) -> dict:
     import torch
+
+    if processor is not None:
+        from backend.data.vision_encoding import VisionCollator, encode_with_images
+
+        return VisionCollator(processor)([encode_with_images(processor, example, 1024)])
+    encoded = encode_example(tokenizer, example, 1024)
+    return {"input_ids": torch.tensor([encoded["input_ids"]]), "labels": torch.tensor([encoded["labels"]])}
+
+
+def generate_rows(
+    model, tokenizer, chats, max_new_tokens, temperature, progress, need_reference=True, processor=None
+) -> list[dict]:
+    """Greedy (or sampled) answers to each chat's prompt; with a processor, the prompt's images are shown too."""
+    import torch
+
+    from backend.data.vision_encoding import prompt_inputs
 
     rows = []
     began = time.perf_counter()
     for i, example in enumerate(chats, start=1):
         prompt = _prompt_of(example["messages"])
-        inputs = tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        if processor is not None:
+            inputs = prompt_inputs(processor, prompt, example.get("images") or [])
+        else:
+            inputs = tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with torch.no_grad():
             out = model.generate(

@@ -203,6 +203,10 @@ def resolve_model(spec: str, progress: Callable[[str], None] = print, task: str 
     spec = (spec or "default").strip()
     if spec == "default":
         return str(default_encoder_dir() if task == "classification" else default_model_dir(progress))
+    if spec == "vision-demo":
+        from backend.models.vision_build import vision_demo_dir
+
+        return str(vision_demo_dir(default_model_dir, progress))
     path = Path(spec).expanduser()
     if path.is_dir():
         check_model_folder(path)

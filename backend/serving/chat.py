@@ -21,6 +21,7 @@ from backend.access.limits import CHAT, CHAT_DEFAULTS
 from backend.capability import Precision, hardware_summary, saved_quantization_bits
 from backend.errors import TuneForgeError
 from backend.models.sources import is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.models.vision import is_vision_folder, is_vision_spec, load_processor, load_vision_model
 from backend.runs.job_manager import JobManager
 from backend.templates import cut_at_turn_end
 
@@ -66,8 +67,14 @@ class ChatEngine:
         self.jobs = jobs
         self._lock = threading.Lock()
         self._loaded: tuple[str, Any, Any] | None = None  # (target, model, tokenizer)
+        self._processor = None  # the loaded model's image processor, when it reads images
         self._server = None  # the llama-server of a gguf: target, kept while that target is chosen
         atexit.register(self.unload_gguf)
+
+    @property
+    def image_processor(self):
+        """The loaded model's processor when it reads images (inside model_for), else None."""
+        return self._processor
 
     def targets(self) -> list[str]:
         """Chat partners: the base model, every completed generation run, and every GGUF exported from one."""
@@ -171,10 +178,14 @@ class ChatEngine:
     def _load(self, target: str):
         if self._loaded and self._loaded[0] == target:
             return self._loaded[1], self._loaded[2]
-        self._loaded = None  # free the previous model before loading the next
+        self._loaded = self._processor = None  # free the previous model before loading the next
         if target == BASE or target.startswith(BASE + ":"):
             path = resolve_model(target.partition(":")[2] or "default")
-            model, tokenizer = load_causal_lm(path), load_tokenizer(path)
+            if is_vision_folder(path):
+                self._processor = load_processor(path)
+                model, tokenizer = load_vision_model(path), self._processor.tokenizer
+            else:
+                model, tokenizer = load_causal_lm(path), load_tokenizer(path)
         else:
             model, tokenizer = self._load_run(target)
         model.eval()
@@ -194,6 +205,8 @@ class ChatEngine:
 
             return load_reward_model(run_dir)
         trusted = bool(config.get("trust_remote_code", False))  # as the run was trained
+        if is_vision_spec(config.get("model", "")):
+            return self._load_vision_run(run_dir, config, trusted)
         tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"), trusted)
         if not is_adapter_dir(run_dir):
             return load_causal_lm(str(run_dir), trust_remote_code=trusted), tokenizer
@@ -202,6 +215,33 @@ class ChatEngine:
         base_path = resolve_model(config.get("model", "default"))
         base = load_causal_lm(base_path, trust_remote_code=trusted, **quantized_as_trained(config))
         return PeftModel.from_pretrained(base, str(run_dir)), tokenizer
+
+    def _load_vision_run(self, run_dir: Path, config: dict, trusted: bool):
+        self._processor = load_processor(run_dir, trusted)
+        if not is_adapter_dir(run_dir):
+            return load_vision_model(run_dir, trust_remote_code=trusted), self._processor.tokenizer
+        from peft import PeftModel
+
+        base = load_vision_model(resolve_model(config.get("model", "")), trust_remote_code=trusted)
+        return PeftModel.from_pretrained(base, str(run_dir)), self._processor.tokenizer
+
+    def _image_files(self, images: list[Any] | None) -> list[Path]:
+        """The chat's image files, each confined like any path the caller names, and checked to be an image."""
+        from backend.data.images import check_image
+        from backend.data.readers import RowError
+
+        if images is None:
+            return []
+        if isinstance(images, str) or not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+            raise TuneForgeError("images must be a list of image file paths")
+        files = []
+        for name in images:
+            path = self.jobs.confinement.path(name, "image", "data")
+            try:
+                files.append(check_image(path.name, path.parent))
+            except RowError as exc:
+                raise TuneForgeError(str(exc)) from None
+        return files
 
     def stream(
         self,
@@ -212,11 +252,13 @@ class ChatEngine:
         temperature: float = CHAT_DEFAULTS["temperature"],
         top_p: float = CHAT_DEFAULTS["top_p"],
         max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"],
+        images: list[str] | None = None,
     ) -> Iterator[str]:
-        """Yield the reply so far, growing as tokens arrive."""
+        """Yield the reply so far, growing as tokens arrive. images: files the message shows a vision model."""
         if not isinstance(message, str) or not message.strip():
             raise TuneForgeError("type a message first")
         check_settings(temperature, top_p, max_new_tokens)
+        files = self._image_files(images)
         target = str(target or BASE)
         if target.startswith(BASE + ":"):  # 'base:<model>' names a model by path: the caller's word, so confined
             self.jobs.confinement.model(target.partition(":")[2], "chat model")
@@ -229,17 +271,36 @@ class ChatEngine:
             messages.insert(0, {"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": str(message)})
         if target.startswith(GGUF):
+            if files:
+                raise TuneForgeError("a GGUF chat reads text only here; chat with the run itself to show it images")
             yield from self._gguf_stream(self.gguf_file(target), messages, temperature, top_p, int(max_new_tokens))
             return
         with self.model_for(target) as (model, tokenizer):
-            yield from self._generate(model, tokenizer, messages, temperature, top_p, int(max_new_tokens))
+            inputs = self._vision_inputs(target, messages, files) if files or self._processor else None
+            yield from self._generate(model, tokenizer, messages, temperature, top_p, int(max_new_tokens), inputs)
+
+    def _vision_inputs(self, target: str, messages: list[dict], files: list[Path]):
+        """The prompt with its images for a vision model; a text-only model is refused in one line."""
+        from backend.data.images import IMAGE_PLACEHOLDER
+        from backend.data.vision_encoding import prompt_inputs
+
+        if self._processor is None:
+            raise TuneForgeError(
+                f"{target} reads text only; for images pick a vision-language model (base:vision-demo)"
+            )
+        # Images come with this message only: earlier placeholders would have no image behind them.
+        messages = [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, "")} for m in messages[:-1]] + [
+            {**messages[-1], "content": IMAGE_PLACEHOLDER * len(files) + messages[-1]["content"]}
+        ]
+        max_pixels = 589824 if target.startswith(BASE) else self.jobs.config(target).get("image_max_pixels", 589824)
+        return prompt_inputs(self._processor, messages, files, max_pixels)
 
     def reply(self, target: str, message: str, history: list[Any] | None = None, **options) -> str:
         chunks = list(self.stream(target, message, history, **options))
         return chunks[-1] if chunks else ""
 
     @staticmethod
-    def _generate(model, tokenizer, messages, temperature, top_p, max_new_tokens) -> Iterator[str]:
+    def _generate(model, tokenizer, messages, temperature, top_p, max_new_tokens, inputs=None) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -248,9 +309,11 @@ class ChatEngine:
                 return closed.is_set()
 
         closed = threading.Event()
-        inputs = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(model.device)
+        if inputs is None:
+            inputs = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}

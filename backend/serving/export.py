@@ -23,6 +23,7 @@ from backend.config import options_where
 from backend.errors import TuneForgeError
 from backend.events import loss_points, read_events, timeline
 from backend.models.sources import gguf_origin, is_adapter_dir, load_causal_lm, load_tokenizer, resolve_model
+from backend.models.vision import is_vision_spec, load_processor, load_vision_model
 from backend.paths import model_cache_dir
 from backend.runfiles import METRICS_FILE
 from backend.runs.job_manager import JobManager
@@ -124,6 +125,11 @@ class Exporter:
         """Refused before minutes of merging: a classifier, an architecture llama.cpp cannot convert."""
         if config.get("task") == "classification":
             raise TuneForgeError("GGUF export is for generation models; a classifier exports as merged")
+        if is_vision_spec(config.get("model", "")):
+            raise TuneForgeError(
+                "GGUF export of a vision-language model (its model plus mmproj file) is not built yet; "
+                "export it as merged or adapter, which load in transformers with their processor"
+            )
         check_architecture(_model_config(run_dir, config))
 
     def _held_out(self, config: dict) -> list[dict]:
@@ -196,6 +202,8 @@ def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) ->
         from backend.serving.chat import load_classifier
 
         model, tokenizer = load_classifier(run_dir, config)
+    elif is_vision_spec(config.get("model", "")):
+        model, tokenizer = _vision_run(run_dir, config)
     else:
         trusted = bool(config.get("trust_remote_code", False))
         tokenizer = load_tokenizer(str(run_dir), config.get("template", "chatml"), trusted)
@@ -214,6 +222,18 @@ def _save_merged(run_dir: Path, config: dict, out: Path, max_shard_size: str) ->
     tokenizer.save_pretrained(out)  # with the chat template, so chat UIs format prompts as in training
     if (run_dir / "labels.json").exists():
         shutil.copy2(run_dir / "labels.json", out / "labels.json")
+
+
+def _vision_run(run_dir: Path, config: dict):
+    """A vision-language run's model (adapter applied) and its processor, which saves the tokenizer too."""
+    trusted = bool(config.get("trust_remote_code", False))
+    processor = load_processor(run_dir, trusted)
+    if not is_adapter_dir(run_dir):
+        return load_vision_model(run_dir, trust_remote_code=trusted), processor
+    from peft import PeftModel
+
+    base = load_vision_model(resolve_model(config.get("model", "")), trust_remote_code=trusted)
+    return PeftModel.from_pretrained(base, str(run_dir)), processor
 
 
 def merge_note(config: dict, kind: str) -> str:

@@ -7,6 +7,7 @@ from backend.models.sources import load_causal_lm, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
 from backend.training.batching import attend_packed_rows, keeps_trained_logits, padding_free_collator
 from backend.training.recipe import Recipe
+from backend.training.vision import refuse_images_for_text_model
 
 
 class SftRecipe(Recipe):
@@ -27,6 +28,7 @@ class SftRecipe(Recipe):
         splits = self.load_data()
 
         self.model_path = resolve_model(cfg.model, progress=lambda msg: self.events.emit("status", message=msg))
+        refuse_images_for_text_model(splits.train + splits.validation, self.model_path, cfg.model)
         self.tokenizer = self.load_chat_tokenizer()
         self.train_set = self._tokenize(splits.train, "training")
         self.eval_set = self._tokenize(splits.validation, "validation") if splits.validation else []

@@ -13,7 +13,11 @@ from backend.events import EventLog
 
 def recipe_for(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
     """The task's recipe; each family's module (and its trainer library) is imported only when asked for."""
-    if config.task in PREFERENCE_TASKS:
+    from backend.models.vision import is_vision_spec
+
+    if is_vision_spec(config.model):  # its own recipe, which refuses the tasks it cannot train
+        from backend.training.vision import VisionRecipe as recipe
+    elif config.task in PREFERENCE_TASKS:
         from backend.training.preference import PreferenceRecipe as recipe
     elif config.task == "classification":
         from backend.training.classification import ClassificationRecipe as recipe

@@ -1,0 +1,169 @@
+"""Vision-language models built here from a language model and a small vision tower, nothing downloaded.
+
+Two uses: the studio's own `vision-demo` (the embedded SmolLM2 with its trained weights, and a small
+randomly initialised SigLIP tower in SmolVLM's Idefics3 layout), and the tests' tiny random models of
+each architecture (a few layers, the same tokenizer). The tokenizer is the language model's, with the
+architecture's image tokens added; the processor is built around it with a PIL image processor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ARCHITECTURES = ("idefics3", "llava", "gemma3")
+IMAGE_SIZE = 64  # pixels a side the tiny towers read; 16-pixel patches, so 16 patches an image
+PATCH = 16
+TINY_TEXT = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+DEMO_VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+IMAGE_TOKENS = {
+    "idefics3": ["<fake_token_around_image>", "<image>", "<global-img>"],
+    "llava": ["<image>"],
+    "gemma3": ["<start_of_image>", "<end_of_image>", "<image_soft_token>"],
+}
+# Gemma 3's processor finds its image tokens by name on the tokenizer.
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+NAMED_TOKENS = {"gemma3": GEMMA3_TOKENS}
+
+
+def build_vision_model(target: Path, architecture: str, text_dir: Path, text_shape: dict | None, seed: int = 0):
+    """A vision-language model of `architecture` saved with its processor into target (atomically).
+
+    text_shape None keeps the language model's own weights and sizes (vision-demo); a shape builds a
+    random language model of that size (the tests' tiny models). The vision tower is random either way.
+    """
+    import torch
+    import transformers
+
+    named = NAMED_TOKENS.get(architecture)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        text_dir, **({"extra_special_tokens": named} if named else {})
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS[architecture]})
+    language = transformers.AutoConfig.from_pretrained(text_dir)
+    text = (
+        language.to_dict()
+        if text_shape is None
+        else {"model_type": TEXT_TYPES.get(architecture, language.model_type), **text_shape}
+    )
+    text.update(vocab_size=len(tokenizer), tie_word_embeddings=True)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        text[key] = getattr(tokenizer, key)
+    torch.manual_seed(seed)
+    vision = TINY_VISION if text_shape is not None else DEMO_VISION
+    model, processor = BUILDERS[architecture](transformers, tokenizer, text, vision)
+    if text_shape is None:
+        _copy_language_model(model, transformers.AutoModelForCausalLM.from_pretrained(text_dir))
+    _save(target, model, processor)
+
+
+def _idefics3(transformers, tokenizer, text: dict, vision: dict):
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    image_seq_len = (IMAGE_SIZE // PATCH) ** 2 // 4  # the connector's pixel shuffle (scale_factor 2) merges 2x2
+    config = transformers.Idefics3Config(
+        text_config=text,
+        vision_config=dict(vision, image_size=IMAGE_SIZE, patch_size=PATCH),
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=True,
+    )
+    images = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
+    )
+    processor = transformers.Idefics3Processor(
+        image_processor=images, tokenizer=tokenizer, image_seq_len=image_seq_len, chat_template=tokenizer.chat_template
+    )
+    return transformers.Idefics3ForConditionalGeneration(config), processor
+
+
+def _llava(transformers, tokenizer, text: dict, vision: dict):
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    config = transformers.LlavaConfig(
+        text_config=text,
+        vision_config=dict(vision, model_type="clip_vision_model", image_size=IMAGE_SIZE, patch_size=PATCH),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=True,
+    )
+    square = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    images = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE}, crop_size=square)
+    processor = transformers.LlavaProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, which the "default" strategy drops
+        chat_template=tokenizer.chat_template,
+    )
+    return transformers.LlavaForConditionalGeneration(config), processor
+
+
+def _gemma3(transformers, tokenizer, text: dict, vision: dict):
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    ids = {f"{name}_index": tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA3_TOKENS.items()}
+    config = transformers.Gemma3Config(
+        text_config=dict(text, head_dim=16),
+        vision_config=dict(vision, model_type="siglip_vision_model", image_size=IMAGE_SIZE, patch_size=PATCH),
+        mm_tokens_per_image=4,  # pooled from the 4x4 patches, 2x2 a token
+        **ids,
+    )
+    images = Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_pan_and_scan=False)
+    processor = transformers.Gemma3Processor(
+        image_processor=images, tokenizer=tokenizer, image_seq_length=4, chat_template=tokenizer.chat_template
+    )
+    return transformers.Gemma3ForConditionalGeneration(config), processor
+
+
+BUILDERS = {"idefics3": _idefics3, "llava": _llava, "gemma3": _gemma3}
+TEXT_TYPES = {"gemma3": "gemma3_text"}  # a tiny Gemma 3 has Gemma 3's own language model
+
+
+def _copy_language_model(model, language) -> None:
+    """The trained language model's weights into the new model's language part (its vocabulary grew by images')."""
+    import torch
+
+    target = model.get_decoder() if hasattr(model, "get_decoder") else model.model.text_model
+    state = {k.removeprefix("model."): v for k, v in language.state_dict().items() if k.startswith("model.")}
+    embed = state.pop("embed_tokens.weight")
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if "embed_tokens" not in m]:
+        raise RuntimeError(f"language model weights do not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        new = target.embed_tokens.weight
+        new[: embed.shape[0]] = embed
+        new[embed.shape[0] :] = embed.mean(dim=0)  # new image tokens start at the average word
+    model.tie_weights()
+
+
+def _save(target: Path, model, processor) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def vision_demo_dir(language_model_dir, progress=print) -> Path:
+    """The vision-demo model, built on first use into the model cache from the embedded language model.
+
+    language_model_dir: a callable giving the embedded model's folder (it converts that model on first use).
+    """
+    from backend.paths import model_cache_dir
+
+    target = model_cache_dir() / "vision-demo"
+    if not (target / "config.json").exists():
+        progress(f"Building vision-demo in {target} (first use only): SmolLM2 with a small vision tower")
+        build_vision_model(target, "idefics3", language_model_dir(progress), None)
+    return target

@@ -1,0 +1,126 @@
+"""Vision-language models, one tiny random model per architecture: train through the job's main(), chat with an
+image, export merged and adapter folders that plain transformers loads with their processor.
+
+What is checked is the plumbing (labels, frozen parts, images reaching the model), not what a run learns.
+"""
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors import safe_open
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from backend.access.confine import Confinement
+from backend.data import DataOptions, load_splits
+from backend.data.vision_encoding import encode_with_images, prompt_inputs
+from backend.errors import TuneForgeError
+from backend.evaluation.evaluate import Evaluator
+from backend.models.vision import freeze_parts, image_token_id, load_processor, load_vision_model
+from backend.models.vision_build import ARCHITECTURES
+from backend.runs.job_manager import JobManager
+from backend.serving.chat import ChatEngine
+from backend.serving.export import Exporter
+from backend.templates import IGNORE_INDEX
+from tests.helpers import train_in_process
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def trained(request, tmp_path_factory, tiny_vision_model_of, shapes_dataset):
+    model = tiny_vision_model_of(request.param)
+    workspace = tmp_path_factory.mktemp("vision") / "workspace"
+    jobs = JobManager(workspace, Confinement(workspace, allowed=[shapes_dataset.parent]))
+    options = {"model": str(model), "dataset": str(shapes_dataset), "max_steps": 1, "val_size": 0}
+    options.update(per_device_train_batch_size=2, freeze_multi_modal_projector=False, learning_rate=1e-2)
+    run_id = train_in_process(jobs, options)
+    yield jobs, run_id, model
+    jobs.shutdown()
+
+
+def test_answers_only_labels_never_train_image_tokens(trained, shapes_dataset):
+    jobs, run_id, model = trained
+    processor = load_processor(model)
+    (example, *_) = load_splits(DataOptions(dataset=str(shapes_dataset))).train
+    encoded = encode_with_images(processor, example, 512)
+    image_id = image_token_id(processor)
+    images = [i for i, token in enumerate(encoded["input_ids"]) if token == image_id]
+    trained_text = processor.tokenizer.decode([t for t in encoded["labels"] if t != IGNORE_INDEX])
+    assert images and all(encoded["labels"][i] == IGNORE_INDEX for i in images)
+    assert trained_text.startswith("It is red.")
+    assert encoded["pixels"]["pixel_values"].abs().sum() > 0
+
+
+def test_frozen_tower_and_trained_projector_as_configured(trained):
+    jobs, run_id, model = trained
+    with safe_open(str(jobs.run_dir(run_id) / "adapter_model.safetensors"), "pt") as saved:
+        names = list(saved.keys())
+    assert any("connector" in n or "multi_modal_projector" in n for n in names)  # trained whole
+    assert not any("vision_model" in n or "vision_tower" in n for n in names)  # frozen: no adapter there
+    full = load_vision_model(model)
+    freeze_parts(full, freeze_tower=True, freeze_projector=True)
+    trainable = {n.split(".")[1] for n, p in full.named_parameters() if p.requires_grad}
+    assert trainable and not trainable & {"vision_model", "vision_tower", "connector", "multi_modal_projector"}
+
+
+def test_chat_with_an_image_then_export_loads_in_plain_transformers(trained, shapes_dataset, tiny_model):
+    jobs, run_id, model = trained
+    image = str(shapes_dataset.parent / "images" / "0.png")
+    chat = ChatEngine(jobs)
+    settings = {"temperature": 0.0, "max_new_tokens": 6}
+    reply = chat.reply(run_id, "What colour is this?", images=[image], **settings)
+    assert isinstance(reply, str)
+    assert isinstance(chat.reply(f"base:{model}", "Hello", images=[image], **settings), str)
+    with pytest.raises(TuneForgeError, match="reads text only; for images pick a vision-language model"):
+        chat.reply(f"base:{tiny_model}", "What colour?", images=[image], **settings)
+    with pytest.raises(TuneForgeError, match="outside"):
+        chat.reply(run_id, "What colour?", images=["/etc/hostname"], **settings)
+    compared = Evaluator(jobs, chat).compare_with_base(run_id, str(shapes_dataset), max_rows=2, max_new_tokens=4)
+    metrics = {row["metric"]: row for row in compared["comparison"]}
+    assert metrics["eval_loss"]["tuned"] < metrics["eval_loss"]["base"]  # a 1e-2 step on these very answers
+    assert {"rouge1", "exact_match"} <= set(metrics) and len(compared["rows"]) == 2
+
+    exporter = Exporter(jobs)
+    merged = exporter.export(run_id, "merged")
+    adapter = exporter.export(run_id, "adapter")
+    messages = [{"role": "user", "content": "<image>What colour is this?"}]
+    logits = []
+    for loaded, processor in (
+        (AutoModelForImageTextToText.from_pretrained(merged), AutoProcessor.from_pretrained(merged)),
+        (PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(model), adapter),
+         AutoProcessor.from_pretrained(adapter)),
+    ):  # fmt: skip
+        with torch.no_grad():
+            logits.append(loaded(**prompt_inputs(processor, messages, [image])).logits[0, -1])
+    assert torch.allclose(logits[0], logits[1], atol=1e-4)  # the merge is the adapter folded in
+    with pytest.raises(TuneForgeError, match="GGUF export of a vision-language model"):
+        exporter.export(run_id, "gguf")
+
+
+def test_a_model_whose_processor_needs_torchvision_is_refused_in_one_line(tmp_path, default_model_dir):
+    """Qwen2-VL's processor takes a video processor, which needs torchvision: left out of this install."""
+    import json
+
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(tmp_path)
+    Qwen2VLImageProcessorPil().save_pretrained(tmp_path)
+    (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "vision_config": {}}))
+    with pytest.raises(TuneForgeError, match=r"its processor needs torchvision, which this install leaves out") as no:
+        load_processor(tmp_path)
+    assert "\n" not in str(no.value)
+
+
+def test_token_count_has_image_tokens_and_a_text_model_is_refused(tiny_vision_model_of, shapes_dataset, tiny_model):
+    from backend.data.tokens import token_stats
+
+    examples = load_splits(DataOptions(dataset=str(shapes_dataset))).train
+    model = str(tiny_vision_model_of("idefics3"))
+    stats = token_stats(examples, model, "chatml", 512, len(examples))
+    text_only = [{"messages": e["messages"]} for e in examples]
+    plain = token_stats(text_only, model, "chatml", 512, len(examples))
+    processor = load_processor(model)
+    per_image = processor.image_seq_len + 2  # the image tokens between two <fake_token_around_image>, plus <global-img>
+    assert [a - b for a, b in zip(stats.lengths, plain.lengths, strict=True)] == [per_image] * len(examples)
+    with pytest.raises(TuneForgeError, match=r"row 1 has images, but model .* reads text only"):
+        token_stats(examples, tiny_model, "chatml", 512, len(examples))
