@@ -233,3 +233,41 @@ def test_the_speed_trial_behind_estimate_time_measures_the_tiny_model(small_mode
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"] > 0
+
+
+def test_a_terminal_run_with_a_relative_output_dir_lands_in_the_workspace_the_app_lists(tmp_path, monkeypatch):
+    """Refused after its folder is made (no such dataset): where the run lands is the point, not training."""
+    import signal
+
+    from backend.runfiles import LOG_REDIRECTED_ENV
+    from backend.runs.manager import JobManager
+    from backend.train import main
+
+    workspace = tmp_path / "ws"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(LOG_REDIRECTED_ENV, "1")
+    monkeypatch.setenv("TUNEFORGE_WORKSPACE", str(tmp_path / "elsewhere"))  # restored after; --workspace wins
+    config = write_config(tmp_path / "run.yaml", dataset="nope.jsonl", output_dir="from-terminal")
+    on_terminate = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--config", str(config), "--workspace", str(workspace)]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, on_terminate)
+    assert not (tmp_path / "from-terminal").exists()
+    jobs = JobManager(workspace)
+    try:
+        status = jobs.status("from-terminal")
+        assert status["status"] == "failed" and "nope.jsonl" in status["error"]
+        assert Path(status["run_dir"]) == (workspace / "runs" / "from-terminal").resolve()
+    finally:
+        jobs.shutdown()
+
+
+def test_train_help_says_where_a_relative_output_dir_goes(capsys):
+    from backend.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "--workspace" in printed and "a relative output_dir, or none, is a folder of its runs/" in printed
