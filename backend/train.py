@@ -58,10 +58,18 @@ from backend.training.task_recipes import recipe_for
 
 def place_in_workspace(output_dir: str, workspace: Path) -> str:
     """A relative output_dir (or none) names a folder of the workspace's runs/, so the app lists a run started
-    from a terminal beside its own; an absolute one is kept as given."""
-    if output_dir and Path(output_dir).expanduser().is_absolute():
+    from a terminal beside its own; an absolute one is kept as given.
+
+    The app lists only folders directly inside runs/, so a nested relative path (LLaMA-Factory's YAMLs say
+    saves/llama3-8b/lora/sft) becomes one name, its parts joined by dashes: saves-llama3-8b-lora-sft.
+    """
+    named = Path(output_dir).expanduser()
+    if output_dir and named.is_absolute():
         return output_dir
-    return str(workspace / "runs" / (output_dir or new_run_id()))
+    if ".." in named.parts:
+        raise TuneForgeError(f"output_dir {output_dir!r}: a relative output_dir is a folder of {workspace / 'runs'}")
+    name = "-".join(part for part in named.parts if part not in ("", "."))
+    return str(workspace / "runs" / (name or new_run_id()))
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
@@ -161,9 +169,9 @@ def _record_refusal(config_path: str, exc: TuneForgeError) -> None:
     """A refused resume of a run the UI shows must end visibly in that run, not only on stderr."""
     try:
         output_dir = TrainConfig.from_yaml(config_path).output_dir or ""
+        run_dir = Path(place_in_workspace(output_dir, default_workspace())).expanduser() if output_dir else None
     except TuneForgeError:
         return
-    run_dir = Path(place_in_workspace(output_dir, default_workspace())).expanduser() if output_dir else None
     if run_dir is not None and (run_dir / EVENTS_FILE).exists():
         EventLog(run_dir).emit("end", status="failed", error=str(exc))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from backend.errors import TuneForgeError
 from backend.events import read_events
 from tests.helpers import DATA, run_cli, run_cli_in_process, write_config
 
@@ -261,6 +262,17 @@ def test_a_terminal_run_with_a_relative_output_dir_lands_in_the_workspace_the_ap
         assert Path(status["run_dir"]) == (workspace / "runs" / "from-terminal").resolve()
     finally:
         jobs.shutdown()
+
+
+def test_a_nested_relative_output_dir_becomes_one_run_name_the_app_lists(tmp_path):
+    from backend.train import place_in_workspace
+
+    assert place_in_workspace("/abs/run", tmp_path) == "/abs/run"  # kept as given
+    assert place_in_workspace("saves/llama3-8b/lora/sft", tmp_path) == str(
+        tmp_path / "runs" / "saves-llama3-8b-lora-sft"
+    )
+    with pytest.raises(TuneForgeError, match=r"^output_dir '../x': a relative output_dir is a folder of "):
+        place_in_workspace("../x", tmp_path)
 
 
 def test_train_help_says_where_a_relative_output_dir_goes(capsys):
