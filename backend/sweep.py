@@ -31,7 +31,11 @@ from backend.sweeps.sweep_manager import SweepManager
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the sweep spec, as YAML")
-    parser.add_argument("--workspace", default=None, help="where runs and the study live (default: ./workspace)")
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        help="where runs and the study live (default: $TUNEFORGE_WORKSPACE or the project's workspace/)",
+    )
     parser.add_argument("--optuna-storage", default=None, metavar="URL", help="an Optuna storage URL to share")
     args = parser.parse_args(argv)
     try:

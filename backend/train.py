@@ -56,12 +56,28 @@ from backend.training.distributed import (
 from backend.training.task_recipes import recipe_for
 
 
+def place_in_workspace(output_dir: str, workspace: Path) -> str:
+    """A relative output_dir (or none) names a folder of the workspace's runs/, so the app lists a run started
+    from a terminal beside its own; an absolute one is kept as given.
+
+    The app lists only folders directly inside runs/, so a nested relative path (LLaMA-Factory's YAMLs say
+    saves/llama3-8b/lora/sft) becomes one name, its parts joined by dashes: saves-llama3-8b-lora-sft.
+    """
+    named = Path(output_dir).expanduser()
+    if output_dir and named.is_absolute():
+        return output_dir
+    if ".." in named.parts:
+        raise TuneForgeError(f"output_dir {output_dir!r}: a relative output_dir is a folder of {workspace / 'runs'}")
+    name = "-".join(part for part in named.parts if part not in ("", "."))
+    return str(workspace / "runs" / (name or new_run_id()))
+
+
 def prepare_run_dir(config: TrainConfig) -> Path:
     """Resolve output_dir and write the fully resolved config into it (rank 0 only: one writer)."""
     if not config.output_dir:
         if inside_launch():
             raise TuneForgeError("under torchrun, set output_dir so that every rank writes the same run")
-        config.output_dir = str(default_workspace() / "runs" / new_run_id())
+        config.output_dir = place_in_workspace("", default_workspace())
     run_dir = Path(config.output_dir).expanduser().resolve()
     config.output_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +168,11 @@ def out_of_memory_message(exc: BaseException, config: TrainConfig) -> str | None
 def _record_refusal(config_path: str, exc: TuneForgeError) -> None:
     """A refused resume of a run the UI shows must end visibly in that run, not only on stderr."""
     try:
-        run_dir = Path(TrainConfig.from_yaml(config_path).output_dir or "").expanduser()
+        output_dir = TrainConfig.from_yaml(config_path).output_dir or ""
+        run_dir = Path(place_in_workspace(output_dir, default_workspace())).expanduser() if output_dir else None
     except TuneForgeError:
         return
-    if str(run_dir) not in ("", ".") and (run_dir / EVENTS_FILE).exists():
+    if run_dir is not None and (run_dir / EVENTS_FILE).exists():
         EventLog(run_dir).emit("end", status="failed", error=str(exc))
 
 
@@ -218,9 +235,17 @@ def one_line(text: str, limit: int = 300) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.train", description="Run one TuneForge training job.")
     given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument("--config", help="YAML file of training options (see README)")
+    given.add_argument("--config", help="YAML file of training options (see docs/options.md)")
     given.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the app's warm job server
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        help="the app's workspace (default: $TUNEFORGE_WORKSPACE or the project's workspace/): a relative "
+        "output_dir, or none, is a folder of its runs/, so the app lists the run; an absolute output_dir is kept",
+    )
     args = parser.parse_args(argv)
+    if args.workspace:  # the job's every reading of the workspace (datasets, runs) agrees with the flag
+        os.environ["TUNEFORGE_WORKSPACE"] = str(Path(args.workspace).expanduser().resolve())
     if args.serve:
         yield_to_the_app()  # once here: the jobs it forks inherit the priority
         from backend.training.fork_server import serve
@@ -230,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     resume_from, notes = None, []
     try:
         config, loaded, where = load_train_config(args.config)
+        if config.output_dir:
+            config.output_dir = place_in_workspace(config.output_dir, default_workspace())
         if config.resume_from_checkpoint:
             resume_from, notes = resume_point(config)  # before config.yaml is overwritten: it is checked against
         plan_run(config, probe())  # what this machine cannot run is refused before any model loads

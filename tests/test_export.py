@@ -100,3 +100,39 @@ def test_push_needs_a_valid_repo_id_and_token(trained):
         Exporter(jobs).push(run_id, "../etc", "hf_x")
     with pytest.raises(TuneForgeError, match="access token"):
         Exporter(jobs).push(run_id, "alice/forge", " ")
+
+
+def export_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from backend.export import main
+
+    code = main(list(argv))
+    printed = capsys.readouterr()
+    return code, printed.out, printed.err
+
+
+def test_export_from_a_terminal_writes_where_the_export_tab_does(trained, capsys):
+    jobs, run_id = trained
+    code, out, err = export_cli(capsys, "--workspace", str(jobs.workspace), "--run", run_id, "--format", "adapter")
+    assert code == 0, err
+    folder = jobs.run_dir(run_id) / "export" / "adapter"
+    assert out.strip().splitlines()[-1] == str(folder)
+    assert (folder / "adapter_model.safetensors").exists() and (folder / "README.md").exists()
+    code, out, err = export_cli(
+        capsys, "--workspace", str(jobs.workspace), "--run", run_id, "--format", "adapter", "--zip"
+    )
+    assert code == 0 and out.strip().splitlines()[-1] == str(folder.parent / f"{run_id}-adapter.zip")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--run", "no-such-run"], "error: no run named 'no-such-run'"),
+        (["--max-shard-size", "lots"], "error: max_shard_size 'LOTS': use a size like 500MB or 2GB"),
+        (["--push", "alice/forge", "--format", "adapter"], "error: a Hugging Face access token (write scope)"),
+    ],
+)
+def test_export_from_a_terminal_refuses_in_one_line(trained, capsys, monkeypatch, argv, message):
+    jobs, run_id = trained
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    code, _, err = export_cli(capsys, "--workspace", str(jobs.workspace), "--run", run_id, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(message), err

@@ -25,6 +25,7 @@ FORBIDDEN = {"backend": {"gradio"}, "webui": {"torch", "transformers", "peft"}}
 JOB_SIDE = ("backend.train", "backend.training")
 APP_SIDE = ("webui", "backend.runs", "backend.serving", "backend.evaluation", "backend.access", "backend.sweeps")
 APP_SIDE += ("backend.recipes", "backend.recipe", "backend.evaluate", "backend.sweep", "backend.serve")
+APP_SIDE += ("backend.export",)
 SHARED_FOLDERS = (
     "backend.data",
     "backend.rewards",

@@ -73,6 +73,10 @@ def test_a_spec_fills_its_defaults_from_the_task():
     assert spec.grid()[1] == {"learning_rate": 1e-4, "lora_rank": 8}  # the order written, first option slowest
     ranged = parse_spec({"space": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "sampler": "tpe"})
     assert (ranged.direction, ranged.n_trials) == ("minimize", 8)
+    # tpe or random over lists of fewer combinations than 8 runs each once by default, not some twice
+    assert parse_spec({"space": space, "sampler": "tpe"}).n_trials == 4
+    assert parse_spec({"space": space, "sampler": "random", "n_trials": 6}).n_trials == 6  # as given
+    assert parse_spec({"space": {**space, "lora_dropout": [0.0, 0.1, 0.2]}, "sampler": "tpe"}).n_trials == 8
 
 
 def test_a_model_or_dataset_the_sweep_would_try_is_refused_before_any_trial(workspace, small_model):

@@ -8,6 +8,7 @@ import yaml
 
 from backend.capability import plan_run, probe
 from backend.config import TrainConfig
+from backend.errors import TuneForgeError
 from backend.events import read_events
 from tests.helpers import DATA, run_cli, run_cli_in_process, write_config
 
@@ -239,3 +240,52 @@ def test_the_speed_trial_behind_estimate_time_measures_the_tiny_model(small_mode
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"] > 0
+
+
+def test_a_terminal_run_with_a_relative_output_dir_lands_in_the_workspace_the_app_lists(tmp_path, monkeypatch):
+    """Refused after its folder is made (no such dataset): where the run lands is the point, not training."""
+    import signal
+
+    from backend.runfiles import LOG_REDIRECTED_ENV
+    from backend.runs.job_manager import JobManager
+    from backend.train import main
+
+    workspace = tmp_path / "ws"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(LOG_REDIRECTED_ENV, "1")
+    monkeypatch.setenv("TUNEFORGE_WORKSPACE", str(tmp_path / "elsewhere"))  # restored after; --workspace wins
+    config = write_config(tmp_path / "run.yaml", dataset="nope.jsonl", output_dir="from-terminal")
+    on_terminate = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--config", str(config), "--workspace", str(workspace)]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, on_terminate)
+    assert not (tmp_path / "from-terminal").exists()
+    jobs = JobManager(workspace)
+    try:
+        status = jobs.status("from-terminal")
+        assert status["status"] == "failed" and "nope.jsonl" in status["error"]
+        assert Path(status["run_dir"]) == (workspace / "runs" / "from-terminal").resolve()
+    finally:
+        jobs.shutdown()
+
+
+def test_a_nested_relative_output_dir_becomes_one_run_name_the_app_lists(tmp_path):
+    from backend.train import place_in_workspace
+
+    assert place_in_workspace("/abs/run", tmp_path) == "/abs/run"  # kept as given
+    assert place_in_workspace("saves/llama3-8b/lora/sft", tmp_path) == str(
+        tmp_path / "runs" / "saves-llama3-8b-lora-sft"
+    )
+    with pytest.raises(TuneForgeError, match=r"^output_dir '../x': a relative output_dir is a folder of "):
+        place_in_workspace("../x", tmp_path)
+
+
+def test_train_help_says_where_a_relative_output_dir_goes(capsys):
+    from backend.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "--workspace" in printed and "a relative output_dir, or none, is a folder of its runs/" in printed

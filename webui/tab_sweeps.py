@@ -11,6 +11,7 @@ from backend.config import fields, parse_yaml
 from backend.sweeps.sweep_spec import PRUNERS, SAMPLERS, SweepSpec
 from backend.task_metrics import all_metric_names
 from webui.context import AppContext, caller
+from webui.empty import empty_figure, empty_table
 from webui.formats import format_duration
 from webui.forms import options_from
 from webui.i18n import say, t
@@ -27,8 +28,8 @@ FIGURES = ("history", "parallel", "importance")
 
 
 def trials_frame(report: dict | None) -> pd.DataFrame:
-    if not report:
-        return pd.DataFrame(columns=TRIAL_COLUMNS)
+    if not report or not report["trials"]:
+        return empty_table("empty.sweep_trials")
     best = (report["best"] or {}).get("run_id")
     rows = [
         {
@@ -100,6 +101,7 @@ class SweepsTab(Tab):
             with gr.Column(scale=3):
                 self._view()
         self.timer = gr.Timer(REFRESH_S)
+        self.known = gr.State([])  # the sweep ids the list shows: its choices change only when these do
         self.drawn = gr.State(-1)  # completed trials when the charts were drawn: redraw only when it changes
         return {}
 
@@ -134,38 +136,41 @@ class SweepsTab(Tab):
         self.message = gr.Markdown(elem_id="sweep-message")
 
     def _view(self) -> None:
-        with gr.Row():
-            self.sweep = gr.Dropdown(label=t("ui.sweeps.sweep"), choices=[], elem_id="sweep-select", scale=3)
-            self.reload = gr.Button(t("ui.sweeps.reload"), size="sm", scale=0)
+        self.sweep = gr.Dropdown(label=t("ui.sweeps.sweep"), choices=[], elem_id="sweep-select")
         self.summary = gr.HTML(summary_html(None))
+        # Not the page's EmptyStates: their refill on load could land after this tab's own load drew a sweep.
         self.trials = gr.Dataframe(
             trials_frame(None), label=t("ui.sweeps.trials"), interactive=False, elem_id="sweep-trials-table"
         )
         with gr.Row():
-            self.abort = gr.Button(t("ui.sweeps.abort"), variant="stop", size="sm", elem_id="sweep-abort")
+            self.abort = gr.Button(
+                t("ui.sweeps.abort"), variant="stop", size="sm", interactive=False, elem_id="sweep-abort"
+            )
             self.best_buttons = {
                 where: gr.Button(t(f"ui.sweeps.best_{where}"), size="sm", elem_id=f"sweep-best-{where}")
                 for where in self.opens
             }
         self.figures = {
-            name: gr.Plot(None, label=t(f"ui.sweeps.{name}"), elem_id=f"sweep-{name}", visible=True) for name in FIGURES
+            name: gr.Plot(empty_figure(f"empty.sweep_{name}"), label=t(f"ui.sweeps.{name}"), elem_id=f"sweep-{name}")
+            for name in FIGURES
         }
 
     def connect(self, page: Page) -> None:
         spec = [self.space, self.sampler, self.n_trials, self.metric, self.direction, self.pruner, self.name]
         form = [page.form[f.name] for f in fields()]  # in the order options_from reads them
-        self.start.click(self.on_start, [*spec, *form], [self.sweep, self.message], **JOBS)
+        self.start.click(self.on_start, [*spec, *form], [self.sweep, self.known, self.message], **JOBS)
         self.abort.click(self.on_abort, self.sweep, self.message, **JOBS)
-        view = [self.summary, self.trials, *self.figures.values(), self.drawn]
+        view = [self.summary, self.trials, *self.figures.values(), self.drawn, self.abort]
         self.sweep.change(self.on_pick, self.sweep, view, **STATUS)
         self.timer.tick(self.on_tick, [self.sweep, self.drawn], view, show_progress="hidden", **STATUS)
-        self.reload.click(self.sweep_choices, None, self.sweep)
-        self.ctx.blocks.load(self.sweep_choices, None, self.sweep)
+        # The list follows by itself, as the Runs tab's does: a sweep started from the API or a terminal appears.
+        self.timer.tick(self.follow_list, self.known, [self.sweep, self.known], show_progress="hidden", **STATUS)
+        self.ctx.blocks.load(self.on_load, None, [self.sweep, self.known, *view], **STATUS)
         for where, button in self.best_buttons.items():
             picker = getattr(self.opens[where], "target", None) or self.opens[where].run
             button.click(self._opener(where), self.sweep, [picker, page.tabs, self.message])
 
-    @on_refusal("Cannot start the sweep", KEEP, LINE)
+    @on_refusal("Cannot start the sweep", KEEP, KEEP, LINE)
     def on_start(self, space_text, sampler, n_trials, metric, direction, pruner, name, *form):
         spec = {
             "base": options_from(form),
@@ -181,8 +186,8 @@ class SweepsTab(Tab):
         if name and name.strip():
             spec["name"] = name.strip()
         sweep_id = self.ctx.gate.start_sweep(caller(), self.ctx.sweeps, spec)
-        picked = gr.update(choices=self.ctx.sweeps.sweep_ids(), value=sweep_id)
-        return picked, say("msg.sweep_started", sweep=sweep_id)
+        known = self.ctx.sweeps.sweep_ids()
+        return gr.update(choices=known, value=sweep_id), known, say("msg.sweep_started", sweep=sweep_id)
 
     @on_refusal("Cannot abort")
     def on_abort(self, sweep_id):
@@ -197,22 +202,31 @@ class SweepsTab(Tab):
     def on_tick(self, sweep_id, drawn):
         return self._view_of(sweep_id, drawn)
 
-    @on_refusal(None, summary_html(None), trials_frame(None), KEEP, KEEP, KEEP, KEEP)
+    @on_refusal(None, summary_html(None), trials_frame(None), KEEP, KEEP, KEEP, KEEP, gr.update(interactive=False))
     def _view_of(self, sweep_id, drawn):
         if not sweep_id:
-            return summary_html(None), trials_frame(None), None, None, None, -1
+            empty = [empty_figure(f"empty.sweep_{name}") for name in FIGURES]
+            return summary_html(None), trials_frame(None), *empty, -1, gr.update(interactive=False)
         report = self.ctx.sweeps.status(sweep_id)
         completed = sum(t["status"] == "completed" for t in report["trials"])
         if completed == drawn:
             charts = [gr.update()] * len(FIGURES)
         else:
             figures = self.ctx.sweeps.figures(sweep_id)
-            charts = [figures[name] for name in FIGURES]
-        return summary_html(report), trials_frame(report), *charts, completed
+            charts = [figures[name] or empty_figure(f"empty.sweep_{name}") for name in FIGURES]
+        running = gr.update(interactive=report["status"] == "running")  # only a running sweep has a trial to stop
+        return summary_html(report), trials_frame(report), *charts, completed, running
 
-    def sweep_choices(self):
+    def on_load(self):
+        """The newest sweep picked and drawn, and the hints written in the page's language."""
         choices = self.ctx.sweeps.sweep_ids()
-        return gr.update(choices=choices, value=choices[0] if choices else None)
+        picked = choices[0] if choices else None
+        return gr.update(choices=choices, value=picked), choices, *self._view_of(picked, -1)
+
+    def follow_list(self, previous):
+        # Only the choices, and only when they change: setting the value could swallow a pick in flight.
+        choices = self.ctx.sweeps.sweep_ids()
+        return (gr.update(choices=choices), choices) if choices != previous else (gr.update(), gr.update())
 
     def _opener(self, where: str):
         @on_refusal(f"Cannot open the best run in {where.title()}", KEEP, KEEP, LINE)

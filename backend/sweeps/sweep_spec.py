@@ -3,7 +3,9 @@
     base       a training config, the keys of train_start
     space      {option: [values]} (a grid, or choices) or {option: {low, high, log}} (a range)
     sampler    grid (every combination, in the order written), random or tpe (Optuna's samplers)
-    n_trials   how many trials; a grid runs at most its own size (default: all of it; else 8)
+    n_trials   how many trials; a grid runs at most its own size (default: all of it; else 8, or the
+               number of combinations when every option searched is a list and they are fewer: random
+               and tpe would only repeat a run; an n_trials given is kept)
     metric     what the trials are judged by, as the runs report it: eval_loss, accuracy, rewards/margins, ...
     direction  minimize or maximize (default: minimize for a loss, maximize for anything else)
     pruner     median (stop a trial whose eval is worse than the median of earlier trials' at the
@@ -233,9 +235,10 @@ def _metric(metric: Any, config: TrainConfig) -> str:
 
 
 def _trials(raw: dict, spec: SweepSpec) -> int:
+    lists = all(isinstance(values, list) for values in spec.space.values())
+    size = math.prod(len(values) for values in spec.space.values()) if lists else None
     if spec.sampler != "grid":
-        return _whole(raw, "n_trials", spec.n_trials, 1, MAX_TRIALS)
-    size = math.prod(len(values) for values in spec.space.values())
+        return _whole(raw, "n_trials", min(spec.n_trials, size or spec.n_trials), 1, MAX_TRIALS)
     if size > MAX_TRIALS:
         raise TuneForgeError(f"space: the grid has {size} combinations; at most {MAX_TRIALS}")
     for params in spec.grid():  # options that are fine alone may not combine (pissa_init with use_dora)
