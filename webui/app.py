@@ -243,7 +243,7 @@ def register_api(gate: Gate, chat: ChatEngine, evaluator: Evaluator, exporter: E
 
 
 def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
-    """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/sweep_spec.py and the README."""
+    """Sweeps (backend.sweeps): the spec's keys are in backend/sweeps/sweep_spec.py and docs/sweeps.md."""
 
     @on_refusal_raise(page=False)
     @typed(gate, "sweep_start")
@@ -278,7 +278,7 @@ def register_sweep_api(gate: Gate, sweeps: SweepManager) -> None:
 
 
 def register_recipe_api(gate: Gate, recipes: RecipeJobs) -> None:
-    """Data recipes (backend.recipes): documents into a named dataset; the spec's keys are in the README."""
+    """Data recipes (backend.recipes): documents into a named dataset; its spec's keys: docs/recipes.md, docs/api.md."""
 
     @on_refusal_raise(page=False)
     @typed(gate, "recipe_start")

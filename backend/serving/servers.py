@@ -2,7 +2,7 @@
 
 Each is `python -m backend.serve` in its own process group, bound to 127.0.0.1 on a free port, with its
 output in the run folder's serve.log. It is stopped by Stop, or with the app. A server a person wants
-beyond this machine is theirs to start from a terminal with --host and --api-key (README).
+beyond this machine is theirs to start from a terminal with --host and --api-key (docs/gguf.md).
 """
 
 from __future__ import annotations
