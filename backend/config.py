@@ -172,7 +172,7 @@ class TrainConfig:
         "dpo / orpo: prefer the chosen over the rejected answer of each pair; kto: learn from answers judged "
         "good or bad (or from pairs); grpo: sample answers to prompts and learn from the rewards they earn; "
         "rm: a reward model that scores the chosen answer of each pair above the rejected one; ppo: refused "
-        "(TRL 1.16 has no PPO trainer; see README).",
+        "(TRL 1.16 has no PPO trainer; see docs/grpo.md).",
         choices=("sft", "pt", "classification", *PREFERENCE_TASKS, "grpo", *RLHF_TASKS),
         group="dataset",
         widget="radio",  # six short names read best side by side

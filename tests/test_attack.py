@@ -158,9 +158,9 @@ def test_finding_5_the_calls_that_crashed_are_refused_in_one_line_and_audited(st
     app, workspace, run_id = studio
     api = {fn.api_name: fn for fn in endpoints(app)}
     chat = lambda **changed: [{**{"target": run_id, "message": "hi", "history": [], "system_prompt": "",  # noqa: E731
-                                  "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 8}, **changed}[k]
+                                  "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 8, "images": None}, **changed}[k]
                               for k in ("target", "message", "history", "system_prompt", "temperature", "top_p",
-                                        "max_new_tokens")]  # fmt: skip
+                                        "max_new_tokens", "images")]  # fmt: skip
     cases = [
         ("train_start", [None], "alice", "config"),
         ("train_start", [[{"model": "default"}]], "alice", "config"),

@@ -105,6 +105,8 @@ def test_in_fp32_the_converted_model_is_exactly_transformers_own(mixed_gguf, ref
     assert np.array_equal(logits(model).numpy(), logits(reference).numpy())
     assert {entry["dtype"] for name, entry in header(folder).items() if name != "__metadata__"} == {"F32"}
     assert {"config.json", "generation_config.json", "tokenizer.json"} <= {f.name for f in folder.iterdir()}
+    # The model class, as save_pretrained records it: llama.cpp's converter and the Model tab read it.
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [type(reference).__name__]
 
 
 def test_in_bf16_the_converted_model_is_half_the_size_and_answers_alike(mixed_gguf, reference, tmp_path):

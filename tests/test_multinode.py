@@ -152,6 +152,7 @@ def options_for(model: str, dataset: Path, run_dir: Path, master_addr: str, **ex
         "val_size": 0,
         "logging_steps": 1,
         "save_steps": 2,
+        "save_total_limit": 0,  # keep every checkpoint: node 1 may die after several, and each is checked below
         "report_to": "none",
         "lr_scheduler_type": "constant",
         "learning_rate": 1e-3,

@@ -66,6 +66,9 @@ def write_weights(source: Path, staging: Path, dtype: str = "bfloat16") -> objec
     # The model's parameter names, on the meta device: no memory, but what the name map is built from.
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
+    # What save_pretrained would have recorded: the model class. Readers of the folder need it (the Model tab's
+    # architecture line, llama.cpp's converter, which refuses a config without it).
+    config.architectures = [type(skeleton).__name__]
     settings = load_gguf_checkpoint(str(source), return_tensors=False)["config"]
     reader = GGUFReader(source)
     processor = TENSOR_PROCESSORS.get(gguf_architecture(reader), TensorProcessor)(config=settings)
