@@ -12,8 +12,8 @@ from transformers import TrainerState, TrainingArguments
 
 from backend.events import EventLog, read_events
 from backend.training import matmul_peak
+from backend.training.callbacks import EventsCallback
 from backend.training.matmul_peak import cached_peak_gflops, machine_key, peak_path, read_peaks, store_peak
-from backend.training.recipe import EventsCallback
 
 
 @pytest.fixture()
