@@ -35,14 +35,14 @@ from typing import Any
 import yaml
 
 from backend.access.confine import Confinement, refuse_nul, short
-from backend.capability import hardware_summary, plan_run
-from backend.checkpoints import check_compatible, checkpoints, pick_checkpoint, previous_config
+from backend.admission import admit
+from backend.capability import hardware_summary
+from backend.checkpoints import checkpoints
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EventLog, EventsCache, end_event, timeline
 from backend.files import write_text_atomically
-from backend.models.checks import check_model
 from backend.paths import PROJECT_ROOT
 from backend.runfiles import (
     CONFIG_FILE,
@@ -96,26 +96,28 @@ class JobManager:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
         self.confinement.options(config)  # before anything is read or written on the caller's word
-        for spec in (config.model, config.ref_model):  # a model that cannot load is refused before it queues
-            check_model(spec, config.trust_remote_code)
+        config.output_dir = str(self._new_run_dir(config.output_dir))
+        admit(config, hardware_summary())  # what the job would refuse, refused before it queues, in its words
         resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
-        plan_run(config, hardware_summary())  # what this machine cannot run, in the job's own words
         if config.node_rank:
             raise TuneForgeError(
                 f"node_rank={config.node_rank}: start the other nodes from a terminal with the same config "
                 "(docs/multi-node.md); the app starts and follows node 0"
             )
-        run_dir = self.runs_dir / new_run_id()
-        if config.output_dir:
-            # The UI only knows runs in its workspace, so output_dir names one of them.
-            named = Path(config.output_dir).expanduser()
-            run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
-            if run_dir.parent != self.runs_dir:
-                raise TuneForgeError(f"output_dir must be a run name or a folder directly inside {self.runs_dir}")
-            if len(run_dir.name) > MAX_RUN_NAME:
-                raise TuneForgeError(f"output_dir: a run name has at most {MAX_RUN_NAME} characters")
-        config.output_dir = str(run_dir)
-        return run_dir.name, config
+        return Path(config.output_dir).name, config
+
+    def _new_run_dir(self, output_dir: str) -> Path:
+        """The folder a new run gets: a fresh id, or the run name output_dir gives."""
+        if not output_dir:
+            return self.runs_dir / new_run_id()
+        # The UI only knows runs in its workspace, so output_dir names one of them.
+        named = Path(output_dir).expanduser()
+        run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
+        if run_dir.parent != self.runs_dir:
+            raise TuneForgeError(f"output_dir must be a run name or a folder directly inside {self.runs_dir}")
+        if len(run_dir.name) > MAX_RUN_NAME:
+            raise TuneForgeError(f"output_dir: a run name has at most {MAX_RUN_NAME} characters")
+        return run_dir
 
     def preview(self, options: dict[str, Any]) -> tuple[str, str]:
         """The YAML and the shell command that reproduce a UI run from a terminal."""
@@ -167,8 +169,7 @@ class JobManager:
         options.update(output_dir=str(run_dir), resume_from_checkpoint="last")
         config = TrainConfig.from_dict(options)
         self.confinement.options(config, only=overrides or ())  # the run's own options were checked at its start
-        check_compatible(previous_config(run_dir), config.to_dict())
-        checkpoint, _ = pick_checkpoint(run_dir, "last")  # refuse now, in the UI, rather than in the job
+        checkpoint = admit(config, hardware_summary()).resume_from  # refuse now, in the UI, rather than in the job
         self._reap_ended(run_dir)
         write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
