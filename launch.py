@@ -6,9 +6,22 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the imports themselves wait until after --help
+    import gradio as gr
+
+    from backend.runs.job_manager import JobManager
+    from webui.access import Login
 
 
 def main() -> None:
+    args = parse_arguments()
+    prepare_process()
+    serve(args, *build_studio(args))
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="TuneForge: fine-tune language models from your browser.",
         epilog="Logins: with --auth or --auth-file, failed logins are limited to 5 a minute per client and 30 a "
@@ -66,16 +79,21 @@ def main() -> None:
         help="keep sweeps in this Optuna storage (e.g. postgresql://user@host/db), to share studies with other "
         "machines; default: the workspace's sweeps/optuna.db",
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def prepare_process() -> None:
+    """What this process needs before anything of the app is imported or built."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # A chat generating in this process holds the GIL between its torch ops; a status read waiting
     # for it would wait up to the switch interval at each hand-over (5 ms by default, several per
     # request). 0.5 ms keeps status reads quick beside a chat (bench/load_clients.py).
     sys.setswitchinterval(0.0005)
-    # Imported late so that --help answers at once.
-    from starlette.middleware import Middleware
 
+
+def build_studio(args: argparse.Namespace) -> tuple[gr.Blocks, JobManager, list[Login]]:
+    """The page, its job manager and its logins, from the command line; a bad argument exits with one line."""
+    # Imported late so that --help answers at once.
     from backend.access.confine import Confinement
     from backend.access.gate import Gate
     from backend.errors import TuneForgeError
@@ -84,8 +102,7 @@ def main() -> None:
     from backend.serving.chat import ChatEngine
     from backend.sweeps.sweep_manager import SweepManager
     from webui.access import credentials, roles_of
-    from webui.app import PAGE, build_app
-    from webui.login_limit import LoginLimiter
+    from webui.app import build_app
 
     try:
         logins, notes = credentials(args.auth, args.auth_file, args.share, args.host)
@@ -95,11 +112,7 @@ def main() -> None:
         print(note, flush=True)
     if args.max_queued_per_person < 1:
         raise SystemExit("error: --max-queued-per-person must be at least 1")
-    workspace = Path(args.workspace).expanduser().resolve()
-    allowed = [Path(d).expanduser().resolve() for d in args.allow_dir]
-    for folder in allowed:
-        if not folder.is_dir():
-            raise SystemExit(f"error: --allow-dir {folder} is not a folder")
+    workspace, allowed = folders(args)
     # Jobs read TUNEFORGE_WORKSPACE for their own default output folder.
     os.environ["TUNEFORGE_WORKSPACE"] = str(workspace)
     # Jobs run in the project folder; so does the app, so a relative path means the same file to both
@@ -114,6 +127,26 @@ def main() -> None:
     gate = Gate(jobs, roles_of(logins), args.allow_remote_code, args.max_queued_per_person)
     app = build_app(jobs, ChatEngine(jobs), sweeps, gate)
     print(f"TuneForge workspace: {workspace}" + "".join(f"\nreadable folder: {d}" for d in allowed))
+    return app, jobs, logins
+
+
+def folders(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """The workspace and the --allow-dir folders, resolved; a folder that is not one exits with one line."""
+    workspace = Path(args.workspace).expanduser().resolve()
+    allowed = [Path(d).expanduser().resolve() for d in args.allow_dir]
+    for folder in allowed:
+        if not folder.is_dir():
+            raise SystemExit(f"error: --allow-dir {folder} is not a folder")
+    return workspace, allowed
+
+
+def serve(args: argparse.Namespace, app: gr.Blocks, jobs: JobManager, logins: list[Login]) -> None:
+    """Serve the page until the process is stopped, with the job server warming up beside it."""
+    from starlette.middleware import Middleware
+
+    from webui.app import PAGE
+    from webui.login_limit import LoginLimiter
+
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host,
         server_port=args.port,

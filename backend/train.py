@@ -13,7 +13,7 @@ nproc_per_node × nnodes > 1 the command relaunches itself through torchrun (bac
 rank 0 speaks for the run.
 Refuses: unknown options and out-of-range values, what this machine cannot run (bf16 on a CPU,
 4-bit without CUDA, DeepSpeed without its package), and a model that cannot load (backend.models.checks),
-before any model is loaded.
+before any model is loaded: backend.admission.admit, the same checks the app's Start and Resume ask.
 A LLaMA-Factory training YAML is accepted too: it is translated (backend.llamafactory), and the
 translation is printed first, so nothing it asks for is dropped unseen.
 
@@ -33,14 +33,14 @@ import traceback
 import warnings
 from pathlib import Path
 
-from backend.capability import plan_run, probe, quantization_bits
+from backend.admission import admit
+from backend.capability import probe, quantization_bits
 from backend.checkpoints import checkpoint_step
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
 from backend.files import disk_full_message
 from backend.llamafactory import load_train_config
-from backend.models.checks import check_model
 from backend.paths import default_workspace
 from backend.runfiles import CONFIG_FILE, EVENTS_FILE, LOG_FILE, LOG_REDIRECTED_ENV, NICE_ENV, new_run_id
 from backend.training.distributed import (
@@ -125,17 +125,6 @@ def _install_abort_handler(events: EventLog, reports_abort: bool) -> None:
         os._exit(143)
 
     signal.signal(signal.SIGTERM, on_terminate)
-
-
-def resume_point(config: TrainConfig) -> tuple[Path, list[str]]:
-    """The checkpoint a resume continues from, checked against the run's earlier config."""
-    from backend.checkpoints import check_compatible, pick_checkpoint, previous_config
-
-    if not config.output_dir:
-        raise TuneForgeError("resume_from_checkpoint needs output_dir: the run folder to continue")
-    run_dir = Path(config.output_dir).expanduser().resolve()
-    check_compatible(previous_config(run_dir), config.to_dict())
-    return pick_checkpoint(run_dir, config.resume_from_checkpoint)
 
 
 def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> dict:
@@ -252,16 +241,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(main, config_uses_bitsandbytes)
     yield_to_the_app()
-    resume_from, notes = None, []
     try:
         config, loaded, where = load_train_config(args.config)
         if config.output_dir:
             config.output_dir = place_in_workspace(config.output_dir, default_workspace())
-        if config.resume_from_checkpoint:
-            resume_from, notes = resume_point(config)  # before config.yaml is overwritten: it is checked against
-        plan_run(config, probe())  # what this machine cannot run is refused before any model loads
-        for spec in (config.model, config.ref_model):  # and a model folder or .gguf file that cannot load
-            check_model(spec, config.trust_remote_code)
+        # Before config.yaml is overwritten (a resume is checked against it) and before any model loads.
+        _, resume_from, notes = admit(config, probe())
         run_dir = prepare_run_dir(config)
     except TuneForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,7 +28,8 @@ from backend.access.confine import Confinement
 from backend.access.gate import Gate
 from backend.access.roles import Role
 from backend.events import EventLog
-from backend.runs.job_manager import JobManager, write_owner
+from backend.runs.job_manager import JobManager
+from backend.runs.run_summary import write_owner
 from backend.serving.chat import ChatEngine
 from backend.sweeps.sweep_manager import SweepManager
 from webui.app import build_app

@@ -12,7 +12,7 @@ from backend.checkpoints import pick_checkpoint
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.runs.job_manager import JobManager
-from backend.training.recipe import EventsCallback
+from backend.training.callbacks import EventsCallback
 from tests.helpers import wait_for
 
 

@@ -149,7 +149,7 @@ def blocks(tmp_path_factory):
     from backend.serving.chat import ChatEngine
     from backend.serving.export import Exporter
     from backend.sweeps.sweep_manager import SweepManager
-    from webui.app import register_api
+    from webui.api import register_api
     from webui.context import AppContext
     from webui.tab_chat import ChatTab
     from webui.tab_sweeps import SweepsTab

@@ -12,8 +12,8 @@ from transformers import TrainerState, TrainingArguments
 
 from backend.events import EventLog, read_events
 from backend.training import matmul_peak
+from backend.training.callbacks import EventsCallback
 from backend.training.matmul_peak import cached_peak_gflops, machine_key, peak_path, read_peaks, store_peak
-from backend.training.recipe import EventsCallback
 
 
 @pytest.fixture()
@@ -86,7 +86,7 @@ def test_mfu_is_measured_against_the_cached_peak_and_never_exceeds_100_percent(t
 
 
 def test_train_status_and_the_progress_line_show_what_precision_auto_chose_beside_the_speed(tmp_path):
-    from backend.runs.job_manager import summarize
+    from backend.runs.run_summary import summarize
     from webui.tab_train import progress_html
 
     logged_mfu(tmp_path, flops_per_token=1e8, peak_gflops=200.0)

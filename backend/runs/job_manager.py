@@ -32,18 +32,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
 from backend.access.confine import Confinement, refuse_nul, short
-from backend.capability import hardware_summary, plan_run
-from backend.checkpoints import check_compatible, checkpoints, pick_checkpoint, previous_config
+from backend.admission import admit
+from backend.capability import hardware_summary
+from backend.checkpoints import checkpoints
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
 from backend.errors import TuneForgeError
 from backend.events import EventLog, EventsCache, end_event, timeline
 from backend.files import write_text_atomically
-from backend.models.checks import check_model
 from backend.paths import PROJECT_ROOT
 from backend.runfiles import (
     CONFIG_FILE,
@@ -52,14 +51,13 @@ from backend.runfiles import (
     LOG_FILE,
     LOG_REDIRECTED_ENV,
     NICE_ENV,
-    OWNER_FILE,
     RUN_FILE,
     SWEEP_FILE,
     new_run_id,
 )
+from backend.runs.run_summary import is_job_process, job_pid, read_owner, summarize, write_owner
 from backend.runs.stopping import stop_group
 from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server
-from backend.task_metrics import headline
 
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
@@ -98,26 +96,28 @@ class JobManager:
         """Validate options and give the run its id and directory (not yet written)."""
         config = TrainConfig.from_dict(options)
         self.confinement.options(config)  # before anything is read or written on the caller's word
-        for spec in (config.model, config.ref_model):  # a model that cannot load is refused before it queues
-            check_model(spec, config.trust_remote_code)
+        config.output_dir = str(self._new_run_dir(config.output_dir))
+        admit(config, hardware_summary())  # what the job would refuse, refused before it queues, in its words
         resolve_all(config.dataset, self.workspace, config.dataset_dir)  # fails here, not minutes later in the job
-        plan_run(config, hardware_summary())  # what this machine cannot run, in the job's own words
         if config.node_rank:
             raise TuneForgeError(
                 f"node_rank={config.node_rank}: start the other nodes from a terminal with the same config "
                 "(docs/multi-node.md); the app starts and follows node 0"
             )
-        run_dir = self.runs_dir / new_run_id()
-        if config.output_dir:
-            # The UI only knows runs in its workspace, so output_dir names one of them.
-            named = Path(config.output_dir).expanduser()
-            run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
-            if run_dir.parent != self.runs_dir:
-                raise TuneForgeError(f"output_dir must be a run name or a folder directly inside {self.runs_dir}")
-            if len(run_dir.name) > MAX_RUN_NAME:
-                raise TuneForgeError(f"output_dir: a run name has at most {MAX_RUN_NAME} characters")
-        config.output_dir = str(run_dir)
-        return run_dir.name, config
+        return Path(config.output_dir).name, config
+
+    def _new_run_dir(self, output_dir: str) -> Path:
+        """The folder a new run gets: a fresh id, or the run name output_dir gives."""
+        if not output_dir:
+            return self.runs_dir / new_run_id()
+        # The UI only knows runs in its workspace, so output_dir names one of them.
+        named = Path(output_dir).expanduser()
+        run_dir = (named if named.is_absolute() else self.runs_dir / named).resolve()
+        if run_dir.parent != self.runs_dir:
+            raise TuneForgeError(f"output_dir must be a run name or a folder directly inside {self.runs_dir}")
+        if len(run_dir.name) > MAX_RUN_NAME:
+            raise TuneForgeError(f"output_dir: a run name has at most {MAX_RUN_NAME} characters")
+        return run_dir
 
     def preview(self, options: dict[str, Any]) -> tuple[str, str]:
         """The YAML and the shell command that reproduce a UI run from a terminal."""
@@ -169,8 +169,7 @@ class JobManager:
         options.update(output_dir=str(run_dir), resume_from_checkpoint="last")
         config = TrainConfig.from_dict(options)
         self.confinement.options(config, only=overrides or ())  # the run's own options were checked at its start
-        check_compatible(previous_config(run_dir), config.to_dict())
-        checkpoint, _ = pick_checkpoint(run_dir, "last")  # refuse now, in the UI, rather than in the job
+        checkpoint = admit(config, hardware_summary()).resume_from  # refuse now, in the UI, rather than in the job
         self._reap_ended(run_dir)
         write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
@@ -248,7 +247,7 @@ class JobManager:
                 if end_event(self._events.read(key)) is None:
                     EventLog(key).emit("end", **exit_reason(code, Path(key)))
             for key, pid in list(self._adopted.items()):
-                if _is_job_process(pid) or key in self._aborting:
+                if is_job_process(pid) or key in self._aborting:
                     continue
                 del self._adopted[key]
                 if end_event(self._events.read(key)) is None:
@@ -305,8 +304,8 @@ class JobManager:
         live = {}
         for path in self.runs_dir.iterdir():
             events = self._events.read(path) if (path / EVENTS_FILE).exists() else []
-            pid = _job_pid(events)
-            if pid and end_event(events) is None and _is_job_process(pid):
+            pid = job_pid(events)
+            if pid and end_event(events) is None and is_job_process(pid):
                 live[str(path)] = pid
         return live
 
@@ -396,7 +395,7 @@ class JobManager:
                     return proc.poll() is None
             for key, pid in self._adopted.items():
                 if Path(key).name == run_id:
-                    return _is_job_process(pid)
+                    return is_job_process(pid)
         return None
 
     # ---- stopping ---------------------------------------------------------------------
@@ -419,9 +418,9 @@ class JobManager:
             if proc is not None:
                 stop_group(proc.pid, lambda: proc.poll() is not None)
             else:
-                pid = _job_pid(self._events.read(run_dir))
-                if pid is not None and _is_job_process(pid):
-                    stop_group(pid, lambda: not _is_job_process(pid))
+                pid = job_pid(self._events.read(run_dir))
+                if pid is not None and is_job_process(pid):
+                    stop_group(pid, lambda: not is_job_process(pid))
             if end_event(self._events.read(run_dir)) is None:
                 EventLog(run_dir).emit("end", status="aborted", error="aborted by the user")
         finally:
@@ -458,126 +457,3 @@ def exit_reason(code: int | None, run_dir: Path) -> dict[str, str]:
         hint = " (the system may have run out of memory)" if -code == signal.SIGKILL else ""
         return {"status": "interrupted", "error": f"the job was killed by {name}{hint}" + after}
     return {"status": "failed", "error": f"the job exited with code {code} without reporting why; see train.log"}
-
-
-def _job_pid(events: list[dict[str, Any]]) -> int | None:
-    start = next((e for e in events if e["type"] == "start"), None)
-    return start.get("pid") if start else None
-
-
-def _is_job_process(pid: int) -> bool:
-    """Whether pid is alive and still a training job (pids are reused after a reboot or long uptime)."""
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and JOB_MODULE in process.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-
-
-def summarize(
-    run_dir: Path,
-    events: list[dict[str, Any]],
-    queue_position: int | None = None,
-    alive: bool | None = None,
-) -> dict[str, Any]:
-    """A run's state from its events: what train_status returns and the run list shows."""
-    events = timeline(events)
-    logs = [e for e in events if e["type"] == "log"]
-    evals = [e for e in events if e["type"] == "eval"]
-    statuses = [e for e in events if e["type"] == "status"]
-    starts = [e for e in events if e["type"] == "start"]
-    training = next((e for e in reversed(statuses) if e.get("message") == "training"), {})
-    end = end_event(events)
-    last = logs[-1] if logs else {}
-    config = starts[-1].get("config", {}) if starts else {}
-    summary: dict[str, Any] = {
-        "run_id": run_dir.name,
-        "run_dir": str(run_dir),
-        "status": "running",
-        "phase": statuses[-1]["message"] if statuses else "starting",
-        "step": last.get("step", 0),
-        "max_steps": last.get("max_steps") or (statuses[-1].get("max_steps") if statuses else None) or 0,
-        "epoch": last.get("epoch", 0.0),
-        "loss": last.get("loss"),
-        "eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "tokens_per_s": last.get("tokens_per_s"),
-        "mfu": last.get("mfu"),
-        "precision": training.get("precision"),  # what precision auto resolved to, once training began
-        "attention": training.get("attention"),
-        "elapsed_s": last.get("elapsed_s"),
-        "eta_s": last.get("eta_s"),
-        "error": None,
-        "started": events[0]["time"] if events else None,
-        "duration_s": _duration(events),
-        "queue_position": queue_position,
-        "resumes": sum(1 for e in starts if e.get("resumed_from") is not None),
-        "model": config.get("model"),
-        "method": config.get("method"),
-        "task": config.get("task"),
-        "dataset": config.get("dataset"),
-        "metric": None,
-        "sweep": None,
-        "owner": read_owner(run_dir),
-    }
-    if (run_dir / SWEEP_FILE).exists():
-        summary["sweep"] = _sweep_label(run_dir)
-    if queue_position is not None:
-        summary.update(status="queued", phase=f"queued, #{queue_position} in line")
-    elif end is not None:
-        error = (end["status"] == "aborted" and _abort_reason(events)) or end.get("error")
-        summary.update(status=end["status"], error=error, phase=end["status"])
-        if end["status"] == "completed":
-            summary["eval_loss"] = end.get("eval_loss", summary["eval_loss"])
-            summary["eta_s"] = 0
-            summary["metric"] = headline(config.get("task"), end)
-    elif not events and alive is None:
-        summary.update(status="queued", phase="not started")
-    elif alive is False or (alive is None and not _is_job_process(_job_pid(events) or -1)):
-        summary.update(
-            status="interrupted", phase="interrupted", error="the job stopped without reporting an end; see train.log"
-        )
-    return summary
-
-
-def _abort_reason(events: list[dict[str, Any]]) -> str | None:
-    """Why the latest attempt was stopped, where someone other than the user stopped it."""
-    for event in reversed(events):
-        if event["type"] == "abort":
-            return event.get("reason")
-        if event["type"] in ("start", "resume"):
-            return None
-    return None
-
-
-def write_owner(run_dir: Path, owner: str | None) -> None:
-    if owner:
-        write_text_atomically(run_dir / OWNER_FILE, json.dumps({"user": owner}))
-
-
-def read_owner(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / OWNER_FILE).read_text(encoding="utf-8"))["user"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _sweep_label(run_dir: Path) -> str | None:
-    try:
-        label = json.loads((run_dir / SWEEP_FILE).read_text(encoding="utf-8"))
-        return f"{label['sweep_id']} #{label['trial']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _duration(events: list[dict[str, Any]]) -> float | None:
-    """Wall time spent training, summed over attempts (a resumed run's pause does not count)."""
-    total, begun, last = 0.0, None, None
-    for event in events:
-        if event["type"] == "start":
-            if begun is not None:
-                total += last - begun
-            begun = event["time"]
-        last = event["time"]
-    if begun is None:
-        return None
-    return round(total + last - begun, 1)

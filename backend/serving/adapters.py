@@ -17,7 +17,8 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.events import EventLog
 from backend.models.sources import adapter_base_model, is_adapter_dir, load_tokenizer, resolve_model
-from backend.runs.job_manager import JobManager, write_owner
+from backend.runs.job_manager import JobManager
+from backend.runs.run_summary import write_owner
 
 ADAPTER_FILES = re.compile(r".*\.(json|safetensors|jinja|txt|model)$")
 

@@ -22,7 +22,8 @@ from backend.files import write_text_atomically
 from backend.metrics import classification_metrics, roc_curves
 from backend.models.sources import resolve_model
 from backend.task_metrics import CLASSIFICATION_SCORES
-from backend.training.recipe import Recipe, finite_or_none
+from backend.training.callbacks import finite_or_none
+from backend.training.recipe import Recipe
 
 SCALAR_METRICS = CLASSIFICATION_SCORES
 
