@@ -44,11 +44,11 @@ lint: dev
 
 # Everything, as CI runs it. The suite's budget: under 10 minutes of pytest on a newer 2-core machine.
 test: dev lint llamacpp
-	$(PY) -m pytest -q -rs -n 3 --dist loadfile --no-loadscope-reorder --durations=40
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 # The plumbing tier alone (tiny model), for the edit-test loop: the tests marked slow train the real model.
 test-fast: dev lint llamacpp
-	$(PY) -m pytest -q -rs -n 3 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15
 
 bench: dev llamacpp
 	$(PY) bench/demo_run.py

@@ -38,10 +38,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
-# Under pytest-xdist the workers (three on two cores: `make test`) share the cores. A torch process (a worker,
-# its jobs, its apps) with a thread per core would then wait at every OpenMP barrier for a core another worker
-# holds: a step took 50 times longer. One thread each keeps every core busy without that, and the third worker
-# fills the time the other two spend waiting on a browser, a server or a subprocess's imports.
+# Under pytest-xdist two workers share the cores. A torch process (a worker, its jobs, its apps) with
+# a thread per core would then wait at every OpenMP barrier for a core the other worker holds: a step
+# took 50 times longer. One thread each keeps every core busy without that. (A third worker did not pay:
+# the same commit's clean suite took 1,217 s with three and 1,096 s with two, on a 2-core Zen 3.)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
