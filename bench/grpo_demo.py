@@ -41,14 +41,9 @@ def main() -> None:
         options["max_steps"] = args.max_steps
     if args.max_completion_length:
         options["max_completion_length"] = args.max_completion_length
-    began = time.perf_counter()
-    run_id = jobs.start(options)
-    while jobs.status(run_id)["status"] in ("queued", "running"):
-        time.sleep(1)
-    wall = time.perf_counter() - began
-    status = jobs.status(run_id)
-    if status["status"] != "completed":
-        sys.exit(f"run {status['status']}: {status['error']}")
+    from bench.finished_run import run_to_end
+
+    run_id, wall = run_to_end(jobs, options)
     logs = [e for e in jobs.events(run_id) if e["type"] == "log"]
     keys = ["reward", *sorted(k for k in logs[0] if k.startswith("reward/")), "completion_length"]
     began_eval = time.perf_counter()

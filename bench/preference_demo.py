@@ -12,7 +12,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +46,9 @@ def main() -> None:
     }
     if args.learning_rate:
         options["learning_rate"] = args.learning_rate
-    began = time.perf_counter()
-    run_id = jobs.start(options)
-    while jobs.status(run_id)["status"] in ("queued", "running"):
-        time.sleep(1)
-    wall = time.perf_counter() - began
-    status = jobs.status(run_id)
-    if status["status"] != "completed":
-        sys.exit(f"run {status['status']}: {status['error']}")
+    from bench.finished_run import run_to_end
+
+    run_id, wall = run_to_end(jobs, options)
     events = jobs.events(run_id)
     margins = [e["rewards/margins"] for e in events if e["type"] == "log" and e.get("rewards/margins") is not None]
     end = next(e for e in reversed(events) if e["type"] == "end")

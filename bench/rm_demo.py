@@ -19,7 +19,6 @@ import math
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,18 +61,13 @@ def split_demo(path: Path, workspace: Path, cutoff_len: int, prompt_len: int) ->
     return data / "pairs.json", data / "prompts.json", {"rows": len(rows), "pairs": len(pairs), "prompts": len(prompts)}
 
 
-def run(jobs, options: dict) -> tuple[str, float]:
-    began = time.perf_counter()
-    run_id = jobs.start(options)
-    while jobs.status(run_id)["status"] in ("queued", "running"):
-        time.sleep(2)
-    status = jobs.status(run_id)
-    if status["status"] != "completed":
-        sys.exit(f"run {run_id} {status['status']}: {status['error']}")
-    return run_id, round(time.perf_counter() - began, 1)
+def rounded(run: tuple[str, float]) -> tuple[str, float]:
+    return run[0], round(run[1], 1)
 
 
 def main() -> None:
+    from bench.finished_run import run_to_end
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rm-steps", type=int, default=32)
     parser.add_argument("--grpo-steps", type=int, default=16)
@@ -102,7 +96,7 @@ def main() -> None:
         "max_steps": args.rm_steps, "per_device_train_batch_size": 4, "learning_rate": args.learning_rate,
         "cutoff_len": args.cutoff_len, "val_size": args.held_out_pairs, "eval_steps": 10**6,
     }  # fmt: skip
-    rm_run, rm_wall = (args.rm_run, None) if args.rm_run else run(jobs, rm_options)
+    rm_run, rm_wall = (args.rm_run, None) if args.rm_run else rounded(run_to_end(jobs, rm_options))
     rm_logs = [e for e in jobs.events(rm_run) if e["type"] == "log"]
     compared = evaluator.compare_reward_model(rm_run)
     pairwise = {row["metric"]: {"base": row["base"], "tuned": row["tuned"]} for row in compared["comparison"]}
@@ -114,7 +108,7 @@ def main() -> None:
         "max_completion_length": args.max_completion_length,
         "val_size": args.held_out_prompts, "eval_steps": 10**6,
     }  # fmt: skip
-    grpo_run, grpo_wall = run(jobs, grpo_options)
+    grpo_run, grpo_wall = rounded(run_to_end(jobs, grpo_options))
     grpo_logs = [e for e in jobs.events(grpo_run) if e["type"] == "log"]
     held_prompts = evaluator.compare_with_base(grpo_run, max_rows=args.held_out_prompts)
     rewards = {row["metric"]: {"base": row["base"], "tuned": row["tuned"]} for row in held_prompts["comparison"]}

@@ -14,7 +14,6 @@ import platform
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,14 +71,9 @@ def main() -> None:
     options.update(learning_rate=1e-3, per_device_train_batch_size=args.batch_size, save_steps=0, report_to="none",
                    eval_steps=10**6, freeze_vision_tower=False, freeze_multi_modal_projector=False)  # fmt: skip
     jobs = JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-")))
-    began = time.perf_counter()
-    run_id = jobs.start(options)
-    while jobs.status(run_id)["status"] in ("queued", "running"):
-        time.sleep(1)
-    wall = time.perf_counter() - began
-    status = jobs.status(run_id)
-    if status["status"] != "completed":
-        sys.exit(f"run {status['status']}: {status['error']}")
+    from bench.finished_run import run_to_end
+
+    run_id, wall = run_to_end(jobs, options)
     losses = [e["loss"] for e in jobs.events(run_id) if e["type"] == "log"]
     splits = load_splits(DataOptions(dataset=dataset, val_size=args.held_out, seed=42))
     held_out = splits.validation
