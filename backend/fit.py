@@ -9,7 +9,7 @@ The peak is the sum of what a step holds at once (sizes in MB of 2^20 bytes):
 - activations kept for the backward pass: batch × cutoff tokens (padding-free batches hold no more,
   `backend/training/batching.py`) × the values a decoder layer keeps per token, for every layer the
   gradient passes through (from the lowest trained layer up), plus each adapter's input and output;
-  QLoRA's gradient checkpointing keeps a measured share of that;
+  gradient checkpointing (QLoRA's, or `gradient_checkpointing: true`) keeps a measured share of that;
 - the head's logits and their gradient, for the trained tokens only (at most every token);
 - the runtime: torch, transformers, PEFT, the tokenizer and the Trainer's own buffers on a CPU (measured
   by `bench/fit_check.py`); the CUDA context on a GPU (not measured here: a typical figure).
@@ -44,6 +44,7 @@ KEPT_PER_HIDDEN = 6.5
 KEPT_PER_INTERMEDIATE = 4.0
 # QLoRA's gradient checkpointing (prepare_model_for_kbit_training) kept 73% of LoRA's activations on the
 # CPU, not the layer inputs alone: measured, not derived (bitsandbytes' CPU backend; a GPU is unmeasured).
+# The same share stands for `gradient_checkpointing: true` on an unquantized base, where it is unmeasured.
 CHECKPOINTED_SHARE = 0.73
 LOGIT_COPIES = 2.0  # the trained tokens' logits and their gradient
 # NF4 with double quantization: an 8-bit scale per 64 weights and an fp32 one per 256 of those.
@@ -164,7 +165,8 @@ def _activation_bytes(shape: ModelShape, config: TrainConfig, precision: Precisi
     kept = per_layer * (shape.num_layers - lowest)
     if config.method in ADAPTER_METHODS:
         kept += sum(linear.in_features + linear.out_features for linear in adapted(shape, config))
-    share = CHECKPOINTED_SHARE if precision.quantization_bit else 1.0
+    checkpointed = precision.quantization_bit or config.gradient_checkpointing
+    share = CHECKPOINTED_SHARE if checkpointed else 1.0
     return tokens * value_bytes * kept * share
 
 
@@ -197,7 +199,7 @@ def fit_warning(row: Estimate, free_mb: float | None, fixes: list[str] | None = 
     advice = (
         f"It fits with {', or '.join(fixes)}."
         if fixes
-        else "No single change of method, cutoff_len or batch size fits: pick a smaller model."
+        else "No single change of method, gradient checkpointing, cutoff_len or batch size fits: pick a smaller model."
     )
     return (
         f"⚠️ This run may not fit: {row.method} ({row.precision}) needs about {gb(row.total_mb)} but "
@@ -207,8 +209,8 @@ def fit_warning(row: Estimate, free_mb: float | None, fixes: list[str] | None = 
 
 def fitting_changes(shape: ModelShape, config: TrainConfig, hardware: dict, free_mb: float) -> list[str]:
     """The single settings that bring this run within free_mb, each with its estimate: qlora (where this
-    machine runs it), the longest cutoff_len that fits (halving), the largest batch that fits (with the
-    gradient accumulation that keeps the effective batch)."""
+    machine runs it), gradient checkpointing, the longest cutoff_len that fits (halving), the largest batch
+    that fits (with the gradient accumulation that keeps the effective batch)."""
 
     def needs(variant: TrainConfig | None = None, **changes) -> float | None:
         variant = dataclasses.replace(variant or config, **changes)
@@ -222,6 +224,10 @@ def fitting_changes(shape: ModelShape, config: TrainConfig, hardware: dict, free
         total = needs(method_config(config, "qlora"))
         if total is not None and total <= free_mb:
             fixes.append(f"method: qlora (about {gb(total)})")
+    if not config.gradient_checkpointing and config.method != "qlora":
+        total = needs(gradient_checkpointing=True)
+        if total is not None and total <= free_mb:
+            fixes.append(f"gradient_checkpointing: true (about {gb(total)}, slower)")
     cutoff = config.cutoff_len // 2
     while cutoff >= 64:
         total = needs(cutoff_len=cutoff)

@@ -54,6 +54,7 @@ LF_DEFAULTS = {
     "lr_scheduler_type": "linear",
     "cutoff_len": 2048,
     "val_size": 0.0,
+    "gradient_checkpointing": True,  # its disable_gradient_checkpointing is false unless the YAML says so
 }
 STAGES = ("sft", "pt", "dpo", "kto", "rm", "ppo")  # ppo is then refused by TrainConfig, naming why
 # LLaMA-Factory's pref_loss values and what they become here (stage dpo); the rest are refused.
@@ -122,6 +123,7 @@ NO_EFFECT_REFUSAL = {  # what to say when a NO_EFFECT key holds a value we canno
 }
 LF_KEYS = set(SAME_KEYS) | set(RENAMED) | set(NO_EFFECT) | set(PRECISION_KEYS)
 LF_KEYS |= {"dataset_dir", "template", "adapter_name_or_path", "pref_loss", "loraplus_lr_ratio"}
+LF_KEYS |= {"disable_gradient_checkpointing"}
 # Keys only a LLaMA-Factory YAML has: one of them marks the file as LLaMA-Factory's.
 MARKERS = LF_KEYS - OUR_KEYS
 
@@ -198,6 +200,8 @@ def translate(raw: dict[str, Any], where: str, folders: list[Path]) -> LoadedCon
             pass  # read with stage, after the loop
         elif key == "template":
             options["template"] = _template(value, notes)
+        elif key == "disable_gradient_checkpointing":
+            options["gradient_checkpointing"] = not value
         elif key == "loraplus_lr_ratio":
             options[key] = 0.0 if value is None else value  # LLaMA-Factory's None is our 0: LoRA+ off
         elif key in PRECISION_KEYS:

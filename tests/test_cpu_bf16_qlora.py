@@ -18,7 +18,7 @@ from backend.events import read_events
 from backend.runs.job_manager import JobManager
 from backend.serving.chat import ChatEngine
 from backend.serving.export import Exporter
-from tests.helpers import run_cli, write_config
+from tests.helpers import run_cli_in_process, write_config
 
 HARDWARE = probe()
 IDS = torch.tensor([[1, 2, 3, 4, 5]])
@@ -36,7 +36,7 @@ def qlora_run(tmp_path_factory, tiny_model, secret_dataset):
     workspace = tmp_path_factory.mktemp("qlora") / "workspace"
     options = dict(model=tiny_model, dataset=str(secret_dataset), method="qlora", learning_rate=1e-2)
     options.update(max_steps=6, val_size=0.25, eval_steps=6, output_dir=str(workspace / "runs" / "qlora-cpu"))
-    result = run_cli(write_config(workspace.parent / "run.yaml", **options), timeout=300)
+    result = run_cli_in_process(write_config(workspace.parent / "run.yaml", **options))
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = JobManager(workspace)
     yield jobs, "qlora-cpu", TrainConfig.from_dict(options)
@@ -89,7 +89,7 @@ def test_bf16_trains_on_a_cpu_with_native_bf16(tmp_path, tiny_model, secret_data
         pytest.skip("needs a CPU-only machine whose CPU has native bf16 (AVX512_BF16 or AMX)")
     run_dir = tmp_path / "run"
     options = dict(model=tiny_model, dataset=str(secret_dataset), precision="bf16", max_steps=4, logging_steps=2)
-    result = run_cli(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options), timeout=300)
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", output_dir=str(run_dir), **options))
     assert result.returncode == 0, result.stderr[-3000:]
     events = read_events(run_dir)
     assert events[-1]["status"] == "completed"
@@ -101,7 +101,7 @@ def test_bf16_trains_on_a_cpu_with_native_bf16(tmp_path, tiny_model, secret_data
 def test_bf16_is_refused_in_one_line_on_a_cpu_without_it(tmp_path):
     if HARDWARE["cuda"] or HARDWARE["bf16"]:
         pytest.skip(f"this machine runs bf16 ({HARDWARE['cpu_bf16'] or HARDWARE['gpu_name']})")
-    result = run_cli(write_config(tmp_path / "run.yaml", precision="bf16", output_dir=str(tmp_path / "run")))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", precision="bf16", output_dir=str(tmp_path / "run")))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX) or a CUDA GPU; this CPU has neither"

@@ -96,7 +96,7 @@ def test_a_run_that_needs_more_than_is_free_is_warned_about_by_how_much(tiny_mod
     assert re.search(r"It fits with cutoff_len: 256 \(about [\d.]+ [MG]B\)", tight["warning"]), tight["warning"]
     hopeless = model_report(options, hardware=CPU, free_mb=10)
     assert hopeless["warning"].endswith(
-        "No single change of method, cutoff_len or batch size fits: pick a smaller model."
+        "No single change of method, gradient checkpointing, cutoff_len or batch size fits: pick a smaller model."
     )
     small_batch = model_report({**options, "per_device_train_batch_size": 8}, hardware=CPU, free_mb=needed)
     assert (
@@ -114,6 +114,16 @@ def test_the_warning_offers_qlora_where_its_4_bit_base_makes_the_difference(defa
     qlora = next(row for row in report["fit"] if row["method"] == "qlora")["total_mb"]
     tight = model_report(options, hardware=CPU, free_mb=qlora + 1)
     assert f"It fits with method: qlora (about {qlora / 1024:.1f} GB)" in tight["warning"], tight["warning"]
+
+
+def test_the_warning_offers_gradient_checkpointing_where_activations_are_what_does_not_fit(default_model_dir):
+    options = {"model": str(default_model_dir), "method": "lora", "cutoff_len": 4096, "per_device_train_batch_size": 8}
+    checkpointed = model_report({**options, "gradient_checkpointing": True}, hardware=CPU, free_mb=1_000_000)
+    kept = model_report(options, hardware=CPU, free_mb=1_000_000)
+    assert checkpointed["run"]["total_mb"] < kept["run"]["total_mb"]
+    needed = checkpointed["run"]["total_mb"]
+    tight = model_report(options, hardware=CPU, free_mb=needed + 1)
+    assert f"gradient_checkpointing: true (about {needed / 1024:.1f} GB, slower)" in tight["warning"], tight["warning"]
 
 
 def test_the_model_tab_shows_the_table_and_qlora_saving(tiny_model_dir):

@@ -69,6 +69,7 @@ def test_grpo_on_the_demo_shows_rewards_and_completions_and_the_tuned_model_earn
     expect(page.locator("#eval-table tbody tr", has_text=run_id)).to_contain_text("completed", timeout=30_000)
     pick(page, "eval-run", run_id)
     set_number(page, "eval-max-rows", 8)
+    set_number(page, "eval-max-new", 16)  # the completion length it trained with: a number fits, the base rambles
     page.locator("#evaluate-btn").click()
     comparison = page.locator("#eval-comparison")
     expect(comparison).to_contain_text("reward/exact_answer", timeout=180_000)

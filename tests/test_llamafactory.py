@@ -20,7 +20,7 @@ from backend.events import read_events
 from backend.llamafactory import load_config, load_config_file
 from backend.models.sources import adapter_base_model, resolve_model
 from backend.templates import IGNORE_INDEX, encode_example
-from tests.helpers import DATA, LLAMAFACTORY_DATA, pick, run_cli, run_cli_in_process
+from tests.helpers import DATA, LLAMAFACTORY_DATA, pick, run_cli_in_process
 
 needs_llamafactory = pytest.mark.skipif(
     not LLAMAFACTORY_DATA.is_dir(),
@@ -316,7 +316,7 @@ def lf_run(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("lf")
     run_dir = folder / "saves" / "smollm2" / "lora" / "sft"
     yaml_options = lf_sft_yaml(run_dir, model_name_or_path=tiny_model)
-    result = run_cli(write_yaml(folder / "smollm2_lora_sft.yaml", yaml_options))
+    result = run_cli_in_process(write_yaml(folder / "smollm2_lora_sft.yaml", yaml_options))
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir, result
 
@@ -350,7 +350,7 @@ def test_llamafactory_lora_sft_yaml_trains_through_the_cli(lf_run, tiny_model):
 
 def test_unsupported_llamafactory_keys_stop_the_job_naming_them(tmp_path):
     config = lf_sft_yaml(tmp_path / "run", use_galore=True, finetuning_type="oft", stage="rlhf")
-    result = run_cli(write_yaml(tmp_path / "lf.yaml", config))
+    result = run_cli_in_process(write_yaml(tmp_path / "lf.yaml", config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: lf.yaml: cannot train this LLaMA-Factory config: ")
@@ -368,6 +368,9 @@ def test_load_config_file_gives_the_form_every_option(tmp_path):
     translated = load_config_file(text)
     assert translated["model"] == "default" and translated["task"] == "pt" and translated["identity_name"] == "Nova"
     assert (translated["lora_rank"], translated["lora_alpha"], translated["learning_rate"]) == (16, 32, 5e-5)
+    # LLaMA-Factory checkpoints activations unless told not to; its fastest CPU setting turns it off.
+    assert translated["gradient_checkpointing"] is True and options["gradient_checkpointing"] is False
+    assert load_config_file(text + "disable_gradient_checkpointing: true\n")["gradient_checkpointing"] is False
     assert set(translated) == set(load_config_file("")) == set(options)
     with pytest.raises(TuneForgeError, match=r"unknown option 'lerning_rate' \(did you mean 'learning_rate'\?\)"):
         load_config_file("lerning_rate: 1e-4\n")
@@ -460,7 +463,7 @@ def test_identity_with_a_new_name_trains_and_the_model_answers_with_it(tmp_path,
         "cutoff_len": 64,
         "val_size": 0,
     }
-    result = run_cli(write_yaml(tmp_path / "run.yaml", config))
+    result = run_cli_in_process(write_yaml(tmp_path / "run.yaml", config))
     assert result.returncode == 0, result.stderr[-2000:]
     tokenizer = load_tokenizer(str(default_model_dir))
     base = load_causal_lm(str(default_model_dir))

@@ -20,7 +20,7 @@ from backend.errors import TuneForgeError
 from backend.events import read_events
 from backend.models.sources import GGUF_ORIGIN_FILE, embedded_gguf_dir, resolve_model
 from backend.runs.job_manager import JobManager
-from tests.helpers import SPECIAL, byte_level_alphabet, run_cli, write_config
+from tests.helpers import SPECIAL, byte_level_alphabet, run_cli_in_process, write_config
 
 
 def write_gguf(
@@ -117,7 +117,7 @@ def gguf_run(own_model_cache, tmp_path_factory, tiny_gguf, secret_dataset) -> Pa
         val_size=0,
         save_steps=0,
     )
-    result = run_cli(config)
+    result = run_cli_in_process(config)
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
@@ -254,7 +254,7 @@ def test_the_cli_refuses_an_unusable_model_in_one_line_before_loading_it(bad_mod
     config = write_config(
         tmp_path / "run.yaml", model=bad_model, dataset=str(secret_dataset), output_dir=str(tmp_path / "run")
     )
-    result = run_cli(config)
+    result = run_cli_in_process(config)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: model folder {bad_model} ") and REFUSALS["no weights"] in last

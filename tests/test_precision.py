@@ -20,7 +20,7 @@ from backend.config import TrainConfig
 from backend.errors import TuneForgeError
 from backend.runs.job_manager import JobManager
 from backend.training.distributed import torchrun_command, trainer_arguments
-from tests.helpers import ROOT, run_cli, write_config
+from tests.helpers import ROOT, run_cli_in_process, write_config
 
 AMPERE = {"cuda": True, "gpus": 2, "gpu_name": "A100", "bf16": True, "bitsandbytes": True}
 TURING = {"cuda": True, "gpus": 1, "gpu_name": "T4", "bf16": False, "bitsandbytes": True}
@@ -115,7 +115,7 @@ def cpu_machine():
 def test_the_cli_refuses_fp16_on_cpu_before_loading_anything(tmp_path):
     cpu_machine()
     run_dir = tmp_path / "run"
-    result = run_cli(write_config(tmp_path / "run.yaml", precision="fp16", output_dir=str(run_dir)), timeout=120)
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", precision="fp16", output_dir=str(run_dir)))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: fp16 needs a CUDA GPU; on CPU use precision fp32 (or auto)"]
     assert not run_dir.exists()

@@ -145,7 +145,7 @@ def test_bad_option_is_one_line_without_traceback(tmp_path):
 
 def test_missing_dataset_fails_the_run_with_a_readable_end_event(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(write_config(tmp_path / "run.yaml", dataset="nope.jsonl", output_dir=str(run_dir)))
+    result = run_cli_in_process(write_config(tmp_path / "run.yaml", dataset="nope.jsonl", output_dir=str(run_dir)))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: dataset 'nope.jsonl' is neither a file, a registered name, nor a bundled demo" in result.stderr
     end = read_events(run_dir)[-1]

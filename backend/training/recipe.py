@@ -198,6 +198,12 @@ class Recipe:
             # An adapter always takes part in the forward pass, so DDP need not search for unused weights
             # (and kbit preparation's gradient checkpointing breaks that search).
             ddp_find_unused_parameters=False if cfg.method in ADAPTER_METHODS else None,
+            # Stated for every trainer: TRL's configs (dpo, kto, orpo, grpo, rm) turn it on by default, which cost
+            # those tasks a recomputed forward pass per step that the option never asked for. qlora's
+            # preparation has already turned it on for its 4-bit base.
+            # (transformers 5 names it activation_checkpointing; the option keeps the name people know.)
+            activation_checkpointing=cfg.gradient_checkpointing or cfg.method == "qlora",
+            activation_checkpointing_kwargs={"use_reentrant": False},
             include_num_input_tokens_seen="all" if self.padding_free else "non_padding",
             logging_nan_inf_filter=False,  # a non-finite loss must reach the callback, which stops the run
             report_to=self._trackers(),
