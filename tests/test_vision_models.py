@@ -4,17 +4,21 @@ image, export merged and adapter folders that plain transformers loads with thei
 What is checked is the plumbing (labels, frozen parts, images reaching the model), not what a run learns.
 """
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from peft import PeftModel
 from safetensors import safe_open
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from backend.access.confine import Confinement
 from backend.data import DataOptions, load_splits
 from backend.data.vision_encoding import encode_with_images, prompt_inputs
 from backend.errors import TuneForgeError
 from backend.evaluation.evaluate import Evaluator
+from backend.models.image_only_processors import IMAGE_ONLY, processor_class_of
 from backend.models.vision import freeze_parts, image_token_id, load_processor, load_vision_model
 from backend.models.vision_build import ARCHITECTURES
 from backend.runs.job_manager import JobManager
@@ -53,12 +57,14 @@ def test_frozen_tower_and_trained_projector_as_configured(trained):
     jobs, run_id, model = trained
     with safe_open(str(jobs.run_dir(run_id) / "adapter_model.safetensors"), "pt") as saved:
         names = list(saved.keys())
-    assert any("connector" in n or "multi_modal_projector" in n for n in names)  # trained whole
-    assert not any("vision_model" in n or "vision_tower" in n for n in names)  # frozen: no adapter there
+    projector = ("connector", "multi_modal_projector", "merger")  # Qwen2-VL's merger sits inside its tower
+    assert any(any(p in n for p in projector) for n in names)  # trained whole
+    towers = ("vision_model", "vision_tower", "visual")
+    assert not any(any(t in n for t in towers) and "merger" not in n for n in names)  # frozen: no adapter there
     full = load_vision_model(model)
     freeze_parts(full, freeze_tower=True, freeze_projector=True)
     trainable = {n.split(".")[1] for n, p in full.named_parameters() if p.requires_grad}
-    assert trainable and not trainable & {"vision_model", "vision_tower", "connector", "multi_modal_projector"}
+    assert trainable and not trainable & {*towers, *projector}
 
 
 def test_chat_with_an_image_then_export_loads_in_plain_transformers(trained, shapes_dataset, tiny_model):
@@ -84,9 +90,9 @@ def test_chat_with_an_image_then_export_loads_in_plain_transformers(trained, sha
     messages = [{"role": "user", "content": "<image>What colour is this?"}]
     logits = []
     for loaded, processor in (
-        (AutoModelForImageTextToText.from_pretrained(merged), AutoProcessor.from_pretrained(merged)),
+        (AutoModelForImageTextToText.from_pretrained(merged), plain_processor(merged)),
         (PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(model), adapter),
-         AutoProcessor.from_pretrained(adapter)),
+         plain_processor(adapter)),
     ):  # fmt: skip
         with torch.no_grad():
             logits.append(loaded(**prompt_inputs(processor, messages, [image])).logits[0, -1])
@@ -95,17 +101,32 @@ def test_chat_with_an_image_then_export_loads_in_plain_transformers(trained, sha
         exporter.export(run_id, "gguf")
 
 
-def test_a_model_whose_processor_needs_torchvision_is_refused_in_one_line(tmp_path, default_model_dir):
-    """Qwen2-VL's processor takes a video processor, which needs torchvision: left out of this install."""
-    import json
+def plain_processor(folder):
+    """The export's processor as plain transformers loads it. Qwen2-VL's processor class also wants a video
+    processor, which needs torchvision (not installed here, so no transformers call builds the processor
+    whole): its parts load in plain transformers and equal ours, and the folder names the real class and
+    keeps the video settings an install with torchvision reads."""
+    if processor_class_of(folder) not in IMAGE_ONLY:
+        return AutoProcessor.from_pretrained(folder)
+    saved = json.loads((Path(folder) / "processor_config.json").read_text())
+    assert saved["video_processor"]["video_processor_type"] == IMAGE_ONLY[saved["processor_class"]]
+    with pytest.raises(ImportError, match="(?i)torchvision"):
+        AutoProcessor.from_pretrained(folder)
+    ours = load_processor(folder)
+    assert type(ours).__name__ == saved["processor_class"]
+    assert AutoImageProcessor.from_pretrained(folder).to_dict() == ours.image_processor.to_dict()
+    assert AutoTokenizer.from_pretrained(folder).get_vocab() == ours.tokenizer.get_vocab()
+    return ours
 
-    from transformers import AutoTokenizer
+
+def test_a_model_whose_processor_needs_torchvision_is_refused_in_one_line(tmp_path, default_model_dir):
+    """LLaVA-OneVision's processor takes a video processor, which needs torchvision: left out of this install."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(tmp_path)
     Qwen2VLImageProcessorPil().save_pretrained(tmp_path)
-    (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2VLProcessor"}))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "vision_config": {}}))
+    (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "LlavaOnevisionProcessor"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_onevision", "vision_config": {}}))
     with pytest.raises(TuneForgeError, match=r"its processor needs torchvision, which this install leaves out") as no:
         load_processor(tmp_path)
     assert "\n" not in str(no.value)

@@ -41,12 +41,17 @@ def is_vision_spec(spec: str) -> bool:
 def load_processor(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
+    from backend.models.image_only_processors import IMAGE_ONLY, load_image_only, processor_class_of
+
     try:
+        if processor_class_of(path) in IMAGE_ONLY:  # its video processor needs torchvision; images do not
+            return load_image_only(path, trust_remote_code)
         return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except ImportError as exc:  # a video processor that needs torchvision (Qwen2-VL, SmolVLM in transformers 5)
+    except ImportError as exc:  # a video processor that needs torchvision (SmolVLM2 in transformers 5)
         raise TuneForgeError(
             f"model {Path(str(path)).name}: its processor needs {_missing(exc)}, which this install leaves out "
-            "(it breaks transformers' imports here); use an Idefics3, LLaVA or Gemma 3 model, or vision-demo"
+            "(it breaks transformers' imports here); use a Qwen2-VL, Qwen2.5-VL, Idefics3, LLaVA or Gemma 3 "
+            "model, or vision-demo"
         ) from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise TuneForgeError(
