@@ -145,3 +145,33 @@ def test_token_count_has_image_tokens_and_a_text_model_is_refused(tiny_vision_mo
     assert [a - b for a, b in zip(stats.lengths, plain.lengths, strict=True)] == [per_image] * len(examples)
     with pytest.raises(TuneForgeError, match=r"row 1 has images, but model .* reads text only"):
         token_stats(examples, tiny_model, "chatml", 512, len(examples))
+
+
+@pytest.mark.slow
+def test_qlora_trains_a_vision_model_on_a_4bit_base_and_chats_with_it_as_trained(
+    tmp_path, tiny_vision_model_of, shapes_dataset
+):
+    """QLoRA on a vision model: its language model loads in 4 bits, and its projector trains whole beside the
+    adapters. Slow: a 4-bit load and one step, then a 4-bit load for chat (13 s on the loaded 2-core CPU)."""
+    from backend.capability import probe
+    from backend.events import read_events
+
+    hardware = probe()
+    if not hardware["cuda"] and not hardware["bitsandbytes_cpu"]:
+        pytest.skip("bitsandbytes has no CPU backend here (pip install -U bitsandbytes)")
+    model = tiny_vision_model_of("idefics3")
+    jobs = JobManager(tmp_path / "workspace", Confinement(tmp_path / "workspace", allowed=[shapes_dataset.parent]))
+    options = {"model": str(model), "dataset": str(shapes_dataset), "method": "qlora", "max_steps": 1, "val_size": 0}
+    run_id = train_in_process(jobs, {**options, "learning_rate": 1e-2, "freeze_multi_modal_projector": False})
+    statuses = [e["message"] for e in read_events(jobs.run_dir(run_id)) if e["type"] == "status"]
+    assert any(s.startswith("loading model (") and s.endswith(", 4-bit base)") for s in statuses), statuses
+    chat = ChatEngine(jobs)
+    image = str(shapes_dataset.parent / "images" / "0.png")
+    reply = chat.reply(run_id, "What colour is this?", images=[image], temperature=0.0, max_new_tokens=4)
+    with chat.model_for(run_id) as (loaded, _):
+        four_bit = [name for name, m in loaded.named_modules() if type(m).__name__ == "Linear4bit"]
+    assert four_bit and all(".text_model." in name for name in four_bit)  # as it trained: the encoder, projector
+    assert isinstance(reply, str)  # and head in full precision, so the projector trained whole
+    with safe_open(str(jobs.run_dir(run_id) / "adapter_model.safetensors"), "pt") as saved:
+        assert any("connector" in name for name in saved.keys())
+    jobs.shutdown()

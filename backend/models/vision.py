@@ -19,6 +19,11 @@ VISION_DEMO = "vision-demo"  # the studio's own small vision-language model (bac
 # projector that maps its features into the language model. Qwen2-VL's projector (merger) sits inside its encoder.
 TOWERS = ("vision_model", "vision_tower", "visual")
 PROJECTORS = ("connector", "multi_modal_projector", "merger")
+# What a quantized base (QLoRA) keeps in full precision: the image encoder and projector, which a run may
+# train whole (a 4-bit weight takes no gradient) and which are small beside the language model; and the head,
+# which bitsandbytes leaves out by default (a list of our own replaces its defaults). Patterns as
+# transformers matches them against full module names.
+UNQUANTIZED = [rf"(.*\.)?({'|'.join(TOWERS + PROJECTORS)})(\..*)?", "lm_head"]
 
 
 def config_of(path: str | Path) -> dict:
@@ -70,6 +75,8 @@ def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = Fa
 
     from backend.models.sources import _hub_friendly
 
+    if loading.get("quantization_config") is not None:
+        loading["quantization_config"].llm_int8_skip_modules = UNQUANTIZED
     try:
         return _hub_friendly(
             AutoModelForImageTextToText.from_pretrained,
