@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+# Part of the cached models' folder names: a change to what is built builds them anew, beside the old.
+BUILD = "v2"  # v2: Idefics3's vocabulary holds <end_of_utterance>
 ARCHITECTURES = ("idefics3", "llava", "gemma3", "qwen2_vl", "qwen2_5_vl")
 IMAGE_SIZE = 64  # pixels a side the tiny towers read; 16-pixel patches, so 16 patches an image
 PATCH = 16
@@ -23,7 +25,9 @@ TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, nu
 DEMO_VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
 QWEN_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 IMAGE_TOKENS = {
-    "idefics3": ["<fake_token_around_image>", "<image>", "<global-img>"],
+    # Idefics3's processor adds <end_of_utterance> to the tokenizer itself: added here first, the model's
+    # vocabulary holds it (built after the processor, the saved tokenizer had an id past the embedding).
+    "idefics3": ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"],
     "llava": ["<image>"],
     "gemma3": ["<start_of_image>", "<end_of_image>", "<image_soft_token>"],
     "qwen2_vl": QWEN_TOKENS,
@@ -60,6 +64,8 @@ def build_vision_model(target: Path, architecture: str, text_dir: Path, text_sha
     torch.manual_seed(seed)
     vision = TINY_VISION if text_shape is not None else DEMO_VISION
     model, processor = BUILDERS[architecture](transformers, tokenizer, text, vision)
+    if len(processor.tokenizer) > text["vocab_size"]:  # a processor that added tokens of its own
+        raise RuntimeError(f"{architecture}: the processor added tokens past the model's vocabulary")
     if text_shape is None:
         _copy_language_model(model, transformers.AutoModelForCausalLM.from_pretrained(text_dir))
     _save(target, model, processor)
@@ -204,7 +210,7 @@ def vision_demo_dir(language_model_dir, progress=print) -> Path:
     """
     from backend.paths import model_cache_dir
 
-    target = model_cache_dir() / "vision-demo"
+    target = model_cache_dir() / f"vision-demo-{BUILD}"
     if not (target / "config.json").exists():
         progress(f"Building vision-demo in {target} (first use only): SmolLM2 with a small vision tower")
         build_vision_model(target, "idefics3", language_model_dir(progress), None)
