@@ -66,8 +66,8 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
 
 
 def _missing(exc: ImportError) -> str:
-    found = re.search(r"requires the (\w+) library", str(exc))
-    return found.group(1).lower() if found else "a library"
+    found = re.search(r"requires the (\w+) library|Package `(\w+)` is required", str(exc))
+    return next(name for name in found.groups() if name).lower() if found else "a library"
 
 
 def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = False, **loading):
