@@ -202,3 +202,23 @@ def test_qlora_trains_a_vision_model_on_a_4bit_base_and_chats_with_it_as_trained
     with safe_open(str(jobs.run_dir(run_id) / "adapter_model.safetensors"), "pt") as saved:
         assert any("connector" in name for name in saved.keys())
     jobs.shutdown()
+
+
+def test_a_qwen2_vl_folder_in_the_hubs_older_layout_loads_its_processor(tmp_path, default_model_dir):
+    """Qwen2-VL as its hub repositories have it: the image processor in preprocessor_config.json naming the
+    processor class, no processor_config.json; saved again, it keeps the class name and video settings."""
+    import json
+
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(tmp_path)
+    Qwen2VLImageProcessorPil(patch_size=14).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**saved, "processor_class": "Qwen2VLProcessor"}))
+    processor = load_processor(tmp_path)
+    assert type(processor).__name__ == "Qwen2VLProcessor" and processor.image_processor.patch_size == 14
+    processor.save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "processor_config.json").read_text())
+    assert again["processor_class"] == "Qwen2VLProcessor"
+    assert again["video_processor"] == {**again["video_processor"], "video_processor_type": "Qwen2VLVideoProcessor",
+                                        "patch_size": 14}  # fmt: skip
