@@ -26,7 +26,6 @@ from typing import Any
 from backend.errors import TuneForgeError
 from backend.models.vision import is_vision_folder, load_vision_model
 from backend.serving import llamacpp
-from backend.serving.gguf_vision import with_text_architecture
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
 CONVERTED = ("f16", "bf16")  # what the converter writes; the others llama-quantize makes from the f16
@@ -129,6 +128,18 @@ def converter_view(model_dir: Path, view: Path, base_dir: Path | None = None) ->
         config_file.unlink()
         config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return view
+
+
+def with_text_architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with `text_config.architectures` set (llama.cpp's converter picks the language model's class
+    from it); a config that has it, or no text_config, is returned as it is."""
+    text = config.get("text_config")
+    if not isinstance(text, dict) or text.get("architectures"):
+        return config
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(text.get("model_type", ""))
+    return {**config, "text_config": {**text, "architectures": [causal]}} if causal else config
 
 
 def probe_prompt(model_dir: Path) -> tuple[str, list[int]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from backend.errors import TuneForgeError
 from backend.serving import llamacpp
+from backend.serving.gguf_export import converter_view
 
 # The architectures whose language model and mmproj llama.cpp's converter writes and llama-server loads here.
 VISION_GGUF = {"Idefics3ForConditionalGeneration": "Idefics3 (SmolVLM, vision-demo)"}
@@ -39,26 +40,12 @@ def check_vision_gguf(config: dict[str, Any]) -> str:
     return name
 
 
-def with_text_architecture(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with `text_config.architectures` set (llama.cpp's converter picks the language model's class
-    from it); a config that has it, or no text_config, is returned as it is."""
-    text = config.get("text_config")
-    if not isinstance(text, dict) or text.get("architectures"):
-        return config
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(text.get("model_type", ""))
-    return {**config, "text_config": {**text, "architectures": [causal]}} if causal else config
-
-
 def mmproj_name(run_id: str) -> str:
     return f"mmproj-{run_id}-{MMPROJ_TYPE}.gguf"
 
 
 def write_mmproj(model_dir: Path, out: Path, facts: dict[str, str]) -> Path:
     """The merged model's image encoder and projector as llama.cpp's mmproj file."""
-    from backend.serving.gguf_export import converter_view
-
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         view = converter_view(model_dir, Path(tmp) / "model")
         metadata = Path(tmp) / "metadata.json"
