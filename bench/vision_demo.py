@@ -58,10 +58,10 @@ def majority_guess(train: list[dict], rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--held-out", type=int, default=40)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--held-out", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)  # 1e-3 for 60 steps learned no colour
     args = parser.parse_args()
     from backend.data import DataOptions, load_splits
     from backend.runs.job_manager import JobManager
