@@ -15,6 +15,10 @@ The peak is the sum of what a step holds at once (sizes in MB of 2^20 bytes):
   by `bench/fit_check.py`); the CUDA context on a GPU (not measured here: a typical figure).
 The token count is the worst case, every example as long as cutoff_len, so the estimate is an upper
 bound for data of shorter examples. Its error against measured peaks is in docs/benchmarks.md.
+A vision-language model's image tokens are among those tokens (cutoff_len counts them); its image encoder
+adds its own activations over the largest image's patches (backend/models/vision_cost.py), one image a row:
+every layer's when the tower trains, one layer's at a time when it is frozen. Its frozen encoder and
+projector get no adapters, and a trained projector trains whole. Not measured against a peak yet.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from backend.capability import ADAPTER_METHODS, Precision, hardware_summary, pla
 from backend.config import PREFERENCE_TASKS, TrainConfig
 from backend.errors import TuneForgeError
 from backend.models.info import ModelShape, inspect_model
+from backend.models.vision_cost import ImageCost, image_cost
 
 MB = 2**20
 METHODS = ("lora", "qlora", "full", "freeze")
@@ -88,20 +93,26 @@ def stored_bytes(precision: Precision, method: str) -> int:
 
 def trainable_parameters(shape: ModelShape, config: TrainConfig) -> int:
     """What the method trains: PEFT's count for an adapter, every weight, or the chosen decoder layers."""
+    # A vision model's projector, where it trains, trains whole (LoRA's modules_to_save) or with the rest (full).
+    projector = 0 if config.freeze_multi_modal_projector else shape.projector_parameters
     if config.method in ADAPTER_METHODS:
-        return sum(config.lora_rank * (linear.in_features + linear.out_features) for linear in adapted(shape, config))
+        adapters = sum(config.lora_rank * (lin.in_features + lin.out_features) for lin in adapted(shape, config))
+        return adapters + projector
     if config.method == "full":
-        return shape.parameters
+        frozen = shape.tower_parameters if config.freeze_vision_tower else 0
+        return shape.parameters - frozen - shape.projector_parameters + projector
     return sum(shape.layer_parameters[index] for index in freeze_layers(shape, config))
 
 
 def adapted(shape: ModelShape, config: TrainConfig) -> list:
-    """The linears LoRA adapts: all of the decoder's ('all', as PEFT's all-linear), or those named."""
+    """The linears LoRA adapts: all of the decoder's ('all', as PEFT's all-linear), or those named; and a
+    vision model's image encoder's too when it trains (freeze_vision_tower false)."""
+    linears = list(shape.linears) + ([] if config.freeze_vision_tower else list(shape.tower_linears))
     target = config.lora_target.strip()
     if target in ("", "all"):
-        return list(shape.linears)
+        return linears
     names = {name.strip() for name in target.split(",") if name.strip()}
-    return [linear for linear in shape.linears if linear.name.rsplit(".", 1)[-1] in names]
+    return [linear for linear in linears if linear.name.rsplit(".", 1)[-1] in names]
 
 
 def freeze_layers(shape: ModelShape, config: TrainConfig) -> range:
@@ -111,8 +122,9 @@ def freeze_layers(shape: ModelShape, config: TrainConfig) -> range:
     return range(count - n, count) if n > 0 else range(-n)
 
 
-def estimate(shape: ModelShape, config: TrainConfig, precision: Precision) -> Estimate:
-    """The peak memory of one run of config on this model, in the precision it resolved to."""
+def estimate(shape: ModelShape, config: TrainConfig, precision: Precision, images: ImageCost | None = None) -> Estimate:
+    """The peak memory of one run of config on this model, in the precision it resolved to; images: what the
+    largest image costs a vision-language model (its encoder's activations join the activations)."""
     trainable = trainable_parameters(shape, config)
     # Adapters stay fp32 (PEFT's autocast_adapter_dtype); trained base weights keep their loaded dtype.
     trained_bytes = 4 if config.method in ADAPTER_METHODS else stored_bytes(precision, config.method)
@@ -127,7 +139,8 @@ def estimate(shape: ModelShape, config: TrainConfig, precision: Precision) -> Es
         weights_mb=(_weights_bytes(shape, config, precision) + adapter_bytes) / MB,
         gradients_mb=trainable * trained_bytes / MB,
         optimizer_mb=2 * trainable * trained_bytes / MB,
-        activations_mb=_activation_bytes(shape, config, precision, tokens) / MB,
+        activations_mb=(_activation_bytes(shape, config, precision, tokens) + _encoder_bytes(config, precision, images))
+        / MB,
         logits_mb=0.0 if config.task in ("classification", "rm") else tokens * shape.vocab_size * 4 * LOGIT_COPIES / MB,
         runtime_mb=RUNTIME_GPU_MB if on_gpu else RUNTIME_CPU_MB,
     )
@@ -170,6 +183,19 @@ def _activation_bytes(shape: ModelShape, config: TrainConfig, precision: Precisi
     return tokens * value_bytes * kept * share
 
 
+def _encoder_bytes(config: TrainConfig, precision: Precision, images: ImageCost | None) -> float:
+    """A vision model's image encoder over a step's images (one a row at most image_max_pixels: the common
+    layout; more a row cost more): every layer's kept values when the tower trains, else one layer's at a
+    time, as a forward pass without gradients frees each layer's values after it. The images' tokens in
+    the language model are among the batch's tokens already (cutoff_len counts them)."""
+    if images is None:
+        return 0.0
+    per_layer = KEPT_PER_HIDDEN * images.hidden_size + KEPT_PER_INTERMEDIATE * images.intermediate_size
+    layers = images.layers if not config.freeze_vision_tower else 1
+    value_bytes = 4 if precision.name == "fp32" else 2
+    return config.per_device_train_batch_size * images.positions * per_layer * layers * value_bytes
+
+
 def free_memory_mb(hardware: dict) -> float | None:
     """What a job may still use: available RAM on a CPU; the first GPU's free memory (None if unknown)."""
     if not hardware["cuda"]:
@@ -207,7 +233,9 @@ def fit_warning(row: Estimate, free_mb: float | None, fixes: list[str] | None = 
     )
 
 
-def fitting_changes(shape: ModelShape, config: TrainConfig, hardware: dict, free_mb: float) -> list[str]:
+def fitting_changes(
+    shape: ModelShape, config: TrainConfig, hardware: dict, free_mb: float, images: ImageCost | None = None
+) -> list[str]:
     """The single settings that bring this run within free_mb, each with its estimate: qlora (where this
     machine runs it), gradient checkpointing, the longest cutoff_len that fits (halving), the largest batch
     that fits (with the gradient accumulation that keeps the effective batch)."""
@@ -215,7 +243,7 @@ def fitting_changes(shape: ModelShape, config: TrainConfig, hardware: dict, free
     def needs(variant: TrainConfig | None = None, **changes) -> float | None:
         variant = dataclasses.replace(variant or config, **changes)
         try:
-            return estimate(shape, variant, plan_run(variant, hardware)).total_mb
+            return estimate(shape, variant, plan_run(variant, hardware), images).total_mb
         except TuneForgeError:
             return None
 
@@ -258,13 +286,15 @@ def method_config(config: TrainConfig, method: str) -> TrainConfig:
     return dataclasses.replace(config, method=method, quantization_bit=bits)
 
 
-def fit_rows(shape: ModelShape, config: TrainConfig, hardware: dict) -> dict[str, Estimate | str]:
+def fit_rows(
+    shape: ModelShape, config: TrainConfig, hardware: dict, images: ImageCost | None = None
+) -> dict[str, Estimate | str]:
     """Each method's estimate in the precision auto (or the chosen precision) resolves to here, or why it cannot run."""
     rows: dict[str, Estimate | str] = {}
     for method in METHODS:
         variant = method_config(config, method)
         try:
-            rows[method] = estimate(shape, variant, plan_run(variant, hardware))  # refused as Start would
+            rows[method] = estimate(shape, variant, plan_run(variant, hardware), images)  # refused as Start would
         except TuneForgeError as exc:
             rows[method] = str(exc)
     return rows
@@ -281,7 +311,8 @@ def model_report(options: dict, hardware: dict | None = None, free_mb: float | N
     hardware = hardware if hardware is not None else hardware_summary()
     shape = inspect_model(config.model, config.task)
     free = free_mb if free_mb is not None else free_memory_mb(hardware)
-    rows = fit_rows(shape, config, hardware)
+    images = image_cost(shape.path, config.image_max_pixels) if shape.tower_parameters else None
+    rows = fit_rows(shape, config, hardware, images)
     run = rows.get(config.method)
     fit = [
         {"method": m, **row.as_dict(), "fits": None if free is None else row.total_mb <= free}
@@ -298,18 +329,23 @@ def model_report(options: dict, hardware: dict | None = None, free_mb: float | N
         "hidden_size": shape.hidden_size,
         "vocab_size": shape.vocab_size,
         "batch_tokens": batch_tokens(config),
+        # The largest image's tokens (at image_max_pixels) and the image encoder's positions for it; 0 for text.
+        "image_tokens": images.tokens if images else 0,
+        "image_positions": images.positions if images else 0,
         "device": "gpu" if hardware["cuda"] else "cpu",
         "free_mb": None if free is None else round(free, 1),
         "fit": fit,
         "run": next(row for row in fit if row["method"] == config.method),
-        "warning": fit_warning(run, free, _fixes(shape, config, hardware, free, run))
+        "warning": fit_warning(run, free, _fixes(shape, config, hardware, free, run, images))
         if isinstance(run, Estimate)
         else "",
     }
 
 
-def _fixes(shape: ModelShape, config: TrainConfig, hardware: dict, free: float | None, run: Estimate) -> list[str]:
+def _fixes(
+    shape: ModelShape, config: TrainConfig, hardware: dict, free: float | None, run: Estimate, images: ImageCost | None
+) -> list[str]:
     """fitting_changes, asked only when the run does not fit."""
     if free is None or run.total_mb <= free:
         return []
-    return fitting_changes(shape, config, hardware, free)
+    return fitting_changes(shape, config, hardware, free, images)

@@ -3,7 +3,7 @@
 Trains `model: vision-demo` on the bundled shapes with the image encoder and projector trained too, then asks
 the base and the tuned model every held-out question (greedy, with its image) and counts exact answers.
 Prints JSON: wall time, steps, the loss at the start and the end, and held-out accuracy of base and tuned.
-Usage: python bench/vision_demo.py [--max-steps N] [--held-out N]
+Usage: python bench/vision_demo.py [--max-steps N] [--held-out N] [--batch-size N] [--learning-rate LR]
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ def majority_guess(train: list[dict], rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--held-out", type=int, default=40)
+    parser.add_argument("--held-out", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)  # 1e-3 for 60 steps learned no colour
     args = parser.parse_args()
     from backend.data import DataOptions, load_splits
     from backend.runs.job_manager import JobManager
@@ -68,8 +69,9 @@ def main() -> None:
 
     dataset = str(ROOT / "assets" / "demo_shapes.json")
     options = {"model": "vision-demo", "dataset": dataset, "val_size": args.held_out, "max_steps": args.max_steps}
-    options.update(learning_rate=1e-3, per_device_train_batch_size=args.batch_size, save_steps=0, report_to="none",
-                   eval_steps=10**6, freeze_vision_tower=False, freeze_multi_modal_projector=False)  # fmt: skip
+    options.update(learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size, save_steps=0,
+                   report_to="none", eval_steps=10**6, freeze_vision_tower=False,
+                   freeze_multi_modal_projector=False)  # fmt: skip
     jobs = JobManager(Path(tempfile.mkdtemp(prefix="tuneforge-bench-")))
     from bench.finished_run import run_to_end
 
@@ -87,6 +89,7 @@ def main() -> None:
                 "train_wall_s": round(wall, 1),
                 "max_steps": args.max_steps,
                 "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate,
                 "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None,
                 "held_out": len(held_out),

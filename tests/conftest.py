@@ -308,11 +308,11 @@ def app(request, tmp_path_factory, default_model_dir, tiny_model_dir, secret_dat
 def tiny_vision_model_of(default_model_dir):
     """architecture (backend.models.vision_build.ARCHITECTURES) → a seeded random 2-layer vision-language model with
     SmolLM2's tokenizer and a PIL processor, built once into the model cache (a confined app may load it)."""
-    from backend.models.vision_build import TINY_TEXT, build_vision_model
+    from backend.models.vision_build import BUILD, TINY_TEXT, build_vision_model
     from backend.paths import model_cache_dir
 
     def folder(architecture: str) -> Path:
-        target = model_cache_dir() / f"tiny-vision-{architecture}"
+        target = model_cache_dir() / f"tiny-vision-{architecture}-{BUILD}"
         with built_once(target.name):
             if not (target / "config.json").exists():
                 build_vision_model(target, architecture, default_model_dir, TINY_TEXT)

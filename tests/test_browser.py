@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from backend.capability import describe, hardware_summary
 from tests.helpers import DATA, pick, set_number
+from webui.tab_dataset import RENDERED_ROWS
 
 APP_WARM_JOBS = True  # the story starts several runs: each after the first is forked from the warm job server
 
@@ -341,3 +342,45 @@ def test_a_grid_sweep_from_the_sweeps_tab_finishes_its_trials_marks_the_best_and
 
     page.locator("#sweep-best-chat").click()
     expect(page.locator("#chat-target input")).to_have_value(best, timeout=30_000)
+
+
+def test_an_image_dataset_shows_its_thumbnails_trains_a_vision_model_and_chats_with_an_image(
+    app, page, tmp_path, tiny_vision_model_of, shapes_dataset
+):
+    """The vision story on the tiny random Idefics3 (what it answers is not the point): a zip of data and
+    images uploaded, its thumbnails and image count, two LoRA steps, then a reply to an uploaded image."""
+    import zipfile
+
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in [shapes_dataset, *sorted((shapes_dataset.parent / "images").iterdir())]:
+            z.write(path, path.relative_to(shapes_dataset.parent).as_posix())
+    choose_model(page, str(tiny_vision_model_of("idefics3")))  # first: a text-only model would refuse the images
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#opt-task").get_by_text("sft", exact=True).click()
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(archive))
+    summary = page.locator("#dataset-summary")
+    expect(summary).to_contain_text("Images: 4 in 4 rows, up to 1 in one row", timeout=60_000)
+    thumbnails = page.locator("#dataset-thumbnails")
+    expect(thumbnails.locator("img")).to_have_count(RENDERED_ROWS, timeout=30_000)  # the rendered rows' images
+    expect(thumbnails).to_contain_text("row 1 · image 1 of 1")
+    expect(page.locator("#dataset-cost")).to_contain_text("tokens to train")  # image tokens counted, not refused
+
+    page.get_by_role("tab", name="Train").click()
+    set_number(page, "opt-max_steps", 2)
+    run_id = start_run(page)
+    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
+        "data-status", "completed", timeout=180_000
+    )
+
+    page.get_by_role("tab", name="Chat").click()
+    pick(page, "chat-target", run_id)
+    page.locator("#chat-image input[type=file]").set_input_files(str(shapes_dataset.parent / "images" / "1.png"))
+    expect(page.locator("#chat-image img")).to_be_visible(timeout=30_000)
+    page.locator("#chat-input textarea").fill("What colour is this?")
+    page.locator("#chat-send").click()
+    bot = page.locator("#chatbot [data-testid=bot]").last
+    expect(bot).to_have_text(re.compile(r"\S"), timeout=120_000)
+    assert "⚠️" not in bot.inner_text()
+    # The reply read the image from the uploads, where the chat kept it (the zip's copy sits in its own images/).
+    assert [p for p in (app[1] / "uploads").rglob("1*.png") if p.parent.name != "images"]

@@ -144,3 +144,49 @@ def test_a_model_without_readable_sizes_says_why_in_one_line(tmp_path):
         read_shape(folder)
     with pytest.raises(TuneForgeError, match="not downloaded yet; the estimate reads local files only"):
         inspect_model("nobody-here/not-a-model")
+
+
+@pytest.mark.parametrize("architecture", ["idefics3", "qwen2_vl"])
+@pytest.mark.parametrize("tower, projector", [(True, True), (False, False)])
+def test_lora_on_a_vision_model_trains_what_peft_counts(tiny_vision_model_of, architecture, tower, projector):
+    """The image encoder's linears are adapted only when it trains, and a trained projector trains whole."""
+    from peft import LoraConfig, get_peft_model
+
+    from backend.models.vision import load_vision_model, lora_scope
+
+    folder = tiny_vision_model_of(architecture)
+    model = load_vision_model(folder)
+    scope = lora_scope(model, freeze_tower=tower, freeze_projector=projector)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", **scope))
+    options = {"model": str(folder), "lora_rank": 4, "freeze_vision_tower": tower}
+    config = TrainConfig.from_dict({**options, "freeze_multi_modal_projector": projector})
+    shape = inspect_model(str(folder))
+    assert shape.num_layers == 2 and all(".layers." in linear.name for linear in shape.linears)
+    assert trainable_parameters(shape, config) == trained_count(peft_model)
+
+
+def test_a_vision_models_images_count_in_its_estimate(tiny_vision_model_of, tmp_path):
+    """The largest image's tokens come from the model's processor; the encoder's kept values grow with image_max_pixels
+    for an encoder that reads any size, and with every layer when the tower trains."""
+    from PIL import Image
+
+    from backend.data.vision_encoding import prompt_inputs
+    from backend.models.vision import image_token_id, load_processor
+
+    folder = str(tiny_vision_model_of("qwen2_vl"))
+    report = model_report({"model": folder, "image_max_pixels": 64 * 64}, CPU, free_mb=1e6)
+    processor = load_processor(folder)
+    path = str(tmp_path / "square.png")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(path)
+    ids = prompt_inputs(processor, [{"role": "user", "content": "<image>"}], [path])["input_ids"][0].tolist()
+    assert report["image_tokens"] == ids.count(image_token_id(processor)) == 4  # 4x4 patches, 2x2 a token
+    assert report["image_positions"] == 16
+    from webui.fit_view import fit_markdown
+
+    assert "The largest image (image_max_pixels) takes 4 of those tokens, and 16 positions" in fit_markdown(report)
+    small = {row["method"]: row for row in report["fit"]}["lora"]
+    tiny = model_report({"model": folder, "image_max_pixels": 32 * 32}, CPU, free_mb=1e6)
+    trained = model_report({"model": folder, "image_max_pixels": 64 * 64, "freeze_vision_tower": False}, CPU, 1e6)
+    assert tiny["image_positions"] == 4
+    assert {r["method"]: r for r in tiny["fit"]}["lora"]["activations_mb"] < small["activations_mb"]
+    assert {r["method"]: r for r in trained["fit"]}["lora"]["activations_mb"] > small["activations_mb"]

@@ -144,3 +144,12 @@ def test_a_csv_names_its_images_in_one_cell(tmp_path):
     )
     examples = load_splits(DataOptions(dataset=str(tmp_path / "data.csv"))).train
     assert sorted(len(e["images"]) for e in examples) == [1, 2]
+
+
+def test_the_dataset_report_counts_the_images(tmp_path):
+    from backend.data.report import inspect_dataset
+
+    rows = [{"messages": turns("<image><image>Same?", "Yes."), "images": ["a.png", "a.png"]}, {"messages": turns("Hi")}]
+    rows.append({"messages": turns(), "images": ["a.png"]})
+    report = inspect_dataset(DataOptions(dataset=str(rows_dataset(tmp_path, rows))))
+    assert "Images: 3 in 2 rows, up to 2 in one row" in report.summary_lines()

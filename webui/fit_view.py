@@ -11,6 +11,7 @@ from webui.i18n import say, say_line
 # Options that change the estimate: the form redraws it when one of them changes.
 FIT_TRIGGERS = ("model", "task", "method", "freeze_trainable_layers", "per_device_train_batch_size", "cutoff_len")
 FIT_TRIGGERS += ("lora_rank", "lora_target", "precision", "quantization_bit")
+FIT_TRIGGERS += ("image_max_pixels", "freeze_vision_tower", "freeze_multi_modal_projector")
 
 
 def report_for(ctx: AppContext, values) -> dict:
@@ -38,6 +39,9 @@ def fit_markdown(report: dict) -> str:
         else say("msg.fit_free_unknown", where=where)
     )
     intro = say("msg.fit_intro", tokens=f"{report['batch_tokens']:,}", free=free)
+    if report.get("image_tokens"):  # a vision model: before the intro, which leads into the table
+        images = say("msg.fit_images", tokens=report["image_tokens"], positions=report["image_positions"])
+        intro = f"{images}\n\n{intro}"
     lines = [head, "", intro, "", say("msg.fit_table_head"), "|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(row, row["method"] == report["run"]["method"]) for row in report["fit"]]
     notes = [line for line in (qlora_saving(report), say_line(report["warning"])) if line]

@@ -43,6 +43,9 @@ class DatasetReport:
     first_examples: list[Example] = field(repr=False)
     placeholders: dict[str, int] = field(default_factory=dict)  # {{name}}/{{author}} seen in the data
     placeholder_values: dict[str, str] = field(default_factory=dict)
+    images: int = 0  # over every usable row, as each counts its images' tokens
+    image_rows: int = 0
+    most_images: int = 0  # in one row
 
     def summary_lines(self) -> list[str]:
         lines = [f"Format: {self.format} · Rows: {self.usable_rows} usable of {self.rows_read} read"]
@@ -55,6 +58,8 @@ class DatasetReport:
         unfilled = unfilled_note(self.name, self.placeholders, self.placeholder_values)
         if unfilled:
             lines.append(unfilled)
+        if self.images:
+            lines.append(f"Images: {self.images} in {self.image_rows} rows, up to {self.most_images} in one row")
         if self.skipped_count:
             lines.append(f"Skipped {self.skipped_count} bad rows, e.g. " + "; ".join(self.skipped))
         lines.append(f"Exact duplicates: {self.duplicates}")
@@ -80,7 +85,10 @@ def inspect_dataset(options: DataOptions, progress: Callable[[int], None] | None
     sample: list[Example] = []
     first: list[Example] = []
     rng = random.Random(options.seed)
+    per_row: list[int] = []
     for i, example in enumerate(reader):
+        if example.get("images"):
+            per_row.append(len(example["images"]))
         key = normalized_key(example)
         if key in seen:
             texts_of_repeats.setdefault(key, preview_text(example))
@@ -120,6 +128,9 @@ def inspect_dataset(options: DataOptions, progress: Callable[[int], None] | None
         first_examples=first,
         placeholders=dict(reader.placeholders),
         placeholder_values=dict(options.placeholders),
+        images=sum(per_row),
+        image_rows=len(per_row),
+        most_images=max(per_row, default=0),
     )
 
 

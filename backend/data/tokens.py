@@ -70,7 +70,7 @@ def token_stats(
     if with_images and processor_for(model) is None:
         raise TuneForgeError(
             f"row {with_images} has images, but model {model} reads text only; choose a vision-language model "
-            "(model: vision-demo, or an Idefics3/SmolVLM, LLaVA or Gemma 3 folder)"
+            "(model: vision-demo, or a Qwen2-VL, Qwen2.5-VL, Idefics3/SmolVLM, LLaVA or Gemma 3 folder)"
         )
     lengths = [token_count(tokenizer, e, model, max_pixels) for e in examples if "label" not in e]
     return TokenStats(lengths=lengths, cutoff_len=cutoff_len, sampled=len(examples), rows=rows)

@@ -56,6 +56,11 @@ class ModelShape:
     linears: tuple[Linear, ...]  # the decoder layers' linear weights: what LoRA adapts and 4-bit quantizes
     layer_parameters: tuple[int, ...]  # every parameter of each decoder layer (freeze trains some of these)
     head_untied: bool  # an lm_head stored apart from the embedding (trained by full fine-tuning, not LoRA)
+    # A vision-language model's other parts, kept out of the decoder's numbers above: the image encoder's
+    # layer-indexed linears (adapted by LoRA when the tower trains) and each part's parameters.
+    tower_linears: tuple[Linear, ...] = ()
+    tower_parameters: int = 0
+    projector_parameters: int = 0
 
     @property
     def linear_weights(self) -> int:
@@ -114,11 +119,18 @@ def _shape(folder: Path, config: dict, tensors: dict[str, dict]) -> ModelShape:
     linears, per_layer = [], [0] * layers
     parameters = stored = 0
     head_untied = False
+    tower_linears, parts = [], {"tower": 0, "projector": 0}
     for name, meta in tensors.items():
         count = _elements(meta["shape"])
         parameters += count
         stored += count * DTYPE_BYTES.get(meta.get("dtype", "F32"), 4)
         match = LAYER_INDEX.search(f".{name}.")
+        part = vision_part(name) if "vision_config" in config else ""
+        if part:
+            parts[part] += count
+            if part == "tower" and match and len(meta["shape"]) == 2 and name.endswith(".weight"):
+                tower_linears.append(Linear(name.removesuffix(".weight"), meta["shape"][1], meta["shape"][0], None))
+            continue
         index = int(match.group(1)) if match and "layer" in name else None
         if index is not None and index < layers:
             per_layer[index] += count
@@ -142,7 +154,20 @@ def _shape(folder: Path, config: dict, tensors: dict[str, dict]) -> ModelShape:
         linears=tuple(linears),
         layer_parameters=tuple(per_layer),
         head_untied=head_untied and not config.get("tie_word_embeddings", False),
+        tower_linears=tuple(tower_linears),
+        tower_parameters=parts["tower"],
+        projector_parameters=parts["projector"],
     )
+
+
+def vision_part(name: str) -> str:
+    """'projector', 'tower' or '' for a tensor of a vision-language model (a projector inside the tower is one)."""
+    from backend.models.vision import PROJECTORS, TOWERS
+
+    modules = name.split(".")
+    if any(m in PROJECTORS for m in modules):
+        return "projector"
+    return "tower" if any(m in TOWERS for m in modules) else ""
 
 
 def _elements(shape: list[int]) -> int:

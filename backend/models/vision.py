@@ -19,6 +19,11 @@ VISION_DEMO = "vision-demo"  # the studio's own small vision-language model (bac
 # projector that maps its features into the language model. Qwen2-VL's projector (merger) sits inside its encoder.
 TOWERS = ("vision_model", "vision_tower", "visual")
 PROJECTORS = ("connector", "multi_modal_projector", "merger")
+# What a quantized base (QLoRA) keeps in full precision: the image encoder and projector, which a run may
+# train whole (a 4-bit weight takes no gradient) and which are small beside the language model; and the head,
+# which bitsandbytes leaves out by default (a list of our own replaces its defaults). Patterns as
+# transformers matches them against full module names.
+UNQUANTIZED = [rf"(.*\.)?({'|'.join(TOWERS + PROJECTORS)})(\..*)?", "lm_head"]
 
 
 def config_of(path: str | Path) -> dict:
@@ -41,12 +46,17 @@ def is_vision_spec(spec: str) -> bool:
 def load_processor(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
+    from backend.models.image_only_processors import IMAGE_ONLY, load_image_only, processor_class_of
+
     try:
+        if processor_class_of(path) in IMAGE_ONLY:  # its video processor needs torchvision; images do not
+            return load_image_only(path, trust_remote_code)
         return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except ImportError as exc:  # a video processor that needs torchvision (Qwen2-VL, SmolVLM in transformers 5)
+    except ImportError as exc:  # a video processor that needs torchvision (SmolVLM2 in transformers 5)
         raise TuneForgeError(
             f"model {Path(str(path)).name}: its processor needs {_missing(exc)}, which this install leaves out "
-            "(it breaks transformers' imports here); use an Idefics3, LLaVA or Gemma 3 model, or vision-demo"
+            "(it breaks transformers' imports here); use a Qwen2-VL, Qwen2.5-VL, Idefics3, LLaVA or Gemma 3 "
+            "model, or vision-demo"
         ) from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise TuneForgeError(
@@ -56,8 +66,8 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
 
 
 def _missing(exc: ImportError) -> str:
-    found = re.search(r"requires the (\w+) library", str(exc))
-    return found.group(1).lower() if found else "a library"
+    found = re.search(r"requires the (\w+) library|Package `(\w+)` is required", str(exc))
+    return next(name for name in found.groups() if name).lower() if found else "a library"
 
 
 def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = False, **loading):
@@ -65,6 +75,8 @@ def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = Fa
 
     from backend.models.sources import _hub_friendly
 
+    if loading.get("quantization_config") is not None:
+        loading["quantization_config"].llm_int8_skip_modules = UNQUANTIZED
     try:
         return _hub_friendly(
             AutoModelForImageTextToText.from_pretrained,

@@ -13,7 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ARCHITECTURES = ("idefics3", "llava", "gemma3")
+# Part of the cached models' folder names: a change to what is built builds them anew, beside the old.
+BUILD = "v2"  # v2: Idefics3's vocabulary holds <end_of_utterance>
+ARCHITECTURES = ("idefics3", "llava", "gemma3", "qwen2_vl", "qwen2_5_vl")
 IMAGE_SIZE = 64  # pixels a side the tiny towers read; 16-pixel patches, so 16 patches an image
 PATCH = 16
 TINY_TEXT = dict(
@@ -21,10 +23,15 @@ TINY_TEXT = dict(
 )
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 DEMO_VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+QWEN_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 IMAGE_TOKENS = {
-    "idefics3": ["<fake_token_around_image>", "<image>", "<global-img>"],
+    # Idefics3's processor adds <end_of_utterance> to the tokenizer itself: added here first, the model's
+    # vocabulary holds it (built after the processor, the saved tokenizer had an id past the embedding).
+    "idefics3": ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"],
     "llava": ["<image>"],
     "gemma3": ["<start_of_image>", "<end_of_image>", "<image_soft_token>"],
+    "qwen2_vl": QWEN_TOKENS,
+    "qwen2_5_vl": QWEN_TOKENS,
 }
 # Gemma 3's processor finds its image tokens by name on the tokenizer.
 GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
@@ -57,6 +64,8 @@ def build_vision_model(target: Path, architecture: str, text_dir: Path, text_sha
     torch.manual_seed(seed)
     vision = TINY_VISION if text_shape is not None else DEMO_VISION
     model, processor = BUILDERS[architecture](transformers, tokenizer, text, vision)
+    if len(processor.tokenizer) > text["vocab_size"]:  # a processor that added tokens of its own
+        raise RuntimeError(f"{architecture}: the processor added tokens past the model's vocabulary")
     if text_shape is None:
         _copy_language_model(model, transformers.AutoModelForCausalLM.from_pretrained(text_dir))
     _save(target, model, processor)
@@ -123,8 +132,47 @@ def _gemma3(transformers, tokenizer, text: dict, vision: dict):
     return transformers.Gemma3ForConditionalGeneration(config), processor
 
 
-BUILDERS = {"idefics3": _idefics3, "llava": _llava, "gemma3": _gemma3}
-TEXT_TYPES = {"gemma3": "gemma3_text"}  # a tiny Gemma 3 has Gemma 3's own language model
+def _qwen2_vl(transformers, tokenizer, text: dict, vision: dict, version: str = "qwen2_vl"):
+    """Qwen2-VL or Qwen2.5-VL: images at their own size (multiples of 32 pixels up to 64x64), 2x2 patches a token."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from backend.models.image_only_processors import image_only
+
+    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(f"<|{name}_pad|>") for name in ("image", "video")}
+    ids.update(
+        {f"vision_{edge}_token_id": tokenizer.convert_tokens_to_ids(f"<|vision_{edge}|>") for edge in ("start", "end")}
+    )
+    heads = text["hidden_size"] // text["num_attention_heads"]
+    text = dict(
+        text, rope_parameters={"rope_type": "default", "mrope_section": [heads // 8, heads * 3 // 16, heads * 3 // 16]}
+    )
+    tower = dict(depth=vision["num_hidden_layers"], num_heads=vision["num_attention_heads"], patch_size=PATCH)
+    if version == "qwen2_vl":
+        tower.update(embed_dim=vision["hidden_size"], hidden_size=text["hidden_size"], mlp_ratio=2)
+        config, model, processor = (
+            transformers.Qwen2VLConfig,
+            transformers.Qwen2VLForConditionalGeneration,
+            transformers.Qwen2VLProcessor,
+        )
+    else:
+        tower.update(hidden_size=vision["hidden_size"], intermediate_size=vision["intermediate_size"],
+                     out_hidden_size=text["hidden_size"], window_size=2 * PATCH, fullatt_block_indexes=[0])  # fmt: skip
+        config = transformers.Qwen2_5_VLConfig
+        model, processor = transformers.Qwen2_5_VLForConditionalGeneration, transformers.Qwen2_5_VLProcessor
+    images = Qwen2VLImageProcessorPil(
+        patch_size=PATCH, merge_size=2, size={"shortest_edge": 32 * 32, "longest_edge": IMAGE_SIZE**2}
+    )
+    built = config(text_config=text, vision_config=tower, tie_word_embeddings=True, **ids)
+    return model(built), image_only(processor, images, tokenizer, chat_template=tokenizer.chat_template)
+
+
+def _qwen2_5_vl(transformers, tokenizer, text: dict, vision: dict):
+    return _qwen2_vl(transformers, tokenizer, text, vision, "qwen2_5_vl")
+
+
+BUILDERS = {"idefics3": _idefics3, "llava": _llava, "gemma3": _gemma3, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_5_vl}
+# The tiny models' own language models, where the architecture has one (not SmolLM2's llama).
+TEXT_TYPES = {"gemma3": "gemma3_text", "qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text"}
 
 
 def _copy_language_model(model, language) -> None:
@@ -162,7 +210,7 @@ def vision_demo_dir(language_model_dir, progress=print) -> Path:
     """
     from backend.paths import model_cache_dir
 
-    target = model_cache_dir() / "vision-demo"
+    target = model_cache_dir() / f"vision-demo-{BUILD}"
     if not (target / "config.json").exists():
         progress(f"Building vision-demo in {target} (first use only): SmolLM2 with a small vision tower")
         build_vision_model(target, "idefics3", language_model_dir(progress), None)

@@ -222,7 +222,8 @@ class ChatEngine:
             return load_vision_model(run_dir, trust_remote_code=trusted), self._processor.tokenizer
         from peft import PeftModel
 
-        base = load_vision_model(resolve_model(config.get("model", "")), trust_remote_code=trusted)
+        base_path = resolve_model(config.get("model", ""))
+        base = load_vision_model(base_path, trust_remote_code=trusted, **quantized_as_trained(config))
         return PeftModel.from_pretrained(base, str(run_dir)), self._processor.tokenizer
 
     def _image_files(self, images: list[Any] | None) -> list[Path]:

@@ -29,6 +29,7 @@ from backend.runfiles import METRICS_FILE
 from backend.runs.job_manager import JobManager
 from backend.serving.gguf_bundle import base_gguf, fill_adapter_folder, fill_gguf_folder, gguf_card_lines
 from backend.serving.gguf_export import GGUF_TYPES, check_architecture
+from backend.serving.gguf_vision import check_vision_gguf
 
 KINDS = ("merged", "adapter", "gguf", "gguf_adapter")
 GGUF_KINDS = ("gguf", "gguf_adapter")
@@ -107,7 +108,7 @@ class Exporter:
         if status["status"] == "completed":
             if not is_adapter_dir(run_dir):
                 raise TuneForgeError(f"run '{run_id}' trained every weight (method full); export it as gguf")
-            self._check_gguf(run_dir, config)
+            self._check_gguf(run_dir, config, adapter=True)
         merged = self.export(run_id, "merged", say=say)
         base_dir = _base_dir(config)
         if base_dir is None:
@@ -121,15 +122,18 @@ class Exporter:
         return staged(merged.parent / "gguf_adapter", fill)
 
     @staticmethod
-    def _check_gguf(run_dir: Path, config: dict) -> None:
+    def _check_gguf(run_dir: Path, config: dict, adapter: bool = False) -> None:
         """Refused before minutes of merging: a classifier, an architecture llama.cpp cannot convert."""
         if config.get("task") == "classification":
             raise TuneForgeError("GGUF export is for generation models; a classifier exports as merged")
         if is_vision_spec(config.get("model", "")):
-            raise TuneForgeError(
-                "GGUF export of a vision-language model (its model plus mmproj file) is not built yet; "
-                "export it as merged or adapter, which load in transformers with their processor"
-            )
+            if adapter:
+                raise TuneForgeError(
+                    "a GGUF LoRA of a vision-language model is not built; export it as gguf (its language "
+                    "model plus the mmproj file), merged or adapter"
+                )
+            check_vision_gguf(_model_config(run_dir, config))
+            return
         check_architecture(_model_config(run_dir, config))
 
     def _held_out(self, config: dict) -> list[dict]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from backend.config import options_where
 from backend.errors import TuneForgeError
+from backend.models.vision import is_vision_folder
 from backend.serving import llamacpp
 from backend.serving.gguf_export import (
     GENERAL_TEXT,
@@ -26,6 +27,7 @@ from backend.serving.gguf_export import (
     verify,
     write_gguf,
 )
+from backend.serving.gguf_vision import mmproj_name, verify_mmproj, vision_card_lines, write_mmproj
 from backend.serving.modelfile import modelfile
 
 VERIFICATION_FILE = "verification.json"
@@ -58,7 +60,12 @@ def fill_gguf_folder(
     check = {"file": out.name, "type": gguf_type, **check}
     if not check["passed"]:
         raise TuneForgeError(f"the {gguf_type} GGUF was not kept: {check['problem']}")
-    (folder / "Modelfile").write_text(modelfile(out.name, *_template(merged)), encoding="utf-8")
+    if is_vision_folder(merged):
+        say("converting the image encoder to llama.cpp's mmproj file, and checking the pair in llama-server")
+        mmproj = write_mmproj(merged, folder / mmproj_name(run_id), gguf_facts(run_id, config))
+        check["mmproj"] = verify_mmproj(out, mmproj)
+    text_modelfile = modelfile(out.name, *_template(merged), mmproj=(check.get("mmproj") or {}).get("file"))
+    (folder / "Modelfile").write_text(text_modelfile, encoding="utf-8")
     (folder / VERIFICATION_FILE).write_text(json.dumps(check, indent=2), encoding="utf-8")
     return check
 
@@ -159,4 +166,6 @@ def gguf_card_lines(check: dict[str, Any]) -> list[str]:
             f"Perplexity in llama.cpp on {source}: {check['ppl']:.3f} (f16: {check['ppl_f16']:.3f}; bound "
             f"x{check['bound']['ppl_ratio']})."
         )
+    if "mmproj" in check:
+        lines += ["", *vision_card_lines(name, check["mmproj"])]
     return lines

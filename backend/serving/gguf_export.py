@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import TuneForgeError
+from backend.models.vision import is_vision_folder, load_vision_model
 from backend.serving import llamacpp
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
@@ -96,7 +97,8 @@ def reference_path(out: Path) -> Path:
 def converter_view(model_dir: Path, view: Path, base_dir: Path | None = None) -> Path:
     """The model folder as llama.cpp's converter reads it, linked file by file, with three differences.
 
-    GPT-2's config gets back the n_ctx that transformers 5 leaves out and the converter reads.
+    GPT-2's config gets back the n_ctx that transformers 5 leaves out and the converter reads (and a
+    vision-language model's text_config its class: backend/serving/gguf_vision.py).
     transformers 5 saves a byte-level BPE tokenizer as `TokenizersBackend`, and the converter reads a
     Phi-3 tokenizer as BPE only when it is called GPT2Tokenizer (else it looks for tokenizer.model);
     and SentencePiece architectures (Gemma, Llama 2, Phi-3) need the tokenizer.model that a
@@ -109,6 +111,9 @@ def converter_view(model_dir: Path, view: Path, base_dir: Path | None = None) ->
     if config.get("model_type") == "gpt2" and "n_ctx" not in config:  # transformers 5 no longer writes it
         (view / "config.json").unlink()
         (view / "config.json").write_text(json.dumps({**config, "n_ctx": config.get("n_positions", 1024)}))
+    if "vision_config" in config and with_text_architecture(config) != config:
+        (view / "config.json").unlink()
+        (view / "config.json").write_text(json.dumps(with_text_architecture(config)))
     source = (base_dir / "tokenizer.model") if base_dir else None
     if source and source.exists() and not (view / "tokenizer.model").exists():
         (view / "tokenizer.model").symlink_to(source.resolve())
@@ -123,6 +128,18 @@ def converter_view(model_dir: Path, view: Path, base_dir: Path | None = None) ->
         config_file.unlink()
         config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return view
+
+
+def with_text_architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with `text_config.architectures` set (llama.cpp's converter picks the language model's class
+    from it); a config that has it, or no text_config, is returned as it is."""
+    text = config.get("text_config")
+    if not isinstance(text, dict) or text.get("architectures"):
+        return config
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(text.get("model_type", ""))
+    return {**config, "text_config": {**text, "architectures": [causal]}} if causal else config
 
 
 def probe_prompt(model_dir: Path) -> tuple[str, list[int]]:
@@ -143,7 +160,10 @@ def transformers_agree(model_dir: Path, ids: list[int], got: list[int]) -> int |
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     if size > COMPARE_MAX_BYTES or not got:
         return None if size > COMPARE_MAX_BYTES else 0
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if is_vision_folder(model_dir):  # its language model alone, as the text GGUF holds it
+        model = load_vision_model(model_dir, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with torch.no_grad():
         logits = model(torch.tensor([ids + got])).logits[0, len(ids) - 1 : len(ids) - 1 + len(got)]
     best = logits.max(-1).values

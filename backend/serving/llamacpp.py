@@ -61,13 +61,16 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def convert_model(model_dir: Path, out: Path, outtype: str, metadata: Path | None = None) -> Path:
+def convert_model(model_dir: Path, out: Path, outtype: str, metadata: Path | None = None, mmproj: bool = False) -> Path:
     """llama.cpp's convert_hf_to_gguf.py on a transformers model folder; outtype f16, bf16, q8_0 or f32;
-    metadata: a JSON file of general.* keys (name, description, ...) for the file."""
+    metadata: a JSON file of general.* keys (name, description, ...) for the file; mmproj: a vision-language
+    model's image encoder and projector (llama.cpp's multimodal projector file) instead of its language model."""
     command = [sys.executable, str(source_dir() / "convert_hf_to_gguf.py"), str(model_dir),
                "--outfile", str(out), "--outtype", outtype]  # fmt: skip
     if metadata:
         command += ["--metadata", str(metadata)]
+    if mmproj:
+        command.append("--mmproj")
     return _converted(command, out, "the {} architecture", "llama.cpp's converter")
 
 
@@ -134,6 +137,7 @@ class LlamaServer:
         api_key: str | None = None,
         log_file: Path | None = None,
         max_tokens: int | None = None,
+        mmproj: Path | None = None,
     ):
         self.gguf_file, self.host, self.port = Path(gguf_file), host, port or free_port()
         self.alias = alias or self.gguf_file.stem
@@ -143,6 +147,8 @@ class LlamaServer:
                         "-np", "1"]  # fmt: skip
         for adapter in lora or []:
             self.command += ["--lora", str(adapter)]
+        if mmproj:  # a vision-language model's image encoder: the server then takes images in chats
+            self.command += ["--mmproj", str(mmproj)]
         if threads:
             self.command += ["-t", str(threads)]
         if max_tokens:

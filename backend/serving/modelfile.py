@@ -41,10 +41,16 @@ FAMILIES = (
 )
 
 
-def modelfile(gguf_name: str, chat_template: str | None, eos_token: str | None, base: str | None = None) -> str:
+def modelfile(
+    gguf_name: str, chat_template: str | None, eos_token: str | None, base: str | None = None, mmproj: str | None = None
+) -> str:
     """The Modelfile's text, for a GGUF file lying beside it; with base (a GGUF model's path) the file is a
-    LoRA adapter, applied to that base."""
+    LoRA adapter, applied to that base; mmproj: a vision model's image encoder beside it, which this
+    Modelfile does not load (it says so, and how llama.cpp reads it)."""
     lines = [f"FROM ./{gguf_name}", ""] if base is None else [f"FROM {base}", f"ADAPTER ./{gguf_name}", ""]
+    if mmproj:
+        lines += [f"# Text only: the image encoder is in {mmproj}, which llama.cpp reads with",
+                  f"# llama-server -m {gguf_name} --mmproj {mmproj}", ""]  # fmt: skip
     template = chat_template or ""
     family = next((f for f in FAMILIES if f[0] in template), None)
     if family is None:

@@ -98,5 +98,6 @@ def refuse_images_for_text_model(examples: list[dict], model_path: str, model: s
     index, example = found
     raise TuneForgeError(
         f"training example {index + 1} has images ({example['images'][0]}), but model {model} reads text only; "
-        "choose a vision-language model (model: vision-demo, or an Idefics3/SmolVLM, LLaVA or Gemma 3 folder)"
+        "choose a vision-language model (model: vision-demo, or a Qwen2-VL, Qwen2.5-VL, Idefics3/SmolVLM, LLaVA or "
+        "Gemma 3 folder)"
     )
