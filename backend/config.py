@@ -630,6 +630,7 @@ class TrainConfig:
         "about 55 CPU-seconds more, repaid after about 160 steps (the 129-step demo run 3% slower); later runs "
         "about 9 s more, repaid after about 30 (the demo 8% faster, 1,000 steps 11% faster). Not applied to qlora.",
         group="devices",
+        tasks=("sft", "pt"),
     )
     quantization_bit: int = option(
         0,

@@ -56,6 +56,9 @@ class Recipe:
 
     lora_task_type = "CAUSAL_LM"
     padding_free = False  # batches flattened into one row: every token counted is a real one
+    # torch_compile is measured on, and applied to, the recipes that say so: a TRL trainer's generation or
+    # reference passes, a vision tower or a classification head would each need their own measurement.
+    compiles_blocks = False
 
     def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
         self.config, self.events, self.run_dir = config, events, run_dir
@@ -278,8 +281,12 @@ class Recipe:
         self.events.emit("status", message=line, compiled_blocks=count)
 
     def train(self) -> dict:
-        if self.config.torch_compile:
+        if self.config.torch_compile and self.compiles_blocks:
             self.compile_blocks()
+        elif self.config.torch_compile:
+            line = f"torch_compile: applied to sft and pt only; task {self.config.task} trains uncompiled"
+            print(line, flush=True)
+            self.events.emit("status", message=line, compiled_blocks=0)
         self.trainer = self.build_trainer()
         if self.config.loraplus_lr_ratio:
             use_loraplus(self.trainer, self.config.loraplus_lr_ratio)
@@ -299,7 +306,7 @@ class Recipe:
             "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
             "tokens_seen": self.tokens_seen(),
         }
-        if self.config.torch_compile:
+        if self.config.torch_compile and self.compiles_blocks:
             from backend.training.regional_compile import compile_counters
 
             metrics["compile"] = compile_counters()
