@@ -272,7 +272,7 @@ class Recipe:
             self.events.emit("status", message=line, compiled_blocks=0)
             return
         cache = compile_cache_dir(getattr(self, "model_path", self.config.model))
-        count, block = compile_decoder_blocks(self.model, cache)
+        count, block = compile_decoder_blocks(self.model, cache, every_block_trains=self.config.method != "freeze")
         if not count:
             line = "torch_compile: no stack of decoder blocks found in this model; it trains uncompiled"
         else:

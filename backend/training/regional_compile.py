@@ -36,8 +36,10 @@ def compile_cache_dir(model_path: str | Path) -> Path:
     return model_cache_dir().parent / "compiled" / f"{name}-{digest}" / f"torch-{version}"
 
 
-def compile_decoder_blocks(model, cache_dir: Path) -> tuple[int, str]:
-    """Compile every decoder block of the model in place; (how many, the block's class). (0, '') if none found."""
+def compile_decoder_blocks(model, cache_dir: Path, every_block_trains: bool) -> tuple[int, str]:
+    """Compile every decoder block of the model in place; (how many, the block's class). (0, '') if none found.
+
+    every_block_trains: an adapter or full fine-tuning, where a gradient passes through every block anyway."""
     from backend.training.freeze import find_decoder_layers
 
     layers = find_decoder_layers(model)
@@ -50,10 +52,11 @@ def compile_decoder_blocks(model, cache_dir: Path) -> tuple[int, str]:
     # One graph per block class and guard set; every layer but the first hits it. The default limit (8)
     # counts per code object, and all the layers share one, so a deep model would fall back to eager.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    # With the embedding frozen (lora, qlora), the first block's input needs no gradient and every other
-    # block's does: dynamo guards on that, so the block would be compiled twice. Asking a gradient of the
-    # embedding's output costs one block's input gradient in the backward and halves the compiling.
-    if hasattr(model, "enable_input_require_grads"):
+    # With the embedding frozen (lora), the first block's input needs no gradient and every other block's
+    # does: dynamo guards on that, so the block would be compiled twice. Asking a gradient of the embedding's
+    # output costs one block's input gradient in the backward and halves the compiling. Not for freeze, where
+    # it would send the backward through every frozen layer below the trained ones.
+    if every_block_trains and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     for layer in layers:
         layer.compile(dynamic=True)
