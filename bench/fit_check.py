@@ -47,6 +47,7 @@ CASES = {
     # Issue 33: QLoRA on a 1.5B model (bench/scale.py's random Qwen2.5-1.5B body with SmolLM2's tokenizer):
     # where the weights, not the runtime, are most of the peak. Short batches: memory, not speed, is the point.
     "qwen1.5b_qlora": ("scale:1.5b", {"method": "qlora", "per_device_train_batch_size": 2, "cutoff_len": 128}),
+    "qwen0.5b_lora": ("scale:0.5b", {"method": "lora", "per_device_train_batch_size": 2, "cutoff_len": 128}),
 }
 BASE = {"per_device_train_batch_size": 4, "cutoff_len": 256}
 
