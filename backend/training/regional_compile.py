@@ -11,7 +11,9 @@ boundaries as Python ints (backend.training.batching), which a compiled graph wo
 The blocks are compiled in place (`nn.Module.compile`), so parameter names, PEFT's adapters and the
 saved weights are those of the eager model. Inductor's artefacts (FX graph and AOTAutograd caches) go
 to a folder per model and torch version beside the model cache, so a second run of the same model loads
-kernels instead of compiling them; dynamo still traces the block (seconds).
+kernels instead of compiling them; dynamo still traces the block (seconds). Torch's on-disk caches are
+enough on one machine; its mega-cache (torch.compiler.save_cache_artifacts) would only add a portable
+copy for another machine, where the CPU's flags would change the kernels anyway.
 """
 
 from __future__ import annotations
