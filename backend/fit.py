@@ -70,15 +70,20 @@ class Estimate:
     activations_mb: float
     logits_mb: float
     runtime_mb: float
+    loading_mb: float = 0.0  # the peak while a quantized base loads, where that is above training's (0: not)
 
     @property
-    def total_mb(self) -> float:
+    def training_mb(self) -> float:
         parts = (self.weights_mb, self.gradients_mb, self.optimizer_mb, self.activations_mb, self.logits_mb)
         return sum(parts) + self.runtime_mb
 
+    @property
+    def total_mb(self) -> float:
+        return max(self.training_mb, self.loading_mb)
+
     def as_dict(self) -> dict:
         parts = {k: round(v, 1) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
-        return {**parts, "total_mb": round(self.total_mb, 1)}
+        return {**parts, "training_mb": round(self.training_mb, 1), "total_mb": round(self.total_mb, 1)}
 
 
 def stored_bytes(precision: Precision, method: str) -> int:
@@ -143,7 +148,22 @@ def estimate(shape: ModelShape, config: TrainConfig, precision: Precision, image
         / MB,
         logits_mb=0.0 if config.task in ("classification", "rm") else tokens * shape.vocab_size * 4 * LOGIT_COPIES / MB,
         runtime_mb=RUNTIME_GPU_MB if on_gpu else RUNTIME_CPU_MB,
+        loading_mb=(loading / MB + RUNTIME_CPU_MB)
+        if (loading := _quantized_loading_bytes(shape, config, precision))
+        else 0.0,
     )
+
+
+def _quantized_loading_bytes(shape: ModelShape, config: TrainConfig, precision: Precision) -> float:
+    """A quantized base's peak while it loads, less the runtime: the checkpoint's files, mapped and read whole
+    (safetensors maps them, and every page read stays resident until loading ends), beside the quantized
+    model being built. Measured on the CPU (docs/benchmarks.md, "Will it fit?"): a 1.5B model in bf16
+    files peaked at 5,399 MB while loading and 3,977 MB while training. Unquantized loads are not counted:
+    where the file's dtype is the loaded one, the model's tensors are the mapped pages themselves (SmolLM2:
+    593 MB loading against 522 MB of weights); a dtype change on load is not measured."""
+    if not precision.quantization_bit or not precision.on_cpu:
+        return 0.0  # a GPU loads into its own memory; the host's mapped pages are not what the estimate counts
+    return shape.stored_bytes + _weights_bytes(shape, config, precision)
 
 
 def batch_tokens(config: TrainConfig) -> int:

@@ -8,7 +8,8 @@ included); its RSS is also sampled before and after the `training` event. The da
 than cutoff_len, so every batch holds batch × cutoff tokens, the estimate's worst case; nearly every
 token is a trained answer token. A baseline process that only imports the job's modules and loads the
 tokenizer shows how much of a peak is the runtime's fixed cost. The last CASES were not used to fit
-backend/fit.py's constants. Results: docs/benchmarks.md, "Will it fit?".
+backend/fit.py's constants (qwen1.5b_qlora builds bench/scale.py's 1.5B model into the model cache
+first). Results: docs/benchmarks.md, "Will it fit?".
 
 Usage: python bench/fit_check.py [--cases NAME,...]   (the last line printed is the JSON result)
        python bench/fit_check.py --reestimate RESULT.json   (the same measurements against today's estimate,
@@ -43,6 +44,10 @@ CASES = {
     "smollm2_lora_c128": ("default", {"method": "lora", "cutoff_len": 128}),
     "smollm2_full_b2": ("default", {"method": "full", "per_device_train_batch_size": 2}),
     "smollm2_qlora_c512": ("default", {"method": "qlora", "cutoff_len": 512}),
+    # Issue 33: QLoRA on a 1.5B model (bench/scale.py's random Qwen2.5-1.5B body with SmolLM2's tokenizer):
+    # where the weights, not the runtime, are most of the peak. Short batches: memory, not speed, is the point.
+    "qwen1.5b_qlora": ("scale:1.5b", {"method": "qlora", "per_device_train_batch_size": 2, "cutoff_len": 128}),
+    "qwen0.5b_lora": ("scale:0.5b", {"method": "lora", "per_device_train_batch_size": 2, "cutoff_len": 128}),
 }
 BASE = {"per_device_train_batch_size": 4, "cutoff_len": 256}
 
@@ -183,6 +188,10 @@ def main() -> None:
     cases = {}
     for name in args.cases.split(","):
         model, options = CASES[name]
+        if model.startswith("scale:"):
+            from bench.scale import model_folder
+
+            model = str(model_folder(model.removeprefix("scale:")))
         model = str(tiny_dir) if model == "tiny" else model
         cases[name] = compare(run_case(workdir, name, model, options, data), hardware)
         print(json.dumps({name: cases[name]}), flush=True)  # each case as it completes: a long run keeps its parts

@@ -152,7 +152,7 @@ def fit_estimate_mb(config_path: Path, hardware: dict) -> float:
 
 
 def measure(size: str, steps: int, hardware: dict, workdir: Path) -> dict:
-    from backend.training.flops import parameter_count
+    from backend.models.info import read_shape
     from backend.training.matmul_peak import cached_peak_gflops, utilisation
 
     model = model_folder(size)
@@ -165,7 +165,7 @@ def measure(size: str, steps: int, hardware: dict, workdir: Path) -> dict:
     estimate_mb = fit_estimate_mb(ours[best]["config"], hardware)
     entry = {
         "name": SIZES[size][0],
-        "params": parameter_count(model),
+        "params": read_shape(model).parameters,  # every stored tensor's elements, a tied head once
         "precision": best,
         "ours_tokens_per_s": ours[best]["tokens_per_s"],
         "reference_tokens_per_s": reference["tokens_per_s"],

@@ -84,6 +84,33 @@ def test_qlora_needs_less_than_lora_and_a_longer_batch_needs_more(default_model_
     assert longer.logits_mb == pytest.approx(2 * lora.logits_mb) and longer.weights_mb == lora.weights_mb
 
 
+def test_a_quantized_base_peaks_while_loading_where_its_files_outweigh_training(tiny_model_dir):
+    """Measured on a 1.5B model in bf16 files (docs/benchmarks.md): qlora peaked at 5.4 GB while loading, the
+    mapped checkpoint beside the 4-bit model, against 4.0 GB while training; the estimate takes the larger."""
+    import dataclasses
+
+    from webui.fit_view import fit_markdown
+
+    shape = inspect_model(str(tiny_model_dir))
+    qlora_config = TrainConfig.from_dict({"method": "qlora"})
+    nf4 = Precision("fp32", 4, True)
+    small = estimate(shape, qlora_config, nf4)
+    assert small.total_mb == small.training_mb > small.loading_mb  # a tiny file: training is the peak
+    heavy = dataclasses.replace(shape, stored_bytes=shape.stored_bytes + 8 * 2**30)  # 8 GB more of files
+    big = estimate(heavy, qlora_config, nf4)
+    assert big.training_mb == pytest.approx(small.training_mb)  # the files are not held while training
+    assert big.total_mb == big.loading_mb == pytest.approx(small.loading_mb + 8 * 1024)
+    lora = estimate(heavy, TrainConfig.from_dict({}), Precision("fp32", 0, True))
+    assert lora.loading_mb == 0 and lora.total_mb == lora.training_mb  # an unquantized load maps its tensors
+    on_gpu = estimate(heavy, qlora_config, Precision("bf16", 4, False))
+    assert on_gpu.total_mb == on_gpu.training_mb  # the GPU's memory holds no mapped files
+    report = model_report({"model": str(tiny_model_dir)}, hardware=CPU, free_mb=100)
+    assert "while loading" not in fit_markdown(report)  # the tiny model's total is its training peak
+    qlora_row = next(row for row in report["fit"] if row["method"] == "qlora")
+    qlora_row.update(loading_mb=big.loading_mb, total_mb=big.total_mb)  # the heavy files' row, as the tab gets it
+    assert "(while loading: the checkpoint's files are read beside the quantized model)" in fit_markdown(report)
+
+
 def test_a_run_that_needs_more_than_is_free_is_warned_about_by_how_much(tiny_model_dir):
     options = {"model": str(tiny_model_dir), "method": "full"}
     roomy = model_report(options, hardware=CPU, free_mb=1_000_000)

@@ -56,8 +56,13 @@ def _row(row: dict, chosen: bool) -> str:
     return (
         f"| {name} | {row['precision']} | {count(row['trainable'])} | {gb(row['weights_mb'])} | "
         f"{gb(row['gradients_mb'] + row['optimizer_mb'])} | {gb(row['activations_mb'] + row['logits_mb'])} | "
-        f"{gb(row['runtime_mb'])} | **{gb(row['total_mb'])}** | {fits} |"
+        f"{gb(row['runtime_mb'])} | **{gb(row['total_mb'])}**{_while_loading(row)} | {fits} |"
     )
+
+
+def _while_loading(row: dict) -> str:
+    """Where a quantized base's load peaks above its training, the total is that peak: say so beside it."""
+    return say("msg.fit_while_loading") if row.get("loading_mb", 0) > row.get("training_mb", 0) else ""
 
 
 def qlora_saving(report: dict) -> str:

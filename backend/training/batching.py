@@ -33,6 +33,9 @@ from backend.templates import IGNORE_INDEX
 PER_EXAMPLE = "tuneforge_per_example"  # an attention implementation, registered with transformers below
 
 
+# Eager even inside a compiled decoder block (torch_compile, backend.training.regional_compile): the loop
+# reads the row's example boundaries as ints, and a graph would be specialised, and recompiled, on them.
+@torch.compiler.disable
 def per_example_attention(module, query, key, value, attention_mask, cu_seq_lens_q=None, sliding_window=None, **kwargs):
     """transformers' SDPA attention, once per example of a padding-free row, causal within each.
 

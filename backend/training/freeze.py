@@ -10,8 +10,8 @@ from __future__ import annotations
 from backend.errors import TuneForgeError
 
 
-def decoder_layers(model):
-    """The model's stack of decoder layers: the ModuleList as long as config.num_hidden_layers."""
+def find_decoder_layers(model):
+    """The model's stack of decoder layers: the ModuleList as long as config.num_hidden_layers (None: not found)."""
     import torch
 
     count = getattr(model.config, "num_hidden_layers", None)
@@ -21,10 +21,18 @@ def decoder_layers(model):
         if isinstance(module, torch.nn.ModuleList) and len(module) == count
     ]
     if not stacks:
-        raise TuneForgeError(f"method freeze: cannot find the decoder layers of {type(model).__name__}; use lora")
+        return None
     # A vision tower could match the count too; the language model's stack is conventionally called `layers`.
     stacks.sort(key=lambda item: not item[0].endswith("layers"))
     return stacks[0][1]
+
+
+def decoder_layers(model):
+    """The model's stack of decoder layers, or a one-line refusal of freeze tuning."""
+    layers = find_decoder_layers(model)
+    if layers is None:
+        raise TuneForgeError(f"method freeze: cannot find the decoder layers of {type(model).__name__}; use lora")
+    return layers
 
 
 def train_only_layers(model, trainable_layers: int) -> list[int]:

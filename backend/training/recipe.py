@@ -56,6 +56,9 @@ class Recipe:
 
     lora_task_type = "CAUSAL_LM"
     padding_free = False  # batches flattened into one row: every token counted is a real one
+    # torch_compile is measured on, and applied to, the recipes that say so: a TRL trainer's generation or
+    # reference passes, a vision tower or a classification head would each need their own measurement.
+    compiles_blocks = False
 
     def __init__(self, config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None):
         self.config, self.events, self.run_dir = config, events, run_dir
@@ -264,7 +267,32 @@ class Recipe:
             compute_metrics=self.compute_metrics(),
         )
 
+    def compile_blocks(self) -> None:
+        """torch_compile: compile each decoder block in place, its kernels cached per model and torch version."""
+        from backend.training.regional_compile import compile_cache_dir, compile_decoder_blocks
+
+        if self.precision.quantization_bit:
+            # Not measured: bitsandbytes' CPU kernels under dynamo, inside qlora's gradient checkpointing.
+            line = "torch_compile: not applied to a quantized base (qlora, quantization_bit); it trains uncompiled"
+            print(line, flush=True)
+            self.events.emit("status", message=line, compiled_blocks=0)
+            return
+        cache = compile_cache_dir(getattr(self, "model_path", self.config.model))
+        count, block = compile_decoder_blocks(self.model, cache, every_block_trains=self.config.method != "freeze")
+        if not count:
+            line = "torch_compile: no stack of decoder blocks found in this model; it trains uncompiled"
+        else:
+            line = f"torch_compile: {count} decoder blocks ({block}), one compiled graph for any length; cache {cache}"
+        print(line, flush=True)
+        self.events.emit("status", message=line, compiled_blocks=count)
+
     def train(self) -> dict:
+        if self.config.torch_compile and self.compiles_blocks:
+            self.compile_blocks()
+        elif self.config.torch_compile:
+            line = f"torch_compile: applied to sft and pt only; task {self.config.task} trains uncompiled"
+            print(line, flush=True)
+            self.events.emit("status", message=line, compiled_blocks=0)
         self.trainer = self.build_trainer()
         if self.config.loraplus_lr_ratio:
             use_loraplus(self.trainer, self.config.loraplus_lr_ratio)
@@ -284,6 +312,10 @@ class Recipe:
             "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
             "tokens_seen": self.tokens_seen(),
         }
+        if self.config.torch_compile and self.compiles_blocks:
+            from backend.training.regional_compile import compile_counters
+
+            metrics["compile"] = compile_counters()
         if metrics["train_runtime_s"] and metrics["tokens_seen"]:
             metrics["tokens_per_s"] = round(metrics["tokens_seen"] / metrics["train_runtime_s"], 1)
         if self.trainer.state.best_model_checkpoint:

@@ -22,6 +22,7 @@ class SftRecipe(Recipe):
     """
 
     padding_free = True
+    compiles_blocks = True
 
     def setup(self) -> None:
         cfg = self.config
