@@ -130,9 +130,7 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     expect(page.locator("#hardware-summary")).to_contain_text(describe(hardware).split(" — ")[0])  # what it has
     set_number(page, "opt-max_steps", 8)
     set_number(page, "opt-learning_rate", 0.001)
-    set_number(page, "opt-per_device_train_batch_size", 2)  # the chart and the chat are the point: half the steps' work
     run_id = start_run(page)
-    set_number(page, "opt-per_device_train_batch_size", 4)  # the form's default again, for the tests after this one
 
     expect(page.locator("#chart-caption")).to_contain_text(re.compile(r"[1-9]\d* train points"), timeout=180_000)
     first = chart_points(page)
