@@ -170,7 +170,9 @@ class DatasetTab(Tab):
         followers, previous_task = [form[f.name] for f in TASK_FOLLOWERS], gr.State(FIRST_TASK)
         # One handler for them all, so that the previous task they compare against is updated once.
         task_and_followers = [previous_task, form["task"], *followers]
-        form["task"].change(follow_task_defaults, task_and_followers, [*followers, previous_task])
+        # Outside the queue: a queued follower ran seconds late under load, from the values read at the
+        # switch, and overwrote what the person typed after it (a learning rate set right after the switch).
+        form["task"].change(follow_task_defaults, task_and_followers, [*followers, previous_task], queue=False)
         self.estimate.click(self.on_estimate, inputs, self.cost, **DEVICE)  # it trains a few steps to measure
         self.register.click(self.on_register, [self.register_name, *inputs], [self.summary, self.named])
         # Named datasets saved elsewhere (the Recipes tab, the API, a terminal) show when the tab is opened.
