@@ -21,6 +21,7 @@ from webui.forms import form_updates, kept_notes
 from webui.i18n import headed, say, t
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import KEEP, LINE, on_refusal, stream_with_refusal
+from webui.sent import SentMemory
 from webui.tab import Controls, Page, Tab
 from webui.tab_train import TrainTab
 
@@ -152,9 +153,11 @@ class RunsTab(Tab):
     def connect(self, page: Page) -> None:
         form = [page.form[f.name] for f in fields()]
         listing = [self.history, self.selected, self.known]
-        self.timer.tick(self.refresh, self.known, listing, show_progress="hidden", **STATUS)
-        self.ctx.blocks.load(self.refresh, self.known, listing, **STATUS)
-        self.item.select(self.refresh, self.known, listing, **STATUS)
+        sent = SentMemory()
+        tick = sent.ticking(self.refresh)
+        self.timer.tick(tick, [self.known, sent.state], [*listing, sent.state], show_progress="hidden", **STATUS)
+        self.ctx.blocks.load(sent.forgetting(self.refresh), self.known, [*listing, sent.state], **STATUS)
+        self.item.select(sent.forgetting(self.refresh), self.known, [*listing, sent.state], **STATUS)
         self.ctx.blocks.load(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_page.change(self.on_audit_page, self.audit_page, self.audit, **STATUS)

@@ -17,6 +17,7 @@ from webui.forms import options_from
 from webui.i18n import say, t
 from webui.lanes import JOBS, STATUS
 from webui.refusals import KEEP, LINE, on_refusal
+from webui.sent import SentMemory
 from webui.tab import Controls, Page, Tab
 
 REFRESH_S = 2.0
@@ -161,11 +162,16 @@ class SweepsTab(Tab):
         self.start.click(self.on_start, [*spec, *form], [self.sweep, self.known, self.message], **JOBS)
         self.abort.click(self.on_abort, self.sweep, self.message, **JOBS)
         view = [self.summary, self.trials, *self.figures.values(), self.drawn, self.abort]
-        self.sweep.change(self.on_pick, self.sweep, view, **STATUS)
-        self.timer.tick(self.on_tick, [self.sweep, self.drawn], view, show_progress="hidden", **STATUS)
+        sent = SentMemory()
+        self.sweep.change(sent.forgetting(self.on_pick), self.sweep, [*view, sent.state], **STATUS)
+        self.item.select(sent.forgetting(self.on_pick), self.sweep, [*view, sent.state], **STATUS)
+        tick = sent.ticking(self.on_tick)
+        self.timer.tick(
+            tick, [self.sweep, self.drawn, sent.state], [*view, sent.state], show_progress="hidden", **STATUS
+        )
         # The list follows by itself, as the Runs tab's does: a sweep started from the API or a terminal appears.
         self.timer.tick(self.follow_list, self.known, [self.sweep, self.known], show_progress="hidden", **STATUS)
-        self.ctx.blocks.load(self.on_load, None, [self.sweep, self.known, *view], **STATUS)
+        self.ctx.blocks.load(sent.forgetting(self.on_load), None, [self.sweep, self.known, *view, sent.state], **STATUS)
         for where, button in self.best_buttons.items():
             picker = getattr(self.opens[where], "target", None) or self.opens[where].run
             button.click(self._opener(where), self.sweep, [picker, page.tabs, self.message])

@@ -22,6 +22,7 @@ from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.i18n import headed, say, say_line, t
 from webui.lanes import JOBS, STATUS
 from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
+from webui.sent import SentMemory
 from webui.tab import Controls, Page, Tab
 
 REFRESH_S = 1.0
@@ -190,9 +191,12 @@ class TrainTab(Tab):
         gr.on(fit_triggers, self.on_fit_warning, inputs, self.fit_warning, show_progress="hidden")
         self.ctx.blocks.load(self.on_fit_warning, inputs, self.fit_warning)
         live = [self.progress, self.chart, self.chart_caption, self.rewards, self.completions, self.log, self.runs]
-        self.run.change(self.refresh, [self.run, self.smoothing], live, **STATUS)
-        self.smoothing.release(self.refresh, [self.run, self.smoothing], live, **STATUS)
-        self.timer.tick(self.refresh, [self.run, self.smoothing], live, show_progress="hidden", **STATUS)
+        sent, drawn_from = SentMemory(), [self.run, self.smoothing]
+        self.run.change(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
+        self.smoothing.release(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
+        self.item.select(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
+        tick = sent.ticking(self.refresh)
+        self.timer.tick(tick, [*drawn_from, sent.state], [*live, sent.state], show_progress="hidden", **STATUS)
 
     @on_refusal("Cannot start", "", "", LINE)
     def on_preview(self, *values):
