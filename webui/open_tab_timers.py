@@ -3,10 +3,11 @@
 A timer that Gradio has drawn keeps ticking after its tab is closed. Each tick is a request the app answers
 and the whole page processes, whether its tab shows or not: with the timers of every visited tab ticking
 (six requests a second), an idle page on the Train tab cost its browser and app 27 CPU-s a 40 s, against
-14 with only the open tab's (2-core Zen 3, headless Chromium). So opening a tab, by a click or by an event that switches to it (Tab.select fires
-for both), starts its timers and stops the others'; the first tab, open when the page loads, starts with its
-own. The app's check for finished runs (webui/app.py) keeps ticking on every tab: the run lists follow it.
-A tab that must be current the moment it opens draws itself on its own select event.
+14 with only the open tab's (2-core Zen 3, headless Chromium). So opening a tab, by a click or by an
+event that switches to it (Tab.select fires for both), starts its timers and stops the others'; the first
+tab, open when the page loads, starts with its own. The app's check for finished runs (webui/app.py) keeps
+ticking on every tab: the run lists follow it. A tab that must be current the moment it opens draws itself
+on its own select event.
 """
 
 from __future__ import annotations
