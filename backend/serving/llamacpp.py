@@ -105,12 +105,27 @@ def perplexity(gguf_file: Path, text_file: Path, ctx: int, chunks: int, threads:
     """llama.cpp's perplexity of the file on the text: `chunks` windows of `ctx` tokens."""
     command = [str(bin_path("llama-perplexity")), "-m", str(gguf_file), "-f", str(text_file), "-c", str(ctx),
                "--chunks", str(chunks), "-t", str(threads), "-b", str(ctx)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, errors="replace")
-    log = done.stdout + done.stderr
-    match = re.search(r"Final estimate: PPL = ([0-9.]+|nan|inf)", log)
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace")
+        log = done.stdout + done.stderr
+        match = re.search(r"Final estimate: PPL = ([0-9.]+|nan|inf)", log)
+        # Once in a clean suite, under both workers' load, it died by a signal mid-line, between its first
+        # pass and its result: a tool that crashed, rather than a file it refused, gets a second try.
+        if done.returncode >= 0:
+            break
     if done.returncode != 0 or not match:
-        raise TuneForgeError(f"llama-perplexity failed on {gguf_file.name}: {_last_line(log)}")
+        how = _exit(done.returncode)
+        raise TuneForgeError(f"llama-perplexity failed on {gguf_file.name} ({how}): {_last_line(log)}")
     return float(match.group(1))
+
+
+def _exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def free_port() -> int:
