@@ -31,6 +31,12 @@ def start_run(page) -> str:
     return re.search(pattern, page.locator("#train-message").inner_text()).group(1)
 
 
+def wait_completed(page, run_id: str, timeout_s: int) -> None:
+    """Wait until the Train tab's progress, showing run_id, says it completed."""
+    progress = page.locator(f"#run-progress[data-run='{run_id}']")
+    expect(progress).to_have_attribute("data-status", "completed", timeout=timeout_s * 1000)
+
+
 def refresh_eval_runs(page, run_id: str) -> None:
     """Wait, without pressing anything, until the Evaluate tab lists run_id as completed: the list follows."""
     row = page.locator("#eval-table tbody tr", has_text=run_id)
@@ -139,9 +145,7 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
         timeout=120_000,
     )
     expect(page.locator("#loss-chart .scatterlayer .trace").first).to_be_visible()
-    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
-        "data-status", "completed", timeout=180_000
-    )
+    wait_completed(page, run_id, 180)
     expect(page.locator("#run-progress")).to_contain_text("step 8/8")
     expect(page.locator("#run-speed")).to_contain_text(re.compile(r"^\d+(\.\d)? tok/s \(MFU \d+%\)$"))
     expect(page.locator("#log-tail textarea")).to_have_value(re.compile("step 8/8"))
@@ -177,9 +181,7 @@ def test_classification_run_trains_and_shows_its_plots(page, small_model):
     set_number(page, "opt-max_steps", 30)
     set_number(page, "opt-learning_rate", 0.001)
     run_id = start_run(page)
-    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
-        "data-status", "completed", timeout=300_000
-    )
+    wait_completed(page, run_id, 300)
 
     page.get_by_role("tab", name="Evaluate").click()
     refresh_eval_runs(page, run_id)
@@ -232,9 +234,7 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-learning_rate", 0.0003)
     run_b = start_run(page)
-    expect(page.locator(f"#run-progress[data-run='{run_b}']")).to_have_attribute(
-        "data-status", "completed", timeout=300_000
-    )
+    wait_completed(page, run_b, 300)
 
     page.get_by_role("tab", name="Runs").click()
     pick(page, "runs-selected", run_b)
@@ -302,9 +302,7 @@ def test_dpo_run_draws_its_reward_chart_beside_the_loss(page, small_model):
     # Two pairs a step, so the chart has a few points quickly (the 320-token tiny model's steps are short).
     set_number(page, "opt-per_device_train_batch_size", 2)
     run_id = start_run(page)
-    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
-        "data-status", "completed", timeout=300_000
-    )
+    wait_completed(page, run_id, 300)
     rewards = page.locator("#reward-chart")
     # chosen, rejected, margin and accuracy: each smoothed over its raw line
     expect(rewards.locator(".scatterlayer .trace")).to_have_count(8, timeout=30_000)
@@ -369,9 +367,7 @@ def test_an_image_dataset_shows_its_thumbnails_trains_a_vision_model_and_chats_w
     page.get_by_role("tab", name="Train").click()
     set_number(page, "opt-max_steps", 2)
     run_id = start_run(page)
-    expect(page.locator(f"#run-progress[data-run='{run_id}']")).to_have_attribute(
-        "data-status", "completed", timeout=180_000
-    )
+    wait_completed(page, run_id, 180)
 
     page.get_by_role("tab", name="Chat").click()
     pick(page, "chat-target", run_id)

@@ -4,10 +4,12 @@ A timer that Gradio has drawn keeps ticking after its tab is closed. Each tick i
 and the whole page processes, whether its tab shows or not: with the timers of every visited tab ticking
 (six requests a second), an idle page on the Train tab cost its browser and app 27 CPU-s a 40 s, against
 14 with only the open tab's (2-core Zen 3, headless Chromium). So opening a tab, by a click or by an
-event that switches to it (Tab.select fires for both), starts its timers and stops the others'; the first
-tab, open when the page loads, starts with its own. The app's check for finished runs (webui/app.py) keeps
-ticking on every tab: the run lists follow it. A tab that must be current the moment it opens draws itself
-on its own select event.
+event that switches to it (Tab.select fires for both), starts its timers and stops the others'. Every timer
+is built active: Gradio draws a tab's components when it first opens, and under load the select event's
+answer can come before they are drawn; a timer built inactive then missed it and never ticked (a
+recipe's progress never showed). A tab never opened draws no timer, so none ticks before its first opening.
+The app's check for finished runs (webui/app.py) keeps ticking on every tab: the run lists follow it. A tab
+that must be current the moment it opens draws itself on its own select event.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ from webui.tab import Tab
 
 def tick_while_open(tabs: list[Tab]) -> None:
     timed = [(tab, timer) for tab in tabs for timer in tab.timers()]
-    for tab, timer in timed:
-        timer.active = tab is tabs[0]
     timers = [timer for _, timer in timed]
     for tab in tabs:
 
         def opened(tab=tab):
-            return [gr.Timer(active=owner is tab) for owner, _ in timed]
+            return [gr.update(active=owner is tab) for owner, _ in timed]
 
         tab.item.select(opened, None, timers, show_progress="hidden", **STATUS)
