@@ -4,10 +4,15 @@ A timer that Gradio has drawn keeps ticking after its tab is closed. Each tick i
 and the whole page processes, whether its tab shows or not: with the timers of every visited tab ticking
 (six requests a second), an idle page on the Train tab cost its browser and app 27 CPU-s a 40 s, against
 14 with only the open tab's (2-core Zen 3, headless Chromium). So opening a tab, by a click or by an
-event that switches to it (Tab.select fires for both), starts its timers and stops the others'. Every timer
-is built active: Gradio draws a tab's components when it first opens, and under load the select event's
-answer can come before they are drawn; a timer built inactive then missed it and never ticked (a
-recipe's progress never showed). A tab never opened draws no timer, so none ticks before its first opening.
+event that switches to it (Tab.select fires for both, and for the first tab as the page loads), starts its
+timers and stops the others'.
+
+- Every timer is built active. Gradio draws a tab's components at its first opening, and under load the
+  select event's answer could come before them; a timer built inactive then missed it and never ticked.
+  A tab never opened draws no timer, so none ticks before its first opening.
+- Tab switches are answered one at a time, in order (webui/lanes.py's TABS): the load's select of the
+  first tab, answered late under load, stopped the timers of a tab opened right after it.
+
 The app's check for finished runs (webui/app.py) keeps ticking on every tab: the run lists follow it. A tab
 that must be current the moment it opens draws itself on its own select event.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.lanes import STATUS
+from webui.lanes import TABS
 from webui.tab import Tab
 
 
@@ -28,4 +33,4 @@ def tick_while_open(tabs: list[Tab]) -> None:
         def opened(tab=tab):
             return [gr.update(active=owner is tab) for owner, _ in timed]
 
-        tab.item.select(opened, None, timers, show_progress="hidden", **STATUS)
+        tab.item.select(opened, None, timers, show_progress="hidden", **TABS)
