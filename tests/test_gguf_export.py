@@ -193,21 +193,24 @@ def test_the_modelfile_speaks_each_template_family_and_falls_back_to_the_files_o
     assert adapter.startswith("FROM /models/base-f16.gguf\nADAPTER ./lora.gguf\n")
 
 
-def test_llama_perplexity_dying_by_a_signal_is_tried_again_and_a_failure_names_its_exit(tmp_path, monkeypatch):
-    """The tool itself stands in as a script: killed once mid-run, then answering; then refusing the file."""
-    tool = tmp_path / "llama-perplexity"
-    tries = tmp_path / "tries"
+def test_llama_perplexity_that_loses_its_result_or_dies_is_tried_again_and_a_refusal_names_its_exit(
+    tmp_path, monkeypatch
+):
+    """The tool stands in as a script: its log lost at exit (exit 0), then killed mid-run, then answering;
+    then refusing the file."""
+    tool, tries = tmp_path / "llama-perplexity", tmp_path / "tries"
+    count = f"echo run >> {tries}; n=$(wc -l < {tries})"
     tool.write_text(
-        "#!/bin/sh\necho run >> " + str(tries) + "\n"
-        'if [ "$(wc -l < ' + str(tries) + ')" -eq 1 ]; then echo "perplexity: 4.46 seconds per pass - ETA"; '
-        "kill -SEGV $$; fi\n"
-        'if [ "$(wc -l < ' + str(tries) + ')" -eq 2 ]; then echo "Final estimate: PPL = 7.25 +/- 0.5"; exit 0; fi\n'
+        f"#!/bin/sh\n{count}\necho 'perplexity: 4.46 seconds per pass - ETA'\n"
+        '[ "$n" -eq 1 ] && exit 0\n'
+        '[ "$n" -eq 2 ] && kill -SEGV $$\n'
+        '[ "$n" -eq 3 ] && echo "Final estimate: PPL = 7.25 +/- 0.5" && exit 0\n'
         'echo "failed to load model"; exit 1\n'
     )
     tool.chmod(0o755)
     monkeypatch.setattr(llamacpp, "bin_path", lambda name: tool)
     assert llamacpp.perplexity(tmp_path / "m.gguf", tmp_path / "text.txt", 128, 8) == 7.25
-    assert tries.read_text().count("run") == 2
+    assert tries.read_text().count("run") == 3
     with pytest.raises(TuneForgeError, match=r"^llama-perplexity failed on m\.gguf \(exit code 1\): failed to load"):
         llamacpp.perplexity(tmp_path / "m.gguf", tmp_path / "text.txt", 128, 8)
-    assert tries.read_text().count("run") == 3  # a refusal is not tried twice
+    assert tries.read_text().count("run") == 4  # a refusal is not tried again

@@ -8,10 +8,6 @@ the others wait their turn in the queue, in order.
 `jobs`: starting, resuming and aborting training jobs. One at a time, so two starts cannot race
 for the queue; the jobs themselves run one at a time in their own processes (JobManager).
 
-`TABS`: what opening a tab starts and stops (webui/open_tab_timers.py). One at a time and in order: a page
-fires the first tab's select event as it loads, and a person may open another tab before that one is
-answered; answered side by side, the first tab's answer could come last and stop the open tab's timers.
-
 `STATUS`: status reads, run lists and the timers that redraw the progress and the chart skip
 the queue altogether (`queue=False`): they only read small files, they must never wait behind a
 long chat or evaluation, and a plain HTTP POST answers them in one round trip rather than the
@@ -20,5 +16,4 @@ queue's join-and-stream (about 20 ms instead of about 100 ms on the 2-core dev m
 
 DEVICE = {"concurrency_id": "device", "concurrency_limit": 1}
 JOBS = {"concurrency_id": "jobs", "concurrency_limit": 1}
-TABS = {"concurrency_id": "tabs", "concurrency_limit": 1}
 STATUS = {"queue": False}

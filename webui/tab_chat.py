@@ -14,6 +14,7 @@ from backend.errors import TuneForgeError
 from backend.serving.chat import BASE
 from webui.i18n import say, t
 from webui.lanes import DEVICE, STATUS
+from webui.pacing import paced
 from webui.refusals import on_refusal, stream_with_refusal
 from webui.tab import Controls, Page, Tab
 
@@ -106,7 +107,7 @@ class ChatTab(Tab):
         images = [str(self._keep_image(image))] if image else None
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         stream = self.ctx.chat.stream(target, message, history[:-2], system, temperature, top_p, max_new, images)
-        for text in stream_with_refusal(stream, failed="chat failed"):
+        for text in paced(stream_with_refusal(stream, failed="chat failed")):
             history[-1]["content"] = text
             yield history, ""
 

@@ -20,6 +20,7 @@ from webui.formats import format_duration
 from webui.forms import form_updates, kept_notes
 from webui.i18n import headed, say, t
 from webui.lanes import DEVICE, JOBS, STATUS
+from webui.pacing import paced
 from webui.refusals import KEEP, LINE, on_refusal, stream_with_refusal
 from webui.sent import SentMemory
 from webui.tab import Controls, Page, Tab
@@ -234,7 +235,7 @@ class RunsTab(Tab):
         # One model is in memory at a time, so the three answer in turn.
         for i, target in enumerate([BASE, chosen[0], chosen[1]]):
             stream = self.ctx.chat.stream(target, question, [], temperature=0.0, max_new_tokens=128)
-            for text in stream_with_refusal(stream):
+            for text in paced(stream_with_refusal(stream)):
                 replies[i] = text
                 yield tuple(replies)
 

@@ -164,7 +164,6 @@ class SweepsTab(Tab):
         view = [self.summary, self.trials, *self.figures.values(), self.drawn, self.abort]
         sent = SentMemory()
         self.sweep.change(sent.forgetting(self.on_pick), self.sweep, [*view, sent.state], **STATUS)
-        self.item.select(sent.forgetting(self.on_pick), self.sweep, [*view, sent.state], **STATUS)
         tick = sent.ticking(self.on_tick)
         self.timer.tick(
             tick, [self.sweep, self.drawn, sent.state], [*view, sent.state], show_progress="hidden", **STATUS

@@ -194,7 +194,6 @@ class TrainTab(Tab):
         sent, drawn_from = SentMemory(), [self.run, self.smoothing]
         self.run.change(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
         self.smoothing.release(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
-        self.item.select(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
         tick = sent.ticking(self.refresh)
         self.timer.tick(tick, [*drawn_from, sent.state], [*live, sent.state], show_progress="hidden", **STATUS)
 
