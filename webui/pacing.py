@@ -2,9 +2,9 @@
 
 Every message a handler yields is processed by the whole page: Gradio's bookkeeping of each event walks
 every component (about 65 ms of script a message in headless Chromium on the 2-core dev machine, measured
-with the DevTools profiler on the studio's page). A model writes tokens faster than that, so a reply sent
-token by token queued its updates behind each other: the page fell behind the model and a core was busy
-drawing text nobody could read yet. Ten updates a second still reads as live typing.
+with the DevTools profiler on the studio's page). A small model on a CPU writes a token in less than that,
+so a reply sent token by token can keep a core busy drawing text faster than anyone reads it. Ten updates
+a second still reads as live typing.
 """
 
 from __future__ import annotations
