@@ -40,7 +40,7 @@ from backend.capability import hardware_summary
 from backend.checkpoints import checkpoints
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
-from backend.errors import TuneForgeError
+from backend.errors import TuneForgeError, signal_name
 from backend.events import EventLog, EventsCache, end_event, timeline
 from backend.files import write_text_atomically
 from backend.paths import PROJECT_ROOT
@@ -453,7 +453,7 @@ def exit_reason(code: int | None, run_dir: Path) -> dict[str, str]:
     if code is None:
         return {"status": "interrupted", "error": "the job stopped without reporting an end" + after}
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        name = signal_name(code)
         hint = " (the system may have run out of memory)" if -code == signal.SIGKILL else ""
         return {"status": "interrupted", "error": f"the job was killed by {name}{hint}" + after}
     return {"status": "failed", "error": f"the job exited with code {code} without reporting why; see train.log"}

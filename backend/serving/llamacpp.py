@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from backend.errors import TuneForgeError
+from backend.errors import TuneForgeError, signal_name
 from backend.serving import llamacpp_build
 
 # A converter's failure is its last line; these name what it refused, where it says so.
@@ -125,12 +125,7 @@ def perplexity(gguf_file: Path, text_file: Path, ctx: int, chunks: int, threads:
 
 
 def _exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    return f"killed by {signal_name(code)}" if code < 0 else f"exit code {code}"
 
 
 def free_port() -> int:

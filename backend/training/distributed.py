@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from backend.config import TrainConfig
+from backend.errors import signal_name
 from backend.events import EventLog, NullEventLog, end_event, read_events
 from backend.runfiles import DEEPSPEED_FILE, FSDP_FILE, JOB_MODULE, RANK_LOG_DIR
 
@@ -176,7 +177,7 @@ def unexplained_stop(config: TrainConfig, run_dir: Path, code: int) -> str:
             f"rdzv_timeout={config.rdzv_timeout} s: start the same config with node_rank 1 to {config.nnodes - 1} "
             "on the other machines, and check that they reach that address and port"
         )
-    detail = f"code {code}" if code >= 0 else signal.Signals(-code).name
+    detail = f"code {code}" if code >= 0 else signal_name(code)
     return f"the training processes stopped ({detail}) without reporting why; see train.log and {RANK_LOG_DIR}/"
 
 
