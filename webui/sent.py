@@ -16,6 +16,8 @@ from collections.abc import Callable
 import gradio as gr
 import pandas as pd
 
+from webui.lanes import STATUS
+
 
 def digest(value) -> str:
     return hashlib.blake2b(_text(value).encode(), digest_size=16).hexdigest()
@@ -38,6 +40,15 @@ class SentMemory:
 
     def __init__(self):
         self.state = gr.State(None)
+
+    def tick(self, timer: gr.Timer, draw: Callable, inputs: list, outputs: list) -> None:
+        """Draw the view on every tick of the timer, sending only what changed."""
+        wired = ([*inputs, self.state], [*outputs, self.state])
+        timer.tick(self.ticking(draw), *wired, show_progress="hidden", **STATUS)
+
+    def redraw_on(self, trigger: Callable, draw: Callable, inputs: list, outputs: list) -> None:
+        """Draw the whole view on another event (trigger: a listener, such as `dropdown.change`)."""
+        trigger(self.forgetting(draw), inputs, [*outputs, self.state], **STATUS)
 
     def ticking(self, draw: Callable) -> Callable:
         """draw(*inputs) → outputs, as a tick: inputs + memory → each output or a skip, + the new memory."""

@@ -155,10 +155,9 @@ class RunsTab(Tab):
         form = [page.form[f.name] for f in fields()]
         listing = [self.history, self.selected, self.known]
         sent = SentMemory()
-        tick = sent.ticking(self.refresh)
-        self.timer.tick(tick, [self.known, sent.state], [*listing, sent.state], show_progress="hidden", **STATUS)
-        self.ctx.blocks.load(sent.forgetting(self.refresh), self.known, [*listing, sent.state], **STATUS)
-        self.item.select(sent.forgetting(self.refresh), self.known, [*listing, sent.state], **STATUS)
+        sent.tick(self.timer, self.refresh, [self.known], listing)
+        sent.redraw_on(self.ctx.blocks.load, self.refresh, [self.known], listing)
+        sent.redraw_on(self.item.select, self.refresh, [self.known], listing)
         self.ctx.blocks.load(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_page.change(self.on_audit_page, self.audit_page, self.audit, **STATUS)

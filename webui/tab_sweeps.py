@@ -163,14 +163,11 @@ class SweepsTab(Tab):
         self.abort.click(self.on_abort, self.sweep, self.message, **JOBS)
         view = [self.summary, self.trials, *self.figures.values(), self.drawn, self.abort]
         sent = SentMemory()
-        self.sweep.change(sent.forgetting(self.on_pick), self.sweep, [*view, sent.state], **STATUS)
-        tick = sent.ticking(self.on_tick)
-        self.timer.tick(
-            tick, [self.sweep, self.drawn, sent.state], [*view, sent.state], show_progress="hidden", **STATUS
-        )
+        sent.redraw_on(self.sweep.change, self.on_pick, [self.sweep], view)
+        sent.tick(self.timer, self.on_tick, [self.sweep, self.drawn], view)
         # The list follows by itself, as the Runs tab's does: a sweep started from the API or a terminal appears.
         self.timer.tick(self.follow_list, self.known, [self.sweep, self.known], show_progress="hidden", **STATUS)
-        self.ctx.blocks.load(sent.forgetting(self.on_load), None, [self.sweep, self.known, *view, sent.state], **STATUS)
+        sent.redraw_on(self.ctx.blocks.load, self.on_load, [], [self.sweep, self.known, *view])
         for where, button in self.best_buttons.items():
             picker = getattr(self.opens[where], "target", None) or self.opens[where].run
             button.click(self._opener(where), self.sweep, [picker, page.tabs, self.message])

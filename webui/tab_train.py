@@ -20,7 +20,7 @@ from webui.fit_view import FIT_TRIGGERS, warning_for
 from webui.formats import format_duration
 from webui.forms import controls, form_updates, kept_notes, options_from
 from webui.i18n import headed, say, say_line, t
-from webui.lanes import JOBS, STATUS
+from webui.lanes import JOBS
 from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
 from webui.sent import SentMemory
 from webui.tab import Controls, Page, Tab
@@ -192,10 +192,9 @@ class TrainTab(Tab):
         self.ctx.blocks.load(self.on_fit_warning, inputs, self.fit_warning)
         live = [self.progress, self.chart, self.chart_caption, self.rewards, self.completions, self.log, self.runs]
         sent, drawn_from = SentMemory(), [self.run, self.smoothing]
-        self.run.change(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
-        self.smoothing.release(sent.forgetting(self.refresh), drawn_from, [*live, sent.state], **STATUS)
-        tick = sent.ticking(self.refresh)
-        self.timer.tick(tick, [*drawn_from, sent.state], [*live, sent.state], show_progress="hidden", **STATUS)
+        sent.redraw_on(self.run.change, self.refresh, drawn_from, live)
+        sent.redraw_on(self.smoothing.release, self.refresh, drawn_from, live)
+        sent.tick(self.timer, self.refresh, drawn_from, live)
 
     @on_refusal("Cannot start", "", "", LINE)
     def on_preview(self, *values):
