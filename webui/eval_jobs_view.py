@@ -21,6 +21,7 @@ from webui.empty import empty_table, fitted
 from webui.i18n import headed, say, t
 from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import on_refusal_raise
+from webui.sent import SentMemory
 
 SMOKE_BENCHMARK = ASSETS_DIR / "benchmarks" / "tuneforge_smoke"
 POLL_S = 1.0
@@ -147,20 +148,22 @@ class EvalJobsView:
         self.timer = gr.Timer(POLL_S)
 
     def connect(self) -> None:
-        bench_out = [self.bench_id, self.bench_line, self.bench_table]
+        # A tick sends only what changed; an event that writes a live output itself forgets the tick's memory.
+        sent = SentMemory()
+        bench_out = [self.bench_id, self.bench_line, self.bench_table, sent.state]
         self.bench_start.click(
             self.on_benchmark, [self.tasks, self.models, self.fewshot, self.limit], bench_out, **DEVICE
         )
         self.bench_abort.click(self.on_abort, self.bench_id, None, **JOBS)
-        self.bench_resume.click(self.on_resume, self.bench_id, self.bench_line, **JOBS)
+        self.bench_resume.click(self.on_resume, self.bench_id, [self.bench_line, sent.state], **JOBS)
         judge_in = [self.judge_a, self.judge_b, self.judge_dataset, self.judge_limit]
         judge_in += [self.judge_url, self.judge_model, self.judge_key]
-        judge_out = [self.judge_id, self.judge_line, self.judge_verdict, self.judge_table]
+        judge_out = [self.judge_id, self.judge_line, self.judge_verdict, self.judge_table, sent.state]
         self.judge_start.click(self.on_judge, judge_in, judge_out, **DEVICE)
         self.judge_abort.click(self.on_abort, self.judge_id, None, **JOBS)
-        self.judge_resume.click(self.on_resume, [self.judge_id, self.judge_key], self.judge_line, **JOBS)
+        self.judge_resume.click(self.on_resume, [self.judge_id, self.judge_key], [self.judge_line, sent.state], **JOBS)
         shown = [self.bench_line, self.bench_table, self.judge_line, self.judge_verdict, self.judge_table]
-        self.timer.tick(self.on_tick, [self.bench_id, self.judge_id], shown, **STATUS)
+        sent.tick(self.timer, self.on_tick, [self.bench_id, self.judge_id], shown)
         self.ctx.blocks.load(self.on_load, None, [self.bench_id, self.judge_id], **STATUS)
 
     def choices(self, finished: list[str]) -> list:
@@ -182,7 +185,7 @@ class EvalJobsView:
             "limit": int(limit or 0) or None,
         }
         job = self.ctx.act("evaluate", lambda person: self.evals.benchmark_start(request, owner=person.name))
-        return job, progress_text(self.evals.status(job)), empty_table("empty.benchmark")
+        return job, progress_text(self.evals.status(job)), empty_table("empty.benchmark"), None
 
     @on_refusal_raise()
     def on_judge(self, a, b, dataset, limit, url, model, key):
@@ -193,7 +196,7 @@ class EvalJobsView:
             "judge": {"base_url": (url or "").strip(), "model": (model or "").strip(), "api_key": key or ""},
         }
         job = self.ctx.act("evaluate", lambda person: self.evals.judge_start(request, owner=person.name))
-        return job, progress_text(self.evals.status(job)), "", empty_table("empty.judge")
+        return job, progress_text(self.evals.status(job)), "", empty_table("empty.judge"), None
 
     @on_refusal_raise()
     def on_abort(self, job):
@@ -204,9 +207,9 @@ class EvalJobsView:
     def on_resume(self, job, key=""):
         """Go on with an aborted, interrupted or failed job (a judge's: with the key given again); its status line."""
         if not job:
-            return gr.update()
+            return gr.update(), gr.update()
         self.ctx.act("evaluate", lambda person: self.evals.resume(job, key or ""))
-        return progress_text(self.evals.status(job))
+        return progress_text(self.evals.status(job)), None
 
     def on_tick(self, bench, judge):
         out = [gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
