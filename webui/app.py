@@ -17,6 +17,7 @@ from webui.context import AppContext, caller
 from webui.edge import guard
 from webui.i18n import HEAD, I18N, say, t
 from webui.lanes import STATUS
+from webui.open_tab_timers import tick_while_open
 from webui.tab import Page
 from webui.tab_chat import ChatTab
 from webui.tab_dataset import DatasetTab
@@ -86,6 +87,7 @@ def build_app(
         page = Page(tabs=strip, form=form, finished=watch_finished(jobs))
         for tab in tabs:
             tab.connect(page)
+        tick_while_open(tabs)
         ctx.empty.connect(blocks)
         register_api(gate, chat, evaluator, exporter)
         register_sweep_api(gate, sweeps)

@@ -49,3 +49,8 @@ class Tab:
 
     def connect(self, page: Page) -> None:
         """Wire the events, once every tab's components exist (a tab without events has nothing to do)."""
+
+    def timers(self) -> list[gr.Timer]:
+        """The timers that keep this tab's views live: they tick only while it is open (webui/open_tab_timers.py)."""
+        timer = getattr(self, "timer", None)
+        return [timer] if timer is not None else []

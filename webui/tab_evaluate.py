@@ -158,6 +158,9 @@ class EvaluateTab(Tab):
             self.classify = gr.Button(t("ui.evaluate.classify"), elem_id="cls-btn", scale=1)
         self.probabilities = gr.Label(label=t("ui.evaluate.probabilities"), elem_id="cls-probs")
 
+    def timers(self) -> list[gr.Timer]:
+        return [self.jobs_view.timer]
+
     def connect(self, page: Page) -> None:
         run, shown = self.run, [self.chart, self.generation, self.classification, self.scores, self.confusion, self.roc]
         settings = [run, self.dataset, self.max_rows, self.max_new, self.temperature]
