@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from backend.capability import describe, hardware_summary
 from tests.helpers import DATA, pick, set_number
+from webui.open_tab_timers import PARKED_S, intervals_script
 from webui.tab_dataset import RENDERED_ROWS
 
 APP_WARM_JOBS = True  # the story starts several runs: each after the first is forked from the warm job server
@@ -84,6 +85,26 @@ def test_upload_with_an_error_is_refused_with_its_line(page):
     expect(page.locator("#dataset-summary")).to_contain_text("line 3: invalid JSON", timeout=30_000)
     page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "openai.jsonl"))
     expect(page.locator("#dataset-summary")).to_contain_text("Format: openai", timeout=30_000)
+
+
+def test_a_tab_switch_parks_the_timers_of_the_other_drawn_tabs(page):
+    """Each tab's select runs the page's script that parks the other drawn tabs' timers (webui/open_tab_timers.py);
+    a select that runs late, or that reaches a tab not drawn yet, parks nothing a person can see."""
+    selects = page.evaluate(
+        "() => window.gradio_config.dependencies.filter(d => d.js && d.js.includes('aria-selected'))"
+        ".map(d => [d.targets[0][1], d.outputs.length])"
+    )
+    assert len(selects) == page.locator("[role=tab][data-tab-id]").count()
+    assert {event for event, _ in selects} == {"select"} and len({n for _, n in selects}) == 1 and selects[0][1] > 0
+    page.get_by_role("tab", name="Runs").click()
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#tab-train-button")).to_have_attribute("aria-selected", "true")
+    owners, intervals = ["train", "runs", "never-drawn"], [1.0, 2.0, 3.0]
+    assert page.evaluate(intervals_script(owners, intervals, "train")) == [1.0, PARKED_S, 3.0]
+    # The page's first select (Dataset's), answered after Train opened: Train is still live.
+    assert page.evaluate(intervals_script(owners, intervals, "dataset")) == [1.0, PARKED_S, 3.0]
+    # Runs' own select counts it open before the strip shows it.
+    assert page.evaluate(intervals_script(owners, intervals, "runs")) == [1.0, 2.0, 3.0]
 
 
 def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page, small_model):

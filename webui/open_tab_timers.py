@@ -39,10 +39,16 @@ OPEN_INTERVALS = """() => {{
 }}"""
 
 
+def intervals_script(owners: list[str], intervals: list[float], opened: str) -> str:
+    """The page's script run as tab `opened` opens: each timer's interval, by the id of the tab that owns it."""
+    return OPEN_INTERVALS.format(
+        owners=json.dumps(owners), intervals=json.dumps(intervals), opened=json.dumps(opened), parked=PARKED_S
+    )
+
+
 def tick_while_open(tabs: list[Tab]) -> None:
     timed = [(tab, timer) for tab in tabs for timer in tab.timers()]
-    owners, intervals = json.dumps([tab.id for tab, _ in timed]), json.dumps([timer.value for _, timer in timed])
+    owners, intervals = [tab.id for tab, _ in timed], [timer.value for _, timer in timed]
     timers = [timer for _, timer in timed]
     for tab in tabs:
-        js = OPEN_INTERVALS.format(owners=owners, intervals=intervals, opened=json.dumps(tab.id), parked=PARKED_S)
-        tab.item.select(None, None, timers, js=js, queue=False)
+        tab.item.select(None, None, timers, js=intervals_script(owners, intervals, tab.id), queue=False)
