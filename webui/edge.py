@@ -69,6 +69,8 @@ def guard(blocks: gr.Blocks, gate: Gate) -> None:
         name = fn.api_name or fn.name or "event"
         request = kwargs.get("request", args[1] if len(args) > 1 else None)
         user = getattr(request, "username", None)
+        if fn.fn is None:  # a script that runs in the page (webui/open_tab_timers.py): nothing here to call
+            refuse(gate, name, f"{name}: runs in the page only, not through the API", user)
         try:
             shape(inputs, name)
         except TuneForgeError as exc:
