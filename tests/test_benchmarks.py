@@ -176,7 +176,7 @@ def test_a_benchmark_waits_for_training_and_training_waits_for_it_and_the_tab_re
 
     evals.abort(dropped)  # off the line before it started
     assert evals.status(dropped)["status"] == "aborted" and jobs.status(after)["queue_position"] == 2
-    line = view.on_resume(dropped)  # the Evaluate tab's Resume: back in the line, last
+    line, _ = view.on_resume(dropped)  # the Evaluate tab's Resume: back in the line, last (and its view redrawn)
     assert evals.status(dropped)["queue_position"] == 3 and "queued, #3 in line" in line
     view.on_abort(dropped)
     assert evals.status(dropped)["status"] == "aborted"
