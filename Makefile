@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: setup dev llamacpp run test test-fast lint bench clean
+.PHONY: setup dev llamacpp test-models run test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -42,12 +42,18 @@ lint: dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The embedded SmolLM2 converted to safetensors once into the tests' model cache (the checkout's .cache, as
+# tests/conftest.py sets it): about 30 CPU-s the first time, nothing after. Setup, like llama.cpp's build.
+TEST_CACHE := $${TUNEFORGE_CACHE:-$(CURDIR)/.cache/tuneforge}
+test-models: $(VENV)/.installed
+	TUNEFORGE_CACHE=$(TEST_CACHE) $(PY) -m backend.models.sources
+
 # Everything, as CI runs it. The suite's budget: under 10 minutes of pytest on a newer 2-core machine.
-test: dev lint llamacpp
+test: dev lint llamacpp test-models
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 # The plumbing tier alone (tiny model), for the edit-test loop: the tests marked slow train the real model.
-test-fast: dev lint llamacpp
+test-fast: dev lint llamacpp test-models
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15
 
 bench: dev llamacpp

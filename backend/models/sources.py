@@ -335,3 +335,9 @@ def adapter_base_model(folder: str | Path) -> str:
         f"the adapter in {folder} was trained on {base}, which is not on this machine; "
         "copy that model here and set base_model_name_or_path in adapter_config.json to its folder"
     )
+
+
+if __name__ == "__main__":
+    # `python -m backend.models.sources`: setup (make test) converts the embedded model before the suite, once a
+    # cache; otherwise its first user pays the ~30 s, and under pytest-xdist the other worker waits on its lock.
+    print(default_model_dir())
