@@ -193,6 +193,25 @@ def test_the_modelfile_speaks_each_template_family_and_falls_back_to_the_files_o
     assert adapter.startswith("FROM /models/base-f16.gguf\nADAPTER ./lora.gguf\n")
 
 
+def test_llama_cpp_tools_take_their_thread_count_from_omp_num_threads(tmp_path, monkeypatch):
+    """Beside another busy process a thread a core waits at llama.cpp's barriers, so OMP_NUM_THREADS (which the test
+    workers set) caps the tools; unset, llama.cpp picks its own."""
+    tool, seen = tmp_path / "tool", tmp_path / "args"
+    tool.write_text(f'#!/bin/sh\necho "$@" > {seen}\necho "Final estimate: PPL = 7.25 +/- 0.5"\n')
+    tool.chmod(0o755)
+    monkeypatch.setattr(llamacpp, "bin_path", lambda name: tool)
+    f16, q4 = tmp_path / "m-f16.gguf", tmp_path / "m-q4.gguf"
+    for omp, threads in (("1", ["1"]), ("", [])):
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        llamacpp.quantize(f16, q4, "q4_k_m")
+        assert seen.read_text().split() == [str(f16), str(q4), "Q4_K_M", *threads]
+        assert llamacpp.perplexity(q4, tmp_path / "text.txt", 128, 8) == 7.25
+        args = seen.read_text().split()
+        assert (args[args.index("-t") + 1] if "-t" in args else None) == (threads or [None])[0]
+        command = llamacpp.LlamaServer(q4).command
+        assert (command[command.index("-t") + 1] if "-t" in command else None) == (threads or [None])[0]
+
+
 def test_llama_perplexity_that_loses_its_result_or_dies_is_tried_again_and_a_refusal_names_its_exit(
     tmp_path, monkeypatch
 ):

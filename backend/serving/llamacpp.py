@@ -92,9 +92,27 @@ def _converted(command: list[str], out: Path, what: str, converter: str) -> Path
     return out
 
 
-def quantize(source: Path, out: Path, gguf_type: str, threads: int = 2) -> Path:
+def cpu_threads() -> int | None:
+    """Threads for llama.cpp's tools: OMP_NUM_THREADS where it caps this process's threads, else None (llama.cpp's
+    own default, a thread a physical core).
+
+    The test workers set it to 1, side by side on two cores: a thread a core beside another busy process waits at
+    llama.cpp's barriers for a core it does not get. One llama-perplexity beside one busy loop (2-core Zen 3) took
+    12.1 CPU-s with two threads and 7.6 with one, and longer on the clock."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _threads(flag: str | None, threads: int | None) -> list[str]:
+    threads = threads or cpu_threads()
+    if not threads:
+        return []
+    return [flag, str(threads)] if flag else [str(threads)]
+
+
+def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> Path:
     """llama-quantize from an f16 GGUF to gguf_type (q4_k_m, q5_k_m, q6_k, q8_0)."""
-    command = [str(bin_path("llama-quantize")), str(source), str(out), gguf_type.upper(), str(threads)]
+    command = [str(bin_path("llama-quantize")), str(source), str(out), gguf_type.upper(), *_threads(None, threads)]
     done = subprocess.run(command, capture_output=True, text=True, errors="replace")
     if done.returncode != 0:
         raise TuneForgeError(f"llama-quantize failed: {_last_line(done.stdout + done.stderr)}")
@@ -104,10 +122,10 @@ def quantize(source: Path, out: Path, gguf_type: str, threads: int = 2) -> Path:
 PERPLEXITY_TRIES = 3
 
 
-def perplexity(gguf_file: Path, text_file: Path, ctx: int, chunks: int, threads: int = 2) -> float:
+def perplexity(gguf_file: Path, text_file: Path, ctx: int, chunks: int, threads: int | None = None) -> float:
     """llama.cpp's perplexity of the file on the text: `chunks` windows of `ctx` tokens."""
     command = [str(bin_path("llama-perplexity")), "-m", str(gguf_file), "-f", str(text_file), "-c", str(ctx),
-               "--chunks", str(chunks), "-t", str(threads), "-b", str(ctx)]  # fmt: skip
+               "--chunks", str(chunks), *_threads("-t", threads), "-b", str(ctx)]  # fmt: skip
     for _ in range(PERPLEXITY_TRIES):
         done = subprocess.run(command, capture_output=True, text=True, errors="replace")
         log = done.stdout + done.stderr
@@ -164,8 +182,7 @@ class LlamaServer:
             self.command += ["--lora", str(adapter)]
         if mmproj:  # a vision-language model's image encoder: the server then takes images in chats
             self.command += ["--mmproj", str(mmproj)]
-        if threads:
-            self.command += ["-t", str(threads)]
+        self.command += _threads("-t", threads)
         if max_tokens:
             self.command += ["-n", str(max_tokens)]  # llama-server's cap on any one reply, whatever it asks
         self.proc: subprocess.Popen | None = None
