@@ -3,7 +3,8 @@
 Gradio keeps ticking a timer it has drawn after its tab closes. Each tick is a request the app answers
 and a message the whole page processes (Gradio's status bookkeeping walks every component, about 65 ms
 of script a message on a 2-core Zen 3), whether its tab shows or not. A page that had opened every tab
-and sat on Train cost its browser and app 33 CPU-s a 40 s idle, 13 with only the open tab's timers.
+and sat on Train kept its browser and app a core busy; with only the open tab's timers, under half of one
+(bench/idle_page.py, docs/benchmarks.md).
 
 So opening a tab (Tab.select: a click, an event that switches to it, and the first tab as the page loads)
 runs a script in the page, with no request, that parks the timers of every other drawn tab at an hour and
@@ -14,8 +15,10 @@ gives the rest their own interval back. What it reads, it reads from the page as
 - a tab not drawn yet is never sent a parked interval: Gradio draws a tab's components at its first
   opening, and a value sent before that must not be what its timer starts with.
 
-An earlier try set the timers' `active` from the server; under load its answers arrived after the next
-switch's, and the recipe browser test waited on a timer that never ticked (docs/development.md).
+Two earlier tries, one that set the timers' `active` from the server and one that sent each switch fixed
+intervals from the page, failed the recipe browser test under load: its timer never ticked (three full runs
+in four, and one run of the four browser files). The cause was not pinned down; the two rules above remove
+every way a late or early switch could park the open tab (bench/idle_page.py measures the saving).
 
 The app's check for finished runs (webui/app.py) keeps ticking on every tab: the run lists follow it. A tab
 that must be current the moment it opens draws itself on its own select event.
