@@ -201,15 +201,14 @@ def test_llama_cpp_tools_take_their_thread_count_from_omp_num_threads(tmp_path, 
     tool.chmod(0o755)
     monkeypatch.setattr(llamacpp, "bin_path", lambda name: tool)
     f16, q4 = tmp_path / "m-f16.gguf", tmp_path / "m-q4.gguf"
-    for omp, threads in (("1", ["1"]), ("", [])):
+    given = lambda args: args[args.index("-t") + 1] if "-t" in args else None  # noqa: E731
+    for omp, threads in (("1", "1"), ("", None)):
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
         llamacpp.quantize(f16, q4, "q4_k_m")
-        assert seen.read_text().split() == [str(f16), str(q4), "Q4_K_M", *threads]
+        assert seen.read_text().split() == [str(f16), str(q4), "Q4_K_M", *([threads] if threads else [])]
         assert llamacpp.perplexity(q4, tmp_path / "text.txt", 128, 8) == 7.25
-        args = seen.read_text().split()
-        assert (args[args.index("-t") + 1] if "-t" in args else None) == (threads or [None])[0]
-        command = llamacpp.LlamaServer(q4).command
-        assert (command[command.index("-t") + 1] if "-t" in command else None) == (threads or [None])[0]
+        assert given(seen.read_text().split()) == threads
+        assert given(llamacpp.LlamaServer(q4).command) == threads
 
 
 def test_llama_perplexity_that_loses_its_result_or_dies_is_tried_again_and_a_refusal_names_its_exit(
