@@ -145,9 +145,11 @@ def serve(args: argparse.Namespace, app: gr.Blocks, jobs: JobManager, logins: li
     from starlette.middleware import Middleware
 
     from webui.app import PAGE
+    from webui.idle_cost import FrameScript, quiet_queue
     from webui.login_limit import LoginLimiter
 
-    app.queue(default_concurrency_limit=4).launch(
+    quiet_queue(app.queue(default_concurrency_limit=4))
+    app.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
@@ -155,8 +157,9 @@ def serve(args: argparse.Namespace, app: gr.Blocks, jobs: JobManager, logins: li
         footer_links=["api"],
         max_file_size=args.max_upload_size,
         auth=logins or None,
-        # Gradio's form login has no limit of its own; a public link's password must not be guessable.
-        app_kwargs={"middleware": [Middleware(LoginLimiter)]},
+        # Gradio's form login has no limit of its own; a public link's password must not be guessable. Its page
+        # goes out with the script that keeps the idle page from drawing frames (webui/idle_cost.py).
+        app_kwargs={"middleware": [Middleware(LoginLimiter), Middleware(FrameScript)]},
         prevent_thread_lock=True,
     )
     # The job server imports torch & co. now, so that the first Start trains at once. After the launch,
