@@ -107,6 +107,33 @@ def test_a_tab_switch_parks_the_timers_of_the_other_drawn_tabs(page):
     assert page.evaluate(intervals_script(owners, intervals, "runs")) == [1.0, 2.0, 3.0]
 
 
+# Counts the frames that Gradio's status trackers ask the browser itself for: installed before any of the
+# page's own scripts, so it sees what the app's frame script (webui/idle_cost.py) hands on, if anything.
+TRACKER_FRAMES = """(() => {
+  const frame = window.requestAnimationFrame.bind(window);
+  window.trackerFrames = 0;
+  window.requestAnimationFrame = (callback) => {
+    if ((new Error().stack || "").includes("statustracker")) window.trackerFrames++;
+    return frame(callback);
+  };
+})()"""
+
+
+def test_an_idle_page_asks_the_browser_for_no_status_tracker_frames(page):
+    """Without the app's frame script, a loop of Gradio's status trackers that outlives the loading screen
+    asks for 60 frames a second for as long as the page is open (webui/idle_cost.py)."""
+    idle = page.context.browser.new_page()
+    idle.add_init_script(TRACKER_FRAMES)
+    idle.goto(page.url)
+    expect(idle.get_by_role("tab", name="Train")).to_be_visible(timeout=60_000)
+    idle.wait_for_timeout(1000)
+    before = idle.evaluate("() => window.trackerFrames")
+    idle.wait_for_timeout(2000)
+    asked = idle.evaluate("() => window.trackerFrames") - before
+    idle.close()
+    assert asked <= 2, asked  # at 60 a second: 120
+
+
 def test_dataset_checks_show_rendered_rows_histogram_leakage_and_eta(page, small_model):
     page.get_by_role("tab", name="Dataset").click()
     page.locator("#dataset-upload input[type=file]").set_input_files(str(DATA / "leaky.jsonl"))
@@ -155,7 +182,7 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("Devices and precision", exact=True).click()  # a closed accordion renders nothing
     expect(page.locator("#hardware-summary")).to_contain_text(describe(hardware).split(" — ")[0])  # what it has
-    set_number(page, "opt-max_steps", 8)
+    set_number(page, "opt-max_steps", 4)
     set_number(page, "opt-learning_rate", 0.001)
     run_id = start_run(page)
 
@@ -167,11 +194,11 @@ def test_demo_dataset_short_lora_run_live_chart_then_chat(page):
     )
     expect(page.locator("#loss-chart .scatterlayer .trace").first).to_be_visible()
     wait_completed(page, run_id, 180)
-    expect(page.locator("#run-progress")).to_contain_text("step 8/8")
+    expect(page.locator("#run-progress")).to_contain_text("step 4/4")
     expect(page.locator("#run-speed")).to_contain_text(re.compile(r"^\d+(\.\d)? tok/s \(MFU \d+%\)$"))
-    expect(page.locator("#log-tail textarea")).to_have_value(re.compile("step 8/8"))
+    expect(page.locator("#log-tail textarea")).to_have_value(re.compile("step 4/4"))
     expect(page.locator("#runs-table")).to_contain_text(run_id)
-    assert chart_points(page) == 8
+    assert chart_points(page) == 4
     expect(page.locator("#chart-caption")).to_contain_text("1 eval points")
     # The train line smoothed over its faint raw line, and the eval line.
     expect(page.locator("#loss-chart .scatterlayer .trace")).to_have_count(3)
@@ -249,7 +276,7 @@ def test_runs_tab_clones_loads_compares_and_asks_three_models(app, page, tmp_pat
     page.locator("#runs-clone").click()
     expect(page.locator("#runs-message")).to_contain_text(f"The form now holds run {run_a}", timeout=30_000)
     expect(page.locator("#opt-learning_rate input[type=number]")).to_have_value("0.001", timeout=30_000)
-    expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("8")
+    expect(page.locator("#opt-max_steps input[type=number]")).to_have_value("4")
     expect(page.locator("#opt-dataset textarea, #opt-dataset input").first).to_have_value("demo_identity")
     choose_model(page, small_model)
     page.get_by_role("tab", name="Train").click()
