@@ -1,6 +1,6 @@
 """What a timed view last sent to its page, so that a tick answers with what changed and skips the rest.
 
-A timer redraws a view every second or two. Sent again unchanged, a chart or a table is drawn again in the
+A timer redraws a view every 2 s. Sent again unchanged, a chart or a table is drawn again in the
 browser (Plotly rebuilds the whole figure), though a run logs a step every few seconds on a CPU and a
 finished run never changes. So a timed view keeps in the page's own state, beside the
 inputs it was drawn from, a digest of each output it sent; a tick with the same inputs sends only the
