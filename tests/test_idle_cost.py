@@ -18,7 +18,9 @@ def test_the_frame_script_goes_first_in_the_head_before_any_other_script():
     assert with_frame_script(b"<p>no head here</p>") == b"<p>no head here</p>"
 
 
-def serve_through_middleware(content_type: bytes, chunks: list[bytes], method: str = "GET") -> tuple[dict, bytes]:
+def serve_through_middleware(
+    content_type: bytes, chunks: list[bytes], method: str = "GET", path: str = "/"
+) -> tuple[dict, bytes]:
     """One request through FrameScript in front of an app that answers with these chunks: (start, body)."""
 
     async def app(scope, receive, send):
@@ -36,7 +38,7 @@ def serve_through_middleware(content_type: bytes, chunks: list[bytes], method: s
     async def receive():
         return {"type": "http.request"}
 
-    asyncio.run(FrameScript(app)({"type": "http", "method": method, "path": "/"}, receive, send))
+    asyncio.run(FrameScript(app)({"type": "http", "method": method, "path": path}, receive, send))
     return sent[0], b"".join(m.get("body", b"") for m in sent[1:])
 
 
@@ -47,9 +49,15 @@ def test_the_middleware_rewrites_a_page_sent_in_pieces_and_says_its_new_length()
     assert [k for k, _ in start["headers"]].count(b"content-length") == 1
 
 
-def test_the_middleware_leaves_everything_but_a_pages_html_as_it_came():
-    for content_type, method in ((b"application/json", "GET"), (b"text/html", "POST")):
-        start, body = serve_through_middleware(content_type, [PAGE], method)
+def test_the_middleware_leaves_everything_but_gradios_own_pages_as_it_came():
+    # A user's .html handed out as a file stays byte for byte the file.
+    cases = [
+        (b"application/json", "GET", "/"),
+        (b"text/html", "POST", "/"),
+        (b"text/html", "GET", "/gradio_api/file=/w/a.html"),
+    ]
+    for content_type, method, path in cases:
+        start, body = serve_through_middleware(content_type, [PAGE], method, path)
         assert body == PAGE and dict(start["headers"])[b"content-length"] == str(len(PAGE)).encode()
 
 

@@ -61,14 +61,19 @@ def quiet_queue(blocks) -> None:
     queue.progress_update_sleep_when_free = PROGRESS_POLL_S
 
 
+# Gradio's API and the files it hands out (`/gradio_api/file=...`, a user's own .html among them) are never
+# rewritten: only the pages it draws itself (the app, its login).
+API_PREFIX = "/gradio_api/"
+
+
 class FrameScript:
-    """ASGI middleware: an HTML page goes out with FRAME_SCRIPT first in its head; everything else as it came."""
+    """ASGI middleware: a page of Gradio's goes out with FRAME_SCRIPT first in its head; everything else as it came."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["method"] != "GET" or API_PREFIX in scope.get("path", ""):
             return await self.app(scope, receive, send)
         held: dict = {}  # the start of an HTML response, until its body is whole
         chunks: list[bytes] = []
