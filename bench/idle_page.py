@@ -13,7 +13,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import CHROMIUM_ARGS, start_app, stop_app  # noqa: E402
+from tests.helpers import app_in_chromium  # noqa: E402
 
 TABS = ("Dataset", "Recipes", "Model", "Train", "Evaluate", "Chat", "Runs", "Sweeps", "Export")
 
@@ -46,31 +45,21 @@ def tree_cpu(pids: list[int]) -> float:
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--rest-on", default="Train", choices=TABS)
     args = parser.parse_args()
-    workspace = Path(tempfile.mkdtemp(prefix="tuneforge-bench-")) / "workspace"
-    workspace.mkdir()
-    proc, url = start_app(workspace)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            for name in (*TABS, args.rest_on):
-                page.get_by_role("tab", name=name).click()
-                time.sleep(2)
-            time.sleep(10)  # the last tab's first draws settle
-            others = [c.pid for c in psutil.Process().children() if c.pid != proc.pid]  # Playwright's driver, Chromium
-            app_before, browser_before = tree_cpu([proc.pid]), tree_cpu(others)
-            time.sleep(args.seconds)
-            app_cpu, browser_cpu = tree_cpu([proc.pid]) - app_before, tree_cpu(others) - browser_before
-            browser.close()
-    finally:
-        stop_app(proc)
+    with app_in_chromium("tuneforge-bench-") as (proc, url, browser):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        for name in (*TABS, args.rest_on):
+            page.get_by_role("tab", name=name).click()
+            time.sleep(2)
+        time.sleep(10)  # the last tab's first draws settle
+        others = [c.pid for c in psutil.Process().children() if c.pid != proc.pid]  # Playwright's driver, Chromium
+        app_before, browser_before = tree_cpu([proc.pid]), tree_cpu(others)
+        time.sleep(args.seconds)
+        app_cpu, browser_cpu = tree_cpu([proc.pid]) - app_before, tree_cpu(others) - browser_before
     print(
         json.dumps(
             {

@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -107,6 +109,26 @@ def stop_app(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextmanager
+def app_in_chromium(prefix: str):
+    """The app on a fresh workspace (`start_app`) and Debian's headless Chromium, for the scripts that drive the
+    page outside pytest (bench/, docs/screenshots/): yields (app process, url, browser); both end on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    workspace = Path(tempfile.mkdtemp(prefix=prefix)) / "workspace"
+    workspace.mkdir()
+    proc, url = start_app(workspace)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            try:
+                yield proc, url, browser
+            finally:
+                browser.close()
+    finally:
+        stop_app(proc)
 
 
 def allow_dirs(*folders: Path) -> list[str]:
