@@ -155,6 +155,10 @@ def serve(args: argparse.Namespace, app: gr.Blocks, jobs: JobManager, logins: li
         share=args.share,
         **PAGE,
         footer_links=["api"],
+        # Gradio's run history keeps every public call's inputs and outputs in the browser's localStorage (the
+        # whole form, charts, tables, chats), re-read and re-written on every message: most of the page's script
+        # time, and a record of a shared studio's work left in whichever browser used it. The Runs tab is ours.
+        run_history=False,
         max_file_size=args.max_upload_size,
         auth=logins or None,
         # Gradio's form login has no limit of its own; a public link's password must not be guessable. Its page

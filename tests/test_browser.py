@@ -428,3 +428,11 @@ def test_an_image_dataset_shows_its_thumbnails_trains_a_vision_model_and_chats_w
     assert "⚠️" not in bot.inner_text()
     # The reply read the image from the uploads, where the chat kept it (the zip's copy sits in its own images/).
     assert [p for p in (app[1] / "uploads").rglob("1*.png") if p.parent.name != "images"]
+
+
+def test_after_every_story_the_browser_holds_no_run_history_of_the_studio(page):
+    """Gradio's run history would keep each call's inputs and outputs in the browser, re-written on every
+    message: the page's costliest script, and a shared studio's work left behind (launch.py turns it off)."""
+    assert page.request.get(page.url + "config").json()["run_history"] is False
+    kept = page.evaluate("() => Object.keys(localStorage).filter((key) => key.startsWith('gradio:run-history'))")
+    assert kept == []
