@@ -18,6 +18,7 @@ from webui.edge import guard
 from webui.i18n import HEAD, I18N, say, t
 from webui.lanes import STATUS
 from webui.open_tab_timers import tick_while_open
+from webui.progress_targets import narrow
 from webui.tab import Page
 from webui.tab_chat import ChatTab
 from webui.tab_dataset import DatasetTab
@@ -93,6 +94,7 @@ def build_app(
         register_sweep_api(gate, sweeps)
         register_recipe_api(gate, recipes)
         register_eval_api(gate, evals)
+    narrow(blocks)  # progress only where someone waits: webui/progress_targets.py
     guard(blocks, gate)  # every endpoint's input checked before it runs (webui/edge.py)
     return blocks
 

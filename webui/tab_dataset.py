@@ -165,8 +165,9 @@ class DatasetTab(Tab):
         form["dataset_dir"].change(self.on_dataset_dir, form["dataset_dir"], self.named)
         self.upload.upload(self.on_upload, self.upload, [form["dataset"], self.upload, self.named])
         triggers = [form[name].change for name in DATA_TRIGGERS] + [self.check.click]
-        gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal")
-        self.ctx.blocks.load(self.on_check, inputs, checked)
+        # Progress on the summary alone: each target is revisited on every later event (webui/progress_targets.py).
+        gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal", show_progress_on=self.summary)
+        self.ctx.blocks.load(self.on_check, inputs, checked, show_progress_on=self.summary)
         followers, previous_task = [form[f.name] for f in TASK_FOLLOWERS], gr.State(FIRST_TASK)
         # One handler for them all, so that the previous task they compare against is updated once.
         task_and_followers = [previous_task, form["task"], *followers]

@@ -170,7 +170,8 @@ class EvaluateTab(Tab):
         self.item.select(self.on_refresh, run, refreshed, **STATUS)
         page.finished.change(self.on_refresh, run, refreshed, **STATUS)
         view.connect()
-        run.change(self.on_run, run, shown)
+        # Its progress on the chart, not on the two groups it shows or hides (webui/progress_targets.py).
+        run.change(self.on_run, run, shown, show_progress_on=self.chart)
         self.evaluate.click(self.on_evaluate, settings, [self.comparison, self.predictions, self.downloads], **DEVICE)
         self.forgetting.click(self.on_forgetting, run, self.forgetting_note, **DEVICE)
         self.batch.click(self.on_batch, [run, self.prompts], self.batch_out, **DEVICE)

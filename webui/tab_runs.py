@@ -162,8 +162,10 @@ class RunsTab(Tab):
         self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_page.change(self.on_audit_page, self.audit_page, self.audit, **STATUS)
         self.compare.click(self.on_compare, self.selected, [self.chart, self.diff, self.metrics, self.message])
-        self.open.click(self.on_open, self.selected, [self.train.run, page.tabs, self.message])
-        self.clone.click(self.on_clone, self.selected, [*form, page.tabs, self.message])
+        # Their progress on the message alone, never on the tab strip or the form (webui/progress_targets.py).
+        on_message = {"show_progress_on": self.message}
+        self.open.click(self.on_open, self.selected, [self.train.run, page.tabs, self.message], **on_message)
+        self.clone.click(self.on_clone, self.selected, [*form, page.tabs, self.message], **on_message)
         self.resume.click(self.on_resume, self.selected, self.message, **JOBS)
         self.cancel.click(self.on_cancel, self.selected, self.message, **JOBS)
         self.ask.click(self.on_ask, [self.prompt, self.selected], self.answers, **DEVICE)

@@ -170,7 +170,8 @@ class SweepsTab(Tab):
         sent.redraw_on(self.ctx.blocks.load, self.on_load, [], [self.sweep, self.known, *view])
         for where, button in self.best_buttons.items():
             picker = getattr(self.opens[where], "target", None) or self.opens[where].run
-            button.click(self._opener(where), self.sweep, [picker, page.tabs, self.message])
+            opened = [picker, page.tabs, self.message]  # its progress on the message, not the tab strip
+            button.click(self._opener(where), self.sweep, opened, show_progress_on=self.message)
 
     @on_refusal("Cannot start the sweep", KEEP, KEEP, LINE)
     def on_start(self, space_text, sampler, n_trials, metric, direction, pruner, name, *form):

@@ -183,7 +183,9 @@ class TrainTab(Tab):
         self.ctx.blocks.load(self.on_load, None, self.run)
         self.preview_btn.click(self.on_preview, inputs, preview)
         self.save_config.click(self.on_save, inputs, self.save_config)
-        self.load_config.upload(self.on_load_config, self.load_config, [*inputs, self.message])
+        # Its progress on the message alone, not on every control it fills (webui/progress_targets.py).
+        filled = [*inputs, self.message]
+        self.load_config.upload(self.on_load_config, self.load_config, filled, show_progress_on=self.message)
         # Start fills the preview too, so the YAML and command of what was started stay in view.
         self.start.click(self.on_preview, inputs, preview).then(self.on_start, inputs, [self.run, self.message], **JOBS)
         self.abort.click(self.on_abort, self.run, self.message, **JOBS)
