@@ -97,7 +97,11 @@ def test_a_task_switch_moves_only_the_options_still_at_the_previous_tasks_defaul
         return dict(zip(names, values, strict=True)), now
 
     moved, previous = switch("sft", "classification")
-    assert (moved["learning_rate"], moved["pref_loss"], previous) == (5e-4, "sigmoid", "classification")
+    assert (moved["learning_rate"], previous) == (5e-4, "classification")
+    # A default both tasks share is not sent: a demo dataset picked just before the switch must not be undone.
+    assert moved["pref_loss"] == {"__type__": "update"}
+    moved, _ = switch("sft", "dpo")
+    assert moved["dataset"] == {"__type__": "update"}
     moved, previous = switch("sft", "kto", learning_rate=5e-4)
     assert moved["learning_rate"] == {"__type__": "update"} and moved["pref_loss"] == "kto" and previous == "kto"
     moved, _ = switch("classification", "sft", learning_rate=5e-4)

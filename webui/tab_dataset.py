@@ -55,12 +55,17 @@ FIRST_TASK = next(f.default for f in fields() if f.name == "task")
 
 def follow_task_defaults(previous_task, task, *values):
     """On a task switch, an option still at the previous task's default takes the new task's; one the person
-    set stays, even if it happens to be some other task's default. Also returns task: the next switch's previous."""
-    updates = [
-        default_for(f, task) if value == default_for(f, previous_task) else gr.update()
-        for f, value in zip(TASK_FOLLOWERS, values, strict=True)
-    ]
-    return *updates, task
+    set stays, even if it happens to be some other task's default. Also returns task: the next switch's previous.
+
+    Where both tasks share a default, nothing is sent: these values were read as the switch was clicked, and
+    writing one back would undo a change still on its way (a demo dataset picked just before, from sft to dpo).
+    """
+
+    def follow(f, value):
+        before, after = default_for(f, previous_task), default_for(f, task)
+        return after if value == before and after != before else gr.update()
+
+    return *[follow(f, value) for f, value in zip(TASK_FOLLOWERS, values, strict=True)], task
 
 
 def cost_text(config: TrainConfig, report, stats, tokens_per_s: float | None) -> str:
