@@ -99,7 +99,7 @@ def build_app(
     return blocks
 
 
-FINISHED_CHECK_S = 4.0  # on every tab; each tick costs the page ~0.2 s of script: webui/idle_cost.py
+FINISHED_CHECK_S = 4.0  # on every tab; each tick is a message the whole page processes: webui/idle_cost.py
 
 
 def watch_finished(jobs: JobManager) -> gr.State:

@@ -24,7 +24,7 @@ from webui.refusals import on_refusal_raise
 from webui.sent import SentMemory
 
 SMOKE_BENCHMARK = ASSETS_DIR / "benchmarks" / "tuneforge_smoke"
-POLL_S = 2.0  # each tick costs the page ~0.2 s of script: webui/idle_cost.py
+POLL_S = 2.0  # each tick is a message the whole page processes: webui/idle_cost.py
 
 
 def benchmark_table(results: list[dict], models: list[str]) -> pd.DataFrame:

@@ -14,10 +14,11 @@ Both were measured with nothing happening (bench/idle_page.py, docs/benchmarks.m
   from the window as their bundle loads, before Gradio adds the app's `head` to the page, so the script
   goes into the page's HTML itself, first in its head (`FrameScript`, a middleware).
 
-And every event that reaches the server costs the page about 0.2 s of script on a 2-core Zen 3, whatever it
-sends back: on each status change Gradio 6.31 updates the status of every component that ever had one, and
-finds each by walking the page's tree (479 components here). A timed view's tick is such an event, so the
-timers that follow a live job tick every 2 s, and the check for finished runs, on every tab, every 4 s.
+And every event that reaches the server costs the page script, whatever it sends back: on each status change
+Gradio 6.31 updates the status of every component that ever had one, and finds each by walking the page's
+tree (479 components here). That was about 0.2 s a message on a 2-core Zen 3 before the progress targets
+were narrowed (webui/progress_targets.py) and Gradio's run history turned off (launch.py); the timers that
+follow a live job still tick every 2 s, and the check for finished runs, on every tab, every 4 s.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """A tab's timers tick only while the tab is open, switched in the page itself.
 
-Gradio keeps ticking a timer it has drawn after its tab closes. Each tick is a request the app answers
-and a message the whole page processes (Gradio's status bookkeeping walks every component, about 0.2 s
-of script a message on a 2-core Zen 3), whether its tab shows or not. A page that had opened every tab
-and sat on Train kept its browser and app a core busy; with only the open tab's timers, under half of one
-(bench/idle_page.py, docs/benchmarks.md).
+Gradio keeps ticking a timer it has drawn after its tab closes. Each tick is a request the app answers and a
+message the whole page processes (Gradio's status bookkeeping walks every component: about 0.2 s of script a
+message on a 2-core Zen 3 when this was written, webui/progress_targets.py), whether its tab shows or not. A
+page that had opened every tab and sat on Train kept its browser and app a core busy; with only the open tab's
+timers, under half of one (bench/idle_page.py, docs/benchmarks.md).
 
 So opening a tab (Tab.select: a click, an event that switches to it, and the first tab as the page loads)
 runs a script in the page, with no request, that parks the timers of every other drawn tab at an hour and

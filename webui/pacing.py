@@ -1,10 +1,10 @@
 """A streamed reply reaches the page a few times a second, not once a token.
 
-Every message a handler yields is processed by the whole page: Gradio's bookkeeping of each event walks
-every component (about 0.2 s of script a message in headless Chromium on the 2-core dev machine, measured
-with the DevTools profiler on the studio's page: webui/idle_cost.py). A small model on a CPU writes a token
-in less than that, so a reply sent token by token keeps a core busy drawing text faster than anyone reads
-it, and takes that core from the model writing it. Four updates a second still reads as live typing.
+Every message a handler yields is processed by the whole page: Gradio's bookkeeping of each event walks every
+component (about 0.2 s of script a message in headless Chromium on the 2-core dev machine, measured with the
+DevTools profiler on the studio's page before webui/progress_targets.py cut it). A small model on a CPU writes
+a token in less than that, so a reply sent token by token keeps a core busy drawing text faster than anyone
+reads it, and takes that core from the model writing it. Four updates a second still reads as live typing.
 """
 
 from __future__ import annotations

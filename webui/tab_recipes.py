@@ -29,7 +29,7 @@ from webui.lanes import DEVICE, JOBS, STATUS
 from webui.refusals import KEEP, LINE, on_refusal, on_refusal_raise
 from webui.tab import Controls, Page, Tab
 
-REFRESH_S = 2.0  # each tick costs the page ~0.2 s of script: webui/idle_cost.py
+REFRESH_S = 2.0  # each tick is a message the whole page processes: webui/idle_cost.py
 PREVIEWED = 200  # chunks shown; a large pile is still counted whole in the files line
 GENERATORS = ("endpoint", "run", "base")
 DEFAULT = RecipeConfig()

@@ -25,7 +25,7 @@ from webui.refusals import KEEP, LINE, REASON, on_refusal, on_refusal_raise
 from webui.sent import SentMemory
 from webui.tab import Controls, Page, Tab
 
-REFRESH_S = 2.0  # each tick costs the page ~0.2 s of script: webui/idle_cost.py
+REFRESH_S = 2.0  # each tick is a message the whole page processes: webui/idle_cost.py
 SMOOTHING = 0.6  # TensorBoard's default weight for its smoothed line
 NO_LOSS = partial(empty_figure, "empty.loss")
 LOG_LINES = 14
