@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import gradio as gr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import CHROMIUM_ARGS  # noqa: E402
+from tests.helpers import CHROMIUM_ARGS, free_port  # noqa: E402
 
 FIELDS = 150  # a textbox and a number each
 
@@ -51,10 +50,7 @@ def script_seconds(cdp) -> float:
 def measure(targets: list | None, seconds: float) -> dict:
     from playwright.sync_api import sync_playwright
 
-    blocks = page(targets)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    blocks, port = page(targets), free_port()
     blocks.launch(server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:
