@@ -32,10 +32,15 @@ MAX_TARGETS = 8
 LAYOUTS = (gr.Tabs, gr.Tab, gr.Group, gr.Row, gr.Column, gr.Accordion)
 
 
+def quiet(fn) -> bool:
+    """An event that shows no progress, or a quick read outside the queue: it should have no targets."""
+    return fn.show_progress == "hidden" or not fn.queue
+
+
 def narrow(blocks: gr.Blocks) -> None:
-    """No progress targets for the events that show none or are quick reads (see the module's docstring)."""
+    """No progress targets for the quiet events that name none themselves (see the module's docstring)."""
     for fn in blocks.fns.values():
-        if fn.show_progress_on is None and (fn.show_progress == "hidden" or not fn.queue):
+        if fn.show_progress_on is None and quiet(fn):
             fn.show_progress_on = []
 
 
@@ -49,7 +54,7 @@ def check(blocks: gr.Blocks) -> list[str]:
     problems = []
     for fn in blocks.fns.values():
         name, shown = fn.api_name or fn.name, targets(fn)
-        if shown and (fn.show_progress == "hidden" or not fn.queue):
+        if shown and quiet(fn):
             problems.append(f"{name}: shows no progress but has {len(shown)} progress targets")
         if len(shown) > MAX_TARGETS:
             problems.append(f"{name}: {len(shown)} progress targets (at most {MAX_TARGETS})")
