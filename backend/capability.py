@@ -15,6 +15,8 @@ auto picks bf16 where the GPU supports it, fp16 on older GPUs; on a CPU, bf16 on
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -25,6 +27,8 @@ from pathlib import Path
 
 from backend.config import TrainConfig, fields
 from backend.errors import TuneForgeError
+from backend.files import write_text_atomically
+from backend.paths import PROJECT_ROOT, model_cache_dir
 
 # Strategies that split the model itself across processes (not only the data).
 SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
@@ -101,22 +105,68 @@ def native_cpu_bf16() -> str:
     return ""
 
 
+# What torch reports of the machine; the bitsandbytes entries are read from its files at every ask.
+TORCH_FACTS = ("cuda", "gpus", "gpu_name", "bf16", "cpu_bf16")
+# Environment variables that change which GPUs torch sees.
+DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+
+
 @functools.lru_cache(maxsize=1)
 def hardware_summary() -> dict:
     """The hardware, without importing torch here: for the UI process.
 
-    torch is asked in a short-lived subprocess (a few seconds, once per app), so the app itself
-    never loads it: on a GPU machine for the GPU, on any machine for the CPU's native bf16.
-    If the subprocess fails, the answer is a CPU without bf16, which refuses rather than crashes.
+    torch is asked in a short-lived subprocess, so the app itself never loads it: on a GPU machine for
+    the GPU, on any machine for the CPU's native bf16. That costs a torch import (2–3 CPU-seconds, a
+    third of an app's start on a 2-core CPU), and its answer cannot change before the machine reboots,
+    its GPUs are re-assigned or another torch is installed: so it is kept per such state
+    (`machine_state`) beside the model cache, and a restarted app, the CLI or a sweep reads it.
+    If the subprocess fails, the answer is a CPU without bf16, which refuses rather than crashes
+    (and is not kept, so the next start asks again).
     """
-    code = "import json; from backend.capability import probe; print(json.dumps(probe()))"
+    state = machine_state()
+    kept = model_cache_dir().parent / "hardware" / f"{state}.json" if state else None
+    facts = _read_facts(kept) if kept else None
+    if facts is None:
+        code = "import json; from backend.capability import probe; print(json.dumps(probe()))"
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT
+            )
+            facts = {k: json.loads(out.stdout.strip().splitlines()[-1])[k] for k in TORCH_FACTS}
+        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError, KeyError, TypeError):
+            return cpu_only()
+        if kept:
+            try:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomically(kept, json.dumps(facts))
+            except OSError:
+                pass  # a read-only cache: ask again next time
+    return {**cpu_only(), **facts}
+
+
+def machine_state() -> str:
+    """A name for what torch's answer depends on: this boot, the Python and torch that ask, the GPU devices
+    and the variables that hide some. '' where there is no boot id (not Linux): then torch is asked each time."""
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return cpu_only()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "none"
+    devices = sorted(p.name for p in Path("/dev").glob("nvidia*")) + sorted(p.name for p in Path("/dev").glob("kfd"))
+    variables = [f"{name}={os.environ.get(name)}" for name in DEVICE_VARIABLES]
+    state = "|".join([boot, sys.executable, torch_version, *devices, *variables])
+    return hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def _read_facts(path: Path) -> dict | None:
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) and set(facts) == set(TORCH_FACTS) else None
 
 
 def _installed(package: str) -> bool:

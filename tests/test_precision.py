@@ -252,6 +252,42 @@ def test_the_ui_learns_the_hardware_without_loading_torch():
         assert line.startswith(f"This machine: CPU only, {has} — ")
 
 
+def test_the_apps_answer_from_torch_is_kept_per_machine_state_and_a_failed_ask_is_not(tmp_path, monkeypatch):
+    """A restarted app reads torch's answer instead of importing torch again; a GPU re-assigned through
+    CUDA_VISIBLE_DEVICES is asked anew, a broken kept file too, and a probe that failed is never kept."""
+    import backend.capability as capability
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    asked, answer = [], {**AMPERE, "cpu_bf16": "", "bitsandbytes_cpu": False}
+
+    def torch_says(argv, **kwargs):
+        asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=f"a warning first\n{json.dumps(answer)}\n", stderr="")
+
+    def ask():
+        capability.hardware_summary.cache_clear()  # a new app process
+        return capability.hardware_summary()
+
+    monkeypatch.setattr(capability.subprocess, "run", torch_says)
+    try:
+        assert ask()["gpus"] == 2 and ask()["gpu_name"] == "A100" and len(asked) == 1
+        assert ask()["bitsandbytes"] == capability.cpu_only()["bitsandbytes"]  # read from its files, not kept
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+        answer = {**answer, "gpus": 1}
+        assert ask()["gpus"] == 1 and len(asked) == 2
+        kept = tmp_path / "cache" / "hardware" / f"{capability.machine_state()}.json"
+        kept.write_text("{half a file")
+        assert ask()["gpus"] == 1 and len(asked) == 3 and json.loads(kept.read_text())["gpus"] == 1
+
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+        answer = None  # the probe printed nothing usable
+        assert ask() == capability.cpu_only() and ask() == capability.cpu_only() and len(asked) == 5
+        assert not (tmp_path / "cache" / "hardware" / f"{capability.machine_state()}.json").exists()
+    finally:
+        capability.hardware_summary.cache_clear()  # the next test asks the real machine
+
+
 def test_a_resume_cannot_change_quantization_frozen_layers_or_strategy():
     from backend.checkpoints import check_compatible
 
