@@ -422,8 +422,11 @@ def test_an_image_dataset_shows_its_thumbnails_trains_a_vision_model_and_chats_w
     page.locator("#chat-image input[type=file]").set_input_files(str(shapes_dataset.parent / "images" / "1.png"))
     expect(page.locator("#chat-image img")).to_be_visible(timeout=30_000)
     page.locator("#chat-input textarea").fill("What colour is this?")
+    bots = page.locator("#chatbot [data-testid=bot]")
+    earlier = bots.count()  # the demo story's chat stays on the page: wait for this reply, not that one
     page.locator("#chat-send").click()
-    bot = page.locator("#chatbot [data-testid=bot]").last
+    expect(bots).to_have_count(earlier + 1, timeout=120_000)
+    bot = bots.last
     expect(bot).to_have_text(re.compile(r"\S"), timeout=120_000)
     assert "⚠️" not in bot.inner_text()
     # The reply read the image from the uploads, where the chat kept it (the zip's copy sits in its own images/).
