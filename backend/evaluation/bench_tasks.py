@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,23 @@ def task_configs(path: str | Path, workdir: Path) -> list[dict[str, Any]]:
 
 
 # ---- lm-eval task YAMLs -----------------------------------------------------------------
+def import_lm_eval() -> None:
+    """Import lm_eval without the one mark it leaves on this process.
+
+    Its import sets HF_XET_HIGH_PERFORMANCE in os.environ; in the app, that changed environment would make
+    the warm job server start again (about 11 s of a core) before the next training run after a benchmark.
+    """
+    if "lm_eval" in sys.modules:
+        return
+    before = os.environ.get("HF_XET_HIGH_PERFORMANCE")
+    import lm_eval  # noqa: F401
+
+    if before is None:
+        os.environ.pop("HF_XET_HIGH_PERFORMANCE", None)
+
+
 def yaml_task(path: Path) -> dict[str, Any]:
+    import_lm_eval()
     from lm_eval.tasks._yaml_loader import load_yaml
 
     if any("!function" in p.read_text(encoding="utf-8", errors="replace") for p in _with_includes(path)):
