@@ -22,6 +22,7 @@ from typing import Any
 from backend.config import TrainConfig
 from backend.data import DataOptions, ExampleReader, load_splits
 from backend.errors import TuneForgeError
+from backend.evaluation.generation import generate_answers, sampling_arguments
 from backend.evaluation.pair_eval import pair_rows, pair_scores, pairwise_metrics
 from backend.evaluation.reward_eval import reward_scores
 from backend.metrics import classification_metrics, generation_metrics, perplexity, roc_curves
@@ -355,34 +356,41 @@ def generate_rows(
     model, tokenizer, chats, max_new_tokens, temperature, progress, need_reference=True, processor=None
 ) -> list[dict]:
     """Greedy (or sampled) answers to each chat's prompt; with a processor, the prompt's images are shown too."""
+    prompts = [_prompt_of(example["messages"]) for example in chats]
+    if processor is None:
+        answers = generate_answers(model, tokenizer, prompts, max_new_tokens, progress, temperature)
+    else:
+        answers = _answers_with_images(
+            model, tokenizer, processor, chats, prompts, max_new_tokens, temperature, progress
+        )
+    rows = []
+    for example, prompt, answer in zip(chats, prompts, answers, strict=True):
+        row = {"prompt": prompt[-1]["content"], "prediction": answer}
+        if need_reference:
+            row["reference"] = example["messages"][-1]["content"]
+        rows.append(row)
+    return rows
+
+
+def _answers_with_images(model, tokenizer, processor, chats, prompts, max_new_tokens, temperature, progress):
+    """One chat at a time: each has its own images, which the processor lays out per prompt."""
     import torch
 
     from backend.data.vision_encoding import prompt_inputs
 
-    rows = []
+    answers = []
     began = time.perf_counter()
-    for i, example in enumerate(chats, start=1):
-        prompt = _prompt_of(example["messages"])
-        if processor is not None:
-            inputs = prompt_inputs(processor, prompt, example.get("images") or [])
-        else:
-            inputs = tokenizer.apply_chat_template(
-                prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    sampling = sampling_arguments(temperature)
+    for i, (example, prompt) in enumerate(zip(chats, prompts, strict=True), start=1):
+        inputs = prompt_inputs(processor, prompt, example.get("images") or [])
         with torch.no_grad():
             out = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
             )
-        prediction = tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-        row = {"prompt": prompt[-1]["content"], "prediction": prediction}
-        if need_reference:
-            row["reference"] = example["messages"][-1]["content"]
-        rows.append(row)
+        answers.append(tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
         if progress:
-            elapsed = time.perf_counter() - began
-            progress(i, len(chats), elapsed / i * (len(chats) - i))
-    return rows
+            progress(i, len(chats), (time.perf_counter() - began) / i * (len(chats) - i))
+    return answers
 
 
 def class_probabilities(model, tokenizer, texts: list[str], batch_size: int = 32) -> list[list[float]]:
