@@ -37,6 +37,10 @@ from tests.helpers import (
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# ...and with analytics off, the first gr.Blocks a test builds sets this itself. Set before any job server
+# starts, so that one is not restarted for a changed import-time environment (backend.runfiles.IMPORT_TIME_ENV):
+# 2 of the suite's job servers were, about 7 CPU-s each (the app sets it before its server starts).
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "True"
 os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
 # Under pytest-xdist two workers share the cores. A torch process (a worker, its jobs, its apps) with
 # a thread per core would then wait at every OpenMP barrier for a core the other worker holds: a step
