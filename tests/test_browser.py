@@ -38,10 +38,10 @@ def wait_completed(page, run_id: str, timeout_s: int) -> None:
     expect(progress).to_have_attribute("data-status", "completed", timeout=timeout_s * 1000)
 
 
-def refresh_eval_runs(page, run_id: str) -> None:
+def refresh_eval_runs(page, run_id: str, timeout_s: int = 30) -> None:
     """Wait, without pressing anything, until the Evaluate tab lists run_id as completed: the list follows."""
     row = page.locator("#eval-table tbody tr", has_text=run_id)
-    expect(row).to_contain_text("completed", timeout=30_000)
+    expect(row).to_contain_text("completed", timeout=timeout_s * 1000)
 
 
 def chart_points(page) -> int:
@@ -229,10 +229,10 @@ def test_classification_run_trains_and_shows_its_plots(page, small_model):
     set_number(page, "opt-max_steps", 30)
     set_number(page, "opt-learning_rate", 0.001)
     run_id = start_run(page)
-    wait_completed(page, run_id, 300)
 
+    # Straight to Evaluate: its list shows the run while it trains and follows it to its end, with no click.
     page.get_by_role("tab", name="Evaluate").click()
-    refresh_eval_runs(page, run_id)
+    refresh_eval_runs(page, run_id, timeout_s=300)
     pick(page, "eval-run", run_id)
     expect(page.locator("#cls-scores")).to_contain_text("accuracy", timeout=30_000)
     expect(page.locator("#confusion-plot .heatmaplayer").first).to_be_attached()

@@ -66,15 +66,17 @@ def test_grpo_on_the_demo_shows_rewards_and_completions_and_the_tuned_model_earn
         page.wait_for_timeout(500)
     assert len(steps_shown - {-1}) >= 2, steps_shown  # it moved on with the run, not one snapshot
 
-    # The rest of the run on the Dataset tab, whose page is quiet: Train's live charts, redrawn every 2 s, cost
-    # the app and the browser about half a core more for the rest of the run (leaving Train parks its timers).
-    page.get_by_role("tab", name="Dataset").click()
+    # The rest of the run on the Evaluate tab, whose page is quieter: Train's live charts, redrawn every 2 s,
+    # cost the app and the browser about half a core more (leaving Train parks its timers). The tab lists the
+    # run as running, and follows it to its end without a click (the page's check for finished runs).
+    page.get_by_role("tab", name="Evaluate").click()
+    row = page.locator("#eval-table tbody tr", has_text=run_id)
+    expect(row).to_contain_text("running")
     wait_for(lambda: end_event(read_events(app[1] / "runs" / run_id)) is not None, timeout=600, interval=1)
     assert end_event(read_events(app[1] / "runs" / run_id))["status"] == "completed"
+    expect(row).to_contain_text("completed", timeout=30_000)
 
-    # Evaluate, base against tuned, on the run's 8 held-out prompts: the list has the run without a click.
-    page.get_by_role("tab", name="Evaluate").click()
-    expect(page.locator("#eval-table tbody tr", has_text=run_id)).to_contain_text("completed", timeout=30_000)
+    # Evaluate, base against tuned, on the run's 8 held-out prompts.
     pick(page, "eval-run", run_id)
     set_number(page, "eval-max-rows", 8)
     set_number(page, "eval-max-new", 16)  # the completion length it trained with: a number fits, the base rambles

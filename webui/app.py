@@ -16,7 +16,7 @@ from webui.api import register_api, register_eval_api, register_recipe_api, regi
 from webui.context import AppContext, caller
 from webui.edge import guard
 from webui.i18n import HEAD, I18N, say, t
-from webui.lanes import STATUS
+from webui.lanes import FOLLOW, STATUS
 from webui.open_tab_timers import tick_while_open
 from webui.progress_targets import narrow
 from webui.tab import Page
@@ -110,7 +110,7 @@ def watch_finished(jobs: JobManager) -> gr.State:
         now = jobs.finished_runs()
         return now if now != previous else gr.update()
 
-    timer.tick(check, finished, finished, show_progress="hidden", **STATUS)
+    timer.tick(check, finished, finished, show_progress="hidden", **FOLLOW)  # queued: webui/lanes.py
     return finished
 
 

@@ -12,8 +12,14 @@ for the queue; the jobs themselves run one at a time in their own processes (Job
 the queue altogether (`queue=False`): they only read small files, they must never wait behind a
 long chat or evaluation, and a plain HTTP POST answers them in one round trip rather than the
 queue's join-and-stream (about 20 ms instead of about 100 ms on the 2-core dev machine under load).
+
+`FOLLOW`: the page's check for finished runs (webui/app.py), the one timer that goes through the queue, in
+a lane of its own so it never waits behind a chat. The page dispatches a `gr.State`'s change events only
+from a queued event's completion message (Gradio 6.31's `dispatch_state_change_events`): outside the
+queue, the state changed on the server and no list followed it.
 """
 
 DEVICE = {"concurrency_id": "device", "concurrency_limit": 1}
 JOBS = {"concurrency_id": "jobs", "concurrency_limit": 1}
 STATUS = {"queue": False}
+FOLLOW = {"concurrency_id": "follow", "concurrency_limit": 1}
