@@ -72,8 +72,8 @@ def test_grpo_on_the_demo_shows_rewards_and_completions_and_the_tuned_model_earn
     page.get_by_role("tab", name="Evaluate").click()
     row = page.locator("#eval-table tbody tr", has_text=run_id)
     expect(row).to_contain_text("running")
-    wait_for(lambda: end_event(read_events(app[1] / "runs" / run_id)) is not None, timeout=600, interval=1)
-    assert end_event(read_events(app[1] / "runs" / run_id))["status"] == "completed"
+    end = wait_for(lambda: end_event(read_events(app[1] / "runs" / run_id)), timeout=600, interval=1)
+    assert end["status"] == "completed", end
     expect(row).to_contain_text("completed", timeout=30_000)
 
     # Evaluate, base against tuned, on the run's 8 held-out prompts.
