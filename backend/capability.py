@@ -278,6 +278,25 @@ def saved_quantization_bits(saved: dict) -> int:
     return quantization_bits(TrainConfig.from_dict({k: saved[k] for k in ("method", "quantization_bit") if k in saved}))
 
 
+def uses_bitsandbytes(config: TrainConfig) -> bool:
+    """Whether the run loads bitsandbytes: it quantizes, or its model may be saved quantized. A job that does not
+    hides the library (backend.train.hide_unused_bitsandbytes), and only such a job can fork from the job server."""
+    return bool(quantization_bits(config)) or any(_may_be_saved_quantized(s) for s in (config.model, config.ref_model))
+
+
+def _may_be_saved_quantized(spec: str) -> bool:
+    spec = (spec or "").strip()
+    if not spec or spec == "default" or Path(spec).expanduser().is_file():  # none, or the embedded or a GGUF
+        return False
+    config = Path(spec).expanduser() / "config.json"
+    if not config.exists():
+        return True
+    try:
+        return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
 def choose(config: TrainConfig, hardware: dict) -> Precision:
     """The precision this run trains in on this hardware, or one line saying why it cannot."""
     bits = quantization_bits(config)

@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 
 from backend.admission import admit
-from backend.capability import probe, quantization_bits
+from backend.capability import probe, uses_bitsandbytes
 from backend.checkpoints import checkpoint_step
 from backend.config import TrainConfig
 from backend.errors import TuneForgeError
@@ -192,26 +192,9 @@ def hide_unused_bitsandbytes(config: TrainConfig) -> None:
     sys.modules.setdefault("bitsandbytes", None)
 
 
-def uses_bitsandbytes(config: TrainConfig) -> bool:
-    return bool(quantization_bits(config)) or any(_may_be_saved_quantized(s) for s in (config.model, config.ref_model))
-
-
 def config_uses_bitsandbytes(config_path: str) -> bool:
     """For the job server (backend.training.fork_server), whose imports keep bitsandbytes out."""
     return uses_bitsandbytes(load_train_config(config_path)[0])
-
-
-def _may_be_saved_quantized(spec: str) -> bool:
-    spec = (spec or "").strip()
-    if not spec or spec == "default" or Path(spec).expanduser().is_file():  # none, or the embedded or a GGUF
-        return False
-    config = Path(spec).expanduser() / "config.json"
-    if not config.exists():
-        return True
-    try:
-        return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
 
 
 def one_line(text: str, limit: int = 300) -> str:

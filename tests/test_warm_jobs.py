@@ -1,6 +1,7 @@
 """Jobs forked from the warm job server: the same job as a new process, in its own group, without the imports."""
 
 import os
+import re
 import signal
 
 import psutil
@@ -89,10 +90,15 @@ def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server,
     jobs.abort(run_id)
     assert jobs.status(run_id)["status"] == "aborted"
     wait_for(lambda: not live_group_members(pid), 10)
-    # The next Start is a new process while a new server imports, and its log says so.
+    # The next Start starts a new server, and waits for its imports rather than doing them beside it: the
+    # run reads as starting meanwhile, then is a fork of the new server, and its log says how long it waited.
     again = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 1})
-    assert f"{COLD}: it ended; a new one is starting)" in (jobs.run_dir(again) / "train.log").read_text()
+    assert warm_jobs._server is not None and warm_jobs._server.alive and not warm_jobs._server.ready.is_set()
+    assert jobs.status(again)["phase"] == "starting: the warm job server is finishing its imports"
+    assert "--serve" in psutil.Process(job_pid(jobs, again)).cmdline()
     finish(jobs, again, 120)
+    log = (jobs.run_dir(again) / "train.log").read_text()
+    assert COLD not in log and re.search(r"\(waited \d+\.\d s for the warm job server's imports\)", log), log
 
 
 def test_a_server_that_ends_before_it_is_ready_is_not_started_again(monkeypatch):

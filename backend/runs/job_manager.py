@@ -36,7 +36,7 @@ import yaml
 
 from backend.access.confine import Confinement, refuse_nul, short
 from backend.admission import admit
-from backend.capability import hardware_summary
+from backend.capability import hardware_summary, uses_bitsandbytes
 from backend.checkpoints import checkpoints
 from backend.config import TrainConfig
 from backend.data.registry import resolve_all
@@ -57,7 +57,7 @@ from backend.runfiles import (
 )
 from backend.runs.run_summary import is_job_process, job_pid, read_owner, summarize, write_owner
 from backend.runs.stopping import stop_group
-from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server
+from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server, worth_waiting_for
 
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
@@ -83,6 +83,10 @@ class JobManager:
         self._guests: dict[str, Callable[[], None]] = {}
         self._guest_kinds: list[Callable[[], bool]] = []
         self._running: dict[str, subprocess.Popen | ForkedJob] = {}
+        # Queued runs the job server can fork (they load no bitsandbytes), and since when the next to start
+        # has waited for the server's imports (warm_jobs.worth_waiting_for).
+        self._forkable: set[str] = set()
+        self._waiting: dict[str, float] = {}
         # Jobs an abort is stopping: their end is "aborted", whatever signal they die of, so the
         # watcher leaves them to abort() instead of reporting the exit as an interruption.
         self._aborting: set[str] = set()
@@ -152,6 +156,8 @@ class JobManager:
             raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
         with self._lock:
             self._pending.append(str(run_dir))
+            if not uses_bitsandbytes(config):
+                self._forkable.add(str(run_dir))
         self._advance()
         return run_id
 
@@ -175,6 +181,8 @@ class JobManager:
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
         with self._lock:
             self._pending.append(str(run_dir))
+            if not uses_bitsandbytes(config):
+                self._forkable.add(str(run_dir))
         self._advance()
         return run_dir.name
 
@@ -212,6 +220,9 @@ class JobManager:
         command = train_command(run_dir / RUN_FILE)
         with open(run_dir / LOG_FILE, "ab") as log:
             log.write(f"$ {shlex.join(command)}\n".encode())
+            self._forkable.discard(str(run_dir))
+            if (since := self._waiting.pop(str(run_dir), None)) is not None:
+                log.write(f"(waited {time.monotonic() - since:.1f} s for the warm job server's imports)\n".encode())
             log.flush()
             server = warm_server(env)
             job = server.start(run_dir / RUN_FILE, run_dir / LOG_FILE, env) if isinstance(server, JobServer) else server
@@ -253,12 +264,21 @@ class JobManager:
                 if end_event(self._events.read(key)) is None:
                     EventLog(key).emit("end", **exit_reason(None, Path(key)))
             while self._pending and not self.busy():
+                if self._waits_for_server(self._pending[0]):
+                    break  # the watcher asks again in half a second
                 key = self._pending.popleft()
                 guest = self._guests.pop(key, None)
                 if guest is not None:
                     guest()
                 else:
                     self._launch(Path(key))
+
+    def _waits_for_server(self, key: str) -> bool:
+        """Whether the next run waits for the job server's imports rather than starting as a new process now."""
+        if key not in self._forkable or not worth_waiting_for(self._job_env()):
+            return False
+        self._waiting.setdefault(key, time.monotonic())
+        return True
 
     def training(self) -> bool:
         """Whether a training job (this app's or one an earlier app process started) is running now."""
@@ -333,12 +353,15 @@ class JobManager:
         return self._summary(self.run_dir(run_id))
 
     def _summary(self, run_dir: Path) -> dict[str, Any]:
-        return summarize(
+        summary = summarize(
             run_dir,
             self._events.read(run_dir),
             queue_position=self._queue_position(run_dir.name),
             alive=self._is_alive(run_dir.name),
         )
+        if str(run_dir) in self._waiting and summary["status"] == "queued":
+            summary["phase"] = "starting: the warm job server is finishing its imports"
+        return summary
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events as one history: a resume replaces what its earlier attempt logged past the checkpoint."""
@@ -406,6 +429,8 @@ class JobManager:
         with self._lock:
             if key in self._pending:
                 self._pending.remove(key)
+                self._forkable.discard(key)
+                self._waiting.pop(key, None)
                 EventLog(run_dir).emit("end", status="aborted", error=reason or "aborted before it started")
                 return
             if reason:  # before the job's own end, which says only that it was aborted

@@ -26,6 +26,9 @@ from backend.paths import PROJECT_ROOT
 from backend.runfiles import JOB_MODULE, WARM_JOBS_ENV, import_time_env
 
 ANSWER_TIMEOUT_S = 10.0
+# How long a job waits for a server that is importing, counted from the server's start, before it starts as a
+# new process after all. Its imports take ~7 s alone on a 2-core CPU; this is for a server that never gets there.
+WAIT_FOR_IMPORTS_S = 30.0
 
 
 class ForkedJob:
@@ -62,6 +65,7 @@ class JobServer:
         self.env = env
         self.ready = threading.Event()
         self.alive = True
+        self.started = time.monotonic()
         self._answers: queue.Queue[str] = queue.Queue()
         self._exits: dict[int, int] = {}
         self._asking = threading.Lock()
@@ -151,6 +155,25 @@ def warm_server(env: dict[str, str]) -> JobServer | str | None:
             _server = JobServer(env)
             return why
         return _server if _server.ready.is_set() else "it is still importing"
+
+
+def worth_waiting_for(env: dict[str, str]) -> bool:
+    """Whether a job should wait for this process's job server rather than start as a new process now.
+
+    So it should while a server for env imports (one is started here if there is none), for up to
+    WAIT_FOR_IMPORTS_S from its start. A new process would do the same imports beside it, on the same
+    cores: on a 2-core CPU both then take about twice as long, so the job would train no sooner, and
+    the machine would spend the imports twice. Never once that server has ended, or where it is off.
+    """
+    answer = warm_server(env)
+    server = _server
+    return (
+        isinstance(answer, str)
+        and server is not None
+        and server.alive
+        and not server.ready.is_set()
+        and time.monotonic() - server.started < WAIT_FOR_IMPORTS_S
+    )
 
 
 def wait_until_ready(timeout: float) -> bool:
