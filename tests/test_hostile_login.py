@@ -20,6 +20,7 @@ from backend.errors import TuneForgeError
 from backend.paths import model_cache_dir
 from backend.runs.job_manager import JobManager
 from backend.sweeps.sweep_manager import SweepManager
+from tests.helpers import wait_for
 
 INTERNAL = "the studio's own files, not data"
 ROLES = {"ada": Role.ADMIN, "alice": Role.MEMBER, "bob": Role.MEMBER, "vic": Role.VIEWER}
@@ -39,6 +40,8 @@ def studio(tmp_path, small_model, secret_dataset):
     sweeps = SweepManager(jobs)
     tiny = {"model": small_model, "dataset": str(secret_dataset), "val_size": 0, "save_steps": 0}
     gate.start("ada", {**tiny, "max_steps": 100_000, "output_dir": "ada-long"})
+    # Running, not starting: a first job waits for the job server's imports (backend.runs.warm_jobs).
+    wait_for(lambda: jobs.status("ada-long")["status"] == "running", timeout=120)
     yield gate, sweeps, tiny
     sweeps.shutdown()
     jobs.shutdown()

@@ -91,6 +91,8 @@ def test_a_job_aborted_in_its_first_second_ends_aborted_not_interrupted(jobs, se
     even when a page polling its status (which reaps ended jobs) notices the exit first."""
     for _ in range(3):
         run_id = jobs.start({"model": tiny_model, "dataset": str(secret_dataset), "max_steps": 10_000})
+        # Launched, not waiting for the job server's imports (then an abort would end it before it started).
+        wait_for(lambda run_id=run_id: jobs.status(run_id)["status"] == "running", timeout=60, interval=0.05)
         aborted = threading.Event()
         poller = threading.Thread(target=poll_until, args=(jobs, run_id, aborted))
         poller.start()

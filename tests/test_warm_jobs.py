@@ -91,12 +91,18 @@ def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server,
     assert jobs.status(run_id)["status"] == "aborted"
     wait_for(lambda: not live_group_members(pid), 10)
     # The next Start starts a new server, and waits for its imports rather than doing them beside it: the
-    # run reads as starting meanwhile, then is a fork of the new server, and its log says how long it waited.
+    # run reads as starting meanwhile, not in line (a run started behind it is first in line), then is a
+    # fork of the new server, and its log says how long it waited.
     again = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 1})
+    behind = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 1})
     assert warm_jobs._server is not None and warm_jobs._server.alive and not warm_jobs._server.ready.is_set()
-    assert jobs.status(again)["phase"] == "starting: the warm job server is finishing its imports"
+    starting = jobs.status(again)
+    assert starting["phase"] == "starting: the warm job server is finishing its imports", starting
+    assert starting["status"] == "queued" and starting["queue_position"] is None
+    assert jobs.status(behind)["queue_position"] == 1 and jobs.queue() == [behind]
     assert "--serve" in psutil.Process(job_pid(jobs, again)).cmdline()
     finish(jobs, again, 120)
+    finish(jobs, behind, 120)
     log = (jobs.run_dir(again) / "train.log").read_text()
     assert COLD not in log and re.search(r"\(waited \d+\.\d s for the warm job server's imports\)", log), log
 

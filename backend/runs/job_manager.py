@@ -316,9 +316,14 @@ class JobManager:
             return True
 
     def position(self, key: str) -> int | None:
-        """1 for the next job to start (key: a run's or another job's folder); None when it is not queued."""
+        """1 for the next job to start (key: a run's or another job's folder); None when it is not queued.
+
+        A run waiting for the job server's imports is starting, not in line: the places behind it stay as
+        they will be once it runs."""
         with self._lock:
-            return self._pending.index(key) + 1 if key in self._pending else None
+            if key not in self._pending or key in self._waiting:
+                return None
+            return self._pending.index(key) + 1 - sum(1 for waiting in self._pending if waiting in self._waiting)
 
     def _find_live_jobs(self) -> dict[str, int]:
         live = {}
@@ -353,14 +358,15 @@ class JobManager:
         return self._summary(self.run_dir(run_id))
 
     def _summary(self, run_dir: Path) -> dict[str, Any]:
+        starting = str(run_dir) in self._waiting
         summary = summarize(
             run_dir,
             self._events.read(run_dir),
-            queue_position=self._queue_position(run_dir.name),
+            queue_position=1 if starting else self._queue_position(run_dir.name),  # read as queued, not ended
             alive=self._is_alive(run_dir.name),
         )
-        if str(run_dir) in self._waiting and summary["status"] == "queued":
-            summary["phase"] = "starting: the warm job server is finishing its imports"
+        if starting:
+            summary.update(queue_position=None, phase="starting: the warm job server is finishing its imports")
         return summary
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -390,7 +396,7 @@ class JobManager:
     def queue(self) -> list[str]:
         """Queued run ids, next to start first (benchmarks and judges in the line are left out)."""
         with self._lock:
-            return [Path(p).name for p in self._pending if p not in self._guests]
+            return [Path(p).name for p in self._pending if p not in self._guests and p not in self._waiting]
 
     def finished_runs(self) -> list[str]:
         return [r["run_id"] for r in self.list_runs() if r["status"] == "completed"]
