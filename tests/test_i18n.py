@@ -13,6 +13,7 @@ from backend.config import fields
 from backend.data import DataOptions
 from backend.data.report import inspect_dataset
 from backend.errors import TuneForgeError
+from backend.runs.warm_jobs import STARTING_PHASE
 from tests.helpers import DATA, ROOT
 from webui.charts import smoothed
 from webui.i18n import SOURCE, catalogues, negotiate, read_catalogue, say, say_line
@@ -84,6 +85,7 @@ def test_a_data_error_reads_in_chinese_on_a_chinese_page(chinese_page):
     assert re.search(r"bad_line\.jsonl：第 3 行：JSON 无效（.+）", say_line(line))
     assert say_line("Cannot use this dataset") == "无法使用此数据集"
     assert say_line("a line no catalogue knows") == "a line no catalogue knows"
+    assert say_line(STARTING_PHASE) == "正在启动：预热的任务服务器即将完成导入"  # a run waiting for the job server
     assert say("msg.started_run", run="r1") == "已启动运行 `r1`。关闭此页面后它会继续运行。"
 
 

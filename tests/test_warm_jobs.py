@@ -97,7 +97,7 @@ def test_jobs_go_on_when_their_server_ends_and_are_followed_by_pid(ready_server,
     behind = jobs.start({**long_run(small_model, secret_dataset), "max_steps": 1})
     assert warm_jobs._server is not None and warm_jobs._server.alive and not warm_jobs._server.ready.is_set()
     starting = jobs.status(again)
-    assert starting["phase"] == "starting: the warm job server is finishing its imports", starting
+    assert starting["phase"] == warm_jobs.STARTING_PHASE, starting
     assert starting["status"] == "queued" and starting["queue_position"] is None
     assert jobs.status(behind)["queue_position"] == 1 and jobs.queue() == [behind]
     assert "--serve" in psutil.Process(job_pid(jobs, again)).cmdline()

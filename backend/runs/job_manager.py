@@ -57,7 +57,7 @@ from backend.runfiles import (
 )
 from backend.runs.run_summary import is_job_process, job_pid, read_owner, summarize, write_owner
 from backend.runs.stopping import stop_group
-from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server, worth_waiting_for
+from backend.runs.warm_jobs import STARTING_PHASE, ForkedJob, JobServer, warm_server, worth_waiting_for
 
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
@@ -366,7 +366,7 @@ class JobManager:
             alive=self._is_alive(run_dir.name),
         )
         if starting:
-            summary.update(queue_position=None, phase="starting: the warm job server is finishing its imports")
+            summary.update(queue_position=None, phase=STARTING_PHASE)
         return summary
 
     def events(self, run_id: str) -> list[dict[str, Any]]:

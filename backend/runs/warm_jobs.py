@@ -29,6 +29,8 @@ ANSWER_TIMEOUT_S = 10.0
 # How long a job waits for a server that is importing, counted from the server's start, before it starts as a
 # new process after all. Its imports take ~7 s alone on a 2-core CPU; this is for a server that never gets there.
 WAIT_FOR_IMPORTS_S = 30.0
+# The phase of a run that waits for them (the page shows it in its language: webui/locales, lines.starting_for_server).
+STARTING_PHASE = "starting: the warm job server is finishing its imports"
 
 
 class ForkedJob:
