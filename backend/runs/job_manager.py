@@ -57,7 +57,7 @@ from backend.runfiles import (
 )
 from backend.runs.run_summary import is_job_process, job_pid, read_owner, summarize, write_owner
 from backend.runs.stopping import stop_group
-from backend.runs.warm_jobs import STARTING_PHASE, ForkedJob, JobServer, warm_server, worth_waiting_for
+from backend.runs.warm_jobs import ForkedJob, JobServer, warm_server, worth_waiting_for
 
 # Jobs run this far below the app's CPU priority, so status reads and chat stay quick while one trains.
 JOB_NICENESS = 10
@@ -154,9 +154,10 @@ class JobManager:
             write_owner(run_dir, owner)
         except OSError as exc:  # a name too long for the file system, a full disk
             raise TuneForgeError(f"cannot create run folder {run_id[:80]}: {exc.strerror or exc}") from None
+        forkable = not uses_bitsandbytes(config)  # it may read the model's config.json: not under the lock
         with self._lock:
             self._pending.append(str(run_dir))
-            if not uses_bitsandbytes(config):
+            if forkable:
                 self._forkable.add(str(run_dir))
         self._advance()
         return run_id
@@ -179,9 +180,10 @@ class JobManager:
         self._reap_ended(run_dir)
         write_text_atomically(run_dir / RUN_FILE, config.to_yaml())
         EventLog(run_dir).emit("resume", checkpoint=checkpoint.name)  # the old end no longer describes the run
+        forkable = not uses_bitsandbytes(config)
         with self._lock:
             self._pending.append(str(run_dir))
-            if not uses_bitsandbytes(config):
+            if forkable:
                 self._forkable.add(str(run_dir))
         self._advance()
         return run_dir.name
@@ -358,16 +360,13 @@ class JobManager:
         return self._summary(self.run_dir(run_id))
 
     def _summary(self, run_dir: Path) -> dict[str, Any]:
-        starting = str(run_dir) in self._waiting
-        summary = summarize(
+        return summarize(
             run_dir,
             self._events.read(run_dir),
-            queue_position=1 if starting else self._queue_position(run_dir.name),  # read as queued, not ended
+            queue_position=self._queue_position(run_dir.name),
             alive=self._is_alive(run_dir.name),
+            starting=str(run_dir) in self._waiting,
         )
-        if starting:
-            summary.update(queue_position=None, phase=STARTING_PHASE)
-        return summary
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events as one history: a resume replaces what its earlier attempt logged past the checkpoint."""

@@ -16,6 +16,7 @@ import psutil
 from backend.events import end_event, timeline
 from backend.files import write_text_atomically
 from backend.runfiles import JOB_MODULE, OWNER_FILE, SWEEP_FILE
+from backend.runs.warm_jobs import STARTING_PHASE
 from backend.task_metrics import headline
 
 
@@ -38,8 +39,11 @@ def summarize(
     events: list[dict[str, Any]],
     queue_position: int | None = None,
     alive: bool | None = None,
+    starting: bool = False,
 ) -> dict[str, Any]:
-    """A run's state from its events: what train_status returns and the run list shows."""
+    """A run's state from its events: what train_status returns and the run list shows.
+
+    starting: the run waits for the warm job server's imports (backend.runs.warm_jobs): queued, in no place in line."""
     events = timeline(events)
     logs = [e for e in events if e["type"] == "log"]
     evals = [e for e in events if e["type"] == "eval"]
@@ -80,7 +84,9 @@ def summarize(
     }
     if (run_dir / SWEEP_FILE).exists():
         summary["sweep"] = _sweep_label(run_dir)
-    if queue_position is not None:
+    if starting:
+        summary.update(status="queued", phase=STARTING_PHASE)
+    elif queue_position is not None:
         summary.update(status="queued", phase=f"queued, #{queue_position} in line")
     elif end is not None:
         error = (end["status"] == "aborted" and _abort_reason(events)) or end.get("error")
