@@ -169,10 +169,20 @@ class DatasetTab(Tab):
         form["dataset"].change(self.on_dataset_named, form["dataset"], self.named, show_progress="hidden")
         form["dataset_dir"].change(self.on_dataset_dir, form["dataset_dir"], self.named)
         self.upload.upload(self.on_upload, self.upload, [form["dataset"], self.upload, self.named])
-        triggers = [form[name].change for name in DATA_TRIGGERS] + [self.check.click]
+        # The page's first check is one of its triggers, not a listener of its own: two listeners ran side by
+        # side, and a slow first check (the demo, seconds on a busy machine) landed after the check of a file
+        # uploaded meanwhile, so the summary described the demo. One listener runs its triggers in turn.
+        triggers = [form[name].change for name in DATA_TRIGGERS] + [self.check.click, self.ctx.blocks.load]
         # Progress on the summary alone: each target is revisited on every later event (webui/progress_targets.py).
-        gr.on(triggers, self.on_check, inputs, checked, show_progress="minimal", show_progress_on=self.summary)
-        self.ctx.blocks.load(self.on_check, inputs, checked, show_progress_on=self.summary)
+        gr.on(
+            triggers,
+            self.on_check,
+            inputs,
+            checked,
+            show_progress="minimal",
+            show_progress_on=self.summary,
+            trigger_mode="always_last",
+        )
         followers, previous_task = [form[f.name] for f in TASK_FOLLOWERS], gr.State(FIRST_TASK)
         # One handler for them all, so that the previous task they compare against is updated once.
         task_and_followers = [previous_task, form["task"], *followers]

@@ -29,9 +29,10 @@ class ModelTab(Tab):
 
     def connect(self, page: Page) -> None:
         inputs = [page.form[f.name] for f in fields()]
-        triggers = [page.form[name].change for name in FIT_TRIGGERS]
-        gr.on(triggers, self.on_fit, inputs, self.fit, show_progress="hidden")
-        self.ctx.blocks.load(self.on_fit, inputs, self.fit)
+        # The page's first estimate is a trigger of the same listener, so it cannot land after a later one
+        # (webui/tab_dataset.py says how it did).
+        triggers = [page.form[name].change for name in FIT_TRIGGERS] + [self.ctx.blocks.load]
+        gr.on(triggers, self.on_fit, inputs, self.fit, show_progress="hidden", trigger_mode="always_last")
 
     @on_refusal("No memory estimate")
     def on_fit(self, *values):

@@ -189,9 +189,16 @@ class TrainTab(Tab):
         # Start fills the preview too, so the YAML and command of what was started stay in view.
         self.start.click(self.on_preview, inputs, preview).then(self.on_start, inputs, [self.run, self.message], **JOBS)
         self.abort.click(self.on_abort, self.run, self.message, **JOBS)
-        fit_triggers = [page.form[name].change for name in FIT_TRIGGERS] + [self.start.click]
-        gr.on(fit_triggers, self.on_fit_warning, inputs, self.fit_warning, show_progress="hidden")
-        self.ctx.blocks.load(self.on_fit_warning, inputs, self.fit_warning)
+        # With the page's load among them, so that its first warning cannot land after a later one.
+        fit_triggers = [page.form[name].change for name in FIT_TRIGGERS] + [self.start.click, self.ctx.blocks.load]
+        gr.on(
+            fit_triggers,
+            self.on_fit_warning,
+            inputs,
+            self.fit_warning,
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
         live = [self.progress, self.chart, self.chart_caption, self.rewards, self.completions, self.log, self.runs]
         sent, drawn_from = SentMemory(), [self.run, self.smoothing]
         sent.redraw_on(self.run.change, self.refresh, drawn_from, live)
