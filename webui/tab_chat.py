@@ -95,8 +95,9 @@ class ChatTab(Tab):
         self.clear.click(self.on_clear, None, [self.chatbot, self.box])
         self.score_button.click(self.on_score, [self.scorer, self.chatbot], self.score, **DEVICE)
         self.item.select(self.scorers, self.scorer, self.scorer, **STATUS)
-        listed = [self.ctx.blocks.load, self.item.select, page.finished.change]  # one listener: none lands stale
-        gr.on(listed, self.targets, [self.target, self.chatbot], self.target, trigger_mode="always_last", **STATUS)
+        self.ctx.blocks.load(self.targets, [self.target, self.chatbot], self.target)
+        self.item.select(self.targets, [self.target, self.chatbot], self.target, **STATUS)
+        page.finished.change(self.targets, [self.target, self.chatbot], self.target, **STATUS)
 
     def respond(self, message, history, target, system, temperature, top_p, max_new, image=None):
         history = list(history or [])

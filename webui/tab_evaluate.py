@@ -166,8 +166,9 @@ class EvaluateTab(Tab):
         settings = [run, self.dataset, self.max_rows, self.max_new, self.temperature]
         view = self.jobs_view
         refreshed = [self.summary, run, view.models, view.judge_a, view.judge_b]
-        listed = [self.ctx.blocks.load, self.item.select, page.finished.change]  # one listener: none lands stale
-        gr.on(listed, self.on_refresh, run, refreshed, trigger_mode="always_last", **STATUS)
+        self.ctx.blocks.load(self.on_refresh, run, refreshed)
+        self.item.select(self.on_refresh, run, refreshed, **STATUS)
+        page.finished.change(self.on_refresh, run, refreshed, **STATUS)
         view.connect()
         # Its progress on the chart, not on the two groups it shows or hides (webui/progress_targets.py).
         run.change(self.on_run, run, shown, show_progress_on=self.chart)

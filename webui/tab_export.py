@@ -84,8 +84,9 @@ class ExportTab(Tab):
         )
         self.serve.click(self.on_serve, [self.run, self.api_key, self.engine], self.serve_message, **DEVICE)
         self.unserve.click(self.on_unserve, self.run, self.serve_message)
-        listed = [self.ctx.blocks.load, self.item.select, page.finished.change]  # one listener: none lands stale
-        gr.on(listed, self.runs, self.run, self.run, trigger_mode="always_last", **STATUS)
+        self.ctx.blocks.load(self.runs, self.run, self.run)
+        self.item.select(self.runs, self.run, self.run, **STATUS)
+        page.finished.change(self.runs, self.run, self.run, **STATUS)
 
     @on_refusal("Cannot export", None, LINE)
     def on_export(self, run_id, kind, shard, gguf_type, progress=gr.Progress()):

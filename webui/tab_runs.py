@@ -158,8 +158,8 @@ class RunsTab(Tab):
         sent.tick(self.timer, self.refresh, [self.known], listing)
         sent.redraw_on(self.ctx.blocks.load, self.refresh, [self.known], listing)
         sent.redraw_on(self.item.select, self.refresh, [self.known], listing)
-        audited = [self.ctx.blocks.load, self.audit_box.expand]  # one listener: neither lands stale
-        gr.on(audited, self.on_audit, None, [self.audit_box, self.audit], trigger_mode="always_last", **STATUS)
+        self.ctx.blocks.load(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
+        self.audit_box.expand(self.on_audit, None, [self.audit_box, self.audit], **STATUS)
         self.audit_page.change(self.on_audit_page, self.audit_page, self.audit, **STATUS)
         self.compare.click(self.on_compare, self.selected, [self.chart, self.diff, self.metrics, self.message])
         # Their progress on the message alone, never on the tab strip or the form (webui/progress_targets.py).
