@@ -3,7 +3,7 @@
 glibc gives each large block (above a threshold that starts at 128 KiB and rises to 32 MiB as such blocks
 are freed) its own mapping, unmapped when freed, and returns the top of its heap once 128 KiB is free there.
 A training step frees and allocates the same activations each time, so the kernel maps and zeroes them again,
-page by page. The "kept" trials start the job with both thresholds at their largest
+page by page. The "kept" trials start the job with both thresholds at 2 GiB
 (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647), a setting a
 person can give any process; the product does not set it (docs/benchmarks.md says why).
 
