@@ -19,6 +19,7 @@ last whole checkpoint.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -325,7 +326,8 @@ class JobManager:
         with self._lock:
             if key not in self._pending or key in self._waiting:
                 return None
-            return self._pending.index(key) + 1 - sum(1 for waiting in self._pending if waiting in self._waiting)
+            ahead = itertools.islice(self._pending, self._pending.index(key))
+            return 1 + sum(1 for other in ahead if other not in self._waiting)
 
     def _find_live_jobs(self) -> dict[str, int]:
         live = {}
