@@ -16,9 +16,14 @@ if TYPE_CHECKING:  # the imports themselves wait until after --help
 
 
 def main() -> None:
+    from backend.cycle_collector import hold, settle
+
     args = parse_arguments()
     prepare_process()
-    serve(args, *build_studio(args))
+    hold()
+    studio = build_studio(args)
+    settle()  # gradio and the page's ~600,000 objects live as long as the app: out of every later collection
+    serve(args, *studio)
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

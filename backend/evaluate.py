@@ -23,6 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from backend.cycle_collector import hold, settle
 from backend.errors import TuneForgeError
 from backend.evaluation.judge_run import API_KEY_ENV
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.job:
         return run_job(Path(args.job))
+    settle()  # the terminal's process starts a job and follows it: it imports nothing to keep
     try:
         return follow(*start(args))
     except TuneForgeError as exc:
@@ -131,6 +133,7 @@ def run_job(folder: Path) -> int:
         else:
             from backend.evaluation.judge_run import run_judge
 
+            settle()  # a judge job asks endpoints, and loads its models (if any) among its requests
             result = {"rows": run_judge(spec, folder, events)}
         write_text_atomically(folder / RESULT_FILE, json.dumps(result, ensure_ascii=False, indent=1))
     except TuneForgeError as exc:
@@ -146,4 +149,5 @@ def run_job(folder: Path) -> int:
 
 
 if __name__ == "__main__":
+    hold()  # until a benchmark job has imported lm-eval and its libraries (backend.cycle_collector)
     sys.exit(main())

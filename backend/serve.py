@@ -28,6 +28,7 @@ import socket
 import sys
 from pathlib import Path
 
+from backend.cycle_collector import hold, settle
 from backend.errors import TuneForgeError
 from backend.serving.server_limits import STOPPING, ServerLimits
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     limits = ServerLimits(args.max_tokens, args.max_request_bytes, args.max_queue)
     app = build_app(name, folder, args.api_key, limits)
+    settle()  # the libraries and the model stay as long as the server: out of every later collection
     _say_serving(args, name)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
     _server_class()(config).run()
@@ -136,6 +138,7 @@ def _serve_llamacpp(args: argparse.Namespace) -> int:
     # A stop (SIGTERM, as the Export tab's Stop sends) ends llama-server too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.start(quiet=False)
+    settle()
     _say_serving(args, name)
     try:
         server.proc.wait()
@@ -196,4 +199,5 @@ def _check_port(host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
+    hold()  # until the model is loaded (backend.cycle_collector)
     sys.exit(main())

@@ -37,6 +37,7 @@ from backend.admission import admit
 from backend.capability import probe, uses_bitsandbytes
 from backend.checkpoints import checkpoint_step
 from backend.config import TrainConfig
+from backend.cycle_collector import hold, settle
 from backend.errors import TuneForgeError
 from backend.events import EventLog, NullEventLog
 from backend.files import disk_full_message
@@ -130,6 +131,7 @@ def _install_abort_handler(events: EventLog, reports_abort: bool) -> None:
 def run(config: TrainConfig, events: EventLog, run_dir: Path, resume_from: Path | None = None) -> dict:
     """Train according to config; returns the final metrics."""
     recipe = recipe_for(config, events, run_dir, resume_from)
+    settle()  # the libraries are imported: out of every later collection (Trainer.train() starts with one)
     recipe.setup()
     metrics = recipe.train()
     recipe.save(metrics)
@@ -244,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.from_llamafactory and not launched_by_us():
         print(loaded.report(where), flush=True)
     if needs_relaunch(config):
+        settle()  # this process only waits on torchrun's, for as long as the run trains
         return relaunch(config, run_dir, run_dir / CONFIG_FILE, **resumed)
     # Library deprecation chatter would bury the lines a person reads in the log tail.
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -287,4 +290,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    hold()  # until run() has imported the job's libraries (the job server: until its warm imports are done)
     sys.exit(main())

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from backend.cycle_collector import settle
 from backend.events import EventLog, read_events
 from backend.files import write_text_atomically
 
@@ -50,6 +51,8 @@ def _reporter(events: EventLog, stage: dict[str, Any]):
 def evaluate_model(model: dict[str, Any], spec: dict[str, Any], folder: Path, progress) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
+
+    settle()
 
     lm = progress_lm(model, spec.get("batch_size", 8), progress)
     cache = folder / "cache" / _slug(model["name"])

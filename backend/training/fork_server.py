@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from backend.cycle_collector import settle
 from backend.runfiles import NICE_ENV
 
 REAP_INTERVAL_S = 0.2
@@ -84,6 +85,7 @@ def serve(run_job: Callable[[list[str]], int], needs_bitsandbytes: Callable[[str
     why_not = cannot_fork_here()
     if why_not is None:
         warm_imports()
+        settle()  # before any fork: a job's collections then never touch, and so never copy, the server's pages
         why_not = cannot_fork_after_imports()
     if why_not:
         print(f"job server: {why_not}; jobs start as new processes", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from backend.config import TrainConfig
+from backend.cycle_collector import hold, settle
 from backend.errors import TuneForgeError
 from backend.events import EventLog, read_events
 from backend.training.task_recipes import recipe_for
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         run_config = TrainConfig.from_dict(options)
         try:
             recipe = recipe_for(run_config, EventLog(tmp), Path(tmp))
+            settle()  # as a job does (backend.train.run)
             recipe.setup()
             recipe.train()
         except TuneForgeError as exc:
@@ -50,4 +52,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    hold()
     sys.exit(main())

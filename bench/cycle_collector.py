@@ -1,0 +1,156 @@
+"""Benchmark: the studio's processes with their imports kept out of Python's cycle collections, against the
+same processes with the collector as Python leaves it (backend.cycle_collector).
+
+Two processes, each started fresh, as the studio starts them:
+  - app: `python launch.py` on an empty workspace, until its page answers (then stopped);
+  - job: `python -m backend.train` on the embedded SmolLM2-135M, 4 LoRA steps of the speed data (cutoff 128,
+    no validation), precision auto.
+The "python" trials put a sitecustomize first on the process's PYTHONPATH that turns hold() and settle() into
+nothing, so the process runs Python's collector untouched; the "settled" trials run the product as it is.
+Trials alternate, so a busy machine slows both alike. Each reports the child's wall, user and system seconds
+(wait4) and the seconds its collections took (gc.callbacks, written at exit).
+
+Usage: python bench/cycle_collector.py [--trials N] [--processes app,job]   (last line: JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODES = ("settled", "python")
+# Every collection's duration, summed, written when the process ends (or is stopped).
+TIMED = """
+import atexit, gc, json, os, signal, sys, time
+_spent = [0.0, 0.0]
+def _time(phase, info):
+    if phase == "start":
+        _spent[1] = time.perf_counter()
+    else:
+        _spent[0] += time.perf_counter() - _spent[1]
+gc.callbacks.append(_time)
+def _write():
+    with open(os.environ["BENCH_GC_OUT"], "w") as f:
+        json.dump({"collections_s": _spent[0]}, f)
+atexit.register(_write)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+"""
+UNTOUCHED = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})  # the entry's own folder joins sys.path only after site has run
+import backend.cycle_collector as collector
+collector.hold = collector.settle = lambda: None
+"""
+
+
+def start(kind: str, workdir: Path, name: str, env: dict) -> tuple[subprocess.Popen, Path]:
+    if kind == "app":
+        (workdir / name).mkdir()
+        port = _free_port()
+        command = [sys.executable, "launch.py", "--workspace", str(workdir / name), "--port", str(port)]
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        _wait_for_page(process, f"http://127.0.0.1:{port}/")
+        process.send_signal(signal.SIGTERM)
+        return process, workdir / name
+    run_dir = workdir / name
+    options = {
+        "dataset": ROOT / "bench" / "data" / "speed_train.json",
+        "val_size": 0,
+        "cutoff_len": 128,
+        "max_steps": 4,
+        "save_steps": 0,
+        "output_dir": run_dir,
+    }
+    config = workdir / f"{name}.yaml"
+    config.write_text("".join(f"{key}: {value}\n" for key, value in options.items()))
+    command = [sys.executable, "-m", "backend.train", "--config", str(config)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL), run_dir
+
+
+def trial(kind: str, mode: str, workdir: Path, number: int) -> dict:
+    name = f"{kind}-{mode}-{number}"
+    site = workdir / f"site-{name}"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(TIMED + (UNTOUCHED if mode == "python" else ""))
+    gc_out = workdir / f"{name}.gc.json"
+    env = {**os.environ, "PYTHONPATH": str(site), "BENCH_GC_OUT": str(gc_out), "TUNEFORGE_WARM_JOBS": "0"}
+    began = time.time()
+    process, _ = start(kind, workdir, name, env)
+    _, status, usage = os.wait4(process.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, -signal.SIGTERM):
+        raise SystemExit(f"{name}: exited with {code}")
+    return {
+        "wall_s": round(time.time() - began, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "collections_s": round(json.loads(gc_out.read_text())["collections_s"], 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_page(process: subprocess.Popen, url: str) -> None:
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"the app did not answer at {url}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--processes", default="app,job")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from backend.models.sources import default_model_dir
+
+    default_model_dir(progress=lambda msg: None)
+    workdir = Path(tempfile.mkdtemp(prefix="tuneforge-collector-"))
+    results: dict[str, dict[str, list]] = {}
+    for kind in (kind for kind in args.processes.split(",") if kind):
+        results[kind] = {mode: [] for mode in MODES}
+        for number in range(args.trials):
+            for mode in MODES:
+                results[kind][mode].append(trial(kind, mode, workdir, number))
+                print(kind, mode, results[kind][mode][-1], file=sys.stderr, flush=True)
+    best = {
+        kind: {mode: min(r["cpu_s"] for r in runs) for mode, runs in modes.items()} for kind, modes in results.items()
+    }
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, {platform.processor() or 'cpu'}",
+                "trials": results,
+                "best_cpu_s": best,
+                "cpu_saved_s": {kind: round(b["python"] - b["settled"], 2) for kind, b in best.items()},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
