@@ -138,7 +138,7 @@ def _serve_llamacpp(args: argparse.Namespace) -> int:
     # A stop (SIGTERM, as the Export tab's Stop sends) ends llama-server too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.start(quiet=False)
-    settle()
+    settle()  # this process only waits on llama-server's
     _say_serving(args, name)
     try:
         server.proc.wait()

@@ -69,10 +69,13 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-# A worker imports torch, transformers, gradio and the rest while it collects, as the studio's processes do
-# (backend.cycle_collector): every Trainer.train() in it starts with a full collection, which then walks only
-# what the tests made. test_architectures.py alone went from 47 s to 38 s.
-hold()
+def pytest_configure(config):
+    """A process that collects imports torch, transformers, gradio and the rest while it does, as the studio's
+    processes do (backend.cycle_collector): every Trainer.train() in it then starts with a full collection that
+    walks only what the tests made. test_architectures.py alone went from 47 s to 38 s. Not pytest-xdist's
+    controller, which collects nothing (its workers do), so would never settle."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+        hold()
 
 
 def pytest_collection_finish(session):

@@ -52,7 +52,7 @@ def evaluate_model(model: dict[str, Any], spec: dict[str, Any], folder: Path, pr
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    settle()
+    settle()  # lm-eval, torch and transformers are imported (backend.cycle_collector)
 
     lm = progress_lm(model, spec.get("batch_size", 8), progress)
     cache = folder / "cache" / _slug(model["name"])
