@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 sys.path.insert(0, str(ROOT))
+
+from bench.trials import machine, prepare  # noqa: E402
 
 STEPS = 16
 CHUNK = 256
@@ -131,11 +131,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--levers", default=",".join(LEVERS))
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from backend.models.sources import default_model_dir
-
-    default_model_dir(progress=lambda msg: None)
-    workdir = Path(tempfile.mkdtemp(prefix="tuneforge-levers-"))
+    workdir = prepare("tuneforge-levers-")
     levers = [lever for lever in args.levers.split(",") if lever]
     trials: dict[str, list] = {"eager": [], **{lever: [] for lever in levers}}
     for trial in range(args.trials):
@@ -145,7 +141,7 @@ def main() -> None:
     best = {lever: min(runs, key=lambda r: r["steady_step_s"]) for lever, runs in trials.items()}
     result = {
         "steps": STEPS,
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, {platform.processor() or 'cpu'}",
+        "machine": machine(),
         "trials": trials,
         "steady_speedup": {
             lever: round(best["eager"]["steady_step_s"] / best[lever]["steady_step_s"], 3) for lever in levers

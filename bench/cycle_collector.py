@@ -18,17 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.trials import interleaved, machine, prepare  # noqa: E402
+from tests.helpers import start_app  # noqa: E402
 
 MODES = ("settled", "python")
 # Every collection's duration, summed, written when the process ends (or is stopped).
@@ -58,10 +58,7 @@ collector.hold = collector.settle = lambda: None
 def start(kind: str, workdir: Path, name: str, env: dict) -> tuple[subprocess.Popen, Path]:
     if kind == "app":
         (workdir / name).mkdir()
-        port = _free_port()
-        command = [sys.executable, "launch.py", "--workspace", str(workdir / name), "--port", str(port)]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        _wait_for_page(process, f"http://127.0.0.1:{port}/")
+        process, _ = start_app(workdir / name, env=env)  # returns once its page answers
         process.send_signal(signal.SIGTERM)
         return process, workdir / name
     run_dir = workdir / name
@@ -100,50 +97,22 @@ def trial(kind: str, mode: str, workdir: Path, number: int) -> dict:
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_page(process: subprocess.Popen, url: str) -> None:
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"the app did not answer at {url}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--processes", default="app,job")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from backend.models.sources import default_model_dir
-
-    default_model_dir(progress=lambda msg: None)
-    workdir = Path(tempfile.mkdtemp(prefix="tuneforge-collector-"))
-    results: dict[str, dict[str, list]] = {}
-    for kind in (kind for kind in args.processes.split(",") if kind):
-        results[kind] = {mode: [] for mode in MODES}
-        for number in range(args.trials):
-            for mode in MODES:
-                results[kind][mode].append(trial(kind, mode, workdir, number))
-                print(kind, mode, results[kind][mode][-1], file=sys.stderr, flush=True)
+    workdir = prepare("tuneforge-collector-")
+    kinds = [kind for kind in args.processes.split(",") if kind]
+    results = interleaved(kinds, MODES, args.trials, lambda kind, mode, number: trial(kind, mode, workdir, number))
     best = {
         kind: {mode: min(r["cpu_s"] for r in runs) for mode, runs in modes.items()} for kind, modes in results.items()
     }
     print(
         json.dumps(
             {
-                "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, {platform.processor() or 'cpu'}",
+                "machine": machine(),
                 "trials": results,
                 "best_cpu_s": best,
                 "cpu_saved_s": {kind: round(b["python"] - b["settled"], 2) for kind, b in best.items()},

@@ -23,16 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 sys.path.insert(0, str(ROOT))
+
+from bench.trials import interleaved, machine, prepare  # noqa: E402
 
 JOBS = {
     "grpo": {"task": "grpo", "dataset": "demo_arithmetic", "max_steps": 8, "max_completion_length": 16, "val_size": 8},
@@ -78,25 +78,16 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--jobs", default=",".join(JOBS))
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from backend.models.sources import default_model_dir
-
-    default_model_dir(progress=lambda msg: None)
-    workdir = Path(tempfile.mkdtemp(prefix="tuneforge-heap-"))
-    results: dict[str, dict[str, list]] = {}
-    for job in (job for job in args.jobs.split(",") if job):
-        results[job] = {mode: [] for mode in MODES}
-        for trial in range(args.trials):
-            for mode in MODES:
-                results[job][mode].append(run(workdir, job, mode, trial))
-                print(job, mode, results[job][mode][-1], file=sys.stderr, flush=True)
+    workdir = prepare("tuneforge-heap-")
+    jobs = [job for job in args.jobs.split(",") if job]
+    results = interleaved(jobs, MODES, args.trials, lambda job, mode, trial: run(workdir, job, mode, trial))
     best = {
         job: {mode: min(r["wall_s"] for r in runs) for mode, runs in modes.items()} for job, modes in results.items()
     }
     print(
         json.dumps(
             {
-                "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, {platform.processor() or 'cpu'}",
+                "machine": machine(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                 "trials": results,
                 "best_wall_s": best,

@@ -1,0 +1,41 @@
+"""What the benchmarks that run one process several ways share: the embedded model ready offline, a fresh
+work folder, trials interleaved so that a busy machine slows every way alike, and the machine's line.
+
+Used by bench/freed_memory.py, bench/cycle_collector.py and bench/cpu_levers.py.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+
+def prepare(prefix: str) -> Path:
+    """Offline, the embedded SmolLM2 converted once, and a new work folder for this run's trials."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from backend.models.sources import default_model_dir
+
+    default_model_dir(progress=lambda msg: None)
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def interleaved(kinds: Iterable[str], modes: Iterable[str], trials: int, run: Callable) -> dict[str, dict[str, list]]:
+    """run(kind, mode, number) for each kind, trial after trial, each trial every mode in turn; each result is
+    also printed to stderr as it comes."""
+    modes = list(modes)
+    results: dict[str, dict[str, list]] = {}
+    for kind in kinds:
+        results[kind] = {mode: [] for mode in modes}
+        for number in range(trials):
+            for mode in modes:
+                results[kind][mode].append(run(kind, mode, number))
+                print(kind, mode, results[kind][mode][-1], file=sys.stderr, flush=True)
+    return results
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} logical cores, {platform.processor() or 'cpu'}"
