@@ -71,7 +71,7 @@ def test_an_earlier_ticks_answer_arriving_last_is_followed_by_what_it_missed():
     with gr.Blocks():
         sent = SentMemory()
     # A gr.State is the server's, written in the order ticks end, not in the order their answers reach the page.
-    assert not isinstance(sent.state, gr.State)
+    assert not isinstance(sent.memory, gr.State)
     tick = sent.ticking(lambda run_id: (state["line"], "log"))
     page = Page(2)
     earlier = tick("run-a", page.memory)

@@ -150,18 +150,18 @@ class EvalJobsView:
     def connect(self) -> None:
         # A tick sends only what changed; an event that writes a live output itself forgets the tick's memory.
         sent = SentMemory()
-        bench_out = [self.bench_id, self.bench_line, self.bench_table, sent.state]
+        bench_out = [self.bench_id, self.bench_line, self.bench_table, sent.memory]
         self.bench_start.click(
             self.on_benchmark, [self.tasks, self.models, self.fewshot, self.limit], bench_out, **DEVICE
         )
         self.bench_abort.click(self.on_abort, self.bench_id, None, **JOBS)
-        self.bench_resume.click(self.on_resume, self.bench_id, [self.bench_line, sent.state], **JOBS)
+        self.bench_resume.click(self.on_resume, self.bench_id, [self.bench_line, sent.memory], **JOBS)
         judge_in = [self.judge_a, self.judge_b, self.judge_dataset, self.judge_limit]
         judge_in += [self.judge_url, self.judge_model, self.judge_key]
-        judge_out = [self.judge_id, self.judge_line, self.judge_verdict, self.judge_table, sent.state]
+        judge_out = [self.judge_id, self.judge_line, self.judge_verdict, self.judge_table, sent.memory]
         self.judge_start.click(self.on_judge, judge_in, judge_out, **DEVICE)
         self.judge_abort.click(self.on_abort, self.judge_id, None, **JOBS)
-        self.judge_resume.click(self.on_resume, [self.judge_id, self.judge_key], [self.judge_line, sent.state], **JOBS)
+        self.judge_resume.click(self.on_resume, [self.judge_id, self.judge_key], [self.judge_line, sent.memory], **JOBS)
         shown = [self.bench_line, self.bench_table, self.judge_line, self.judge_verdict, self.judge_table]
         sent.tick(self.timer, self.on_tick, [self.bench_id, self.judge_id], shown)
         self.ctx.blocks.load(self.on_load, None, [self.bench_id, self.judge_id], **STATUS)

@@ -46,16 +46,16 @@ class SentMemory:
     """One page's memory of a view's last sent outputs: it goes in and out of every event that draws the view."""
 
     def __init__(self):
-        self.state = gr.JSON(None, visible=False)
+        self.memory = gr.JSON(None, visible=False)
 
     def tick(self, timer: gr.Timer, draw: Callable, inputs: list, outputs: list) -> None:
         """Draw the view on every tick of the timer, sending only what changed."""
-        wired = ([*inputs, self.state], [*outputs, self.state])
+        wired = ([*inputs, self.memory], [*outputs, self.memory])
         timer.tick(self.ticking(draw), *wired, show_progress="hidden", **STATUS)
 
     def redraw_on(self, trigger: Callable, draw: Callable, inputs: list, outputs: list) -> None:
         """Draw the whole view on another event (trigger: a listener, such as `dropdown.change`)."""
-        trigger(self.forgetting(draw), inputs, [*outputs, self.state], **STATUS)
+        trigger(self.forgetting(draw), inputs, [*outputs, self.memory], **STATUS)
 
     def ticking(self, draw: Callable) -> Callable:
         """draw(*inputs) → outputs, as a tick: inputs + memory → each output or a skip, + the new memory."""
