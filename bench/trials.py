@@ -1,7 +1,7 @@
 """What the benchmarks that run one process several ways share: the embedded model ready offline, a fresh
 work folder, trials interleaved so that a busy machine slows every way alike, and the machine's line.
 
-Used by bench/freed_memory.py, bench/cycle_collector.py and bench/cpu_levers.py.
+Used by bench/freed_memory.py, bench/cycle_collector.py, bench/cpu_levers.py and bench/labelled_positions.py.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from backend.templates import template_in_use
 from backend.training.callbacks import TRAINER_METRICS, EventsCallback, RankReport, finite_or_none
 from backend.training.distributed import is_main_rank, trainer_arguments
 from backend.training.flops import step_shape, training_flops_per_token
+from backend.training.labelled_positions import score_labelled_positions_only
 from backend.training.lora_variants import (
     drop_initial_adapter,
     keep_initial_adapter,
@@ -374,6 +375,10 @@ class Recipe:
 class TRLRecipe(Recipe):
     """What the recipes on TRL's trainers (preference, grpo) share: TRL counts the tokens, and its final
     evaluation scores are read from the log where the last step already evaluated."""
+
+    def train(self) -> dict:
+        score_labelled_positions_only()
+        return super().train()
 
     def tokens_seen(self) -> int:
         # TRL's batches hold prompt and answers apart, so the Trainer may count no input tokens; TRL does.

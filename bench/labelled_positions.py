@@ -1,0 +1,99 @@
+"""Benchmark: TRL's fused LM head scoring only the labelled positions on a CPU (backend.training.labelled_positions),
+against TRL's own choice there, every position (prompt and padding too).
+
+Two jobs, each started fresh as the studio starts them (`python -m backend.train`, torch on one thread as in
+the test suite), on the embedded SmolLM2-135M with the test suite's demo settings:
+  - dpo: 8 LoRA steps of 2 pairs of the bundled preference demo, 8 held-out pairs;
+  - grpo: 8 LoRA steps of 8 completions (2 arithmetic prompts x 4) of at most 16 tokens, 8 held-out prompts.
+The "every" trials put a sitecustomize first on the job's PYTHONPATH that turns the switch into nothing; the
+"labelled" trials run the product as it is. Trials alternate, so a busy machine slows both alike. Each
+reports the job's wall and CPU seconds (wait4), and its final metrics, which should be the same both ways.
+
+Usage: python bench/labelled_positions.py [--trials N] [--tasks dpo,grpo]   (last line: JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.trials import interleaved, machine, prepare  # noqa: E402
+
+MODES = ("labelled", "every")
+TASKS = {
+    "dpo": {"task": "dpo", "dataset": "demo_preference", "val_size": 8, "max_steps": 8,
+            "per_device_train_batch_size": 2, "learning_rate": 5e-4, "cutoff_len": 192, "eval_steps": 100},
+    "grpo": {"task": "grpo", "dataset": "demo_arithmetic", "val_size": 8, "max_steps": 8,
+             "max_completion_length": 16},
+}  # fmt: skip
+EVERY_POSITION = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})  # the entry's own folder joins sys.path only after site has run
+import backend.training.labelled_positions as switch
+switch.score_labelled_positions_only = lambda: None
+"""
+KEPT = ("train_loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies", "eval_reward", "reward")
+
+
+def trial(task: str, mode: str, workdir: Path, number: int) -> dict:
+    name = f"{task}-{mode}-{number}"
+    site = workdir / f"site-{name}"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(EVERY_POSITION if mode == "every" else "")
+    run_dir = workdir / name
+    options = {**TASKS[task], "save_steps": 0, "report_to": "none", "output_dir": str(run_dir)}
+    config = workdir / f"{name}.yaml"
+    config.write_text(json.dumps(options))  # YAML reads JSON
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    began = time.time()
+    command = [sys.executable, "-m", "backend.train", "--config", str(config)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if code := os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{name}: exited with {code}; see {run_dir / 'train.log'}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "wall_s": round(time.time() - began, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "metrics": {key: metrics[key] for key in KEPT if key in metrics},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--tasks", default="dpo,grpo")
+    args = parser.parse_args()
+    workdir = prepare("tuneforge-positions-")
+    tasks = [task for task in args.tasks.split(",") if task]
+    results = interleaved(tasks, MODES, args.trials, lambda task, mode, number: trial(task, mode, workdir, number))
+    best = {
+        task: {mode: min(r["cpu_s"] for r in runs) for mode, runs in modes.items()} for task, modes in results.items()
+    }
+    same = {
+        task: all(r["metrics"] == modes["every"][0]["metrics"] for runs in modes.values() for r in runs)
+        for task, modes in results.items()
+    }
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "trials": results,
+                "best_cpu_s": best,
+                "cpu_saved_share": {task: round(1 - b["labelled"] / b["every"], 3) for task, b in best.items()},
+                "same_metrics": same,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
