@@ -1,12 +1,12 @@
 """TRL's fused LM head, on a CPU, scores only the positions that have a label: not the prompt, not the padding.
 
-TRL 1.16 adds its own LM head to the model of each of its trainers (DPO, KTO, ORPO, GRPO): it projects hidden
-states onto the vocabulary in tiles and keeps each position's log-probability of its label. On a device with
-Triton it first drops the positions whose label is -100 (the prompt and the padding); elsewhere it projects
-every position, because on Neuron a batch's count of labelled positions would change the tiles' shapes and
-recompile its kernels at every step. Nothing compiles the head on a CPU (the studio's regional compile takes
-the decoder blocks only), and SmolLM2's head is a fifth of its forward pass, so on a CPU TRL spent most of that
-fifth on positions it then zeroed.
+TRL 1.16 adds its own LM head to the model of three of its trainers (DPO, KTO and GRPO; ORPO's and the reward
+model's have none): it projects hidden states onto the vocabulary in tiles and keeps each position's
+log-probability of its label. On a device with Triton it first drops the positions whose label is -100 (the
+prompt and the padding); elsewhere it projects every position, because on Neuron a batch's count of labelled
+positions would change the tiles' shapes and recompile its kernels at every step. Nothing compiles the head on
+a CPU (the studio's regional compile takes the decoder blocks only), and SmolLM2's head is a fifth of its
+forward pass, so on a CPU TRL spent most of that fifth on positions it then zeroed.
 
 `score_labelled_positions_only()` makes a CPU take the Triton devices' path; every other device keeps TRL's own
 choice. The labelled positions' log-probabilities are the same numbers either way (TRL fills the others with
