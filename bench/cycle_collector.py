@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import interleaved, machine, prepare  # noqa: E402
+from bench.trials import best, interleaved, machine, prepare  # noqa: E402
 from tests.helpers import start_app  # noqa: E402
 
 MODES = ("settled", "python")
@@ -106,16 +106,14 @@ def main() -> None:
     workdir = prepare("tuneforge-collector-")
     kinds = [kind for kind in args.processes.split(",") if kind]
     results = interleaved(kinds, MODES, args.trials, lambda kind, mode, number: trial(kind, mode, workdir, number))
-    best = {
-        kind: {mode: min(r["cpu_s"] for r in runs) for mode, runs in modes.items()} for kind, modes in results.items()
-    }
+    least = best(results, "cpu_s")
     print(
         json.dumps(
             {
                 "machine": machine(),
                 "trials": results,
-                "best_cpu_s": best,
-                "cpu_saved_s": {kind: round(b["python"] - b["settled"], 2) for kind, b in best.items()},
+                "best_cpu_s": least,
+                "cpu_saved_s": {kind: round(b["python"] - b["settled"], 2) for kind, b in least.items()},
             }
         )
     )

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import interleaved, machine, prepare  # noqa: E402
+from bench.trials import best, interleaved, machine, prepare  # noqa: E402
 
 JOBS = {
     "grpo": {"task": "grpo", "dataset": "demo_arithmetic", "max_steps": 8, "max_completion_length": 16, "val_size": 8},
@@ -81,17 +81,15 @@ def main() -> None:
     workdir = prepare("tuneforge-heap-")
     jobs = [job for job in args.jobs.split(",") if job]
     results = interleaved(jobs, MODES, args.trials, lambda job, mode, trial: run(workdir, job, mode, trial))
-    best = {
-        job: {mode: min(r["wall_s"] for r in runs) for mode, runs in modes.items()} for job, modes in results.items()
-    }
+    least = best(results, "wall_s")
     print(
         json.dumps(
             {
                 "machine": machine(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                 "trials": results,
-                "best_wall_s": best,
-                "speedup": {job: round(b["glibc"] / b["kept"], 3) for job, b in best.items()},
+                "best_wall_s": least,
+                "speedup": {job: round(b["glibc"] / b["kept"], 3) for job, b in least.items()},
             }
         )
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import interleaved, machine, prepare  # noqa: E402
+from bench.trials import best, interleaved, machine, prepare  # noqa: E402
 
 MODES = ("labelled", "every")
 TASKS = {
@@ -75,9 +75,7 @@ def main() -> None:
     workdir = prepare("tuneforge-positions-")
     tasks = [task for task in args.tasks.split(",") if task]
     results = interleaved(tasks, MODES, args.trials, lambda task, mode, number: trial(task, mode, workdir, number))
-    best = {
-        task: {mode: min(r["cpu_s"] for r in runs) for mode, runs in modes.items()} for task, modes in results.items()
-    }
+    least = best(results, "cpu_s")
     same = {
         task: all(r["metrics"] == modes["every"][0]["metrics"] for runs in modes.values() for r in runs)
         for task, modes in results.items()
@@ -87,8 +85,8 @@ def main() -> None:
             {
                 "machine": machine(),
                 "trials": results,
-                "best_cpu_s": best,
-                "cpu_saved_share": {task: round(1 - b["labelled"] / b["every"], 3) for task, b in best.items()},
+                "best_cpu_s": least,
+                "cpu_saved_share": {task: round(1 - b["labelled"] / b["every"], 3) for task, b in least.items()},
                 "same_metrics": same,
             }
         )

@@ -37,5 +37,10 @@ def interleaved(kinds: Iterable[str], modes: Iterable[str], trials: int, run: Ca
     return results
 
 
+def best(results: dict[str, dict[str, list]], key: str) -> dict[str, dict[str, float]]:
+    """The lowest `key` of each kind's trials in each mode: the run least slowed by whatever else the machine ran."""
+    return {kind: {mode: min(r[key] for r in runs) for mode, runs in modes.items()} for kind, modes in results.items()}
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} logical cores, {platform.processor() or 'cpu'}"
