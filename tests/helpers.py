@@ -44,15 +44,14 @@ def write_config(path: Path, **options) -> Path:
     return path
 
 
-def run_cli(config_path: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m backend.train --config ...` exactly as a user types it; env: variables to set for it."""
+def run_cli(config_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m backend.train --config ...` exactly as a user types it."""
     return subprocess.run(
         [sys.executable, "-m", "backend.train", "--config", str(config_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **env} if env else None,
     )
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,12 +11,6 @@ from safetensors import safe_open
 from backend.events import read_events
 from backend.training.regional_compile import compile_cache_dir
 from tests.helpers import run_cli, write_config
-
-# The compiled run's cache (inductor's kernels of the tiny model) is kept per machine outside the checkout, as
-# llama.cpp's tools are (`make llamacpp`): only a machine's first suite compiles them with g++ (about 35 CPU-s),
-# and a fresh clone's loads them. Inductor's keys hold the graph, the torch version and the CPU's instruction
-# set, so another machine or another torch compiles its own.
-KERNELS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuneforge" / "test-kernels"
 
 
 def test_the_compile_cache_is_kept_per_model_and_torch_version(tmp_path, monkeypatch):
@@ -37,8 +29,8 @@ def test_the_compile_cache_is_kept_per_model_and_torch_version(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_a_compiled_run_trains_says_so_and_saves_the_eager_names(tmp_path, small_model, secret_dataset):
-    """Slow (about 35 CPU-seconds with an empty inductor cache, a few with a warm one, see KERNELS): inductor
-    compiles the tiny model's block forward and backward with g++. Two steps, no evaluation: only the plumbing."""
+    """Slow (about 35 CPU-seconds with an empty inductor cache, a few with a warm one): inductor compiles the
+    tiny model's block forward and backward with g++. Two steps, no evaluation: only the plumbing."""
     run_dir = tmp_path / "compiled"
     config = write_config(
         tmp_path / "run.yaml",
@@ -50,7 +42,7 @@ def test_a_compiled_run_trains_says_so_and_saves_the_eager_names(tmp_path, small
         save_steps=0,
         torch_compile=True,
     )
-    result = run_cli(config, env={"TUNEFORGE_CACHE": str(KERNELS)})
+    result = run_cli(config)
     assert result.returncode == 0, result.stderr[-2000:]
     events = read_events(run_dir)
     compiled = [e for e in events if e.get("compiled_blocks") is not None]
