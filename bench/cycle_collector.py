@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import best, interleaved, machine, prepare  # noqa: E402
+from bench.trials import best, interleaved, machine, prepare, site_folder, without  # noqa: E402
 from tests.helpers import start_app  # noqa: E402
 
 MODES = ("settled", "python")
@@ -47,12 +47,7 @@ def _write():
 atexit.register(_write)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 """
-UNTOUCHED = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})  # the entry's own folder joins sys.path only after site has run
-import backend.cycle_collector as collector
-collector.hold = collector.settle = lambda: None
-"""
+UNTOUCHED = without("backend.cycle_collector", "hold", "settle")
 
 
 def start(kind: str, workdir: Path, name: str, env: dict) -> tuple[subprocess.Popen, Path]:
@@ -78,9 +73,7 @@ def start(kind: str, workdir: Path, name: str, env: dict) -> tuple[subprocess.Po
 
 def trial(kind: str, mode: str, workdir: Path, number: int) -> dict:
     name = f"{kind}-{mode}-{number}"
-    site = workdir / f"site-{name}"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(TIMED + (UNTOUCHED if mode == "python" else ""))
+    site = site_folder(workdir, name, TIMED + (UNTOUCHED if mode == "python" else ""))
     gc_out = workdir / f"{name}.gc.json"
     env = {**os.environ, "PYTHONPATH": str(site), "BENCH_GC_OUT": str(gc_out), "TUNEFORGE_WARM_JOBS": "0"}
     began = time.time()

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import best, interleaved, machine, prepare  # noqa: E402
+from bench.trials import best, interleaved, machine, prepare, site_folder, without  # noqa: E402
 
 MODES = ("labelled", "every")
 TASKS = {
@@ -34,20 +34,13 @@ TASKS = {
     "grpo": {"task": "grpo", "dataset": "demo_arithmetic", "val_size": 8, "max_steps": 8,
              "max_completion_length": 16},
 }  # fmt: skip
-EVERY_POSITION = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})  # the entry's own folder joins sys.path only after site has run
-import backend.training.labelled_positions as switch
-switch.score_labelled_positions_only = lambda: None
-"""
+EVERY_POSITION = without("backend.training.labelled_positions", "score_labelled_positions_only")
 KEPT = ("train_loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies", "eval_reward", "reward")
 
 
 def trial(task: str, mode: str, workdir: Path, number: int) -> dict:
     name = f"{task}-{mode}-{number}"
-    site = workdir / f"site-{name}"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(EVERY_POSITION if mode == "every" else "")
+    site = site_folder(workdir, name, EVERY_POSITION if mode == "every" else "")
     run_dir = workdir / name
     options = {**TASKS[task], "save_steps": 0, "report_to": "none", "output_dir": str(run_dir)}
     config = workdir / f"{name}.yaml"

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def prepare(prefix: str) -> Path:
     """Offline, the embedded SmolLM2 converted once, and a new work folder for this run's trials."""
@@ -35,6 +37,26 @@ def interleaved(kinds: Iterable[str], modes: Iterable[str], trials: int, run: Ca
                 results[kind][mode].append(run(kind, mode, number))
                 print(kind, mode, results[kind][mode][-1], file=sys.stderr, flush=True)
     return results
+
+
+def without(module: str, *functions: str) -> str:
+    """A sitecustomize's source that turns the module's functions into nothing: the product without that change,
+    in a process started fresh."""
+    stubs = " = ".join(f"changed.{name}" for name in functions)
+    return (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})  # the entry's own folder joins sys.path only after site has run\n"
+        f"import {module} as changed\n"
+        f"{stubs} = lambda: None\n"
+    )
+
+
+def site_folder(workdir: Path, name: str, source: str) -> Path:
+    """A folder holding a sitecustomize of that source, for the front of a trial's PYTHONPATH."""
+    site = workdir / f"site-{name}"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(source)
+    return site
 
 
 def best(results: dict[str, dict[str, list]], key: str) -> dict[str, dict[str, float]]:
