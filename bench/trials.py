@@ -1,7 +1,8 @@
 """What the benchmarks that run one process several ways share: the embedded model ready offline, a fresh
 work folder, trials interleaved so that a busy machine slows every way alike, and the machine's line.
 
-Used by bench/freed_memory.py, bench/cycle_collector.py, bench/cpu_levers.py and bench/labelled_positions.py.
+Used by bench/freed_memory.py, bench/cycle_collector.py, bench/cpu_levers.py, bench/labelled_positions.py and
+bench/head_input.py.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ def interleaved(kinds: Iterable[str], modes: Iterable[str], trials: int, run: Ca
     return results
 
 
-def without(module: str, *functions: str) -> str:
-    """A sitecustomize's source that turns the module's functions into nothing: the product without that change,
-    in a process started fresh."""
+def without(module: str, *functions: str, stub: str = "lambda: None") -> str:
+    """A sitecustomize's source that turns the module's functions into the stub (by default, nothing): the
+    product without that change, in a process started fresh."""
     stubs = " = ".join(f"changed.{name}" for name in functions)
     return (
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})  # the entry's own folder joins sys.path only after site has run\n"
         f"import {module} as changed\n"
-        f"{stubs} = lambda: None\n"
+        f"{stubs} = {stub}\n"
     )
 
 

@@ -84,6 +84,8 @@ def hflm_arguments(model: dict[str, Any], batch_size: int) -> dict[str, Any]:
 def progress_lm(model: dict[str, Any], batch_size: int, progress):
     from lm_eval.models.huggingface import HFLM
 
+    from backend.models.head_input import read_contiguous_head_input
+
     class ProgressHFLM(HFLM):
         """HFLM that answers its requests a chunk at a time and reports after each chunk."""
 
@@ -103,7 +105,9 @@ def progress_lm(model: dict[str, Any], batch_size: int, progress):
         def generate_until(self, requests, disable_tqdm: bool = True):
             return self._in_chunks(super().generate_until, requests, disable_tqdm=disable_tqdm)
 
-    return ProgressHFLM(**hflm_arguments(model, batch_size))
+    lm = ProgressHFLM(**hflm_arguments(model, batch_size))
+    read_contiguous_head_input(lm.model)  # lm-eval loads the weights itself: its generate_until prefills too
+    return lm
 
 
 def result_rows(model: str, results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -260,13 +260,16 @@ def load_causal_lm(name_or_path: str, dtype=None, trust_remote_code: bool = Fals
     Code shipped with a model (auto_map) runs only with trust_remote_code, which defaults to off.
     loading adds from_pretrained arguments, such as a quantization_config and device_map for QLoRA.
     """
-    return _hub_friendly(
+    from backend.models.head_input import read_contiguous_head_input
+
+    model = _hub_friendly(
         transformers_module().AutoModelForCausalLM.from_pretrained,
         name_or_path,
         dtype=dtype or "auto",
         trust_remote_code=trust_remote_code,
         **loading,
     )
+    return read_contiguous_head_input(model)
 
 
 def _hub_friendly(loader, name_or_path: str, **kwargs):

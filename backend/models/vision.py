@@ -77,8 +77,10 @@ def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = Fa
 
     if loading.get("quantization_config") is not None:
         loading["quantization_config"].llm_int8_skip_modules = UNQUANTIZED
+    from backend.models.head_input import read_contiguous_head_input
+
     try:
-        return _hub_friendly(
+        model = _hub_friendly(
             AutoModelForImageTextToText.from_pretrained,
             str(path),
             dtype=dtype or "auto",
@@ -90,6 +92,7 @@ def load_vision_model(path: str | Path, dtype=None, trust_remote_code: bool = Fa
             raise
         kind = config_of(path).get("model_type", "this architecture")
         raise TuneForgeError(f"model {Path(str(path)).name}: transformers cannot load {kind} for image-text") from None
+    return read_contiguous_head_input(model)
 
 
 def image_marker(processor) -> str:
