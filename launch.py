@@ -89,7 +89,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepare_process() -> None:
     """What this process needs before anything of the app is imported or built."""
+    from webui.gradio_import import skip_stub_rewrite
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    skip_stub_rewrite()  # a quarter of the app's start: see webui/gradio_import.py
     # A chat generating in this process holds the GIL between its torch ops; a status read waiting
     # for it would wait up to the switch interval at each hand-over (5 ms by default, several per
     # request). 0.5 ms keeps status reads quick beside a chat (bench/load_clients.py).
