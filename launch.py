@@ -92,6 +92,10 @@ def prepare_process() -> None:
     from webui.gradio_import import skip_stub_rewrite
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # After every queued event gradio recomputes its API page's timings per endpoint, a pandas groupby of the
+    # last 10,000 events: 5 ms each at 1,000 events, 14 at 10,000 (the Runs tab's story spent 5 CPU-s on it).
+    # Every 20th event keeps that page current for a twentieth of the cost.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "20")
     skip_stub_rewrite()  # a quarter of the app's start: see webui/gradio_import.py
     # A chat generating in this process holds the GIL between its torch ops; a status read waiting
     # for it would wait up to the switch interval at each hand-over (5 ms by default, several per
