@@ -53,14 +53,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # pytest-xdist hands each worker a whole file at a time (`--dist loadfile`), in collection order once
 # `--no-loadscope-reorder` stops it sorting files by their number of tests (which put the one-test files,
-# the GRPO demo among them, last, and left a worker idle for minutes at the end). The files that ran longest
-# on a 2-core Zen 3 (clean clone, 2026-12-06) go first, so the workers finish together; the rest follow in
-# their usual order. A file missing here only runs later; nothing else depends on this order.
+# the GRPO demo among them, last, and left a worker idle for minutes at the end). Longest first, as they ran
+# in a warm suite on a 2-core Zen 4 (2026-12-08), so that what is left at the end is short files and the
+# workers finish together (ordered by the 2026-12-06 list, the vision models' 38 s ran last, alone, for 24 s).
+# A file missing here only runs later; nothing else depends on this order.
 LONGEST_FIRST = (
-    "test_browser.py", "test_grpo_demo.py", "test_gguf_export.py", "test_preference.py", "test_train_cli.py",
-    "test_api.py", "test_recipes.py", "test_multinode.py", "test_benchmarks.py", "test_llamafactory.py",
-    "test_sweeps.py", "test_teams.py", "test_access.py", "test_ddp.py", "test_benchmark_browser.py",
-    "test_sweeps_postgres.py", "test_classification.py", "test_serve.py", "test_load.py", "test_evaluate.py",
+    "test_browser.py", "test_grpo_demo.py", "test_gguf_export.py", "test_llamafactory.py", "test_multinode.py",
+    "test_preference.py", "test_benchmarks.py", "test_recipes.py", "test_vision_models.py", "test_serve.py",
+    "test_ddp.py", "test_sweeps.py", "test_teams.py", "test_train_cli.py", "test_api.py", "test_architectures.py",
+    "test_benchmark_browser.py", "test_sweeps_postgres.py", "test_load.py", "test_classification.py",
+    "test_access.py", "test_evaluate.py", "test_warm_jobs.py", "test_failures.py", "test_serve_limits.py",
+    "test_interruptions.py", "test_regional_compile.py", "test_cycle_collector.py", "test_eval_generation.py",
+    "test_layering.py", "test_attack.py", "test_jobs.py", "test_confinement.py", "test_grpo.py",
 )  # fmt: skip
 
 
