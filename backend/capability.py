@@ -281,10 +281,24 @@ def saved_quantization_bits(saved: dict) -> int:
 def uses_bitsandbytes(config: TrainConfig) -> bool:
     """Whether the run loads bitsandbytes: it quantizes, or its model may be saved quantized. A job that does not
     hides the library (backend.train.hide_unused_bitsandbytes), and only such a job can fork from the job server."""
-    return bool(quantization_bits(config)) or any(_may_be_saved_quantized(s) for s in (config.model, config.ref_model))
+    return bool(quantization_bits(config)) or any(may_be_saved_quantized(s) for s in (config.model, config.ref_model))
 
 
-def _may_be_saved_quantized(spec: str) -> bool:
+def saved_run_uses_bitsandbytes(saved: dict) -> bool:
+    """uses_bitsandbytes for a finished run's config.yaml: loading it again (to merge, serve or evaluate) may."""
+    return bool(saved_quantization_bits(saved)) or may_be_saved_quantized(str(saved.get("model") or "default"))
+
+
+def hide_bitsandbytes() -> None:
+    """Keep bitsandbytes out of a process that loads nothing quantized. peft imports it whenever it is installed,
+    and its import compiles kernels through torch.compile: about 1.5 CPU-s of every process that imports peft
+    (2-core Zen 4), for a library such a process never calls. Once bitsandbytes is imported, this does nothing."""
+    # find_spec() answers None for a name whose sys.modules entry is None, so transformers and peft
+    # both take the library as absent, and an import of it raises ImportError.
+    sys.modules.setdefault("bitsandbytes", None)
+
+
+def may_be_saved_quantized(spec: str) -> bool:
     spec = (spec or "").strip()
     if not spec or spec == "default" or Path(spec).expanduser().is_file():  # none, or the embedded or a GGUF
         return False

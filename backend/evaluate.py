@@ -116,12 +116,16 @@ def progress_line(progress: dict | None) -> str:
 
 def run_job(folder: Path) -> int:
     """The job itself: its spec, its events, its result file."""
+    from backend.capability import hide_bitsandbytes, may_be_saved_quantized
     from backend.evaluation.eval_jobs import RESULT_FILE, SPEC_FILE
     from backend.events import EventLog
     from backend.files import write_text_atomically
 
     events = EventLog(folder)
     spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
+    # Each model loads as eval_jobs.model_spec resolved it, unquantized: only a folder saved quantized needs it.
+    if not any(may_be_saved_quantized(m["pretrained"]) for m in spec.get("models", []) if m.get("pretrained")):
+        hide_bitsandbytes()
     events.emit("start", pid=os.getpid(), kind=spec["kind"])
     try:
         if spec["kind"] == "benchmark":

@@ -174,6 +174,7 @@ def exported_gguf(workspace: Path, run_id: str, gguf_type: str) -> Path:
 
 
 def _export(workspace: Path, run_id: str, kind: str, folder_name: str, marker: str, gguf_type: str = "q8_0") -> Path:
+    from backend.capability import hide_bitsandbytes, saved_run_uses_bitsandbytes
     from backend.runfiles import EVENTS_FILE
     from backend.runs.job_manager import JobManager
     from backend.serving.export import Exporter
@@ -183,6 +184,8 @@ def _export(workspace: Path, run_id: str, kind: str, folder_name: str, marker: s
     status = jobs.status(run_id)["status"]
     if status != "completed":
         raise TuneForgeError(f"run '{run_id}' is {status}; only a completed run can be served")
+    if not saved_run_uses_bitsandbytes(jobs.config(run_id)):
+        hide_bitsandbytes()  # before the export or the server imports peft
     folder = run_dir / "export" / folder_name
     if (folder / marker).exists() and folder.stat().st_mtime >= (run_dir / EVENTS_FILE).stat().st_mtime:
         return folder

@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 
 from backend.admission import admit
-from backend.capability import probe, uses_bitsandbytes
+from backend.capability import hide_bitsandbytes, probe, uses_bitsandbytes
 from backend.checkpoints import checkpoint_step
 from backend.config import TrainConfig
 from backend.cycle_collector import hold, settle
@@ -187,11 +187,8 @@ def hide_unused_bitsandbytes(config: TrainConfig) -> None:
     folder saved quantized (quantization_config in its config.json) still needs it to load, and so may
     a hub id, whose config is not on this machine to read.
     """
-    if uses_bitsandbytes(config):
-        return
-    # find_spec() answers None for a name whose sys.modules entry is None, so transformers and peft
-    # both take the library as absent, and an import of it raises ImportError.
-    sys.modules.setdefault("bitsandbytes", None)
+    if not uses_bitsandbytes(config):
+        hide_bitsandbytes()
 
 
 def config_uses_bitsandbytes(config_path: str) -> bool:

@@ -109,9 +109,11 @@ def test_bf16_is_refused_in_one_line_on_a_cpu_without_it(tmp_path):
 
 
 def test_only_a_run_that_quantizes_loads_bitsandbytes(tmp_path, monkeypatch, tiny_model):
-    """Its import compiles kernels (seconds of every job's start), so a run that quantizes nothing hides it."""
+    """Its import compiles kernels (seconds of every job's start), so a run that quantizes nothing hides it, and so
+    do serving, exporting and evaluating a finished run that needs nothing quantized."""
     import sys
 
+    from backend.capability import hide_bitsandbytes, may_be_saved_quantized, saved_run_uses_bitsandbytes
     from backend.train import hide_unused_bitsandbytes
 
     saved = tmp_path / "saved-4bit"  # a model folder saved quantized still needs it to load
@@ -129,3 +131,16 @@ def test_only_a_run_that_quantizes_loads_bitsandbytes(tmp_path, monkeypatch, tin
         monkeypatch.delitem(sys.modules, "bitsandbytes", raising=False)
         hide_unused_bitsandbytes(TrainConfig.from_dict(options))
         assert ("bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None) == hidden, name
+        # The same run finished: serving or exporting it (backend.serve) loads it again, from its config.yaml.
+        assert saved_run_uses_bitsandbytes(options) is not hidden, name
+    # An evaluation job loads each model unquantized: only a folder saved quantized (or a hub id) needs it.
+    assert [may_be_saved_quantized(m) for m in (tiny_model, str(saved), "someone/model", "default")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    # Once bitsandbytes is imported, hiding it changes nothing.
+    monkeypatch.setitem(sys.modules, "bitsandbytes", sys)
+    hide_bitsandbytes()
+    assert sys.modules["bitsandbytes"] is sys
