@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import best, interleaved, machine, prepare, site_folder, without  # noqa: E402
+from bench.trials import best, interleaved, job_trial, machine, prepare, without  # noqa: E402
 
 MODES = ("packed", "strided")
 GRPO = {"task": "grpo", "dataset": "demo_arithmetic", "val_size": 8, "max_steps": 8, "max_completion_length": 16}
@@ -66,24 +64,7 @@ def head_times() -> dict[str, float]:
 
 
 def grpo_trial(mode: str, workdir: Path, number: int) -> dict:
-    name = f"grpo-{mode}-{number}"
-    site = site_folder(workdir, name, STRIDED if mode == "strided" else "")
-    run_dir = workdir / name
-    config = workdir / f"{name}.yaml"
-    config.write_text(json.dumps({**GRPO, "save_steps": 0, "report_to": "none", "output_dir": str(run_dir)}))
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    began = time.time()
-    command = [sys.executable, "-m", "backend.train", "--config", str(config)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if code := os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{name}: exited with {code}; see {run_dir / 'train.log'}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {
-        "wall_s": round(time.time() - began, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "metrics": {key: metrics[key] for key in KEPT if key in metrics},
-    }
+    return job_trial(workdir, f"grpo-{mode}-{number}", GRPO, STRIDED if mode == "strided" else "", KEPT)
 
 
 def main() -> None:

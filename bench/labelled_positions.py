@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.trials import best, interleaved, machine, prepare, site_folder, without  # noqa: E402
+from bench.trials import best, interleaved, job_trial, machine, prepare, without  # noqa: E402
 
 MODES = ("labelled", "every")
 TASKS = {
@@ -39,25 +36,8 @@ KEPT = ("train_loss", "eval_loss", "eval_rewards/margins", "eval_rewards/accurac
 
 
 def trial(task: str, mode: str, workdir: Path, number: int) -> dict:
-    name = f"{task}-{mode}-{number}"
-    site = site_folder(workdir, name, EVERY_POSITION if mode == "every" else "")
-    run_dir = workdir / name
-    options = {**TASKS[task], "save_steps": 0, "report_to": "none", "output_dir": str(run_dir)}
-    config = workdir / f"{name}.yaml"
-    config.write_text(json.dumps(options))  # YAML reads JSON
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    began = time.time()
-    command = [sys.executable, "-m", "backend.train", "--config", str(config)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if code := os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{name}: exited with {code}; see {run_dir / 'train.log'}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {
-        "wall_s": round(time.time() - began, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "metrics": {key: metrics[key] for key in KEPT if key in metrics},
-    }
+    site = EVERY_POSITION if mode == "every" else ""
+    return job_trial(workdir, f"{task}-{mode}-{number}", TASKS[task], site, KEPT)
 
 
 def main() -> None:

@@ -1,16 +1,19 @@
 """What the benchmarks that run one process several ways share: the embedded model ready offline, a fresh
 work folder, trials interleaved so that a busy machine slows every way alike, and the machine's line.
 
-Used by bench/freed_memory.py, bench/cycle_collector.py, bench/cpu_levers.py, bench/labelled_positions.py and
-bench/head_input.py.
+Used by bench/freed_memory.py, bench/cycle_collector.py, bench/cpu_levers.py, bench/labelled_positions.py,
+bench/head_input.py and bench/app_start.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -58,6 +61,30 @@ def site_folder(workdir: Path, name: str, source: str) -> Path:
     site.mkdir()
     (site / "sitecustomize.py").write_text(source)
     return site
+
+
+def job_trial(workdir: Path, name: str, options: dict, site_source: str, kept: Iterable[str]) -> dict:
+    """One training job started fresh as the studio starts it (`python -m backend.train`, torch on one thread
+    as in the test suite), with a sitecustomize of site_source first on its PYTHONPATH: its wall and CPU seconds
+    (wait4) and the metrics of `kept` it ended with."""
+    site = site_folder(workdir, name, site_source)
+    run_dir = workdir / name
+    config = workdir / f"{name}.yaml"
+    settings = {**options, "save_steps": 0, "report_to": "none", "output_dir": str(run_dir)}
+    config.write_text(json.dumps(settings))  # YAML reads JSON
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    began = time.time()
+    command = [sys.executable, "-m", "backend.train", "--config", str(config)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if code := os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{name}: exited with {code}; see {run_dir / 'train.log'}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "wall_s": round(time.time() - began, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "metrics": {key: metrics[key] for key in kept if key in metrics},
+    }
 
 
 def best(results: dict[str, dict[str, list]], key: str) -> dict[str, dict[str, float]]:
