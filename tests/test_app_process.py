@@ -9,7 +9,7 @@ import sys
 from tests.helpers import ROOT
 
 APP_PROCESS = """
-import json, sys, time
+import json, sys
 from launch import prepare_process
 prepare_process()
 prepare_process()  # twice: one finder, not two
